@@ -1,0 +1,45 @@
+"""asyncjobs: database-backed background jobs for Django, as a ``django.tasks`` backend.
+
+The public API is Django's own tasks framework (``from django.tasks import task``) plus the
+functions re-exported here, which are imported lazily so that importing ``asyncjobs`` never
+touches the app registry.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Exponential",
+    "Fixed",
+    "JobCancelled",
+    "Retry",
+    "cancel_job",
+    "enqueue_many",
+    "retry_job",
+]
+
+_LAZY = {
+    "Exponential": "asyncjobs.retry",
+    "Fixed": "asyncjobs.retry",
+    "JobCancelled": "asyncjobs.exceptions",
+    "Retry": "asyncjobs.exceptions",
+    "cancel_job": "asyncjobs.services",
+    "retry_job": "asyncjobs.services",
+    "enqueue_many": "asyncjobs.backend",
+}
+
+if TYPE_CHECKING:
+    from asyncjobs.backend import enqueue_many
+    from asyncjobs.exceptions import JobCancelled, Retry
+    from asyncjobs.retry import Exponential, Fixed
+    from asyncjobs.services import cancel_job, retry_job
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'asyncjobs' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,290 @@
+"""``JobsBackend``: asyncjobs as a ``django.tasks`` backend.
+
+Configure it in settings::
+
+    TASKS = {
+        "default": {
+            "BACKEND": "asyncjobs.backend.JobsBackend",
+            "QUEUES": ["default", "emails"],
+            "OPTIONS": {"DATABASE": "default"},
+        }
+    }
+
+and declare tasks with Django's decorator. The backend's ``task_class`` accepts the retry
+options Django's ``Task`` does not have, so both ``@task(...)`` and ``.using(...)`` take them::
+
+    @task(queue_name="emails", priority=10, max_attempts=5, timeout=30)
+    def send_welcome_email(user_id): ...
+"""
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.tasks import Task, TaskContext, TaskResult, task_backends
+from django.tasks.backends.base import BaseTaskBackend
+from django.tasks.base import TaskError
+from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
+from django.tasks.signals import task_enqueued
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from asyncjobs import services
+from asyncjobs.exceptions import ConfigurationError, JobCancelled, TaskImportError
+from asyncjobs.models import Job
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobTask(Task):
+    """A ``django.tasks.Task`` with asyncjobs' options.
+
+    Options left as ``None`` come from the task's queue in ``ASYNCJOBS["QUEUES"]``, else from
+    the global ``ASYNCJOBS`` settings, when the job is enqueued.
+
+    Parameters:
+        max_attempts: how many times the job may run before it fails for good.
+        backoff: ``Exponential(...)``, ``Fixed(...)`` or a module-level function
+            ``f(attempt) -> timedelta``: the wait before each retry.
+        retry_on: exception classes (or dotted paths) worth another attempt.
+        fail_on: exception classes that fail the job at once, even if ``retry_on`` matches.
+        timeout: ``timedelta`` or seconds; an attempt running longer is recorded as timed out.
+    """
+
+    max_attempts: int | None = None
+    backoff: Any = None
+    retry_on: tuple[type[BaseException] | str, ...] | None = None
+    fail_on: tuple[type[BaseException] | str, ...] | None = None
+    timeout: timedelta | float | None = None
+
+    def using(  # type: ignore[override]
+        self,
+        *,
+        priority: int | None = None,
+        queue_name: str | None = None,
+        run_after: datetime | None = None,
+        backend: str | None = None,
+        max_attempts: int | None = None,
+        backoff: Any = None,
+        retry_on: Iterable[type[BaseException] | str] | None = None,
+        fail_on: Iterable[type[BaseException] | str] | None = None,
+        timeout: timedelta | float | None = None,
+    ) -> "JobTask":
+        """A copy of this task with some defaults changed (Django's and asyncjobs' own)."""
+        changes: dict[str, Any] = {
+            key: value
+            for key, value in {
+                "priority": priority,
+                "queue_name": queue_name,
+                "run_after": run_after,
+                "backend": backend,
+                "max_attempts": max_attempts,
+                "backoff": backoff,
+                "retry_on": tuple(retry_on) if retry_on is not None else None,
+                "fail_on": tuple(fail_on) if fail_on is not None else None,
+                "timeout": timeout,
+            }.items()
+            if value is not None
+        }
+        return replace(self, **changes)
+
+    def options(self) -> services.JobOptions:
+        """This task's retry policy, resolved against its queue and the settings."""
+        return services.resolve_options(
+            self.queue_name,
+            max_attempts=self.max_attempts,
+            backoff=self.backoff,
+            retry_on=self.retry_on,
+            fail_on=self.fail_on,
+            timeout=self.timeout,
+        )
+
+
+def _options(task: Task) -> services.JobOptions:
+    if isinstance(task, JobTask):
+        return task.options()
+    return services.resolve_options(task.queue_name)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobContext(TaskContext):
+    """The context a ``takes_context=True`` task receives as its first argument.
+
+    Besides Django's ``task_result`` and ``attempt`` it can report progress and see a
+    cancellation request.
+    """
+
+    job_id: str
+    database: str = "default"
+    cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether someone asked to cancel this job (seen within one worker heartbeat)."""
+        return self.cancel_event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        """Raise ``JobCancelled`` if the job was asked to cancel; call it between steps."""
+        if self.cancel_requested:
+            raise JobCancelled(f"Job {self.job_id} was cancelled.")
+
+    def set_progress(
+        self, current: float, total: float | None = None, message: str = ""
+    ) -> dict[str, Any]:
+        """Store the job's progress (shown by the admin and the API); returns it."""
+        return services.set_progress(
+            self.job_id, current=current, total=total, message=message, using=self.database
+        )
+
+
+class JobsBackend(BaseTaskBackend):
+    """Stores tasks as ``Job`` rows for ``manage.py runworker`` to run.
+
+    ``OPTIONS``: ``DATABASE``, the database alias holding the jobs (default ``"default"``).
+    """
+
+    task_class = JobTask
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = True
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        super().__init__(alias, params)
+        self.database: str = self.options.get("DATABASE", "default")
+
+    def validate_task(self, task: Task) -> None:
+        """Django's checks, plus the task's asyncjobs options."""
+        super().validate_task(task)
+        try:
+            _options(task)
+        except ConfigurationError as exc:
+            raise InvalidTask(str(exc)) from exc
+
+    def build_job(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any], now: datetime) -> Job:
+        """An unsaved job for one call of ``task`` (validates the task and the arguments)."""
+        self.validate_task(task)
+        return services.build_job(
+            task_path=task.module_path,
+            args=args,
+            kwargs=kwargs,
+            queue_name=task.queue_name,
+            priority=task.priority,
+            run_after=task.run_after,
+            backend=self.alias,
+            options=_options(task),
+            now=now,
+        )
+
+    def enqueue(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> TaskResult:
+        """Store one job in the current transaction and return its result handle.
+
+        Raises ``InvalidArgumentsError`` (a ``TypeError``), storing nothing, if the arguments
+        are not JSON-serializable.
+        """
+        job = self.build_job(task, args, kwargs, timezone.now())
+        services.enqueue_jobs([job], using=self.database)
+        result = self.to_result(job, task=task)
+        task_enqueued.send(type(self), task_result=result)
+        return result
+
+    def enqueue_many(
+        self, calls: Iterable[tuple[Task, Sequence[Any], dict[str, Any]]]
+    ) -> list[TaskResult]:
+        """Store many jobs in one INSERT, all or none; see ``asyncjobs.enqueue_many``."""
+        now = timezone.now()
+        pairs = [(task, self.build_job(task, args, kwargs, now)) for task, args, kwargs in calls]
+        services.enqueue_jobs([job for _, job in pairs], using=self.database)
+        results = [self.to_result(job, task=task) for task, job in pairs]
+        for result in results:
+            task_enqueued.send(type(self), task_result=result)
+        return results
+
+    def get_result(self, result_id: str) -> TaskResult:
+        """The current state of a job. Raises ``TaskResultDoesNotExist`` for unknown ids."""
+        try:
+            job = Job.objects.using(self.database).get(pk=result_id)
+        except (Job.DoesNotExist, ValidationError, ValueError, TypeError) as exc:
+            raise TaskResultDoesNotExist(result_id) from exc
+        return self.to_result(job)
+
+    def load_task(self, job: Job) -> Task:
+        """The ``Task`` a job runs, with the job's queue and priority.
+
+        Raises ``TaskImportError`` if the task path no longer imports to a task.
+        """
+        try:
+            task = import_string(job.task_path)
+        except ImportError as exc:
+            raise TaskImportError(f"Task {job.task_path!r} could not be imported: {exc}") from exc
+        if not isinstance(task, Task):
+            raise TaskImportError(
+                f"{job.task_path!r} is not a task (decorate the function with @task)."
+            )
+        # Rebuild without re-validating: the job's queue or priority may no longer be in the
+        # settings, and that must not hide the job's result.
+        changes = {"priority": job.priority, "queue_name": job.queue_name, "backend": self.alias}
+        clone = object.__new__(type(task))
+        for name in task.__dataclass_fields__:
+            object.__setattr__(clone, name, changes.get(name, getattr(task, name)))
+        return clone
+
+    def to_result(
+        self, job: Job, *, task: Task | None = None, attempts: list[Any] | None = None
+    ) -> TaskResult:
+        """A ``TaskResult`` for ``job``; reads its attempts unless given."""
+        if attempts is None:
+            attempts = (
+                list(job.attempt_set.order_by("number").only("worker_id", "error_class", "traceback"))
+                if job.attempts
+                else []
+            )
+        result = TaskResult(
+            task=task if task is not None else self.load_task(job),
+            id=str(job.pk),
+            status=job.task_result_status,
+            enqueued_at=job.enqueued_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            last_attempted_at=job.last_attempted_at,
+            args=job.args,
+            kwargs=job.kwargs,
+            backend=self.alias,
+            errors=[
+                TaskError(exception_class_path=a.error_class, traceback=a.traceback)
+                for a in attempts
+                if a.error_class
+            ],
+            worker_ids=[a.worker_id for a in attempts],
+        )
+        object.__setattr__(result, "_return_value", job.return_value)
+        return result
+
+    def check(self, **kwargs: Any) -> list[Any]:
+        """System checks for this backend (see ``asyncjobs.checks``)."""
+        from asyncjobs.checks import check_backend
+
+        return check_backend(self)
+
+
+def enqueue_many(
+    calls: Iterable[tuple[Task, Sequence[Any], dict[str, Any]]],
+) -> list[TaskResult]:
+    """Enqueue many task calls in one INSERT and return their results, in order.
+
+    ``calls`` yields ``(task, args, kwargs)`` tuples; the tasks may differ but must share one
+    asyncjobs backend. All jobs are stored or none is: one invalid call (a non-JSON argument,
+    an unknown queue) raises before anything is written.
+    """
+    calls = list(calls)
+    if not calls:
+        return []
+    aliases = {task.backend for task, _, _ in calls}
+    if len(aliases) != 1:
+        raise ValueError(f"enqueue_many needs tasks of one backend, got {sorted(aliases)}.")
+    backend = task_backends[aliases.pop()]
+    if not isinstance(backend, JobsBackend):
+        raise TypeError(f"enqueue_many needs an asyncjobs backend, not {type(backend).__name__}.")
+    return backend.enqueue_many(calls)

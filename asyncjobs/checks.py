@@ -1,0 +1,117 @@
+"""System checks: misconfiguration is reported by ``manage.py check`` (and at runserver or
+runworker start), not discovered when the first job fails."""
+
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core import checks
+from django.db import connections
+
+from asyncjobs import db, services
+from asyncjobs.conf import DEFAULTS, QUEUE_OPTION_KEYS, jobs_settings
+from asyncjobs.exceptions import ConfigurationError
+
+
+@checks.register(checks.Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """The ``ASYNCJOBS`` dict: known keys, valid values."""
+    errors: list[checks.CheckMessage] = []
+    user = getattr(settings, "ASYNCJOBS", None) or {}
+    if not isinstance(user, dict):
+        return [checks.Error("ASYNCJOBS must be a dict.", id="asyncjobs.E001")]
+    for key in sorted(set(user) - set(DEFAULTS)):
+        errors.append(
+            checks.Error(
+                f"Unknown ASYNCJOBS setting {key!r}.",
+                hint=f"Known settings: {', '.join(sorted(DEFAULTS))}.",
+                id="asyncjobs.E002",
+            )
+        )
+    queues = user.get("QUEUES", {})
+    if not isinstance(queues, dict):
+        return [*errors, checks.Error("ASYNCJOBS['QUEUES'] must be a dict.", id="asyncjobs.E003")]
+    for queue_name, overrides in queues.items():
+        unknown = set(overrides or {}) - QUEUE_OPTION_KEYS
+        if unknown:
+            errors.append(
+                checks.Error(
+                    f"ASYNCJOBS['QUEUES'][{queue_name!r}] has unknown keys {sorted(unknown)}.",
+                    hint=f"Per-queue keys: {', '.join(sorted(QUEUE_OPTION_KEYS))}.",
+                    id="asyncjobs.E004",
+                )
+            )
+    for queue_name in ["default", *queues]:
+        try:
+            services.resolve_options(queue_name)
+        except (ConfigurationError, TypeError, ValueError) as exc:
+            errors.append(
+                checks.Error(
+                    f"Invalid asyncjobs retry settings for queue {queue_name!r}: {exc}",
+                    id="asyncjobs.E005",
+                )
+            )
+    try:
+        intervals_ok = jobs_settings.HEARTBEAT_INTERVAL * 2 <= jobs_settings.LEASE_DURATION
+    except TypeError as exc:
+        errors.append(checks.Error(f"Invalid asyncjobs duration: {exc}", id="asyncjobs.E006"))
+    else:
+        if not intervals_ok:
+            errors.append(
+                checks.Warning(
+                    "ASYNCJOBS LEASE_DURATION should be at least twice HEARTBEAT_INTERVAL.",
+                    hint="Otherwise a busy but healthy worker can lose its jobs to a rescue.",
+                    id="asyncjobs.W001",
+                )
+            )
+    return errors
+
+
+def check_backend(backend: Any) -> list[checks.CheckMessage]:
+    """Checks for one ``JobsBackend`` (called through ``django.tasks``' own check)."""
+    errors: list[checks.CheckMessage] = []
+    if not apps.is_installed("asyncjobs"):
+        errors.append(
+            checks.Error(
+                f"TASKS[{backend.alias!r}] uses asyncjobs but 'asyncjobs' is not in "
+                "INSTALLED_APPS.",
+                id="asyncjobs.E010",
+            )
+        )
+    if backend.database not in settings.DATABASES:
+        errors.append(
+            checks.Error(
+                f"TASKS[{backend.alias!r}]['OPTIONS']['DATABASE'] is {backend.database!r}, "
+                "which is not in DATABASES.",
+                id="asyncjobs.E011",
+            )
+        )
+        return errors
+    if not db.vendor_supported(backend.database):
+        errors.append(
+            checks.Error(
+                f"asyncjobs supports PostgreSQL and SQLite, not "
+                f"{connections[backend.database].vendor}.",
+                id="asyncjobs.E012",
+            )
+        )
+    elif db.is_sqlite_without_immediate(backend.database):
+        errors.append(
+            checks.Warning(
+                f"Database {backend.database!r} is SQLite without "
+                "OPTIONS['transaction_mode'] = 'IMMEDIATE'.",
+                hint="Workers and web requests then fail with 'database is locked' under "
+                "load. Set it, with a 'timeout', in DATABASES.",
+                id="asyncjobs.W010",
+            )
+        )
+    unknown = set(jobs_settings.QUEUES) - set(backend.queues)
+    if backend.queues and unknown:
+        errors.append(
+            checks.Warning(
+                f"ASYNCJOBS['QUEUES'] configures {sorted(unknown)}, which TASKS"
+                f"[{backend.alias!r}]['QUEUES'] does not list.",
+                id="asyncjobs.W011",
+            )
+        )
+    return errors

@@ -1,0 +1,101 @@
+"""The ``ASYNCJOBS`` settings dict, read lazily over ``DEFAULTS``.
+
+``jobs_settings.LEASE_DURATION`` reads ``settings.ASYNCJOBS["LEASE_DURATION"]`` if set, else the
+default. Values are cached and the cache is dropped on ``setting_changed`` so that
+``override_settings`` works in tests.
+"""
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+DEFAULTS: dict[str, Any] = {
+    # Retry policy, used when neither the task nor its queue says otherwise.
+    "MAX_ATTEMPTS": 3,
+    # None means asyncjobs.retry.Exponential(): 2 s base, factor 2, 1 h cap, full jitter.
+    "BACKOFF": None,
+    "TIMEOUT": None,
+    # Exception classes (or dotted paths) that are retried / that fail the job at once.
+    "RETRY_ON": ("builtins.Exception",),
+    "FAIL_ON": (),
+    # Per-queue overrides of the four keys above: {"emails": {"MAX_ATTEMPTS": 5}}.
+    "QUEUES": {},
+    # The worker.
+    "LEASE_DURATION": timedelta(seconds=60),
+    "HEARTBEAT_INTERVAL": timedelta(seconds=10),
+    "POLL_INTERVAL": timedelta(seconds=1),
+    "SHUTDOWN_TIMEOUT": timedelta(seconds=30),
+    "MAINTENANCE_INTERVAL": timedelta(seconds=15),
+    "WORKER_RETENTION": timedelta(days=1),
+    # A worker whose timed-out threads will not stop exits for its supervisor to restart it
+    # once this many are stuck. None means the worker's concurrency.
+    "MAX_STUCK_THREADS": None,
+}
+
+DURATION_KEYS = frozenset(
+    {
+        "TIMEOUT",
+        "LEASE_DURATION",
+        "HEARTBEAT_INTERVAL",
+        "POLL_INTERVAL",
+        "SHUTDOWN_TIMEOUT",
+        "MAINTENANCE_INTERVAL",
+        "WORKER_RETENTION",
+    }
+)
+QUEUE_OPTION_KEYS = frozenset({"MAX_ATTEMPTS", "BACKOFF", "TIMEOUT", "RETRY_ON", "FAIL_ON"})
+
+
+def as_timedelta(value: timedelta | float | None) -> timedelta | None:
+    """Return ``value`` as a ``timedelta``; numbers are seconds, ``None`` stays ``None``."""
+    if value is None or isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"Expected a timedelta or a number of seconds, got {value!r}.")
+    return timedelta(seconds=value)
+
+
+class JobsSettings:
+    """Attribute access to ``settings.ASYNCJOBS`` with defaults; durations as ``timedelta``."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        """The project's ``ASYNCJOBS`` dict (empty when unset)."""
+        return getattr(settings, "ASYNCJOBS", None) or {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Invalid asyncjobs setting: {name!r}")
+        if name not in self._cache:
+            value = self.user_settings.get(name, DEFAULTS[name])
+            if name in DURATION_KEYS:
+                value = as_timedelta(value)
+            self._cache[name] = value
+        return self._cache[name]
+
+    def queue_option(self, queue_name: str, key: str) -> Any:
+        """The value of ``key`` for ``queue_name``: the queue's override, else the global one."""
+        overrides = self.QUEUES.get(queue_name) or {}
+        if key in overrides:
+            value = overrides[key]
+            return as_timedelta(value) if key in DURATION_KEYS else value
+        return getattr(self, key)
+
+    def reload(self) -> None:
+        """Forget cached values (called when the setting changes)."""
+        self._cache.clear()
+
+
+jobs_settings = JobsSettings()
+
+
+@receiver(setting_changed)
+def _reload_settings(*, setting: str, **kwargs: Any) -> None:
+    if setting == "ASYNCJOBS":
+        jobs_settings.reload()

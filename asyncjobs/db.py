@@ -1,0 +1,409 @@
+"""Everything that depends on the database vendor, behind one small interface.
+
+``for_alias(alias)`` returns a ``ClaimStrategy`` for a database alias:
+
+- ``claim()`` moves up to ``limit`` ready jobs to ``running`` for one worker and records the
+  start of their attempts, in one short transaction, and returns them best first.
+- ``listen()`` returns a ``Listener`` whose ``wait()`` blocks until jobs may have become ready
+  (PostgreSQL ``LISTEN``) or the timeout passes (SQLite, or any fallback).
+- ``maintenance_lock()`` is a context manager that yields whether this process won the
+  cluster-wide lock for maintenance work.
+
+Nothing outside this module looks at ``connection.vendor`` or writes SQL.
+"""
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from django.db import connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from asyncjobs.models import Attempt, Job, JobStatus
+
+logger = logging.getLogger(__name__)
+
+# The LISTEN/NOTIFY channel the triggers below announce ready jobs on.
+NOTIFY_CHANNEL = "asyncjobs"
+# Arbitrary but stable key for pg_try_advisory_xact_lock: "asyncjob" in ASCII.
+MAINTENANCE_LOCK_KEY = 0x6173796E636A6F62
+
+
+class Listener(Protocol):
+    """Something a worker can sleep on until new jobs may be ready."""
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds; True if woken by a notification."""
+
+    def close(self) -> None:
+        """Release the listener's resources."""
+
+
+class ClaimStrategy(Protocol):
+    """The vendor-specific operations of the queue (see the module docstring)."""
+
+    alias: str
+
+    def claim(
+        self,
+        *,
+        queues: Sequence[str] | None,
+        limit: int,
+        worker_id: str,
+        now: datetime,
+        lease: timedelta,
+    ) -> list[Job]:
+        """Claim up to ``limit`` ready jobs of ``queues`` (None: any queue) for
+        ``worker_id``; best first."""
+
+    def listen(self, on_error: Callable[[BaseException], None] | None = None) -> Listener:
+        """A listener for new-job notifications."""
+
+    def maintenance_lock(self) -> contextlib.AbstractContextManager[bool]:
+        """Hold the maintenance lock for the duration of the block, if it can be had."""
+
+
+def _job_columns(connection: BaseDatabaseWrapper) -> tuple[list[str], list[Callable[..., Any]]]:
+    """The job table's columns, quoted, and a function per column turning a raw value into
+    the model field's Python value (what the ORM would do on a SELECT)."""
+    qn = connection.ops.quote_name
+    columns, converters = [], []
+    table = Job._meta.db_table
+    for field in Job._meta.concrete_fields:
+        col = field.get_col(table)
+        convs = connection.ops.get_db_converters(col) + field.get_db_converters(connection)
+
+        def convert(value: Any, _convs: list[Any] = convs, _col: Any = col) -> Any:
+            for conv in _convs:
+                value = conv(value, _col, connection)
+            return value
+
+        columns.append(qn(field.column))
+        converters.append(convert)
+    return columns, converters
+
+
+def _rows_to_jobs(alias: str, connection: BaseDatabaseWrapper, rows: list[tuple]) -> list[Job]:
+    _, converters = _job_columns(connection)
+    attnames = [f.attname for f in Job._meta.concrete_fields]
+    jobs = [
+        Job.from_db(alias, attnames, [conv(v) for conv, v in zip(converters, row, strict=True)])
+        for row in rows
+    ]
+    # UPDATE ... RETURNING gives no order; hand jobs out best first.
+    jobs.sort(key=lambda j: (-j.priority, j.run_after, j.enqueued_at))
+    return jobs
+
+
+def _prep(field_name: str, value: Any, connection: BaseDatabaseWrapper) -> Any:
+    """Adapt a Python value to a query parameter exactly as the ORM would for this field."""
+    return Job._meta.get_field(field_name).get_db_prep_value(value, connection)
+
+
+def _insert_attempts(alias: str, jobs: list[Job], worker_id: str, now: datetime) -> None:
+    Attempt.objects.using(alias).bulk_create(
+        [Attempt(job_id=j.pk, number=j.attempts, worker_id=worker_id, started_at=now) for j in jobs]
+    )
+
+
+class PollingListener:
+    """A listener that only sleeps: the fallback where there is no LISTEN/NOTIFY."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep ``timeout`` seconds (or until ``close``)."""
+        self._event.wait(timeout)
+        return False
+
+    def close(self) -> None:
+        """Wake any sleeper for good."""
+        self._event.set()
+
+
+class SQLiteStrategy:
+    """SQLite has no row locks: pick candidates, then move only rows that are still ready.
+
+    Both steps run in one transaction; with ``transaction_mode="IMMEDIATE"`` it takes the
+    write lock up front, so two workers never interleave between the SELECT and the UPDATE
+    (and never hit SQLite's lock-upgrade deadlock). The conditional UPDATE keeps the claim
+    correct even without it.
+    """
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+
+    def claim(
+        self,
+        *,
+        queues: Sequence[str] | None,
+        limit: int,
+        worker_id: str,
+        now: datetime,
+        lease: timedelta,
+    ) -> list[Job]:
+        """See ``ClaimStrategy.claim``."""
+        if limit <= 0 or (queues is not None and not queues):
+            return []
+        connection = connections[self.alias]
+        qn = connection.ops.quote_name
+        table = qn(Job._meta.db_table)
+        columns, _ = _job_columns(connection)
+        in_queues = ""
+        if queues is not None:
+            in_queues = f"AND queue_name IN ({', '.join(['%s'] * len(queues))})"
+        with transaction.atomic(using=self.alias), connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id FROM {table} WHERE status = %s {in_queues} "  # noqa: S608
+                "ORDER BY priority DESC, run_after, enqueued_at LIMIT %s",
+                [JobStatus.QUEUED, *(queues or ()), limit],
+            )
+            ids = [row[0] for row in cursor.fetchall()]
+            if not ids:
+                return []
+            id_marks = ", ".join(["%s"] * len(ids))
+            cursor.execute(
+                f"UPDATE {table} SET status = %s, worker_id = %s, lease_expires_at = %s, "  # noqa: S608
+                "attempts = attempts + 1, started_at = COALESCE(started_at, %s), "
+                f"last_attempted_at = %s WHERE id IN ({id_marks}) AND status = %s "
+                f"RETURNING {', '.join(columns)}",
+                [
+                    JobStatus.RUNNING,
+                    worker_id,
+                    _prep("lease_expires_at", now + lease, connection),
+                    _prep("started_at", now, connection),
+                    _prep("last_attempted_at", now, connection),
+                    *ids,
+                    JobStatus.QUEUED,
+                ],
+            )
+            jobs = _rows_to_jobs(self.alias, connection, cursor.fetchall())
+            _insert_attempts(self.alias, jobs, worker_id, now)
+        return jobs
+
+    def listen(self, on_error: Callable[[BaseException], None] | None = None) -> Listener:
+        """SQLite cannot notify: poll."""
+        return PollingListener()
+
+    @contextlib.contextmanager
+    def maintenance_lock(self) -> Iterator[bool]:
+        """SQLite serialises writers already; every worker may do maintenance."""
+        with transaction.atomic(using=self.alias):
+            yield True
+
+
+class PostgresStrategy:
+    """PostgreSQL: one statement claims with ``FOR UPDATE SKIP LOCKED`` and records attempts.
+
+    Concurrent workers skip each other's locked rows instead of queueing behind them. New
+    work is announced by triggers (see ``NOTIFY_TRIGGER_SQL``) with ``pg_notify``, which
+    PostgreSQL delivers on commit, so a worker never wakes for a job it cannot see yet.
+    """
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+
+    def claim(
+        self,
+        *,
+        queues: Sequence[str] | None,
+        limit: int,
+        worker_id: str,
+        now: datetime,
+        lease: timedelta,
+    ) -> list[Job]:
+        """See ``ClaimStrategy.claim``."""
+        if limit <= 0 or (queues is not None and not queues):
+            return []
+        connection = connections[self.alias]
+        qn = connection.ops.quote_name
+        table = qn(Job._meta.db_table)
+        attempt_table = qn(Attempt._meta.db_table)
+        columns, _ = _job_columns(connection)
+        returning = ", ".join(columns)
+        in_queues = "AND queue_name = ANY(%s)" if queues is not None else ""
+        # One statement, so it is atomic even in autocommit: lock the best ready rows that no
+        # one else holds, move them to running, and insert their attempt rows.
+        sql = f"""
+            WITH picked AS (
+                SELECT id FROM {table}
+                WHERE status = %s {in_queues}
+                ORDER BY priority DESC, run_after, enqueued_at
+                LIMIT %s
+                FOR UPDATE SKIP LOCKED
+            ), claimed AS (
+                UPDATE {table} AS j SET status = %s, worker_id = %s, lease_expires_at = %s,
+                    attempts = j.attempts + 1, started_at = COALESCE(j.started_at, %s),
+                    last_attempted_at = %s
+                FROM picked WHERE j.id = picked.id
+                RETURNING {", ".join("j." + c for c in columns)}
+            ), recorded AS (
+                INSERT INTO {attempt_table}
+                    (job_id, number, worker_id, started_at, outcome, error_class,
+                     error_message, traceback)
+                SELECT id, attempts, %s, %s, '', '', '', '' FROM claimed
+            )
+            SELECT {returning} FROM claimed
+        """  # noqa: S608
+        params = [
+            JobStatus.QUEUED,
+            *([list(queues)] if queues is not None else []),
+            limit,
+            JobStatus.RUNNING,
+            worker_id,
+            now + lease,
+            now,
+            now,
+            worker_id,
+            now,
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        return _rows_to_jobs(self.alias, connection, rows)
+
+    def listen(self, on_error: Callable[[BaseException], None] | None = None) -> Listener:
+        """A LISTEN connection of its own (Django's connections are per thread)."""
+        return PostgresListener(self.alias, NOTIFY_CHANNEL, on_error)
+
+    @contextlib.contextmanager
+    def maintenance_lock(self) -> Iterator[bool]:
+        """A transaction-scoped advisory lock: one worker at a time does maintenance."""
+        with transaction.atomic(using=self.alias), connections[self.alias].cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [MAINTENANCE_LOCK_KEY])
+            (won,) = cursor.fetchone()
+            yield bool(won)
+
+
+class PostgresListener:
+    """Waits for NOTIFY on the asyncjobs channel; reconnects on failure, falling back to
+    plain sleeping meanwhile."""
+
+    def __init__(
+        self, alias: str, channel: str, on_error: Callable[[BaseException], None] | None
+    ) -> None:
+        self.alias = alias
+        self.channel = channel
+        self.on_error = on_error
+        self._conn: Any = None
+        self._closed = threading.Event()
+
+    def _connect(self) -> Any:
+        import psycopg
+        from psycopg import sql
+
+        params = connections[self.alias].get_connection_params()
+        for key in ("cursor_factory", "context", "prepare_threshold"):
+            params.pop(key, None)
+        conn = psycopg.connect(**params, autocommit=True)
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+        return conn
+
+    def wait(self, timeout: float) -> bool:
+        """Block until a notification arrives or ``timeout`` seconds pass."""
+        if self._closed.is_set():
+            return False
+        try:
+            if self._conn is None:
+                self._conn = self._connect()
+            woke = False
+            for _ in self._conn.notifies(timeout=timeout, stop_after=1):
+                woke = True
+            return woke
+        except Exception as exc:  # any driver error: fall back to sleeping, retry next time
+            if self.on_error:
+                self.on_error(exc)
+            self._drop()
+            self._closed.wait(timeout)
+            return False
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def close(self) -> None:
+        """Close the connection; further waits return at once."""
+        self._closed.set()
+        self._drop()
+
+
+def for_alias(alias: str) -> ClaimStrategy:
+    """The strategy for the database behind ``alias``."""
+    vendor = connections[alias].vendor
+    if vendor == "postgresql":
+        return PostgresStrategy(alias)
+    if vendor == "sqlite":
+        return SQLiteStrategy(alias)
+    raise NotImplementedError(f"asyncjobs supports PostgreSQL and SQLite, not {vendor}.")
+
+
+def is_sqlite_without_immediate(alias: str) -> bool:
+    """Whether ``alias`` is SQLite with a transaction mode other than IMMEDIATE."""
+    connection = connections[alias]
+    if connection.vendor != "sqlite":
+        return False
+    mode = (connection.settings_dict.get("OPTIONS") or {}).get("transaction_mode")
+    return (mode or "").upper() != "IMMEDIATE"
+
+
+def vendor_supported(alias: str) -> bool:
+    """Whether asyncjobs can run on the database behind ``alias``."""
+    return connections[alias].vendor in {"postgresql", "sqlite"}
+
+
+# The NOTIFY triggers, installed by migration 0001 on PostgreSQL only. New rows that are ready
+# announce their queue once per statement (bulk inserts send one notification per queue);
+# updates that make a job ready (retry, rescue, promotion) announce it per row, filtered by
+# WHEN so that claims and completions pay nothing. PostgreSQL folds duplicate notifications
+# within a transaction.
+NOTIFY_TRIGGER_SQL = """
+CREATE OR REPLACE FUNCTION asyncjobs_notify_inserted() RETURNS trigger AS $$
+BEGIN
+    PERFORM pg_notify('{channel}', q.queue_name)
+    FROM (SELECT DISTINCT queue_name FROM new_rows WHERE status = 'queued') AS q;
+    RETURN NULL;
+END $$ LANGUAGE plpgsql;
+
+CREATE OR REPLACE FUNCTION asyncjobs_notify_ready() RETURNS trigger AS $$
+BEGIN
+    PERFORM pg_notify('{channel}', NEW.queue_name);
+    RETURN NULL;
+END $$ LANGUAGE plpgsql;
+
+CREATE TRIGGER asyncjobs_job_inserted AFTER INSERT ON {table}
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION asyncjobs_notify_inserted();
+
+CREATE TRIGGER asyncjobs_job_ready AFTER UPDATE OF status ON {table}
+    FOR EACH ROW WHEN (NEW.status = 'queued' AND OLD.status IS DISTINCT FROM 'queued')
+    EXECUTE FUNCTION asyncjobs_notify_ready();
+"""
+
+DROP_NOTIFY_TRIGGER_SQL = """
+DROP TRIGGER IF EXISTS asyncjobs_job_ready ON {table};
+DROP TRIGGER IF EXISTS asyncjobs_job_inserted ON {table};
+DROP FUNCTION IF EXISTS asyncjobs_notify_ready();
+DROP FUNCTION IF EXISTS asyncjobs_notify_inserted();
+"""
+
+
+def install_notify_triggers(schema_editor: Any) -> None:
+    """Create the NOTIFY triggers (PostgreSQL only; a no-op elsewhere)."""
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    table = schema_editor.quote_name(Job._meta.db_table)
+    schema_editor.execute(NOTIFY_TRIGGER_SQL.format(table=table, channel=NOTIFY_CHANNEL))
+
+
+def drop_notify_triggers(schema_editor: Any) -> None:
+    """Remove the NOTIFY triggers (PostgreSQL only; a no-op elsewhere)."""
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    table = schema_editor.quote_name(Job._meta.db_table)
+    schema_editor.execute(DROP_NOTIFY_TRIGGER_SQL.format(table=table))

@@ -1,0 +1,87 @@
+"""Exceptions raised by asyncjobs, and the ones task code raises to talk to the worker."""
+
+from datetime import timedelta
+
+
+class AsyncJobsError(Exception):
+    """Base class of every error asyncjobs raises."""
+
+
+class ConfigurationError(AsyncJobsError):
+    """Raised when the ``ASYNCJOBS`` setting or a task option is invalid."""
+
+
+class InvalidArgumentsError(AsyncJobsError, TypeError):
+    """Raised at enqueue when a task's arguments cannot be stored as JSON.
+
+    Nothing is stored when it is raised.
+    """
+
+
+class JobNotFoundError(AsyncJobsError, LookupError):
+    """Raised by the job services when no job has the given id."""
+
+
+class InvalidTransitionError(AsyncJobsError):
+    """Raised when a job is asked for a transition its status does not allow.
+
+    For example retrying a job that is still queued, or cancelling one that succeeded.
+    """
+
+
+class TaskImportError(AsyncJobsError, ImportError):
+    """Raised when a job's task path does not import to a task.
+
+    In the worker this fails the attempt (and, with the attempts spent, the job); the worker
+    itself carries on.
+    """
+
+
+class ResultNotSerializableError(AsyncJobsError, TypeError):
+    """Recorded when a task returns a value that cannot be stored as JSON.
+
+    The attempt fails at once and is not retried: running the task again would return the
+    same kind of value.
+    """
+
+
+class JobTimeoutError(AsyncJobsError):
+    """Recorded (and raised inside the task, where possible) when an attempt runs past its
+    ``timeout``."""
+
+
+class WorkerLostError(AsyncJobsError):
+    """Recorded for an attempt whose worker stopped heartbeating before it finished."""
+
+
+class WorkerShutdownError(AsyncJobsError):
+    """Recorded for an attempt released by a worker that shut down before it finished."""
+
+
+class Retry(AsyncJobsError):  # noqa: N818  (a request, not an error condition)
+    """Raise from a task to ask for another attempt after ``delay``.
+
+    The attempt is recorded as failed and counts against ``max_attempts``; with no attempts
+    left the job fails. ``delay`` defaults to the task's backoff policy.
+
+    Parameters:
+        delay: how long to wait before the next attempt (``timedelta`` or seconds).
+        reason: a message recorded on the attempt.
+    """
+
+    def __init__(self, delay: timedelta | float | None = None, reason: str = "") -> None:
+        if delay is not None and not isinstance(delay, timedelta):
+            delay = timedelta(seconds=delay)
+        if delay is not None and delay < timedelta(0):
+            raise ValueError("Retry delay must not be negative.")
+        self.delay: timedelta | None = delay
+        self.reason = reason
+        super().__init__(reason or "retry requested")
+
+
+class JobCancelled(AsyncJobsError):  # noqa: N818  (mirrors asyncio.CancelledError)
+    """Raised by ``context.raise_if_cancelled()`` inside a task whose job was cancelled.
+
+    When it propagates out of the task the attempt is recorded as cancelled and the job ends
+    ``cancelled``.
+    """

@@ -1,0 +1,287 @@
+"""Jobs, their attempts, and the workers that run them.
+
+The database is the queue. A ``Job`` row is the durable record of one enqueued task call; each
+execution of it adds an ``Attempt`` row; each ``runworker`` process keeps a ``Worker`` row
+alive with heartbeats. See DESIGN.md for the lifecycle.
+"""
+
+import uuid
+from datetime import datetime, timedelta
+from typing import ClassVar
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.tasks import TaskResultStatus
+from django.tasks.base import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY
+from django.utils.translation import gettext_lazy as _
+
+
+class JobStatus(models.TextChoices):
+    """Where a job is in its lifecycle."""
+
+    SCHEDULED = "scheduled", _("Scheduled")  # waiting for run_after (first run or a retry)
+    QUEUED = "queued", _("Queued")  # ready to be claimed
+    RUNNING = "running", _("Running")  # claimed by a worker that holds its lease
+    SUCCEEDED = "succeeded", _("Succeeded")
+    FAILED = "failed", _("Failed")  # the dead letter: attempts spent or not retryable
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+WAITING_STATUSES = frozenset({JobStatus.SCHEDULED, JobStatus.QUEUED})
+ACTIVE_STATUSES = WAITING_STATUSES | {JobStatus.RUNNING}
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+TASK_RESULT_STATUS = {
+    JobStatus.SCHEDULED: TaskResultStatus.READY,
+    JobStatus.QUEUED: TaskResultStatus.READY,
+    JobStatus.RUNNING: TaskResultStatus.RUNNING,
+    JobStatus.SUCCEEDED: TaskResultStatus.SUCCESSFUL,
+    JobStatus.FAILED: TaskResultStatus.FAILED,
+    JobStatus.CANCELLED: TaskResultStatus.FAILED,
+}
+
+
+class AttemptOutcome(models.TextChoices):
+    """How one execution of a job ended."""
+
+    SUCCEEDED = "succeeded", _("Succeeded")
+    FAILED = "failed", _("Failed")
+    TIMED_OUT = "timed_out", _("Timed out")
+    LOST = "lost", _("Lost")  # the worker died or shut down mid-attempt
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+class JobQuerySet(models.QuerySet["Job"]):
+    """Job queries named after states."""
+
+    def ready(self) -> "JobQuerySet":
+        """Jobs a worker may claim now (status queued)."""
+        return self.filter(status=JobStatus.QUEUED)
+
+    def scheduled(self) -> "JobQuerySet":
+        """Jobs waiting for their ``run_after`` (a delayed first run or a retry)."""
+        return self.filter(status=JobStatus.SCHEDULED)
+
+    def due(self, now: datetime) -> "JobQuerySet":
+        """Scheduled jobs whose ``run_after`` has come at ``now``."""
+        return self.filter(status=JobStatus.SCHEDULED, run_after__lte=now)
+
+    def running(self) -> "JobQuerySet":
+        """Jobs a worker holds."""
+        return self.filter(status=JobStatus.RUNNING)
+
+    def lease_expired(self, now: datetime) -> "JobQuerySet":
+        """Running jobs whose worker stopped extending their lease before ``now``."""
+        return self.filter(status=JobStatus.RUNNING, lease_expires_at__lt=now)
+
+    def active(self) -> "JobQuerySet":
+        """Jobs that have not reached a terminal status."""
+        return self.filter(status__in=ACTIVE_STATUSES)
+
+    def finished(self) -> "JobQuerySet":
+        """Jobs in a terminal status: succeeded, failed or cancelled."""
+        return self.filter(status__in=TERMINAL_STATUSES)
+
+    def dead_letter(self) -> "JobQuerySet":
+        """Failed jobs: attempts exhausted, or failed with a non-retryable error."""
+        return self.filter(status=JobStatus.FAILED)
+
+    def in_queues(self, queues: list[str] | None) -> "JobQuerySet":
+        """Jobs in any of ``queues`` (all jobs when ``queues`` is None)."""
+        return self if queues is None else self.filter(queue_name__in=queues)
+
+
+class Job(models.Model):
+    """One enqueued call of a task, and everything known about its execution.
+
+    The primary key is a random UUID: it is the ``TaskResult`` id and the id clients poll,
+    so it must not be guessable.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    backend = models.CharField(max_length=100, default="default")
+    task_path = models.CharField(_("task"), max_length=255)
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    queue_name = models.CharField(_("queue"), max_length=100, default="default")
+    priority = models.SmallIntegerField(
+        default=0,
+        validators=[MinValueValidator(TASK_MIN_PRIORITY), MaxValueValidator(TASK_MAX_PRIORITY)],
+        help_text=_("-100..100; higher runs first."),
+    )
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+
+    enqueued_at = models.DateTimeField()
+    run_after = models.DateTimeField(help_text=_("The earliest time the next attempt may start."))
+    started_at = models.DateTimeField(null=True, blank=True)
+    last_attempted_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    # Retry policy, copied from the task, queue and global settings at enqueue.
+    attempts = models.PositiveIntegerField(default=0, help_text=_("Attempts started so far."))
+    max_attempts = models.PositiveIntegerField(default=1)
+    free_attempts = models.PositiveIntegerField(
+        default=0,
+        help_text=_(
+            "Attempts that do not count against max_attempts: those before a manual retry and "
+            "those released by a worker shutting down."
+        ),
+    )
+    backoff = models.JSONField(default=dict, blank=True)
+    retry_on = models.JSONField(default=list, blank=True)
+    fail_on = models.JSONField(default=list, blank=True)
+    timeout = models.DurationField(null=True, blank=True)
+
+    return_value = models.JSONField(null=True, blank=True)
+    progress = models.JSONField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+
+    # The lease: the worker running the job and when it must have renewed it by.
+    worker_id = models.CharField(max_length=64, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    objects: ClassVar[JobQuerySet] = JobQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        verbose_name = _("job")
+        verbose_name_plural = _("jobs")
+        indexes: ClassVar[list[models.Index]] = [
+            # The claim query: ready jobs of some queues, best first. Partial, so its size is
+            # the backlog, not the history.
+            models.Index(
+                fields=["queue_name", "-priority", "run_after", "enqueued_at"],
+                name="asyncjobs_job_claim",
+                condition=Q(status="queued"),
+            ),
+            # Promotion of due scheduled jobs; future jobs never touch the claim index.
+            models.Index(
+                fields=["run_after"], name="asyncjobs_job_scheduled", condition=Q(status="scheduled")
+            ),
+            # Lease renewal and rescue look at running jobs only.
+            models.Index(
+                fields=["lease_expires_at"],
+                name="asyncjobs_job_running",
+                condition=Q(status="running"),
+            ),
+            models.Index(fields=["status", "finished_at"], name="asyncjobs_job_status_finished"),
+        ]
+        constraints: ClassVar[list[models.BaseConstraint]] = [
+            models.CheckConstraint(
+                condition=Q(priority__gte=TASK_MIN_PRIORITY, priority__lte=TASK_MAX_PRIORITY),
+                name="asyncjobs_job_priority_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=JobStatus.values), name="asyncjobs_job_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_path} [{self.status}] {self.id}"
+
+    @property
+    def task_result_status(self) -> TaskResultStatus:
+        """This job's status in ``django.tasks`` terms."""
+        return TASK_RESULT_STATUS[JobStatus(self.status)]
+
+    @property
+    def is_finished(self) -> bool:
+        """Whether the job reached a terminal status."""
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def attempts_left(self) -> int:
+        """How many more attempts the retry policy allows."""
+        return max(self.max_attempts - (self.attempts - self.free_attempts), 0)
+
+    @property
+    def duration(self) -> timedelta | None:
+        """Time from the first start to the end, for finished jobs."""
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+
+class Attempt(models.Model):
+    """One execution of a job: who ran it, when, and how it ended."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempt_set")
+    number = models.PositiveIntegerField()
+    worker_id = models.CharField(max_length=64)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=AttemptOutcome.choices, blank=True)
+    error_class = models.CharField(max_length=255, blank=True)
+    error_message = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("attempt")
+        verbose_name_plural = _("attempts")
+        ordering = ("job", "number")
+        constraints: ClassVar[list[models.BaseConstraint]] = [
+            models.UniqueConstraint(fields=["job", "number"], name="asyncjobs_attempt_job_number"),
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.job_id} [{self.outcome or 'running'}]"
+
+    @property
+    def duration(self) -> timedelta | None:
+        """How long the attempt ran (None while it runs)."""
+        return self.finished_at - self.started_at if self.finished_at else None
+
+
+class WorkerStatus(models.TextChoices):
+    """What a worker process is doing, as far as the database knows."""
+
+    RUNNING = "running", _("Running")
+    STOPPING = "stopping", _("Stopping")
+    STOPPED = "stopped", _("Stopped")
+    LOST = "lost", _("Lost")  # stopped heartbeating without saying goodbye
+
+
+class WorkerQuerySet(models.QuerySet["Worker"]):
+    """Worker queries named after states."""
+
+    def alive(self, now: datetime, stale_after: timedelta) -> "WorkerQuerySet":
+        """Workers that heartbeated within ``stale_after`` of ``now`` and have not stopped."""
+        return self.filter(
+            status__in=[WorkerStatus.RUNNING, WorkerStatus.STOPPING],
+            last_heartbeat_at__gte=now - stale_after,
+        )
+
+    def stale(self, now: datetime, stale_after: timedelta) -> "WorkerQuerySet":
+        """Workers that claim to run but have not heartbeated within ``stale_after``."""
+        return self.filter(
+            status__in=[WorkerStatus.RUNNING, WorkerStatus.STOPPING],
+            last_heartbeat_at__lt=now - stale_after,
+        )
+
+
+class Worker(models.Model):
+    """A ``runworker`` process, kept alive by heartbeats."""
+
+    id = models.CharField(max_length=64, primary_key=True)
+    backend = models.CharField(max_length=100, default="default")
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    queues = models.JSONField(default=list)
+    concurrency = models.PositiveIntegerField()
+    status = models.CharField(
+        max_length=16, choices=WorkerStatus.choices, default=WorkerStatus.RUNNING
+    )
+    started_at = models.DateTimeField()
+    last_heartbeat_at = models.DateTimeField()
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    jobs_processed = models.PositiveBigIntegerField(default=0)
+
+    objects: ClassVar[WorkerQuerySet] = WorkerQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        verbose_name = _("worker")
+        verbose_name_plural = _("workers")
+
+    def __str__(self) -> str:
+        return self.id

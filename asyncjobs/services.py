@@ -1,0 +1,598 @@
+"""The operations on jobs: one code path each, shared by the backend, the worker, the admin
+and the API.
+
+Every function that needs the time takes a keyword-only ``now``; only the edges (the backend,
+the worker loop, views) read the clock. Every state change is a conditional UPDATE on the
+status the change starts from, so concurrent workers, rescues and operators cannot step on
+each other: the loser's UPDATE matches no row.
+"""
+
+import functools
+import json
+import logging
+import os
+import socket
+import traceback as tb
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Case, F, Min, Value, When
+from django.utils import timezone
+from django.utils.crypto import get_random_string
+from django.utils.json import normalize_json
+from django.utils.module_loading import import_string
+
+from asyncjobs import retry
+from asyncjobs.conf import as_timedelta, jobs_settings
+from asyncjobs.exceptions import (
+    ConfigurationError,
+    InvalidArgumentsError,
+    InvalidTransitionError,
+    JobNotFoundError,
+    JobTimeoutError,
+    Retry,
+    TaskImportError,
+    WorkerLostError,
+    WorkerShutdownError,
+)
+from asyncjobs.models import (
+    ACTIVE_STATUSES,
+    WAITING_STATUSES,
+    Attempt,
+    AttemptOutcome,
+    Job,
+    JobStatus,
+    Worker,
+    WorkerStatus,
+)
+
+logger = logging.getLogger(__name__)
+
+# Error text is bounded so one runaway exception cannot bloat the table.
+MAX_ERROR_MESSAGE = 2_000
+MAX_TRACEBACK = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """The retry policy a job is enqueued with, fully resolved."""
+
+    max_attempts: int
+    backoff: retry.Backoff
+    retry_on: tuple[str, ...]
+    fail_on: tuple[str, ...]
+    timeout: timedelta | None
+
+
+def class_path(cls: type) -> str:
+    """The dotted import path of a class."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _exception_paths(value: Iterable[type[BaseException] | str], name: str) -> tuple[str, ...]:
+    paths = []
+    for item in value:
+        if isinstance(item, str):
+            paths.append(item)
+        elif isinstance(item, type) and issubclass(item, BaseException):
+            paths.append(class_path(item))
+        else:
+            raise ConfigurationError(f"{name} must list exception classes, got {item!r}.")
+    return tuple(paths)
+
+
+def resolve_options(
+    queue_name: str,
+    *,
+    max_attempts: int | None = None,
+    backoff: Any = None,
+    retry_on: Iterable[type[BaseException] | str] | None = None,
+    fail_on: Iterable[type[BaseException] | str] | None = None,
+    timeout: timedelta | float | None = None,
+) -> JobOptions:
+    """Resolve a task's options: the task's own value, else its queue's, else the global one.
+
+    Raises ``ConfigurationError`` for values that cannot work.
+    """
+
+    def pick(value: Any, key: str) -> Any:
+        return value if value is not None else jobs_settings.queue_option(queue_name, key)
+
+    attempts = pick(max_attempts, "MAX_ATTEMPTS")
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        raise ConfigurationError(f"max_attempts must be an integer >= 1, got {attempts!r}.")
+    resolved_timeout = as_timedelta(pick(timeout, "TIMEOUT"))
+    if resolved_timeout is not None and resolved_timeout <= timedelta(0):
+        raise ConfigurationError("timeout must be positive.")
+    return JobOptions(
+        max_attempts=attempts,
+        backoff=retry.as_backoff(pick(backoff, "BACKOFF")),
+        retry_on=_exception_paths(pick(retry_on, "RETRY_ON"), "retry_on"),
+        fail_on=_exception_paths(pick(fail_on, "FAIL_ON"), "fail_on"),
+        timeout=resolved_timeout,
+    )
+
+
+def _json_or_error(value: Any, what: str) -> Any:
+    """``value`` normalised to JSON types; ``InvalidArgumentsError`` if it cannot be."""
+    try:
+        normalized = normalize_json(value)
+        # NaN and infinities are not JSON, and PostgreSQL's jsonb refuses them.
+        json.dumps(normalized, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentsError(f"{what} must be JSON-serializable: {exc}") from exc
+    return normalized
+
+
+def build_job(
+    *,
+    task_path: str,
+    args: Sequence[Any],
+    kwargs: dict[str, Any],
+    queue_name: str,
+    priority: int,
+    run_after: datetime | None,
+    backend: str,
+    options: JobOptions,
+    now: datetime,
+) -> Job:
+    """An unsaved Job for one task call. Raises ``InvalidArgumentsError`` for non-JSON
+    arguments."""
+    due = run_after if run_after is not None and run_after > now else now
+    return Job(
+        id=uuid.uuid4(),
+        backend=backend,
+        task_path=task_path,
+        args=_json_or_error(list(args), "Task arguments"),
+        kwargs=_json_or_error(dict(kwargs), "Task keyword arguments"),
+        queue_name=queue_name,
+        priority=priority,
+        status=JobStatus.SCHEDULED if due > now else JobStatus.QUEUED,
+        enqueued_at=now,
+        run_after=due,
+        max_attempts=options.max_attempts,
+        backoff=options.backoff.to_json(),
+        retry_on=list(options.retry_on),
+        fail_on=list(options.fail_on),
+        timeout=options.timeout,
+    )
+
+
+def enqueue_jobs(jobs: list[Job], *, using: str) -> list[Job]:
+    """Store built jobs, all or none, in the caller's transaction if there is one.
+
+    Inside ``transaction.atomic()`` the jobs stay invisible to workers until commit and vanish
+    on rollback; on PostgreSQL workers are notified when the transaction commits.
+    """
+    if len(jobs) == 1:
+        jobs[0].save(using=using, force_insert=True)
+        return jobs
+    with transaction.atomic(using=using):
+        return Job.objects.using(using).bulk_create(jobs)
+
+
+# --- Recording attempts ---------------------------------------------------------------------
+
+
+def error_fields(error: BaseException, traceback_text: str | None = None) -> dict[str, str]:
+    """The Attempt columns describing ``error``."""
+    text = traceback_text if traceback_text is not None else "".join(tb.format_exception(error))
+    return {
+        "error_class": class_path(type(error)),
+        "error_message": str(error)[:MAX_ERROR_MESSAGE],
+        "traceback": text[-MAX_TRACEBACK:],
+    }
+
+
+@functools.lru_cache(maxsize=256)
+def _exception_class(path: str) -> type[BaseException] | None:
+    try:
+        cls = import_string(path)
+    except ImportError:
+        logger.warning("Exception class %s in a retry policy does not import", path)
+        return None
+    return cls if isinstance(cls, type) and issubclass(cls, BaseException) else None
+
+
+def _matches(error: BaseException, paths: Iterable[str]) -> bool:
+    return any(
+        (cls := _exception_class(path)) is not None and isinstance(error, cls) for path in paths
+    )
+
+
+def is_retryable(job: Job, error: BaseException) -> bool:
+    """Whether the job's policy retries after ``error`` (attempts permitting).
+
+    ``fail_on`` wins over everything. A ``Retry`` request, a timeout and a lost worker are
+    retried whatever ``retry_on`` says; other errors are retried if they match ``retry_on``.
+    """
+    if _matches(error, job.fail_on):
+        return False
+    if isinstance(error, Retry | JobTimeoutError | WorkerLostError | TaskImportError):
+        return True
+    return _matches(error, job.retry_on)
+
+
+def _close_attempt(job: Job, *, worker_id: str, now: datetime, **fields: Any) -> bool:
+    """Finish the job's current attempt if it is still open and still ours."""
+    return (
+        Attempt.objects.using(job._state.db)
+        .filter(job_id=job.pk, number=job.attempts, worker_id=worker_id, finished_at__isnull=True)
+        .update(finished_at=now, **fields)
+        == 1
+    )
+
+
+def record_success(job: Job, *, worker_id: str, return_value: Any, now: datetime) -> bool:
+    """Record that the current attempt of ``job`` succeeded with ``return_value``.
+
+    ``return_value`` must already be JSON-normalised. Returns False, changing nothing, if the
+    attempt is no longer this worker's (its lease was lost and the job rescued).
+    """
+    using = job._state.db or "default"
+    with transaction.atomic(using=using):
+        if not _close_attempt(job, worker_id=worker_id, now=now, outcome=AttemptOutcome.SUCCEEDED):
+            return False
+        Job.objects.using(using).filter(
+            pk=job.pk, status=JobStatus.RUNNING, worker_id=worker_id
+        ).update(
+            status=JobStatus.SUCCEEDED,
+            return_value=return_value,
+            finished_at=now,
+            worker_id="",
+            lease_expires_at=None,
+        )
+    job.status, job.return_value, job.finished_at = JobStatus.SUCCEEDED, return_value, now
+    return True
+
+
+def record_failure(
+    job: Job,
+    *,
+    worker_id: str,
+    error: BaseException,
+    now: datetime,
+    outcome: AttemptOutcome = AttemptOutcome.FAILED,
+    traceback_text: str | None = None,
+    retryable: bool | None = None,
+) -> JobStatus | None:
+    """Record a failed attempt of ``job`` and move the job on.
+
+    The job is scheduled again (after the backoff, or a ``Retry`` exception's delay) if the
+    error is retryable and attempts are left; it ends ``cancelled`` for a ``cancelled``
+    outcome, else ``failed`` (the dead letter). ``retryable`` overrides the policy check.
+    Returns the job's new status, or None, changing nothing, if the attempt is no longer this
+    worker's.
+    """
+    using = job._state.db or "default"
+    if outcome == AttemptOutcome.CANCELLED:
+        new_status, run_after = JobStatus.CANCELLED, job.run_after
+    else:
+        if retryable is None:
+            retryable = is_retryable(job, error)
+        if retryable and job.attempts_left > 0:
+            delay = error.delay if isinstance(error, Retry) and error.delay is not None else None
+            if delay is None:
+                used = job.attempts - job.free_attempts
+                delay = retry.from_json(job.backoff).delay(used) if job.backoff else timedelta(0)
+            run_after = now + delay
+            new_status = JobStatus.SCHEDULED if run_after > now else JobStatus.QUEUED
+        else:
+            new_status, run_after = JobStatus.FAILED, job.run_after
+    finished_at = now if new_status in (JobStatus.FAILED, JobStatus.CANCELLED) else None
+    with transaction.atomic(using=using):
+        if not _close_attempt(
+            job, worker_id=worker_id, now=now, outcome=outcome, **error_fields(error, traceback_text)
+        ):
+            return None
+        Job.objects.using(using).filter(
+            pk=job.pk, status=JobStatus.RUNNING, worker_id=worker_id
+        ).update(
+            status=new_status,
+            run_after=run_after,
+            finished_at=finished_at,
+            worker_id="",
+            lease_expires_at=None,
+        )
+    job.status, job.run_after, job.finished_at = new_status, run_after, finished_at
+    return new_status
+
+
+def release_jobs(jobs: Iterable[Job], *, worker_id: str, now: datetime) -> int:
+    """Give back running jobs of a worker that is shutting down.
+
+    Each interrupted attempt is recorded as lost, the job is queued again at once and the
+    attempt does not count against ``max_attempts``. Returns how many jobs were released.
+    """
+    released = 0
+    for job in jobs:
+        using = job._state.db or "default"
+        with transaction.atomic(using=using):
+            if not _close_attempt(
+                job,
+                worker_id=worker_id,
+                now=now,
+                outcome=AttemptOutcome.LOST,
+                **error_fields(
+                    WorkerShutdownError(f"worker {worker_id} shut down before the job finished"),
+                    traceback_text="",
+                ),
+            ):
+                continue
+            released += (
+                Job.objects.using(using)
+                .filter(pk=job.pk, status=JobStatus.RUNNING, worker_id=worker_id)
+                .update(
+                    status=JobStatus.QUEUED,
+                    run_after=now,
+                    free_attempts=F("free_attempts") + 1,
+                    worker_id="",
+                    lease_expires_at=None,
+                )
+            )
+    return released
+
+
+def rescue_expired(*, now: datetime, using: str = "default", limit: int = 500) -> int:
+    """Recover running jobs whose lease expired: their worker died or lost the database.
+
+    The open attempt is recorded as lost; the job is queued again at once, or fails for good
+    if it has no attempts left. Returns how many jobs were rescued.
+    """
+    expired = list(
+        Job.objects.using(using)
+        .lease_expired(now)
+        .only("id", "attempts", "max_attempts", "free_attempts", "worker_id", "fail_on")[:limit]
+    )
+    for job in expired:
+        error = WorkerLostError(
+            f"worker {job.worker_id} stopped renewing its lease; the attempt was lost"
+        )
+        retryable = is_retryable(job, error) and job.attempts_left > 0
+        with transaction.atomic(using=using):
+            moved = (
+                Job.objects.using(using)
+                .filter(pk=job.pk, status=JobStatus.RUNNING, lease_expires_at__lt=now)
+                .update(
+                    status=JobStatus.QUEUED if retryable else JobStatus.FAILED,
+                    run_after=now,
+                    finished_at=None if retryable else now,
+                    worker_id="",
+                    lease_expires_at=None,
+                )
+            )
+            if moved:
+                Attempt.objects.using(using).filter(
+                    job_id=job.pk, number=job.attempts, finished_at__isnull=True
+                ).update(
+                    finished_at=now,
+                    outcome=AttemptOutcome.LOST,
+                    **error_fields(error, traceback_text=""),
+                )
+        if moved:
+            logger.warning(
+                "Rescued job %s from lost worker %s (%s)",
+                job.pk,
+                job.worker_id,
+                "requeued" if retryable else "failed: no attempts left",
+                extra={"job_id": str(job.pk), "worker_id": job.worker_id},
+            )
+    return len(expired)
+
+
+def promote_due(
+    *, now: datetime, queues: Sequence[str] | None = None, using: str = "default", limit: int = 1000
+) -> tuple[int, datetime | None]:
+    """Move scheduled jobs whose ``run_after`` has come to ``queued``.
+
+    Returns how many moved and when the next scheduled job of ``queues`` is due (or None).
+    """
+    jobs = Job.objects.using(using).in_queues(list(queues) if queues is not None else None)
+    due_ids = list(jobs.due(now).order_by("run_after").values_list("pk", flat=True)[:limit])
+    moved = 0
+    if due_ids:
+        moved = (
+            Job.objects.using(using)
+            .filter(pk__in=due_ids, status=JobStatus.SCHEDULED)
+            .update(status=JobStatus.QUEUED)
+        )
+    next_due = jobs.scheduled().aggregate(next=Min("run_after"))["next"]
+    return moved, next_due
+
+
+# --- Operator actions -----------------------------------------------------------------------
+
+
+def _get(job_id: uuid.UUID | str, using: str) -> Job:
+    try:
+        return Job.objects.using(using).get(pk=job_id)
+    except (Job.DoesNotExist, ValidationError, ValueError, TypeError) as exc:
+        # A malformed id is as unknown as a missing one.
+        raise JobNotFoundError(f"No job with id {job_id!r}.") from exc
+
+
+def retry_job(
+    job_id: uuid.UUID | str, *, now: datetime | None = None, using: str = "default"
+) -> Job:
+    """Queue a failed or cancelled job again with a fresh attempt budget.
+
+    Its attempt history is kept. Raises ``JobNotFoundError`` for an unknown id and
+    ``InvalidTransitionError`` if the job is not failed or cancelled.
+    """
+    now = now or timezone.now()
+    job = _get(job_id, using)
+    updated = (
+        Job.objects.using(using)
+        .filter(pk=job.pk, status__in=[JobStatus.FAILED, JobStatus.CANCELLED])
+        .update(
+            status=JobStatus.QUEUED,
+            run_after=now,
+            finished_at=None,
+            return_value=None,
+            cancel_requested_at=None,
+            free_attempts=F("attempts"),
+        )
+    )
+    if not updated:
+        raise InvalidTransitionError(
+            f"Job {job.pk} is {job.status}; only failed or cancelled jobs can be retried."
+        )
+    job.refresh_from_db(using=using)
+    logger.info("Job %s queued again by retry", job.pk, extra={"job_id": str(job.pk)})
+    return job
+
+
+def cancel_job(
+    job_id: uuid.UUID | str, *, now: datetime | None = None, using: str = "default"
+) -> Job:
+    """Cancel a job.
+
+    A scheduled or queued job is cancelled at once. A running job is asked to stop: its task
+    sees ``context.cancel_requested`` within a heartbeat and ends ``cancelled`` when it raises
+    ``JobCancelled`` (see ``context.raise_if_cancelled()``); a task that ignores the request
+    finishes normally. Cancelling a cancelled job does nothing. Raises ``JobNotFoundError``
+    for an unknown id and ``InvalidTransitionError`` for a job that succeeded or failed.
+    """
+    now = now or timezone.now()
+    job = _get(job_id, using)
+    if job.status == JobStatus.CANCELLED:
+        return job
+    jobs = Job.objects.using(using).filter(pk=job.pk)
+    if jobs.filter(status__in=WAITING_STATUSES).update(
+        status=JobStatus.CANCELLED, finished_at=now, cancel_requested_at=now
+    ):
+        logger.info("Job %s cancelled", job.pk, extra={"job_id": str(job.pk)})
+    elif jobs.filter(status=JobStatus.RUNNING).update(cancel_requested_at=now):
+        logger.info("Job %s asked to cancel", job.pk, extra={"job_id": str(job.pk)})
+    else:
+        job.refresh_from_db(using=using)
+        if job.status != JobStatus.CANCELLED:
+            raise InvalidTransitionError(f"Job {job.pk} already {job.status}; it cannot be cancelled.")
+    job.refresh_from_db(using=using)
+    return job
+
+
+def set_progress(
+    job_id: uuid.UUID | str,
+    *,
+    current: float,
+    total: float | None = None,
+    message: str = "",
+    using: str = "default",
+) -> dict[str, Any]:
+    """Store a running job's progress and return it.
+
+    ``percent`` is derived when ``total`` is known. Raises ``ValueError`` for values that
+    make no sense (negative, or above ``total``).
+    """
+    if current < 0 or (total is not None and (total <= 0 or current > total)):
+        raise ValueError("progress needs 0 <= current <= total and total > 0.")
+    progress: dict[str, Any] = {"current": current, "total": total, "message": str(message)[:500]}
+    if total:
+        progress["percent"] = round(100 * current / total, 2)
+    Job.objects.using(using).filter(pk=job_id, status__in=ACTIVE_STATUSES).update(
+        progress=progress
+    )
+    return progress
+
+
+# --- Workers --------------------------------------------------------------------------------
+
+
+def new_worker_id() -> str:
+    """A worker id that says where the worker runs: ``host-pid-random``."""
+    host = socket.gethostname().split(".")[0][:40]
+    return f"{host}-{os.getpid()}-{get_random_string(8)}"
+
+
+def register_worker(
+    *,
+    worker_id: str,
+    queues: Sequence[str],
+    concurrency: int,
+    backend: str,
+    now: datetime,
+    using: str = "default",
+) -> Worker:
+    """Create the Worker row of a starting worker process."""
+    return Worker.objects.using(using).create(
+        id=worker_id,
+        backend=backend,
+        hostname=socket.gethostname()[:255],
+        pid=os.getpid(),
+        queues=list(queues),
+        concurrency=concurrency,
+        started_at=now,
+        last_heartbeat_at=now,
+    )
+
+
+def heartbeat(
+    *,
+    worker_id: str,
+    now: datetime,
+    lease: timedelta,
+    job_ids: Sequence[str] = (),
+    processed: int = 0,
+    using: str = "default",
+) -> set[str]:
+    """Tell the database the worker is alive and extend the leases of the jobs it runs.
+
+    Only ``job_ids``, the jobs the worker knows it holds, are extended: a job claimed in a
+    round trip whose answer never arrived is left to expire and be rescued. ``processed`` is
+    added to the worker's count of finished jobs. Returns the ids among ``job_ids`` that were
+    asked to cancel.
+    """
+    with transaction.atomic(using=using):
+        Worker.objects.using(using).filter(pk=worker_id).update(
+            last_heartbeat_at=now,
+            jobs_processed=F("jobs_processed") + processed,
+            status=Case(
+                When(status=WorkerStatus.LOST, then=Value(WorkerStatus.RUNNING)),
+                default=F("status"),
+            ),
+        )
+        if not job_ids:
+            return set()
+        mine = Job.objects.using(using).running().filter(worker_id=worker_id, pk__in=job_ids)
+        mine.update(lease_expires_at=now + lease)
+        return {
+            str(pk)
+            for pk in mine.filter(cancel_requested_at__isnull=False).values_list("pk", flat=True)
+        }
+
+
+def set_worker_status(
+    worker_id: str, status: WorkerStatus, *, now: datetime, using: str = "default"
+) -> None:
+    """Record a worker's stopping or stopped state."""
+    fields: dict[str, Any] = {"status": status, "last_heartbeat_at": now}
+    if status == WorkerStatus.STOPPED:
+        fields["stopped_at"] = now
+    Worker.objects.using(using).filter(pk=worker_id).update(**fields)
+
+
+def mark_lost_workers(*, now: datetime, stale_after: timedelta, using: str = "default") -> int:
+    """Mark workers that stopped heartbeating as lost. Returns how many."""
+    return (
+        Worker.objects.using(using)
+        .stale(now, stale_after)
+        .update(status=WorkerStatus.LOST, stopped_at=now)
+    )
+
+
+def prune_workers(*, now: datetime, older_than: timedelta, using: str = "default") -> int:
+    """Delete rows of workers that stopped (or were lost) more than ``older_than`` ago."""
+    deleted, _ = (
+        Worker.objects.using(using)
+        .filter(
+            status__in=[WorkerStatus.STOPPED, WorkerStatus.LOST], stopped_at__lt=now - older_than
+        )
+        .delete()
+    )
+    return deleted

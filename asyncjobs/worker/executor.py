@@ -1,0 +1,287 @@
+"""Running one claimed job: call the task outside any transaction, then record the outcome
+in one short transaction."""
+
+import asyncio
+import inspect
+import json
+import logging
+import threading
+import time
+import traceback as tb
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import DatabaseError, InterfaceError, connections
+from django.tasks import Task, TaskResult, TaskResultStatus
+from django.tasks.signals import task_finished, task_started
+from django.utils.json import normalize_json
+
+from asyncjobs import services
+from asyncjobs.backend import JobContext, JobsBackend
+from asyncjobs.exceptions import (
+    JobCancelled,
+    JobTimeoutError,
+    ResultNotSerializableError,
+    TaskImportError,
+)
+from asyncjobs.models import AttemptOutcome, Job, JobStatus
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(eq=False)
+class Execution:
+    """A claimed job in a worker's hands."""
+
+    job: Job
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    # time.monotonic() deadline after which the watchdog records a timeout, or None.
+    deadline: float | None = None
+    thread: threading.Thread | None = None
+    state: str = "running"  # running -> done | timed_out
+    started: float = field(default_factory=time.monotonic)
+
+
+def watchdog_deadline(job: Job, started: float) -> float | None:
+    """When the watchdog gives up on an attempt. Async tasks get a grace period past their
+    timeout so that their own cancellation (``asyncio.wait_for``) ends them cleanly first."""
+    if job.timeout is None:
+        return None
+    seconds = job.timeout.total_seconds()
+    return started + seconds + max(1.0, seconds * 0.1)
+
+
+class Executor:
+    """Runs claimed jobs for one worker and records their attempts."""
+
+    def __init__(
+        self,
+        backend: JobsBackend,
+        worker_id: str,
+        *,
+        clock: Clock,
+        record_timeout: timedelta = timedelta(seconds=60),
+    ) -> None:
+        self.backend = backend
+        self.worker_id = worker_id
+        self.clock = clock
+        # How long to keep retrying the write of an outcome while the database is away; after
+        # that the lease will have expired and another worker reruns the job.
+        self.record_timeout = record_timeout
+        self.stopping = threading.Event()
+
+    def run(self, execution: Execution) -> JobStatus | None:
+        """Run the job, record the outcome, send ``task_finished`` if the job ended.
+
+        Returns the job's new status, or None if the attempt was no longer ours to record
+        (timed out by the watchdog, or rescued after a lost lease).
+        """
+        job = execution.job
+        started = time.monotonic()
+        try:
+            task = self.backend.load_task(job)
+        except TaskImportError as exc:
+            logger.error(
+                "Job %s: %s", job.pk, exc, extra=self._extra(job, outcome="failed")
+            )
+            return self._record(job, exc, AttemptOutcome.FAILED, None)
+        result = self._running_result(job, task)
+        task_started.send(type(self.backend), task_result=result)
+        try:
+            value = self._call(task, job, result, execution)
+        except JobCancelled as exc:
+            status = self._record(job, exc, AttemptOutcome.CANCELLED, None)
+        except (TypeError, ValueError) as exc:
+            if getattr(exc, "_asyncjobs_result", False):
+                error = ResultNotSerializableError(
+                    f"Task {job.task_path} returned a value that is not JSON-serializable: {exc}"
+                )
+                status = self._record(job, error, AttemptOutcome.FAILED, tb.format_exc(), False)
+            else:
+                status = self._record(job, exc, AttemptOutcome.FAILED, tb.format_exc())
+        except (TimeoutError, JobTimeoutError) as exc:
+            if isinstance(exc, JobTimeoutError) or getattr(exc, "_asyncjobs_timeout", False):
+                error = JobTimeoutError(
+                    f"Attempt {job.attempts} ran past its timeout of "
+                    f"{job.timeout.total_seconds() if job.timeout else '?'} s"
+                )
+                status = self._record(job, error, AttemptOutcome.TIMED_OUT, tb.format_exc())
+            else:
+                status = self._record(job, exc, AttemptOutcome.FAILED, tb.format_exc())
+        except Exception as exc:
+            status = self._record(job, exc, AttemptOutcome.FAILED, tb.format_exc())
+        else:
+            status = self._record_success(job, value)
+        duration = time.monotonic() - started
+        if status is None:
+            logger.warning(
+                "Job %s attempt %d finished after its attempt was closed elsewhere (timeout or "
+                "rescue); outcome discarded",
+                job.pk,
+                job.attempts,
+                extra=self._extra(job, duration=duration),
+            )
+            return None
+        level = logging.INFO if status == JobStatus.SUCCEEDED else logging.WARNING
+        logger.log(
+            level,
+            "Job %s %s attempt %d -> %s in %.3fs",
+            job.pk,
+            job.task_path,
+            job.attempts,
+            status,
+            duration,
+            extra=self._extra(job, outcome=status, duration=duration),
+        )
+        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED):
+            self._send_finished(job, task)
+        return status
+
+    def _call(self, task: Task, job: Job, result: TaskResult, execution: Execution) -> Any:
+        args: list[Any] = list(job.args)
+        if task.takes_context:
+            context = JobContext(
+                task_result=result,
+                job_id=str(job.pk),
+                database=self.backend.database,
+                cancel_event=execution.cancel_event,
+            )
+            args.insert(0, context)
+        if inspect.iscoroutinefunction(task.func):
+            return asyncio.run(self._call_async(task, job, args))
+        value = task.func(*args, **job.kwargs)
+        if inspect.isawaitable(value):
+            # A sync function that returned a coroutine: run it like an async task.
+            return asyncio.run(self._await(value, job))
+        return self._mark_result(value)
+
+    async def _call_async(self, task: Task, job: Job, args: list[Any]) -> Any:
+        return await self._await(task.func(*args, **job.kwargs), job)
+
+    async def _await(self, awaitable: Any, job: Job) -> Any:
+        timeout = job.timeout.total_seconds() if job.timeout else None
+        try:
+            value = await asyncio.wait_for(awaitable, timeout)
+        except TimeoutError as exc:
+            exc._asyncjobs_timeout = True  # type: ignore[attr-defined]
+            raise
+        return self._mark_result(value)
+
+    @staticmethod
+    def _mark_result(value: Any) -> Any:
+        try:
+            normalized = normalize_json(value)
+            json.dumps(normalized, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            exc._asyncjobs_result = True  # type: ignore[attr-defined]
+            raise
+        return normalized
+
+    def _running_result(self, job: Job, task: Task) -> TaskResult:
+        if job.attempts <= 1:
+            # First attempt: nothing to read back, the history is just this attempt.
+            result = self.backend.to_result(job, task=task, attempts=[])
+            result.worker_ids.append(self.worker_id)
+        else:
+            result = self.backend.to_result(job, task=task)
+        object.__setattr__(result, "status", TaskResultStatus.RUNNING)
+        return result
+
+    def _record_success(self, job: Job, value: Any) -> JobStatus | None:
+        ok = self._with_db_retry(
+            job,
+            lambda: services.record_success(
+                job, worker_id=self.worker_id, return_value=value, now=self.clock()
+            ),
+        )
+        return JobStatus.SUCCEEDED if ok else None
+
+    def _record(
+        self,
+        job: Job,
+        error: BaseException,
+        outcome: AttemptOutcome,
+        traceback_text: str | None,
+        retryable: bool | None = None,
+    ) -> JobStatus | None:
+        return self._with_db_retry(
+            job,
+            lambda: services.record_failure(
+                job,
+                worker_id=self.worker_id,
+                error=error,
+                now=self.clock(),
+                outcome=outcome,
+                traceback_text=traceback_text,
+                retryable=retryable,
+            ),
+        )
+
+    def _with_db_retry(self, job: Job, write: Callable[[], Any]) -> Any:
+        """Run ``write``; while the database is unreachable, reconnect and retry with backoff.
+
+        Gives up after ``record_timeout``: by then the lease has expired and the job will be
+        rescued and run again, so nothing is lost (at-least-once).
+        """
+        delay, give_up = 0.2, time.monotonic() + self.record_timeout.total_seconds()
+        while True:
+            try:
+                return write()
+            except (DatabaseError, InterfaceError) as exc:
+                if time.monotonic() > give_up:
+                    logger.error(
+                        "Job %s: could not record the outcome (%s); it will be rescued",
+                        job.pk,
+                        exc,
+                        extra=self._extra(job),
+                    )
+                    return None
+                logger.warning(
+                    "Job %s: database error while recording (%s); retrying in %.1fs",
+                    job.pk,
+                    exc,
+                    delay,
+                    extra=self._extra(job),
+                )
+                close_broken_connections()
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _send_finished(self, job: Job, task: Task) -> None:
+        try:
+            job.refresh_from_db(using=self.backend.database)
+            result = self.backend.to_result(job, task=task)
+        except DatabaseError:
+            logger.exception("Job %s: could not load the result for task_finished", job.pk)
+            return
+        task_finished.send(type(self.backend), task_result=result)
+
+    def _extra(self, job: Job, **more: Any) -> dict[str, Any]:
+        return {
+            "job_id": str(job.pk),
+            "task": job.task_path,
+            "attempt": job.attempts,
+            "queue": job.queue_name,
+            "worker_id": self.worker_id,
+            **more,
+        }
+
+
+def close_broken_connections() -> None:
+    """Close this thread's database connections that errored and are no longer usable, so
+    the next query reconnects. Healthy connections stay open: a worker reuses them."""
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is None:
+            continue
+        try:
+            if conn.errors_occurred and not conn.is_usable():
+                conn.close()
+            else:
+                conn.errors_occurred = False
+        except Exception:
+            logger.debug("closing a broken connection failed", exc_info=True)
+            conn.connection = None

@@ -1,0 +1,537 @@
+"""The worker process: claim, run, heartbeat, recover, stop cleanly.
+
+Threads of one worker process:
+
+- the main thread claims ready jobs into free slots, promotes due scheduled jobs, enforces
+  timeouts (the watchdog) and handles signals;
+- ``concurrency`` slot threads each run one job at a time (``Executor``);
+- a heartbeat thread renews the worker's row and its jobs' leases, relays cancellation
+  requests to running tasks, and does maintenance (rescue, pruning) when it holds the lock;
+- on PostgreSQL a listener thread turns ``NOTIFY`` into an immediate wake-up.
+
+Each thread has its own database connection (Django's are per thread).
+"""
+
+import ctypes
+import logging
+import os
+import queue
+import random
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from types import FrameType
+from typing import Any
+
+from django.db import DatabaseError, InterfaceError, connections
+from django.tasks import task_backends
+from django.utils import timezone
+
+from asyncjobs import db, services
+from asyncjobs.backend import JobsBackend
+from asyncjobs.conf import jobs_settings
+from asyncjobs.exceptions import ConfigurationError, JobTimeoutError
+from asyncjobs.models import AttemptOutcome, WorkerStatus
+from asyncjobs.worker.executor import (
+    Execution,
+    Executor,
+    close_broken_connections,
+    watchdog_deadline,
+)
+from asyncjobs.worker.maintenance import run_maintenance
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_STUCK = 3  # too many timed-out threads would not stop: restart me
+
+
+def get_backend(alias: str) -> JobsBackend:
+    """The asyncjobs backend configured as ``TASKS[alias]``."""
+    backend = task_backends[alias]
+    if not isinstance(backend, JobsBackend):
+        raise ConfigurationError(
+            f"TASKS[{alias!r}] uses {type(backend).__name__}, not asyncjobs.backend.JobsBackend."
+        )
+    return backend
+
+
+def _raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) -> None:
+    """Raise ``exc_type`` inside ``thread`` at its next Python instruction.
+
+    This is how a timed-out synchronous task is interrupted; it cannot interrupt a thread
+    blocked in C code (a long ``time.sleep``, a socket read) until that call returns.
+    """
+    if thread.ident is None or not thread.is_alive():
+        return
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exc_type))
+
+
+class Runner:
+    """One worker process's loop. ``run()`` blocks until the worker stops and returns the
+    exit code; ``run_once()`` does one round in the calling thread (for tests and scripts).
+
+    Parameters:
+        backend: the ``TASKS`` alias of an asyncjobs backend.
+        queues: the queues to take jobs from; default all of the backend's queues (or every
+            queue if the backend lists none).
+        concurrency: how many jobs run at once (threads).
+        burst: exit 0 once nothing is ready and nothing runs.
+        max_jobs: exit 0 after finishing this many jobs.
+        poll_interval: how long to sleep when idle between looks at the queue (PostgreSQL
+            wakes earlier on NOTIFY).
+        shutdown_timeout: how long a stopping worker lets running jobs finish before it
+            releases them back to the queue.
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: str = "default",
+        queues: Sequence[str] | None = None,
+        concurrency: int = 4,
+        burst: bool = False,
+        max_jobs: int | None = None,
+        poll_interval: timedelta | None = None,
+        shutdown_timeout: timedelta | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigurationError("concurrency must be at least 1.")
+        self.backend = get_backend(backend)
+        self.alias = self.backend.database
+        if queues:
+            unknown = set(queues) - self.backend.queues if self.backend.queues else set()
+            if unknown:
+                raise ConfigurationError(
+                    f"Queues {sorted(unknown)} are not in TASKS[{backend!r}]['QUEUES'] "
+                    f"({sorted(self.backend.queues)})."
+                )
+            self.queues: list[str] | None = list(dict.fromkeys(queues))
+        else:
+            self.queues = sorted(self.backend.queues) or None
+        self.concurrency = concurrency
+        self.burst = burst
+        self.max_jobs = max_jobs
+        self.poll_interval = (poll_interval or jobs_settings.POLL_INTERVAL).total_seconds()
+        self.shutdown_timeout = shutdown_timeout or jobs_settings.SHUTDOWN_TIMEOUT
+        self.lease = jobs_settings.LEASE_DURATION
+        self.strategy = db.for_alias(self.alias)
+        self.worker_id = services.new_worker_id()
+
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._heartbeat_stop = threading.Event()
+        self._work: queue.SimpleQueue[Execution | None] = queue.SimpleQueue()
+        self._inflight: dict[str, Execution] = {}
+        self._stuck: list[threading.Thread] = []
+        self._claimed = 0
+        self._finished = 0
+        self._finished_reported = 0
+        self._next_promote = 0.0
+        self._signals = 0
+        self.exit_code = EXIT_OK
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Work until stopped (signal, ``--burst`` drained, ``--max-jobs`` reached)."""
+        self.executor = Executor(
+            self.backend, self.worker_id, clock=timezone.now, record_timeout=self.lease
+        )
+        self._until_db(
+            lambda: services.register_worker(
+                worker_id=self.worker_id,
+                queues=self.queues or ["*"],
+                concurrency=self.concurrency,
+                backend=self.backend.alias,
+                now=timezone.now(),
+                using=self.alias,
+            ),
+            "registering the worker",
+        )
+        logger.info(
+            "Worker %s started: queues=%s concurrency=%d database=%s (%s)",
+            self.worker_id,
+            ",".join(self.queues or ["*"]),
+            self.concurrency,
+            self.alias,
+            connections[self.alias].vendor,
+            extra={"worker_id": self.worker_id},
+        )
+        self._install_signal_handlers()
+        for _ in range(self.concurrency):
+            self._start_slot()
+        heartbeat = threading.Thread(target=self._heartbeat_loop, name="asyncjobs-heartbeat", daemon=True)
+        heartbeat.start()
+        listener = self.strategy.listen(on_error=self._listener_error)
+        listen_thread = threading.Thread(
+            target=self._listen_loop, args=(listener,), name="asyncjobs-listener", daemon=True
+        )
+        listen_thread.start()
+        try:
+            self._loop()
+        finally:
+            self._shutdown(listener)
+        return self.exit_code
+
+    def _loop(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                idle = self._step()
+                failures = 0
+            except (DatabaseError, InterfaceError) as exc:
+                failures += 1
+                delay = min(0.5 * 2 ** (failures - 1), 30.0) * random.uniform(0.8, 1.2)
+                logger.error(
+                    "Worker %s: database error (%s); reconnecting in %.1fs",
+                    self.worker_id,
+                    exc,
+                    delay,
+                    extra={"worker_id": self.worker_id},
+                )
+                close_broken_connections()
+                self._stopping.wait(delay)
+                continue
+            if idle is None:
+                break
+            if idle > 0:
+                self._wake.wait(idle)
+            self._wake.clear()
+
+    def _step(self) -> float | None:
+        """One round: watchdog, promote, claim. Returns how long to sleep (0: go on at once),
+        or None to stop."""
+        self._check_timeouts()
+        if self._too_many_stuck():
+            self.exit_code = EXIT_STUCK
+            return None
+        with self._lock:
+            free = self.concurrency - len(self._inflight)
+            busy = len(self._inflight)
+        if self.max_jobs is not None:
+            free = min(free, self.max_jobs - self._claimed)
+            if free <= 0 and busy == 0:
+                logger.info("Worker %s: finished %d jobs (--max-jobs)", self.worker_id, self._claimed)
+                return None
+        claimed: list[Any] = []
+        if free > 0:
+            now = timezone.now()
+            if time.monotonic() >= self._next_promote:
+                self._promote(now)
+            claimed = self.strategy.claim(
+                queues=self.queues, limit=free, worker_id=self.worker_id, now=now, lease=self.lease
+            )
+            for job in claimed:
+                self._dispatch(job)
+            if claimed and len(claimed) == free:
+                return 0.0  # more may be waiting; go on when a slot frees
+        if self.burst and not claimed and busy == 0 and self._nothing_due():
+            logger.info("Worker %s: queue drained (--burst)", self.worker_id)
+            return None
+        if free <= 0 or claimed:
+            # Full, or we just took the last ready jobs: wait for a slot or a notification.
+            return self._sleep_time(self.poll_interval)
+        return self._sleep_time(self.poll_interval * random.uniform(0.8, 1.2))
+
+    def _sleep_time(self, default: float) -> float:
+        until = [default, max(self._next_promote - time.monotonic(), 0.0)]
+        with self._lock:
+            until += [
+                max(e.deadline - time.monotonic(), 0.0)
+                for e in self._inflight.values()
+                if e.deadline is not None
+            ]
+        return min(until)
+
+    def _promote(self, now: datetime) -> None:
+        _, next_due = services.promote_due(now=now, queues=self.queues, using=self.alias)
+        wait = self.poll_interval
+        if next_due is not None:
+            wait = min(wait, max((next_due - now).total_seconds(), 0.0))
+        self._next_promote = time.monotonic() + wait
+
+    def _nothing_due(self) -> bool:
+        moved, next_due = services.promote_due(
+            now=timezone.now(), queues=self.queues, using=self.alias
+        )
+        return moved == 0 and (next_due is None or next_due > timezone.now())
+
+    def _dispatch(self, job: Any) -> None:
+        execution = Execution(job=job)
+        execution.deadline = watchdog_deadline(job, execution.started)
+        with self._lock:
+            self._inflight[str(job.pk)] = execution
+            self._claimed += 1
+        self._work.put(execution)
+
+    # --- slots -------------------------------------------------------------------------------
+
+    def _start_slot(self) -> None:
+        threading.Thread(target=self._slot_loop, name="asyncjobs-slot", daemon=True).start()
+
+    def _slot_loop(self) -> None:
+        execution: Execution | None = None
+        try:
+            while True:
+                execution = self._work.get()
+                if execution is None:
+                    return
+                with self._lock:
+                    execution.thread = threading.current_thread()
+                try:
+                    status = self.executor.run(execution)
+                except Exception:
+                    logger.exception("Worker %s: unexpected error running a job", self.worker_id)
+                    status = None
+                if not self._finish(execution, status):
+                    return  # timed out: a replacement slot has taken this one's place
+                close_broken_connections()
+        except BaseException:
+            # A timeout raised into this thread can land just after the job returned; in a
+            # slot the watchdog abandoned that is expected. Anything else is a bug.
+            if execution is None or execution.state != "timed_out":
+                logger.exception("Worker %s: slot thread died", self.worker_id)
+        finally:
+            connections.close_all()
+
+    def _finish(self, execution: Execution, status: Any) -> bool:
+        """Free the slot of a finished execution; False if the watchdog already did."""
+        with self._lock:
+            if execution.state == "timed_out":
+                return False
+            execution.state = "done"
+            self._inflight.pop(str(execution.job.pk), None)
+            self._finished += 1
+        job = execution.job
+        if status == "scheduled":
+            # Wake up for this job's retry even if it comes before the next regular promote.
+            wait = (job.run_after - timezone.now()).total_seconds()
+            self._next_promote = min(self._next_promote, time.monotonic() + max(wait, 0.0))
+        self._wake.set()
+        return True
+
+    def _check_timeouts(self) -> None:
+        now = time.monotonic()
+        expired: list[Execution] = []
+        with self._lock:
+            for key, execution in list(self._inflight.items()):
+                if execution.deadline is not None and now >= execution.deadline and execution.state == "running":
+                    execution.state = "timed_out"
+                    del self._inflight[key]
+                    expired.append(execution)
+        for execution in expired:
+            job = execution.job
+            timeout = job.timeout.total_seconds() if job.timeout else 0
+            status = services.record_failure(
+                job,
+                worker_id=self.worker_id,
+                error=JobTimeoutError(f"Attempt {job.attempts} ran past its timeout of {timeout} s"),
+                now=timezone.now(),
+                outcome=AttemptOutcome.TIMED_OUT,
+                traceback_text="",
+            )
+            logger.warning(
+                "Job %s %s attempt %d timed out after %ss -> %s",
+                job.pk,
+                job.task_path,
+                job.attempts,
+                timeout,
+                status,
+                extra={"job_id": str(job.pk), "task": job.task_path, "attempt": job.attempts},
+            )
+            if status is not None:
+                with self._lock:
+                    self._finished += 1
+            if execution.thread is not None:
+                self._stuck.append(execution.thread)
+                _raise_in_thread(execution.thread, JobTimeoutError)
+            self._start_slot()
+
+    def _too_many_stuck(self) -> bool:
+        self._stuck = [t for t in self._stuck if t.is_alive()]
+        limit = jobs_settings.MAX_STUCK_THREADS or self.concurrency
+        if len(self._stuck) >= limit:
+            logger.error(
+                "Worker %s: %d timed-out jobs will not stop; exiting so a supervisor restarts "
+                "the process",
+                self.worker_id,
+                len(self._stuck),
+            )
+            return True
+        return False
+
+    # --- heartbeat, maintenance, notifications -------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        interval = jobs_settings.HEARTBEAT_INTERVAL.total_seconds()
+        maintenance_every = jobs_settings.MAINTENANCE_INTERVAL.total_seconds()
+        next_maintenance = time.monotonic() + random.uniform(0, maintenance_every)
+        while not self._heartbeat_stop.wait(interval * random.uniform(0.9, 1.1)):
+            try:
+                self._beat()
+                if time.monotonic() >= next_maintenance:
+                    run_maintenance(self.strategy, now=timezone.now())
+                    next_maintenance = time.monotonic() + maintenance_every * random.uniform(0.8, 1.2)
+            except (DatabaseError, InterfaceError) as exc:
+                logger.warning("Worker %s: heartbeat failed (%s)", self.worker_id, exc)
+                close_broken_connections()
+            except Exception:
+                logger.exception("Worker %s: heartbeat failed", self.worker_id)
+        connections.close_all()
+
+    def _beat(self) -> None:
+        with self._lock:
+            processed = self._finished - self._finished_reported
+            held = dict(self._inflight)
+        cancel = services.heartbeat(
+            worker_id=self.worker_id,
+            now=timezone.now(),
+            lease=self.lease,
+            processed=processed,
+            job_ids=list(held),
+            using=self.alias,
+        )
+        self._finished_reported += processed
+        for job_id in cancel:
+            if job_id in held:
+                held[job_id].cancel_event.set()
+
+    def _listen_loop(self, listener: db.Listener) -> None:
+        while not self._stopping.is_set():
+            if listener.wait(self.poll_interval):
+                self._wake.set()
+
+    def _listener_error(self, exc: BaseException) -> None:
+        logger.warning("Worker %s: LISTEN connection failed (%s); polling", self.worker_id, exc)
+
+    # --- stopping ----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the worker to stop claiming and shut down gracefully."""
+        self._stopping.set()
+        self._wake.set()
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            logger.warning("Worker %s: second signal, exiting now", self.worker_id)
+            os._exit(1)
+        logger.info(
+            "Worker %s: %s received; finishing running jobs (up to %ss)",
+            self.worker_id,
+            signal.Signals(signum).name,
+            self.shutdown_timeout.total_seconds(),
+        )
+        self.stop()
+
+    def _shutdown(self, listener: db.Listener) -> None:
+        self._stopping.set()
+        listener.close()
+        self._until_db(
+            lambda: services.set_worker_status(
+                self.worker_id, WorkerStatus.STOPPING, now=timezone.now(), using=self.alias
+            ),
+            "marking the worker stopping",
+            give_up=timedelta(seconds=5),
+        )
+        deadline = time.monotonic() + self.shutdown_timeout.total_seconds()
+        while time.monotonic() < deadline:
+            self._check_timeouts()
+            with self._lock:
+                if not self._inflight:
+                    break
+            self._wake.wait(0.1)
+            self._wake.clear()
+        with self._lock:
+            leftover = [e.job for e in self._inflight.values()]
+        if leftover:
+            released = self._until_db(
+                lambda: services.release_jobs(leftover, worker_id=self.worker_id, now=timezone.now()),
+                "releasing jobs",
+                give_up=timedelta(seconds=10),
+            )
+            logger.warning(
+                "Worker %s: released %s unfinished jobs back to the queue", self.worker_id, released
+            )
+        for _ in range(self.concurrency):
+            self._work.put(None)
+        self._heartbeat_stop.set()
+        try:
+            self._beat()
+        except (DatabaseError, InterfaceError):
+            pass
+        self._until_db(
+            lambda: services.set_worker_status(
+                self.worker_id, WorkerStatus.STOPPED, now=timezone.now(), using=self.alias
+            ),
+            "marking the worker stopped",
+            give_up=timedelta(seconds=5),
+        )
+        logger.info(
+            "Worker %s stopped after %d jobs", self.worker_id, self._finished,
+            extra={"worker_id": self.worker_id},
+        )
+        connections.close_all()
+
+    def _until_db(self, write: Any, what: str, give_up: timedelta | None = None) -> Any:
+        """Run ``write``, retrying with backoff while the database is unreachable."""
+        delay = 0.5
+        stop_at = time.monotonic() + give_up.total_seconds() if give_up else None
+        while True:
+            try:
+                return write()
+            except (DatabaseError, InterfaceError) as exc:
+                if stop_at is not None and time.monotonic() >= stop_at:
+                    logger.error("Worker %s: gave up %s: %s", self.worker_id, what, exc)
+                    return None
+                logger.error(
+                    "Worker %s: database error %s (%s); retrying in %.1fs",
+                    self.worker_id, what, exc, delay,
+                )
+                close_broken_connections()
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    # --- in-process use ----------------------------------------------------------------------
+
+    def run_once(self, *, now: datetime | None = None) -> int:
+        """Promote, rescue, claim up to ``concurrency`` jobs and run them in this thread.
+
+        Returns how many jobs ran. Timeouts of synchronous tasks are not enforced here (there
+        is no watchdog); everything else behaves as in ``run()``. Meant for tests (with
+        freezegun or an explicit ``now``) and scripts.
+        """
+        clock_now = now or timezone.now()
+        executor = Executor(self.backend, self.worker_id, clock=lambda: now or timezone.now())
+        run_maintenance(self.strategy, now=clock_now)
+        services.promote_due(now=clock_now, queues=self.queues, using=self.alias)
+        jobs = self.strategy.claim(
+            queues=self.queues,
+            limit=self.concurrency,
+            worker_id=self.worker_id,
+            now=clock_now,
+            lease=self.lease,
+        )
+        for job in jobs:
+            executor.run(Execution(job=job))
+        return len(jobs)
+
+    def drain(self, *, now: datetime | None = None, limit: int = 10_000) -> int:
+        """``run_once`` until nothing is ready (at most ``limit`` jobs). Returns the count."""
+        total = 0
+        while total < limit:
+            ran = self.run_once(now=now)
+            if not ran:
+                break
+            total += ran
+        return total

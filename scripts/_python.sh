@@ -1,0 +1,40 @@
+# Sourced by the other scripts: find a Python >= 3.12 and make .venv with the project installed.
+# Set ASYNCJOBS_PYTHON to force an interpreter.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${ASYNCJOBS_VENV:-$ROOT/.venv}"
+
+find_python() {
+    local candidates=()
+    [ -n "${ASYNCJOBS_PYTHON:-}" ] && candidates+=("$ASYNCJOBS_PYTHON")
+    candidates+=(python3.13 python3.12 python3.14 python3)
+    # pyenv shims answer "command not found" for versions that are installed but not selected.
+    for v in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[2-9]*/bin/python3; do
+        [ -x "$v" ] && candidates+=("$v")
+    done
+    for c in "${candidates[@]}"; do
+        if "$c" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1; then
+            echo "$c"
+            return 0
+        fi
+    done
+    echo "asyncjobs needs Python >= 3.12 (Django 6); none found. Set ASYNCJOBS_PYTHON=/path/to/python3.12" >&2
+    return 1
+}
+
+ensure_venv() {
+    local stamp="$VENV/.installed"
+    if [ ! -x "$VENV/bin/python" ]; then
+        local py
+        py="$(find_python)"
+        echo "==> creating $VENV with $py" >&2
+        "$py" -m venv "$VENV"
+    fi
+    # Reinstall when pyproject.toml changed since the last install.
+    if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+        echo "==> installing asyncjobs and its dev dependencies into $VENV" >&2
+        "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
+        "$VENV/bin/python" -m pip install --quiet -e "$ROOT[dev]" >&2
+        touch "$stamp"
+    fi
+}

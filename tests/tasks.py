@@ -1,0 +1,120 @@
+"""Tasks the tests enqueue. Module-level, as django.tasks requires."""
+
+import asyncio
+import os
+import time
+from datetime import timedelta
+
+from django.tasks import task
+
+from asyncjobs import Fixed, Retry
+from tests.models import Execution
+
+
+@task()
+def add(a, b):
+    return a + b
+
+
+@task()
+def noop():
+    return None
+
+
+@task()
+def record(label):
+    Execution.objects.create(label=label, pid=os.getpid())
+    return label
+
+
+@task(max_attempts=3, backoff=Fixed(timedelta(seconds=5)))
+def fail_always(message="boom"):
+    raise ValueError(message)
+
+
+@task(max_attempts=4, backoff=Fixed(0))
+def flaky(label, failures):
+    """Fails on its first ``failures`` runs, then succeeds."""
+    Execution.objects.create(label=label, pid=os.getpid())
+    if Execution.objects.filter(label=label).count() <= failures:
+        raise ConnectionError(f"flaky failure for {label}")
+    return "ok"
+
+
+@task(max_attempts=5, fail_on=(KeyError,))
+def fail_fast():
+    raise KeyError("not worth retrying")
+
+
+@task(max_attempts=5, retry_on=(ConnectionError,))
+def wrong_kind_of_error():
+    raise ValueError("not in retry_on")
+
+
+@task(max_attempts=3)
+def ask_retry(seconds):
+    raise Retry(delay=timedelta(seconds=seconds), reason="come back later")
+
+
+@task()
+def sleep_for(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+@task(timeout=1, max_attempts=2, backoff=Fixed(0))
+def busy_past_timeout(label):
+    """A pure-Python loop that ignores its timeout: the watchdog must interrupt it."""
+    Execution.objects.create(label=label, pid=os.getpid())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pass
+    return "never"
+
+
+@task(timeout=0.5, max_attempts=2, backoff=Fixed(0))
+async def async_past_timeout(label):
+    await asyncio.sleep(60)
+
+
+@task()
+async def async_add(a, b):
+    await asyncio.sleep(0.01)
+    return a + b
+
+
+@task()
+def returns_non_json():
+    return object()
+
+
+@task(takes_context=True)
+def with_context(context, total):
+    for i in range(1, total + 1):
+        context.set_progress(i, total, f"step {i}")
+    return {"attempt": context.attempt, "job": context.job_id}
+
+
+@task(takes_context=True)
+def cancellable(context, label):
+    Execution.objects.create(label=label, pid=os.getpid())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        context.raise_if_cancelled()
+        time.sleep(0.05)
+    return "not cancelled"
+
+
+@task(max_attempts=2)
+def die_once(label, hold_seconds):
+    """The first run records itself and then blocks (a test SIGKILLs the worker); later runs
+    return at once."""
+    Execution.objects.create(label=label, pid=os.getpid())
+    if Execution.objects.filter(label=label).count() == 1:
+        time.sleep(hold_seconds)
+    return "survived"
+
+
+@task(queue_name="emails", priority=10, max_attempts=5, timeout=30)
+def send_welcome_email(user_id):
+    return f"sent to {user_id}"

@@ -1,0 +1,256 @@
+"""The django.tasks API on top of asyncjobs: enqueue, results, statuses, signals."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.tasks import TaskResultStatus, default_task_backend, task_backends
+from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
+from django.tasks.signals import task_enqueued, task_finished, task_started
+from django.utils import timezone
+
+from asyncjobs import enqueue_many
+from asyncjobs.backend import JobsBackend
+from asyncjobs.exceptions import InvalidArgumentsError
+from asyncjobs.models import Job, JobStatus
+from tests import tasks
+from tests.models import Account
+
+pytestmark = pytest.mark.django_db
+
+
+def test_backend_features():
+    backend = task_backends["default"]
+    assert isinstance(backend, JobsBackend)
+    assert backend.supports_defer
+    assert backend.supports_async_task
+    assert backend.supports_get_result
+    assert backend.supports_priority
+
+
+def test_enqueue_stores_a_queued_job_and_returns_a_ready_result():
+    result = tasks.add.enqueue(2, 3)
+    assert result.status == TaskResultStatus.READY
+    assert result.args == [2, 3]
+    assert result.attempts == 0
+    job = Job.objects.get(pk=result.id)
+    assert job.status == JobStatus.QUEUED
+    assert job.task_path == "tests.tasks.add"
+    assert job.queue_name == "default"
+    assert job.enqueued_at == job.run_after == result.enqueued_at
+
+
+def test_task_options_are_stored_on_the_job():
+    result = tasks.send_welcome_email.enqueue(7)
+    job = Job.objects.get(pk=result.id)
+    assert (job.queue_name, job.priority, job.max_attempts) == ("emails", 10, 5)
+    assert job.timeout == timedelta(seconds=30)
+    assert job.backoff["kind"] == "exponential"
+    assert job.retry_on == ["builtins.Exception"]
+
+
+def test_using_overrides_django_and_asyncjobs_options():
+    when = timezone.now() + timedelta(hours=24)
+    result = tasks.send_welcome_email.using(
+        run_after=when, priority=-5, max_attempts=2, timeout=5, queue_name="low"
+    ).enqueue(1)
+    job = Job.objects.get(pk=result.id)
+    assert job.status == JobStatus.SCHEDULED
+    assert job.run_after == when
+    assert (job.priority, job.max_attempts, job.queue_name) == (-5, 2, "low")
+    assert job.timeout == timedelta(seconds=5)
+
+
+def test_run_after_in_the_past_is_ready_at_once():
+    result = tasks.add.using(run_after=timezone.now() - timedelta(minutes=1)).enqueue(1, 1)
+    assert Job.objects.get(pk=result.id).status == JobStatus.QUEUED
+
+
+def test_unknown_queue_is_refused():
+    with pytest.raises(InvalidTask, match="Queue 'nope'"):
+        tasks.add.using(queue_name="nope").enqueue(1, 2)
+    assert not Job.objects.exists()
+
+
+def test_invalid_options_are_refused():
+    with pytest.raises(InvalidTask, match="max_attempts"):
+        tasks.add.using(max_attempts=0)
+    with pytest.raises(InvalidTask, match="timeout"):
+        tasks.add.using(timeout=-1)
+
+
+def test_priority_out_of_range_is_refused():
+    with pytest.raises(InvalidTask, match="priority"):
+        tasks.add.using(priority=101)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [object(), {1, 2}, float("nan"), timezone.now(), {"nested": [object()]}],
+    ids=["object", "set", "nan", "datetime", "nested"],
+)
+def test_non_json_arguments_fail_at_enqueue_and_store_nothing(bad):
+    with pytest.raises(InvalidArgumentsError, match="JSON-serializable"):
+        tasks.add.enqueue(bad, 1)
+    with pytest.raises(TypeError):  # InvalidArgumentsError is a TypeError too
+        tasks.add.enqueue(1, b=bad)
+    assert not Job.objects.exists()
+
+
+def test_get_result_unknown_or_malformed_id():
+    with pytest.raises(TaskResultDoesNotExist):
+        default_task_backend.get_result("00000000-0000-0000-0000-000000000000")
+    with pytest.raises(TaskResultDoesNotExist):
+        default_task_backend.get_result("not-a-uuid")
+
+
+def test_get_result_through_the_task_checks_the_task():
+    result = tasks.add.enqueue(1, 2)
+    assert tasks.add.get_result(result.id).id == result.id
+    from django.tasks.exceptions import TaskResultMismatch
+
+    with pytest.raises(TaskResultMismatch):
+        tasks.noop.get_result(result.id)
+
+
+def test_return_value_before_finishing_raises():
+    result = tasks.add.enqueue(1, 2)
+    with pytest.raises(ValueError, match="not finished"):
+        _ = result.return_value
+
+
+def test_task_enqueued_signal_is_sent():
+    seen = []
+
+    def receiver(sender, task_result, **kwargs):
+        seen.append(task_result.id)
+
+    task_enqueued.connect(receiver)
+    try:
+        result = tasks.add.enqueue(1, 2)
+    finally:
+        task_enqueued.disconnect(receiver)
+    assert seen == [result.id]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_enqueue_inside_atomic_commits_with_the_business_row():
+    with transaction.atomic():
+        Account.objects.create(name="ada")
+        result = tasks.add.enqueue(1, 2)
+    assert Job.objects.filter(pk=result.id).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_enqueue_inside_atomic_is_gone_on_rollback():
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom), transaction.atomic():
+        Account.objects.create(name="ada")
+        result = tasks.add.enqueue(1, 2)
+        raise Boom
+    assert not Account.objects.exists()
+    assert not Job.objects.filter(pk=result.id).exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_uncommitted_job_is_invisible_to_a_worker_until_commit(runner):
+    """A worker (another connection: another thread) cannot claim what is not committed.
+
+    PostgreSQL only: on SQLite the open write transaction holds the database lock, so a
+    worker's claim waits for the commit instead of running beside it.
+    """
+    import threading
+
+    claimed = []
+
+    def work():
+        from django.db import connections
+
+        claimed.append(runner().run_once())
+        connections.close_all()
+
+    with transaction.atomic():
+        tasks.add.enqueue(1, 2)
+        t = threading.Thread(target=work)
+        t.start()
+        t.join(30)
+    assert claimed == [0]
+    assert runner().run_once() == 1
+
+
+def test_enqueue_many_one_insert_all_results(django_assert_num_queries):
+    calls = [(tasks.add, (i, i), {}) for i in range(50)]
+    calls.append((tasks.send_welcome_email, (1,), {}))
+    with django_assert_num_queries(3):  # SAVEPOINT, INSERT, RELEASE
+        results = enqueue_many(calls)
+    assert len(results) == 51
+    assert [r.args for r in results[:3]] == [[0, 0], [1, 1], [2, 2]]
+    assert Job.objects.count() == 51
+    assert Job.objects.get(pk=results[-1].id).queue_name == "emails"
+
+
+def test_enqueue_many_is_all_or_nothing():
+    calls = [(tasks.add, (1, 2), {}), (tasks.add, (object(), 2), {})]
+    with pytest.raises(InvalidArgumentsError):
+        enqueue_many(calls)
+    assert not Job.objects.exists()
+    assert enqueue_many([]) == []
+
+
+def test_enqueue_many_refuses_mixed_backends(settings):
+    settings.TASKS = {
+        **settings.TASKS,
+        "other": {"BACKEND": "asyncjobs.backend.JobsBackend", "QUEUES": ["default"]},
+    }
+    other = tasks.add.using(backend="other")
+    with pytest.raises(ValueError, match="one backend"):
+        enqueue_many([(tasks.add, (1, 2), {}), (other, (1, 2), {})])
+
+
+def test_signals_started_and_finished_are_sent_by_the_worker(runner):
+    events = []
+
+    def on_started(sender, task_result, **kwargs):
+        events.append(("started", task_result.status, task_result.attempts))
+
+    def on_finished(sender, task_result, **kwargs):
+        events.append(("finished", task_result.status, task_result.return_value))
+
+    task_started.connect(on_started)
+    task_finished.connect(on_finished)
+    try:
+        tasks.add.enqueue(2, 2)
+        runner().drain()
+    finally:
+        task_started.disconnect(on_started)
+        task_finished.disconnect(on_finished)
+    assert events == [
+        ("started", TaskResultStatus.RUNNING, 1),
+        ("finished", TaskResultStatus.SUCCESSFUL, 4),
+    ]
+
+
+def test_result_after_success(runner):
+    result = tasks.add.enqueue(20, 22)
+    runner().drain()
+    result.refresh()
+    assert result.status == TaskResultStatus.SUCCESSFUL
+    assert result.return_value == 42
+    assert result.attempts == 1
+    assert len(result.worker_ids) == 1
+    assert result.errors == []
+    assert result.enqueued_at <= result.started_at <= result.last_attempted_at
+    assert result.last_attempted_at <= result.finished_at
+
+
+def test_task_backends_are_separate_instances_per_alias(settings):
+    settings.TASKS = {
+        **settings.TASKS,
+        "other": {"BACKEND": "asyncjobs.backend.JobsBackend", "QUEUES": ["default"]},
+    }
+    assert task_backends["other"].alias == "other"
+    result = tasks.add.using(backend="other").enqueue(1, 1)
+    assert Job.objects.get(pk=result.id).backend == "other"
