@@ -143,7 +143,7 @@ def build_job(
 ) -> Job:
     """An unsaved Job for one task call. Raises ``InvalidArgumentsError`` for non-JSON
     arguments."""
-    due = run_after if run_after is not None and run_after > now else now
+    due = run_after if run_after is not None else now
     return Job(
         id=uuid.uuid4(),
         backend=backend,

@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_STUCK = 3  # too many timed-out threads would not stop: restart me
+STUCK_AFTER = 10.0  # seconds a timed-out thread may take to notice its interruption
 
 
 def get_backend(alias: str) -> JobsBackend:
@@ -126,7 +127,8 @@ class Runner:
         self._heartbeat_stop = threading.Event()
         self._work: queue.SimpleQueue[Execution | None] = queue.SimpleQueue()
         self._inflight: dict[str, Execution] = {}
-        self._stuck: list[threading.Thread] = []
+        # Threads of timed-out jobs, with the time.monotonic() at which they were abandoned.
+        self._stuck: list[tuple[threading.Thread, float]] = []
         self._claimed = 0
         self._finished = 0
         self._finished_reported = 0
@@ -347,19 +349,24 @@ class Runner:
                 with self._lock:
                     self._finished += 1
             if execution.thread is not None:
-                self._stuck.append(execution.thread)
+                self._stuck.append((execution.thread, time.monotonic()))
                 _raise_in_thread(execution.thread, JobTimeoutError)
             self._start_slot()
 
     def _too_many_stuck(self) -> bool:
-        self._stuck = [t for t in self._stuck if t.is_alive()]
+        """Whether too many abandoned threads ignored their timeout for STUCK_AFTER seconds
+        (blocked in C code, most likely). Each keeps a thread and maybe a connection busy, so
+        past the limit the worker stops and exits for its supervisor to restart it."""
+        self._stuck = [(t, since) for t, since in self._stuck if t.is_alive()]
+        now = time.monotonic()
+        stuck = sum(1 for _, since in self._stuck if now - since >= STUCK_AFTER)
         limit = jobs_settings.MAX_STUCK_THREADS or self.concurrency
-        if len(self._stuck) >= limit:
+        if stuck >= limit:
             logger.error(
                 "Worker %s: %d timed-out jobs will not stop; exiting so a supervisor restarts "
                 "the process",
                 self.worker_id,
-                len(self._stuck),
+                stuck,
             )
             return True
         return False

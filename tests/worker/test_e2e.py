@@ -1,0 +1,213 @@
+"""End to end: real ``manage.py runworker`` subprocesses against the test database.
+
+Every wait is bounded (``wait_until`` and ``WorkerProcess.wait`` fail the test on time-out);
+every worker is SIGKILLed at teardown if it is still running.
+"""
+
+import signal
+import time
+
+import pytest
+from django.db import connection
+
+from asyncjobs import cancel_job, enqueue_many
+from asyncjobs.models import AttemptOutcome, Job, JobStatus, Worker, WorkerStatus
+from tests import tasks
+from tests.conftest import wait_until
+from tests.models import Execution
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+def status_of(result):
+    return Job.objects.get(pk=result.id).status
+
+
+def test_burst_worker_drains_and_exits_zero(worker_process):
+    results = [tasks.add.enqueue(i, i) for i in range(20)]
+    failing = tasks.fail_fast.enqueue()
+    worker = worker_process("--burst", "--concurrency", "3")
+    assert worker.wait(60) == 0, worker.output()
+    assert Job.objects.filter(status=JobStatus.SUCCEEDED).count() == 20
+    assert {Job.objects.get(pk=r.id).return_value for r in results} == {2 * i for i in range(20)}
+    assert status_of(failing) == JobStatus.FAILED
+    w = Worker.objects.get()
+    assert w.status == WorkerStatus.STOPPED
+    assert w.concurrency == 3
+    assert w.jobs_processed == 21
+    assert "succeeded" in worker.output()
+
+
+def test_max_jobs_exits_after_n(worker_process):
+    for i in range(5):
+        tasks.add.enqueue(i, 1)
+    worker = worker_process("--max-jobs", "2", "--concurrency", "1")
+    assert worker.wait(60) == 0, worker.output()
+    assert Job.objects.filter(status=JobStatus.SUCCEEDED).count() == 2
+    assert Job.objects.filter(status=JobStatus.QUEUED).count() == 3
+
+
+def test_worker_picks_up_jobs_enqueued_while_it_runs(worker_process):
+    worker = worker_process("--concurrency", "2")
+    wait_until(lambda: Worker.objects.filter(status=WorkerStatus.RUNNING).exists(), message="start")
+    result = tasks.add.enqueue(40, 2)
+    wait_until(lambda: status_of(result) == JobStatus.SUCCEEDED, message="job done")
+    result.refresh()
+    assert result.return_value == 42
+    assert result.worker_ids == [Worker.objects.get().id]
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+
+
+def test_queue_flag_limits_the_queues(worker_process):
+    email = tasks.send_welcome_email.enqueue(5)
+    other = tasks.add.enqueue(1, 1)
+    worker = worker_process("--burst", "--queue", "emails")
+    assert worker.wait(60) == 0, worker.output()
+    assert status_of(email) == JobStatus.SUCCEEDED
+    assert status_of(other) == JobStatus.QUEUED
+
+
+def test_sigkill_mid_job_is_rescued_by_another_worker(worker_process):
+    """Worker A dies holding the job; worker B sees the lease expire, records the lost
+    attempt and runs the job again."""
+    timings = {"lease": 2, "heartbeat": 0.5, "maintenance": 0.5}
+    result = tasks.die_once.enqueue("victim", 120)
+    a = worker_process("--concurrency", "1", **timings)
+    wait_until(lambda: Execution.objects.filter(label="victim").exists(), message="first run")
+    a.signal(signal.SIGKILL)
+    a.wait(10)
+    b = worker_process("--concurrency", "1", **timings)
+    wait_until(lambda: status_of(result) == JobStatus.SUCCEEDED, timeout=30, message="rescue")
+    job = Job.objects.get(pk=result.id)
+    attempts = list(job.attempt_set.all())
+    assert [a.outcome for a in attempts] == [AttemptOutcome.LOST, AttemptOutcome.SUCCEEDED]
+    assert attempts[0].error_class == "asyncjobs.exceptions.WorkerLostError"
+    assert attempts[0].worker_id != attempts[1].worker_id
+    assert Execution.objects.filter(label="victim").count() == 2
+    dead = Worker.objects.get(pk=attempts[0].worker_id)
+    wait_until(
+        lambda: Worker.objects.get(pk=dead.pk).status == WorkerStatus.LOST, message="marked lost"
+    )
+    b.signal(signal.SIGTERM)
+    assert b.wait(30) == 0
+
+
+def test_sigterm_lets_running_jobs_finish(worker_process):
+    result = tasks.sleep_for.enqueue(1.5)
+    worker = worker_process("--concurrency", "1")
+    wait_until(lambda: status_of(result) == JobStatus.RUNNING, message="running")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, worker.output()
+    assert status_of(result) == JobStatus.SUCCEEDED
+    assert Worker.objects.get().status == WorkerStatus.STOPPED
+
+
+def test_sigterm_past_the_grace_period_releases_the_job(worker_process):
+    result = tasks.sleep_for.using(max_attempts=1).enqueue(60)
+    worker = worker_process("--concurrency", "1", "--shutdown-timeout", "0.5")
+    wait_until(lambda: status_of(result) == JobStatus.RUNNING, message="running")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, worker.output()
+    job = Job.objects.get(pk=result.id)
+    assert job.status == JobStatus.QUEUED
+    assert job.attempts_left == 1  # the released attempt is not charged
+    attempt = job.attempt_set.get()
+    assert attempt.outcome == AttemptOutcome.LOST
+    assert attempt.error_class == "asyncjobs.exceptions.WorkerShutdownError"
+
+
+def test_second_signal_exits_at_once(worker_process):
+    result = tasks.sleep_for.enqueue(60)
+    worker = worker_process("--concurrency", "1")
+    wait_until(lambda: status_of(result) == JobStatus.RUNNING, message="running")
+    worker.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    worker.signal(signal.SIGINT)
+    assert worker.wait(10) != 0
+
+
+def test_timeout_is_recorded_and_the_worker_keeps_working(worker_process):
+    slow = tasks.busy_past_timeout.enqueue("timeout")
+    worker = worker_process("--concurrency", "1")
+    wait_until(lambda: status_of(slow) == JobStatus.FAILED, timeout=30, message="timeouts")
+    job = Job.objects.get(pk=slow.id)
+    assert [a.outcome for a in job.attempt_set.all()] == [AttemptOutcome.TIMED_OUT] * 2
+    assert "timeout" in job.attempt_set.first().error_message
+    # The single slot was replaced: the worker still runs jobs.
+    after = tasks.add.enqueue(1, 1)
+    wait_until(lambda: status_of(after) == JobStatus.SUCCEEDED, message="job after timeout")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, worker.output()
+
+
+def test_cancel_a_running_job(worker_process):
+    result = tasks.cancellable.enqueue("cancel-me")
+    worker = worker_process("--concurrency", "1", heartbeat=0.3, lease=2)
+    wait_until(lambda: Execution.objects.filter(label="cancel-me").exists(), message="running")
+    cancel_job(result.id)
+    wait_until(lambda: status_of(result) == JobStatus.CANCELLED, message="cancelled")
+    assert Job.objects.get(pk=result.id).attempt_set.get().outcome == AttemptOutcome.CANCELLED
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+
+
+def test_async_and_unknown_tasks_in_a_real_worker(worker_process):
+    good = tasks.async_add.enqueue(1, 2)
+    broken = tasks.add.using(max_attempts=1).enqueue(1, 2)
+    Job.objects.filter(pk=broken.id).update(task_path="tests.tasks.removed")
+    worker = worker_process("--burst")
+    assert worker.wait(60) == 0, worker.output()
+    assert Job.objects.get(pk=good.id).return_value == 3
+    assert status_of(broken) == JobStatus.FAILED
+
+
+@pytest.mark.postgres
+def test_two_workers_drain_500_jobs_each_exactly_once(worker_process):
+    enqueue_many([(tasks.record, (f"job-{i}",), {}) for i in range(500)])
+    workers = [worker_process("--burst", "--concurrency", "4") for _ in range(2)]
+    for w in workers:
+        assert w.wait(120) == 0, w.output()
+    assert Job.objects.filter(status=JobStatus.SUCCEEDED).count() == 500
+    counts = Execution.objects.values_list("label", flat=True)
+    assert len(counts) == 500 and len(set(counts)) == 500
+    from asyncjobs.models import Attempt
+
+    assert Attempt.objects.count() == 500
+    per_worker = {w.id: w.jobs_processed for w in Worker.objects.all()}
+    assert sum(per_worker.values()) == 500
+    assert all(n > 0 for n in per_worker.values()), per_worker
+
+
+@pytest.mark.postgres
+def test_notify_wakes_an_idle_worker_quickly(worker_process):
+    """With a 30 s poll interval only LISTEN/NOTIFY can start the job within seconds."""
+    worker = worker_process("--concurrency", "1", poll=30)
+    wait_until(lambda: Worker.objects.exists(), message="worker registered")
+    time.sleep(1.0)  # let it finish its first look at the queue and go to sleep
+    result = tasks.add.enqueue(1, 1)
+    wait_until(lambda: status_of(result) == JobStatus.SUCCEEDED, timeout=5, message="notify")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+
+
+@pytest.mark.postgres
+def test_worker_survives_losing_its_database_connections(worker_process):
+    worker = worker_process("--concurrency", "2", heartbeat=0.5, lease=5)
+    wait_until(lambda: Worker.objects.exists(), message="worker registered")
+    first = tasks.add.enqueue(1, 1)
+    wait_until(lambda: status_of(first) == JobStatus.SUCCEEDED, message="first job")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    results = [tasks.add.enqueue(i, 1) for i in range(5)]
+    wait_until(
+        lambda: all(status_of(r) == JobStatus.SUCCEEDED for r in results),
+        timeout=30,
+        message="jobs after reconnect",
+    )
+    assert worker.proc.poll() is None, "the worker must not exit"
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, worker.output()
