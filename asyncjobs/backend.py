@@ -59,7 +59,7 @@ class JobTask(Task):
     fail_on: tuple[type[BaseException] | str, ...] | None = None
     timeout: timedelta | float | None = None
 
-    def using(  # type: ignore[override]
+    def using(
         self,
         *,
         priority: int | None = None,
@@ -108,8 +108,9 @@ def _options(task: Task) -> services.JobOptions:
     return services.resolve_options(task.queue_name)
 
 
+# django-stubs declares TaskContext as a plain dataclass; in Django it is frozen.
 @dataclass(frozen=True, slots=True, kw_only=True)
-class JobContext(TaskContext):
+class JobContext(TaskContext):  # type: ignore[misc]
     """The context a ``takes_context=True`` task receives as its first argument.
 
     Besides Django's ``task_result`` and ``attempt`` it can report progress and see a
@@ -163,7 +164,9 @@ class JobsBackend(BaseTaskBackend):
         except ConfigurationError as exc:
             raise InvalidTask(str(exc)) from exc
 
-    def build_job(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any], now: datetime) -> Job:
+    def build_job(
+        self, task: Task, args: Sequence[Any], kwargs: dict[str, Any], now: datetime
+    ) -> Job:
         """An unsaved job for one call of ``task`` (validates the task and the arguments)."""
         self.validate_task(task)
         return services.build_job(
@@ -237,11 +240,13 @@ class JobsBackend(BaseTaskBackend):
         """A ``TaskResult`` for ``job``; reads its attempts unless given."""
         if attempts is None:
             attempts = (
-                list(job.attempt_set.order_by("number").only("worker_id", "error_class", "traceback"))
+                list(
+                    job.attempt_set.order_by("number").only("worker_id", "error_class", "traceback")
+                )
                 if job.attempts
                 else []
             )
-        result = TaskResult(
+        result: TaskResult = TaskResult(
             task=task if task is not None else self.load_task(job),
             id=str(job.pk),
             status=job.task_result_status,

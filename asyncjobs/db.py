@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field
 
 from asyncjobs.models import Attempt, Job, JobStatus
 
@@ -81,7 +82,7 @@ def _job_columns(connection: BaseDatabaseWrapper) -> tuple[list[str], list[Calla
                 value = conv(value, _col, connection)
             return value
 
-        columns.append(qn(field.column))
+        columns.append(qn(field.column or field.name))
         converters.append(convert)
     return columns, converters
 
@@ -100,7 +101,9 @@ def _rows_to_jobs(alias: str, connection: BaseDatabaseWrapper, rows: list[tuple]
 
 def _prep(field_name: str, value: Any, connection: BaseDatabaseWrapper) -> Any:
     """Adapt a Python value to a query parameter exactly as the ORM would for this field."""
-    return Job._meta.get_field(field_name).get_db_prep_value(value, connection)
+    field = Job._meta.get_field(field_name)
+    assert isinstance(field, Field)
+    return field.get_db_prep_value(value, connection)
 
 
 def _insert_attempts(alias: str, jobs: list[Job], worker_id: str, now: datetime) -> None:
@@ -249,7 +252,7 @@ class PostgresStrategy:
             )
             SELECT {returning} FROM claimed
         """  # noqa: S608
-        params = [
+        params: list[Any] = [
             JobStatus.QUEUED,
             *([list(queues)] if queues is not None else []),
             limit,

@@ -58,7 +58,7 @@ class WorkerShutdownError(AsyncJobsError):
     """Recorded for an attempt released by a worker that shut down before it finished."""
 
 
-class Retry(AsyncJobsError):  # noqa: N818  (a request, not an error condition)
+class Retry(AsyncJobsError):
     """Raise from a task to ask for another attempt after ``delay``.
 
     The attempt is recorded as failed and counts against ``max_attempts``; with no attempts
@@ -79,7 +79,7 @@ class Retry(AsyncJobsError):  # noqa: N818  (a request, not an error condition)
         super().__init__(reason or "retry requested")
 
 
-class JobCancelled(AsyncJobsError):  # noqa: N818  (mirrors asyncio.CancelledError)
+class JobCancelled(AsyncJobsError):
     """Raised by ``context.raise_if_cancelled()`` inside a task whose job was cancelled.
 
     When it propagates out of the task the attempt is recorded as cancelled and the job ends

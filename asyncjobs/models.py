@@ -156,7 +156,9 @@ class Job(models.Model):
             ),
             # Promotion of due scheduled jobs; future jobs never touch the claim index.
             models.Index(
-                fields=["run_after"], name="asyncjobs_job_scheduled", condition=Q(status="scheduled")
+                fields=["run_after"],
+                name="asyncjobs_job_scheduled",
+                condition=Q(status="scheduled"),
             ),
             # Lease renewal and rescue look at running jobs only.
             models.Index(

@@ -287,7 +287,11 @@ def record_failure(
     finished_at = now if new_status in (JobStatus.FAILED, JobStatus.CANCELLED) else None
     with transaction.atomic(using=using):
         if not _close_attempt(
-            job, worker_id=worker_id, now=now, outcome=outcome, **error_fields(error, traceback_text)
+            job,
+            worker_id=worker_id,
+            now=now,
+            outcome=outcome,
+            **error_fields(error, traceback_text),
         ):
             return None
         Job.objects.using(using).filter(
@@ -472,7 +476,9 @@ def cancel_job(
     else:
         job.refresh_from_db(using=using)
         if job.status != JobStatus.CANCELLED:
-            raise InvalidTransitionError(f"Job {job.pk} already {job.status}; it cannot be cancelled.")
+            raise InvalidTransitionError(
+                f"Job {job.pk} already {job.status}; it cannot be cancelled."
+            )
     job.refresh_from_db(using=using)
     return job
 
@@ -495,9 +501,7 @@ def set_progress(
     progress: dict[str, Any] = {"current": current, "total": total, "message": str(message)[:500]}
     if total:
         progress["percent"] = round(100 * current / total, 2)
-    Job.objects.using(using).filter(pk=job_id, status__in=ACTIVE_STATUSES).update(
-        progress=progress
-    )
+    Job.objects.using(using).filter(pk=job_id, status__in=ACTIVE_STATUSES).update(progress=progress)
     return progress
 
 

@@ -85,9 +85,7 @@ class Executor:
         try:
             task = self.backend.load_task(job)
         except TaskImportError as exc:
-            logger.error(
-                "Job %s: %s", job.pk, exc, extra=self._extra(job, outcome="failed")
-            )
+            logger.error("Job %s: %s", job.pk, exc, extra=self._extra(job, outcome="failed"))
             return self._record(job, exc, AttemptOutcome.FAILED, None)
         result = self._running_result(job, task)
         task_started.send(type(self.backend), task_result=result)
@@ -95,23 +93,11 @@ class Executor:
             value = self._call(task, job, result, execution)
         except JobCancelled as exc:
             status = self._record(job, exc, AttemptOutcome.CANCELLED, None)
-        except (TypeError, ValueError) as exc:
-            if getattr(exc, "_asyncjobs_result", False):
-                error = ResultNotSerializableError(
-                    f"Task {job.task_path} returned a value that is not JSON-serializable: {exc}"
-                )
-                status = self._record(job, error, AttemptOutcome.FAILED, tb.format_exc(), False)
-            else:
-                status = self._record(job, exc, AttemptOutcome.FAILED, tb.format_exc())
-        except (TimeoutError, JobTimeoutError) as exc:
-            if isinstance(exc, JobTimeoutError) or getattr(exc, "_asyncjobs_timeout", False):
-                error = JobTimeoutError(
-                    f"Attempt {job.attempts} ran past its timeout of "
-                    f"{job.timeout.total_seconds() if job.timeout else '?'} s"
-                )
-                status = self._record(job, error, AttemptOutcome.TIMED_OUT, tb.format_exc())
-            else:
-                status = self._record(job, exc, AttemptOutcome.FAILED, tb.format_exc())
+        except ResultNotSerializableError as exc:
+            # Running it again would return the same kind of value: fail at once.
+            status = self._record(job, exc, AttemptOutcome.FAILED, tb.format_exc(), False)
+        except JobTimeoutError as exc:
+            status = self._record(job, exc, AttemptOutcome.TIMED_OUT, tb.format_exc())
         except Exception as exc:
             status = self._record(job, exc, AttemptOutcome.FAILED, tb.format_exc())
         else:
@@ -157,7 +143,7 @@ class Executor:
         if inspect.isawaitable(value):
             # A sync function that returned a coroutine: run it like an async task.
             return asyncio.run(self._await(value, job))
-        return self._mark_result(value)
+        return self._mark_result(value, job)
 
     async def _call_async(self, task: Task, job: Job, args: list[Any]) -> Any:
         return await self._await(task.func(*args, **job.kwargs), job)
@@ -167,18 +153,21 @@ class Executor:
         try:
             value = await asyncio.wait_for(awaitable, timeout)
         except TimeoutError as exc:
-            exc._asyncjobs_timeout = True  # type: ignore[attr-defined]
-            raise
-        return self._mark_result(value)
+            raise JobTimeoutError(
+                f"Attempt {job.attempts} ran past its timeout of {timeout} s"
+            ) from exc
+        return self._mark_result(value, job)
 
     @staticmethod
-    def _mark_result(value: Any) -> Any:
+    def _mark_result(value: Any, job: Job) -> Any:
+        """The return value as JSON; ``ResultNotSerializableError`` if it is not JSON."""
         try:
             normalized = normalize_json(value)
             json.dumps(normalized, allow_nan=False)
         except (TypeError, ValueError) as exc:
-            exc._asyncjobs_result = True  # type: ignore[attr-defined]
-            raise
+            raise ResultNotSerializableError(
+                f"Task {job.task_path} returned a value that is not JSON-serializable: {exc}"
+            ) from exc
         return normalized
 
     def _running_result(self, job: Job, task: Task) -> TaskResult:

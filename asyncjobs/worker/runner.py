@@ -12,6 +12,7 @@ Threads of one worker process:
 Each thread has its own database connection (Django's are per thread).
 """
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -67,7 +68,9 @@ def _raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) ->
     """
     if thread.ident is None or not thread.is_alive():
         return
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exc_type))
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread.ident), ctypes.py_object(exc_type)
+    )
 
 
 class Runner:
@@ -166,7 +169,9 @@ class Runner:
         self._install_signal_handlers()
         for _ in range(self.concurrency):
             self._start_slot()
-        heartbeat = threading.Thread(target=self._heartbeat_loop, name="asyncjobs-heartbeat", daemon=True)
+        heartbeat = threading.Thread(
+            target=self._heartbeat_loop, name="asyncjobs-heartbeat", daemon=True
+        )
         heartbeat.start()
         listener = self.strategy.listen(on_error=self._listener_error)
         listen_thread = threading.Thread(
@@ -217,7 +222,9 @@ class Runner:
         if self.max_jobs is not None:
             free = min(free, self.max_jobs - self._claimed)
             if free <= 0 and busy == 0:
-                logger.info("Worker %s: finished %d jobs (--max-jobs)", self.worker_id, self._claimed)
+                logger.info(
+                    "Worker %s: finished %d jobs (--max-jobs)", self.worker_id, self._claimed
+                )
                 return None
         claimed: list[Any] = []
         if free > 0:
@@ -321,7 +328,11 @@ class Runner:
         expired: list[Execution] = []
         with self._lock:
             for key, execution in list(self._inflight.items()):
-                if execution.deadline is not None and now >= execution.deadline and execution.state == "running":
+                if (
+                    execution.deadline is not None
+                    and now >= execution.deadline
+                    and execution.state == "running"
+                ):
                     execution.state = "timed_out"
                     del self._inflight[key]
                     expired.append(execution)
@@ -331,7 +342,9 @@ class Runner:
             status = services.record_failure(
                 job,
                 worker_id=self.worker_id,
-                error=JobTimeoutError(f"Attempt {job.attempts} ran past its timeout of {timeout} s"),
+                error=JobTimeoutError(
+                    f"Attempt {job.attempts} ran past its timeout of {timeout} s"
+                ),
                 now=timezone.now(),
                 outcome=AttemptOutcome.TIMED_OUT,
                 traceback_text="",
@@ -382,7 +395,9 @@ class Runner:
                 self._beat()
                 if time.monotonic() >= next_maintenance:
                     run_maintenance(self.strategy, now=timezone.now())
-                    next_maintenance = time.monotonic() + maintenance_every * random.uniform(0.8, 1.2)
+                    next_maintenance = time.monotonic() + maintenance_every * random.uniform(
+                        0.8, 1.2
+                    )
             except (DatabaseError, InterfaceError) as exc:
                 logger.warning("Worker %s: heartbeat failed (%s)", self.worker_id, exc)
                 close_broken_connections()
@@ -463,7 +478,9 @@ class Runner:
             leftover = [e.job for e in self._inflight.values()]
         if leftover:
             released = self._until_db(
-                lambda: services.release_jobs(leftover, worker_id=self.worker_id, now=timezone.now()),
+                lambda: services.release_jobs(
+                    leftover, worker_id=self.worker_id, now=timezone.now()
+                ),
                 "releasing jobs",
                 give_up=timedelta(seconds=10),
             )
@@ -473,10 +490,8 @@ class Runner:
         for _ in range(self.concurrency):
             self._work.put(None)
         self._heartbeat_stop.set()
-        try:
+        with contextlib.suppress(DatabaseError, InterfaceError):
             self._beat()
-        except (DatabaseError, InterfaceError):
-            pass
         self._until_db(
             lambda: services.set_worker_status(
                 self.worker_id, WorkerStatus.STOPPED, now=timezone.now(), using=self.alias
@@ -485,7 +500,9 @@ class Runner:
             give_up=timedelta(seconds=5),
         )
         logger.info(
-            "Worker %s stopped after %d jobs", self.worker_id, self._finished,
+            "Worker %s stopped after %d jobs",
+            self.worker_id,
+            self._finished,
             extra={"worker_id": self.worker_id},
         )
         connections.close_all()
@@ -503,7 +520,10 @@ class Runner:
                     return None
                 logger.error(
                     "Worker %s: database error %s (%s); retrying in %.1fs",
-                    self.worker_id, what, exc, delay,
+                    self.worker_id,
+                    what,
+                    exc,
+                    delay,
                 )
                 close_broken_connections()
                 time.sleep(delay)

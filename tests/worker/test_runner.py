@@ -273,9 +273,9 @@ def test_cancel_finished_job_is_refused(runner):
 def test_cancel_running_job_is_cooperative(runner):
     """A running job gets cancel_requested_at; the heartbeat relays it to the task, which
     raises JobCancelled and ends cancelled."""
+    from asyncjobs.exceptions import JobCancelled
     from asyncjobs.models import JobStatus as S
     from asyncjobs.services import heartbeat, record_failure
-    from asyncjobs.exceptions import JobCancelled
 
     result = tasks.add.enqueue(1, 1)
     r = runner()
@@ -284,7 +284,10 @@ def test_cancel_running_job_is_cooperative(runner):
     )
     assert cancel_job(result.id).status == S.RUNNING
     assert heartbeat(
-        worker_id=r.worker_id, now=timezone.now(), lease=timedelta(seconds=60), job_ids=[str(job.pk)]
+        worker_id=r.worker_id,
+        now=timezone.now(),
+        lease=timedelta(seconds=60),
+        job_ids=[str(job.pk)],
     ) == {str(job.pk)}
     status = record_failure(
         job,

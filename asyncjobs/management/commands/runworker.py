@@ -31,7 +31,7 @@ class Command(BaseCommand):
         "Run background jobs: claim ready jobs from the database, run them with retries, and "
         "stop gracefully on SIGTERM or SIGINT (a second signal exits at once)."
     )
-    requires_system_checks = "__all__"  # type: ignore[assignment]
+    requires_system_checks = "__all__"
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -99,7 +99,7 @@ class Command(BaseCommand):
         logger = logging.getLogger("asyncjobs")
         if logger.handlers or logging.getLogger().handlers:
             return
-        handler = logging.StreamHandler(self.stderr._out)
+        handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
