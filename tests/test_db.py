@@ -1,0 +1,189 @@
+"""Conformance of the vendor strategies in asyncjobs.db: both must pass every test here
+unless it is marked for one vendor."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection, connections, transaction
+from django.utils import timezone
+
+from asyncjobs import db, enqueue_many
+from asyncjobs.models import Attempt, Job, JobStatus
+from tests import tasks
+
+pytestmark = pytest.mark.django_db(transaction=True)
+LEASE = timedelta(seconds=30)
+
+
+def in_thread(fn):
+    """Run ``fn`` in another thread (so on another database connection); return its value."""
+    box = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # re-raised in the test thread
+            box["error"] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "thread did not finish"
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+@pytest.fixture
+def strategy():
+    return db.for_alias("default")
+
+
+def test_claim_moves_ready_jobs_to_running_best_first(strategy):
+    now = timezone.now()
+    low = tasks.add.using(priority=-1).enqueue(1, 1)
+    high = tasks.add.using(priority=5).enqueue(1, 1)
+    later = tasks.add.using(run_after=now + timedelta(hours=1)).enqueue(1, 1)
+    jobs = strategy.claim(queues=["default"], limit=10, worker_id="w1", now=now, lease=LEASE)
+    assert [str(j.pk) for j in jobs] == [high.id, low.id]
+    for job in jobs:
+        assert job.status == JobStatus.RUNNING
+        assert job.worker_id == "w1"
+        assert job.attempts == 1
+        assert job.lease_expires_at == now + LEASE
+        assert job.started_at == job.last_attempted_at == now
+        assert isinstance(job.args, list) and job.args == [1, 1]
+        assert job.timeout is None or isinstance(job.timeout, timedelta)
+    stored = Job.objects.get(pk=high.id)
+    assert (stored.status, stored.worker_id, stored.attempts) == (JobStatus.RUNNING, "w1", 1)
+    assert Attempt.objects.filter(worker_id="w1", finished_at__isnull=True).count() == 2
+    assert Job.objects.get(pk=later.id).status == JobStatus.SCHEDULED
+    assert strategy.claim(queues=["default"], limit=10, worker_id="w2", now=now, lease=LEASE) == []
+
+
+def test_claim_respects_limit_and_queues(strategy):
+    now = timezone.now()
+    enqueue_many([(tasks.add, (i, i), {}) for i in range(5)])
+    tasks.send_welcome_email.enqueue(1)
+    assert strategy.claim(queues=["low"], limit=10, worker_id="w", now=now, lease=LEASE) == []
+    assert strategy.claim(queues=[], limit=10, worker_id="w", now=now, lease=LEASE) == []
+    assert len(strategy.claim(queues=["default"], limit=2, worker_id="w", now=now, lease=LEASE)) == 2
+    emails = strategy.claim(queues=["emails"], limit=10, worker_id="w", now=now, lease=LEASE)
+    assert [j.queue_name for j in emails] == ["emails"]
+    rest = strategy.claim(queues=None, limit=10, worker_id="w", now=now, lease=LEASE)
+    assert len(rest) == 3
+
+
+def test_second_attempt_number(strategy):
+    now = timezone.now()
+    result = tasks.add.enqueue(1, 1)
+    Job.objects.filter(pk=result.id).update(attempts=2)
+    (job,) = strategy.claim(queues=None, limit=1, worker_id="w", now=now, lease=LEASE)
+    assert job.attempts == 3
+    assert Attempt.objects.get(job_id=result.id).number == 3
+
+
+def test_concurrent_claimers_never_share_a_job(strategy):
+    enqueue_many([(tasks.add, (i, i), {}) for i in range(200)])
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def claimer(name):
+        def run():
+            while True:
+                jobs = db.for_alias("default").claim(
+                    queues=None, limit=7, worker_id=name, now=timezone.now(), lease=LEASE
+                )
+                if not jobs:
+                    return
+                with lock:
+                    claimed.extend(str(j.pk) for j in jobs)
+
+        return run
+
+    threads = []
+    for i in range(4):
+
+        def target(fn=claimer(f"w{i}")):
+            try:
+                fn()
+            finally:
+                connections.close_all()
+
+        threads.append(threading.Thread(target=target))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(claimed) == 200
+    assert len(set(claimed)) == 200
+    assert Attempt.objects.count() == 200
+
+
+@pytest.mark.postgres
+def test_claim_skips_rows_locked_by_another_transaction(strategy):
+    """Proves SKIP LOCKED on a second connection: a row locked elsewhere is neither claimed
+    nor waited for."""
+    first = tasks.add.using(priority=10).enqueue(1, 1)
+    second = tasks.add.enqueue(2, 2)
+    with transaction.atomic():
+        Job.objects.select_for_update().get(pk=first.id)
+        jobs = in_thread(
+            lambda: db.for_alias("default").claim(
+                queues=None, limit=10, worker_id="w", now=timezone.now(), lease=LEASE
+            )
+        )
+    assert [str(j.pk) for j in jobs] == [second.id]
+
+
+@pytest.mark.postgres
+def test_maintenance_lock_is_exclusive(strategy):
+    with strategy.maintenance_lock() as won:
+        assert won
+        other = in_thread(lambda: _try_lock())
+        assert other is False
+    assert in_thread(lambda: _try_lock()) is True
+
+
+def _try_lock():
+    with db.for_alias("default").maintenance_lock() as won:
+        return won
+
+
+@pytest.mark.sqlite
+def test_sqlite_maintenance_lock_always_won(strategy):
+    with strategy.maintenance_lock() as won:
+        assert won
+
+
+@pytest.mark.postgres
+def test_listener_is_notified_on_commit_not_before(strategy):
+    listener = strategy.listen()
+    try:
+        assert listener.wait(0.05) is False  # connects and listens
+        with transaction.atomic():
+            tasks.add.enqueue(1, 1)
+            assert in_thread(lambda: listener.wait(0.3)) is False
+        assert listener.wait(5) is True
+        # Bulk insert: one notification; a retry back to queued notifies too.
+        enqueue_many([(tasks.add, (i, i), {}) for i in range(3)])
+        assert listener.wait(5) is True
+    finally:
+        listener.close()
+    assert listener.wait(1) is False
+
+
+@pytest.mark.sqlite
+def test_sqlite_listener_just_sleeps(strategy):
+    listener = strategy.listen()
+    assert listener.wait(0.01) is False
+    listener.close()
+
+
+def test_vendor_helpers():
+    assert db.vendor_supported("default")
+    assert not db.is_sqlite_without_immediate("default")
+    assert connection.vendor in {"sqlite", "postgresql"}
