@@ -67,33 +67,39 @@ class ClaimStrategy(Protocol):
         """Hold the maintenance lock for the duration of the block, if it can be had."""
 
 
-def _job_columns(connection: BaseDatabaseWrapper) -> tuple[list[str], list[Callable[..., Any]]]:
-    """The job table's columns, quoted, and a function per column turning a raw value into
-    the model field's Python value (what the ORM would do on a SELECT)."""
-    qn = connection.ops.quote_name
-    columns, converters = [], []
-    table = Job._meta.db_table
-    for field in Job._meta.concrete_fields:
-        col = field.get_col(table)
-        convs = connection.ops.get_db_converters(col) + field.get_db_converters(connection)
+# Per alias: the job table's quoted columns and, per column, the converters the ORM would
+# apply to a raw value of it (with the column expression they take).
+_COLUMNS_CACHE: dict[str, tuple[list[str], list[tuple[list[Any], Any]]]] = {}
 
-        def convert(value: Any, _convs: list[Any] = convs, _col: Any = col) -> Any:
-            for conv in _convs:
-                value = conv(value, _col, connection)
-            return value
 
-        columns.append(qn(field.column or field.name))
-        converters.append(convert)
-    return columns, converters
+def _job_columns(connection: BaseDatabaseWrapper) -> tuple[list[str], list[tuple[list[Any], Any]]]:
+    """The job table's columns, quoted, and their converters (see ``_rows_to_jobs``)."""
+    cached = _COLUMNS_CACHE.get(connection.alias)
+    if cached is None:
+        qn = connection.ops.quote_name
+        table = Job._meta.db_table
+        columns, converters = [], []
+        for field in Job._meta.concrete_fields:
+            col = field.get_col(table)
+            convs = connection.ops.get_db_converters(col) + field.get_db_converters(connection)
+            columns.append(qn(field.column or field.name))
+            converters.append((convs, col))
+        cached = _COLUMNS_CACHE[connection.alias] = (columns, converters)
+    return cached
 
 
 def _rows_to_jobs(alias: str, connection: BaseDatabaseWrapper, rows: list[tuple]) -> list[Job]:
+    """Model instances from raw ``RETURNING`` rows, converted as a SELECT would be."""
     _, converters = _job_columns(connection)
     attnames = [f.attname for f in Job._meta.concrete_fields]
-    jobs = [
-        Job.from_db(alias, attnames, [conv(v) for conv, v in zip(converters, row, strict=True)])
-        for row in rows
-    ]
+    jobs = []
+    for row in rows:
+        values = []
+        for (convs, col), value in zip(converters, row, strict=True):
+            for conv in convs:
+                value = conv(value, col, connection)
+            values.append(value)
+        jobs.append(Job.from_db(alias, attnames, values))
     # UPDATE ... RETURNING gives no order; hand jobs out best first.
     jobs.sort(key=lambda j: (-j.priority, j.run_after, j.enqueued_at))
     return jobs
@@ -318,6 +324,8 @@ class PostgresListener:
                 woke = True
             return woke
         except Exception as exc:  # any driver error: fall back to sleeping, retry next time
+            if self._closed.is_set():
+                return False  # closed from another thread while waiting
             if self.on_error:
                 self.on_error(exc)
             self._drop()

@@ -241,9 +241,16 @@ class Executor:
                 delay = min(delay * 2, 5.0)
 
     def _send_finished(self, job: Job, task: Task) -> None:
+        if not task_finished.has_listeners(type(self.backend)):
+            return
         try:
-            job.refresh_from_db(using=self.backend.database)
-            result = self.backend.to_result(job, task=task)
+            if job.attempts <= 1 and job.status == JobStatus.SUCCEEDED:
+                # One successful attempt: the history is known without reading it back.
+                result = self.backend.to_result(job, task=task, attempts=[])
+                result.worker_ids.append(self.worker_id)
+            else:
+                job.refresh_from_db(using=self.backend.database)
+                result = self.backend.to_result(job, task=task)
         except DatabaseError:
             logger.exception("Job %s: could not load the result for task_finished", job.pk)
             return

@@ -241,13 +241,18 @@ class Runner:
         if self.burst and not claimed and busy == 0 and self._nothing_due():
             logger.info("Worker %s: queue drained (--burst)", self.worker_id)
             return None
-        if free <= 0 or claimed:
-            # Full, or we just took the last ready jobs: wait for a slot or a notification.
+        if free <= 0:
+            # Full: wait for a slot to free (or a timeout to enforce).
+            return self._sleep_time(self.poll_interval, promote=False)
+        if claimed:
+            # We just took the last ready jobs: wait for a slot or a notification.
             return self._sleep_time(self.poll_interval)
         return self._sleep_time(self.poll_interval * random.uniform(0.8, 1.2))
 
-    def _sleep_time(self, default: float) -> float:
-        until = [default, max(self._next_promote - time.monotonic(), 0.0)]
+    def _sleep_time(self, default: float, *, promote: bool = True) -> float:
+        until = [default]
+        if promote:
+            until.append(max(self._next_promote - time.monotonic(), 0.0))
         with self._lock:
             until += [
                 max(e.deadline - time.monotonic(), 0.0)

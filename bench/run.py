@@ -1,0 +1,240 @@
+"""asyncjobs benchmark: enqueue rate, bulk enqueue rate, drain rate with 1 and 2 worker
+processes, enqueue-to-start latency on an idle worker.
+
+    python bench/run.py [--quick] [--runs 3] [--jobs 10000]
+
+PostgreSQL by default (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/asyncjobs_bench,
+created if missing); BENCH_SQLITE=1 for SQLite. Writes bench/results/<time>-<db>.json and
+prints a table of medians with min-max. No timing here is asserted anywhere: figures are
+compared as ratios in bench/README.md.
+"""
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+
+
+def ensure_postgres_database() -> None:
+    """Create the benchmark database if it does not exist."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+    from psycopg import sql
+
+    url = os.environ["DATABASE_URL"]
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def setup_django() -> None:
+    if not os.environ.get("BENCH_SQLITE"):
+        os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/asyncjobs_bench")
+        ensure_postgres_database()
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def reset() -> None:
+    from django.db import connection
+
+    from asyncjobs.models import Attempt, Job, Worker
+
+    tables = [m._meta.db_table for m in (Attempt, Job, Worker)]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"TRUNCATE {', '.join(tables)}")
+            cursor.execute(f"VACUUM ANALYZE {tables[1]}")
+        else:
+            for table in tables:
+                cursor.execute(f"DELETE FROM {table}")  # noqa: S608
+
+
+def bench_enqueue(n: int) -> float:
+    from bench.tasks import noop
+
+    reset()
+    start = time.perf_counter()
+    for _ in range(n):
+        noop.enqueue()
+    return n / (time.perf_counter() - start)
+
+
+def bench_bulk(n: int) -> float:
+    from asyncjobs import enqueue_many
+    from bench.tasks import noop
+
+    reset()
+    calls = [(noop, (), {}) for _ in range(n)]
+    start = time.perf_counter()
+    enqueue_many(calls)
+    return n / (time.perf_counter() - start)
+
+
+def start_workers(count: int, concurrency: int) -> list[subprocess.Popen]:
+    from asyncjobs.models import Worker
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "django", "runworker", "--concurrency", str(concurrency)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(count)
+    ]
+    deadline = time.monotonic() + 60
+    while Worker.objects.filter(status="running").count() < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError("workers did not start")
+        time.sleep(0.05)
+    time.sleep(0.5)  # let them reach their idle wait
+    return procs
+
+
+def stop_workers(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def bench_drain(n: int, workers: int, concurrency: int) -> float:
+    from asyncjobs import enqueue_many
+    from asyncjobs.models import Job
+    from bench.tasks import noop
+
+    reset()
+    procs = start_workers(workers, concurrency)
+    try:
+        enqueue_many([(noop, (), {}) for _ in range(n)])
+        start = time.perf_counter()
+        deadline = time.monotonic() + 600
+        while Job.objects.filter(status="succeeded").count() < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError("drain did not finish in 600 s")
+            time.sleep(0.02)
+        return n / (time.perf_counter() - start)
+    finally:
+        stop_workers(procs)
+
+
+def bench_latency(samples: int) -> list[float]:
+    from asyncjobs.models import Attempt
+    from bench.tasks import noop
+
+    reset()
+    procs = start_workers(1, 1)
+    latencies = []
+    try:
+        for _ in range(samples):
+            result = noop.enqueue()
+            deadline = time.monotonic() + 30
+            while True:
+                attempt = Attempt.objects.filter(job_id=result.id).only("started_at").first()
+                if attempt is not None:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("job did not start in 30 s")
+                time.sleep(0.001)
+            latencies.append((attempt.started_at - result.enqueued_at).total_seconds() * 1000)
+            time.sleep(0.05)
+    finally:
+        stop_workers(procs)
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(int(round(q * (len(ordered) - 1))), len(ordered) - 1)
+    return ordered[index]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one run (for CI)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--latency-samples", type=int, default=50)
+    parser.add_argument("--concurrency", type=int, default=4, help="threads per worker")
+    args = parser.parse_args()
+    if args.quick:
+        args.runs, args.jobs, args.latency_samples = 1, 300, 10
+    setup_django()
+    from django.db import connection
+
+    workloads = {
+        "enqueue one at a time (jobs/s)": lambda: bench_enqueue(args.jobs),
+        "bulk enqueue (jobs/s)": lambda: bench_bulk(args.jobs),
+        "drain, 1 worker process (jobs/s)": lambda: bench_drain(args.jobs, 1, args.concurrency),
+        "drain, 2 worker processes (jobs/s)": lambda: bench_drain(args.jobs, 2, args.concurrency),
+    }
+    results: dict[str, list[float]] = {name: [] for name in workloads}
+    latencies: list[float] = []
+    for run in range(args.runs):
+        for name, fn in workloads.items():
+            results[name].append(fn())
+            print(f"run {run + 1}/{args.runs} {name}: {results[name][-1]:,.0f}", flush=True)
+        latencies += bench_latency(args.latency_samples)
+    reset()
+    report = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "database": connection.vendor,
+        "server_version": getattr(connection, "pg_version", None),
+        "python": platform.python_version(),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "jobs": args.jobs,
+        "runs": args.runs,
+        "concurrency": args.concurrency,
+        "workloads": {name: summary(values) for name, values in results.items()},
+        "latency_ms": {
+            "p50": percentile(latencies, 0.50),
+            "p95": percentile(latencies, 0.95),
+            "max": max(latencies),
+            "samples": len(latencies),
+        },
+    }
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    name = f"{'quick-' if args.quick else ''}{report['when'].replace(':', '')}-{connection.vendor}.json"
+    (out / name).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nasyncjobs on {connection.vendor}, {args.jobs:,} jobs, {args.runs} runs")
+    print(f"{'workload':40} {'median':>10} {'min-max':>22}")
+    for wl, s in report["workloads"].items():
+        print(f"{wl:40} {s['median']:>10,.0f} {s['min']:>10,.0f}-{s['max']:<10,.0f}")
+    lat = report["latency_ms"]
+    print(f"{'enqueue-to-start latency p50 / p95 (ms)':40} {lat['p50']:>10.1f} {lat['p95']:>10.1f}")
+    print(f"results: bench/results/{name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

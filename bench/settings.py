@@ -1,0 +1,27 @@
+"""Settings for the benchmark suite: PostgreSQL from DATABASE_URL (default a local
+``asyncjobs_bench`` database), or SQLite with BENCH_SQLITE=1."""
+
+import os
+from pathlib import Path
+
+from example_project.database import database_from_env
+
+BASE_DIR = Path(__file__).resolve().parent
+SECRET_KEY = "bench-only-not-secret"  # noqa: S105
+USE_TZ = True
+TIME_ZONE = "UTC"
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "asyncjobs"]
+
+if not os.environ.get("BENCH_SQLITE"):
+    os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/asyncjobs_bench")
+else:
+    os.environ.pop("DATABASE_URL", None)
+DATABASES = {"default": database_from_env(BASE_DIR / "results" / "bench.sqlite3")}
+DATABASES["default"]["CONN_MAX_AGE"] = None
+
+TASKS = {"default": {"BACKEND": "asyncjobs.backend.JobsBackend", "QUEUES": ["default"]}}
+ASYNCJOBS = {"POLL_INTERVAL": 1}
+LOGGING = {
+    "version": 1,
+    "loggers": {"asyncjobs": {"level": "WARNING"}},
+}

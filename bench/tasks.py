@@ -1,0 +1,8 @@
+"""Tasks the benchmarks run."""
+
+from django.tasks import task
+
+
+@task()
+def noop():
+    return None
