@@ -66,7 +66,7 @@ def reset() -> None:
             cursor.execute(f"VACUUM ANALYZE {tables[1]}")
         else:
             for table in tables:
-                cursor.execute(f"DELETE FROM {table}")  # noqa: S608
+                cursor.execute(f"DELETE FROM {table}")
 
 
 def bench_enqueue(n: int) -> float:
@@ -170,7 +170,7 @@ def bench_latency(samples: int) -> list[float]:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    index = min(int(round(q * (len(ordered) - 1))), len(ordered) - 1)
+    index = min(round(q * (len(ordered) - 1)), len(ordered) - 1)
     return ordered[index]
 
 
@@ -224,7 +224,8 @@ def main() -> int:
     }
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
-    name = f"{'quick-' if args.quick else ''}{report['when'].replace(':', '')}-{connection.vendor}.json"
+    prefix = "quick-" if args.quick else ""
+    name = f"{prefix}{report['when'].replace(':', '')}-{connection.vendor}.json"
     (out / name).write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nasyncjobs on {connection.vendor}, {args.jobs:,} jobs, {args.runs} runs")
     print(f"{'workload':40} {'median':>10} {'min-max':>22}")

@@ -7,7 +7,7 @@ from pathlib import Path
 from example_project.database import database_from_env
 
 BASE_DIR = Path(__file__).resolve().parent
-SECRET_KEY = "bench-only-not-secret"  # noqa: S105
+SECRET_KEY = "bench-only-not-secret"
 USE_TZ = True
 TIME_ZONE = "UTC"
 INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "asyncjobs"]

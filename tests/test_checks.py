@@ -76,9 +76,9 @@ def test_options_resolve_task_then_queue_then_global(settings):
 
 def test_settings_reload_on_change(settings):
     settings.ASYNCJOBS = {"POLL_INTERVAL": 3}
-    assert jobs_settings.POLL_INTERVAL == timedelta(seconds=3)
+    assert timedelta(seconds=3) == jobs_settings.POLL_INTERVAL
     settings.ASYNCJOBS = {}
-    assert jobs_settings.POLL_INTERVAL == timedelta(seconds=1)
+    assert timedelta(seconds=1) == jobs_settings.POLL_INTERVAL
     with pytest.raises(AttributeError):
         _ = jobs_settings.NOT_A_SETTING
 

@@ -70,7 +70,9 @@ def test_claim_respects_limit_and_queues(strategy):
     tasks.send_welcome_email.enqueue(1)
     assert strategy.claim(queues=["low"], limit=10, worker_id="w", now=now, lease=LEASE) == []
     assert strategy.claim(queues=[], limit=10, worker_id="w", now=now, lease=LEASE) == []
-    assert len(strategy.claim(queues=["default"], limit=2, worker_id="w", now=now, lease=LEASE)) == 2
+    assert (
+        len(strategy.claim(queues=["default"], limit=2, worker_id="w", now=now, lease=LEASE)) == 2
+    )
     emails = strategy.claim(queues=["emails"], limit=10, worker_id="w", now=now, lease=LEASE)
     assert [j.queue_name for j in emails] == ["emails"]
     rest = strategy.claim(queues=None, limit=10, worker_id="w", now=now, lease=LEASE)
@@ -104,16 +106,13 @@ def test_concurrent_claimers_never_share_a_job(strategy):
 
         return run
 
-    threads = []
-    for i in range(4):
+    def target(name):
+        try:
+            claimer(name)()
+        finally:
+            connections.close_all()
 
-        def target(fn=claimer(f"w{i}")):
-            try:
-                fn()
-            finally:
-                connections.close_all()
-
-        threads.append(threading.Thread(target=target))
+    threads = [threading.Thread(target=target, args=(f"w{i}",)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
