@@ -163,7 +163,9 @@ class SQLiteStrategy:
         table = qn(Job._meta.db_table)
         columns, _ = _job_columns(connection)
         in_queues = ""
-        if queues is not None:
+        if queues is not None and len(queues) == 1:
+            in_queues = "AND queue_name = %s"  # lets SQLite walk the claim index in order
+        elif queues is not None:
             in_queues = f"AND queue_name IN ({', '.join(['%s'] * len(queues))})"
         with transaction.atomic(using=self.alias), connection.cursor() as cursor:
             cursor.execute(
@@ -234,42 +236,49 @@ class PostgresStrategy:
         attempt_table = qn(Attempt._meta.db_table)
         columns, _ = _job_columns(connection)
         returning = ", ".join(columns)
-        in_queues = "AND queue_name = ANY(%s)" if queues is not None else ""
+        order = "priority DESC, run_after, enqueued_at"
+        # The status is a literal, not a parameter, so that the planner always matches the
+        # partial claim index (even with server-side binding and generic plans).
+        if queues is None:
+            picked = f"""
+                SELECT id FROM {table} WHERE status = 'queued'
+                ORDER BY {order} LIMIT %(limit)s FOR UPDATE SKIP LOCKED"""
+        else:
+            # Per queue an ordered scan of the claim index, then the best of those. A plain
+            # "queue_name = ANY(...)" makes PostgreSQL sort every ready job on each claim.
+            picked = f"""
+                SELECT j.id FROM unnest(%(queues)s::text[]) AS q(name)
+                CROSS JOIN LATERAL (
+                    SELECT id, priority, run_after, enqueued_at FROM {table}
+                    WHERE status = 'queued' AND queue_name = q.name
+                    ORDER BY {order} LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+                ) AS j
+                ORDER BY j.priority DESC, j.run_after, j.enqueued_at LIMIT %(limit)s"""
         # One statement, so it is atomic even in autocommit: lock the best ready rows that no
         # one else holds, move them to running, and insert their attempt rows.
         sql = f"""
-            WITH picked AS (
-                SELECT id FROM {table}
-                WHERE status = %s {in_queues}
-                ORDER BY priority DESC, run_after, enqueued_at
-                LIMIT %s
-                FOR UPDATE SKIP LOCKED
+            WITH picked AS ({picked}
             ), claimed AS (
-                UPDATE {table} AS j SET status = %s, worker_id = %s, lease_expires_at = %s,
-                    attempts = j.attempts + 1, started_at = COALESCE(j.started_at, %s),
-                    last_attempted_at = %s
+                UPDATE {table} AS j SET status = 'running', worker_id = %(worker)s,
+                    lease_expires_at = %(lease)s, attempts = j.attempts + 1,
+                    started_at = COALESCE(j.started_at, %(now)s), last_attempted_at = %(now)s
                 FROM picked WHERE j.id = picked.id
                 RETURNING {", ".join("j." + c for c in columns)}
             ), recorded AS (
                 INSERT INTO {attempt_table}
                     (job_id, number, worker_id, started_at, outcome, error_class,
                      error_message, traceback)
-                SELECT id, attempts, %s, %s, '', '', '', '' FROM claimed
+                SELECT id, attempts, %(worker)s, %(now)s, '', '', '', '' FROM claimed
             )
             SELECT {returning} FROM claimed
         """  # noqa: S608
-        params: list[Any] = [
-            JobStatus.QUEUED,
-            *([list(queues)] if queues is not None else []),
-            limit,
-            JobStatus.RUNNING,
-            worker_id,
-            now + lease,
-            now,
-            now,
-            worker_id,
-            now,
-        ]
+        params: dict[str, Any] = {
+            "queues": list(queues) if queues is not None else None,
+            "limit": limit,
+            "worker": worker_id,
+            "lease": now + lease,
+            "now": now,
+        }
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
