@@ -254,3 +254,27 @@ def test_task_backends_are_separate_instances_per_alias(settings):
     assert task_backends["other"].alias == "other"
     result = tasks.add.using(backend="other").enqueue(1, 1)
     assert Job.objects.get(pk=result.id).backend == "other"
+
+
+def test_aenqueue_and_aget_result():
+    from asgiref.sync import async_to_sync
+
+    async def scenario():
+        result = await tasks.add.aenqueue(5, 6)
+        fetched = await tasks.add.aget_result(result.id)
+        return result, fetched
+
+    result, fetched = async_to_sync(scenario)()
+    assert result.status == TaskResultStatus.READY
+    assert fetched.id == result.id
+    assert fetched.args == [5, 6]
+    assert Job.objects.filter(pk=result.id).exists()
+
+
+def test_get_result_of_a_job_whose_task_no_longer_imports():
+    from asyncjobs.exceptions import TaskImportError
+
+    result = tasks.add.enqueue(1, 2)
+    Job.objects.filter(pk=result.id).update(task_path="tests.tasks.gone")
+    with pytest.raises(TaskImportError, match="could not be imported"):
+        default_task_backend.get_result(result.id)
