@@ -239,10 +239,11 @@ class PostgresStrategy:
         order = "priority DESC, run_after, enqueued_at"
         # The status is a literal, not a parameter, so that the planner always matches the
         # partial claim index (even with server-side binding and generic plans).
+        # Only identifiers from the model's metadata are interpolated; values are parameters.
         if queues is None:
             picked = f"""
                 SELECT id FROM {table} WHERE status = 'queued'
-                ORDER BY {order} LIMIT %(limit)s FOR UPDATE SKIP LOCKED"""
+                ORDER BY {order} LIMIT %(limit)s FOR UPDATE SKIP LOCKED"""  # noqa: S608
         else:
             # Per queue an ordered scan of the claim index, then the best of those. A plain
             # "queue_name = ANY(...)" makes PostgreSQL sort every ready job on each claim.
@@ -253,7 +254,7 @@ class PostgresStrategy:
                     WHERE status = 'queued' AND queue_name = q.name
                     ORDER BY {order} LIMIT %(limit)s FOR UPDATE SKIP LOCKED
                 ) AS j
-                ORDER BY j.priority DESC, j.run_after, j.enqueued_at LIMIT %(limit)s"""
+                ORDER BY j.priority DESC, j.run_after, j.enqueued_at LIMIT %(limit)s"""  # noqa: S608
         # One statement, so it is atomic even in autocommit: lock the best ready rows that no
         # one else holds, move them to running, and insert their attempt rows.
         sql = f"""
