@@ -19,7 +19,7 @@ options Django's ``Task`` does not have, so both ``@task(...)`` and ``.using(...
 
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -51,6 +51,8 @@ class JobTask(Task):
         retry_on: exception classes (or dotted paths) worth another attempt.
         fail_on: exception classes that fail the job at once, even if ``retry_on`` matches.
         timeout: ``timedelta`` or seconds; an attempt running longer is recorded as timed out.
+        webhook_url: where to POST a signed notice when the job ends (usually per enqueue,
+            through ``.using(webhook_url=...)``).
     """
 
     max_attempts: int | None = None
@@ -58,6 +60,7 @@ class JobTask(Task):
     retry_on: tuple[type[BaseException] | str, ...] | None = None
     fail_on: tuple[type[BaseException] | str, ...] | None = None
     timeout: timedelta | float | None = None
+    webhook_url: str | None = None
 
     def using(
         self,
@@ -71,6 +74,7 @@ class JobTask(Task):
         retry_on: Iterable[type[BaseException] | str] | None = None,
         fail_on: Iterable[type[BaseException] | str] | None = None,
         timeout: timedelta | float | None = None,
+        webhook_url: str | None = None,
     ) -> "JobTask":
         """A copy of this task with some defaults changed (Django's and asyncjobs' own)."""
         changes: dict[str, Any] = {
@@ -85,6 +89,7 @@ class JobTask(Task):
                 "retry_on": tuple(retry_on) if retry_on is not None else None,
                 "fail_on": tuple(fail_on) if fail_on is not None else None,
                 "timeout": timeout,
+                "webhook_url": webhook_url,
             }.items()
             if value is not None
         }
@@ -120,6 +125,8 @@ class JobContext(TaskContext):  # type: ignore[misc]
     job_id: str
     database: str = "default"
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    # What the task reports about its attempt (the HTTP status of a call), for the record.
+    attempt_data: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def cancel_requested(self) -> bool:
@@ -130,6 +137,10 @@ class JobContext(TaskContext):  # type: ignore[misc]
         """Raise ``JobCancelled`` if the job was asked to cancel; call it between steps."""
         if self.cancel_requested:
             raise JobCancelled(f"Job {self.job_id} was cancelled.")
+
+    def record_http_status(self, status: int) -> None:
+        """Store ``status`` on this attempt's record (HTTP callbacks and webhooks do)."""
+        self.attempt_data["http_status"] = status
 
     def set_progress(
         self, current: float, total: float | None = None, message: str = ""
@@ -179,6 +190,7 @@ class JobsBackend(BaseTaskBackend):
             backend=self.alias,
             options=_options(task),
             now=now,
+            webhook_url=getattr(task, "webhook_url", None) or "",
         )
 
     def enqueue(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> TaskResult:
@@ -222,6 +234,23 @@ class JobsBackend(BaseTaskBackend):
             task = import_string(job.task_path)
         except ImportError as exc:
             raise TaskImportError(f"Task {job.task_path!r} could not be imported: {exc}") from exc
+        internal = getattr(task, "asyncjobs_internal", None)
+        if internal is not None and callable(task):
+            # A task asyncjobs enqueues itself (callbacks, webhooks): no decorator-time backend.
+            template = object.__new__(JobTask)
+            values = {
+                name: None if f.default is MISSING else f.default
+                for name, f in JobTask.__dataclass_fields__.items()
+            }
+            values.update(
+                func=task,
+                takes_context=internal["takes_context"],
+                queue_name=job.queue_name,
+                backend=self.alias,
+            )
+            for name, value in values.items():
+                object.__setattr__(template, name, value)
+            task = template
         if not isinstance(task, Task):
             raise TaskImportError(
                 f"{job.task_path!r} is not a task (decorate the function with @task)."

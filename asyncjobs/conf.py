@@ -33,6 +33,28 @@ DEFAULTS: dict[str, Any] = {
     # A worker whose timed-out threads will not stop exits for its supervisor to restart it
     # once this many are stuck. None means the worker's concurrency.
     "MAX_STUCK_THREADS": None,
+    # Outbound HTTP (callback jobs and webhooks).
+    # Regular expressions a URL must match (re.match) to be called; empty: none is allowed.
+    "OUTBOUND_ALLOWED_URLS": (),
+    # Networks (CIDR) that may be called although they are loopback, private, link-local or
+    # otherwise not public, e.g. ("127.0.0.0/8",) for a local test server.
+    "OUTBOUND_ALLOWED_NETWORKS": (),
+    "OUTBOUND_TIMEOUT": timedelta(seconds=10),
+    "OUTBOUND_MAX_REDIRECTS": 5,
+    # How much of a callback's response body is stored on the job (characters).
+    "CALLBACK_RESPONSE_LIMIT": 4096,
+    # Webhooks on completion: the HMAC-SHA256 key (required to use webhooks), delivery retries,
+    # the queue deliveries go to (None: the finished job's queue).
+    "WEBHOOK_SECRET": None,
+    "WEBHOOK_MAX_ATTEMPTS": 5,
+    "WEBHOOK_QUEUE": None,
+    # The client API: how long a status token stays valid; permission classes (dotted paths)
+    # for reading a job, for list and stats, and for creating callback jobs.
+    "STATUS_TOKEN_MAX_AGE": timedelta(days=1),
+    "API_READ_PERMISSION_CLASSES": ("asyncjobs.api.permissions.CanReadJob",),
+    "API_ADMIN_PERMISSION_CLASSES": ("rest_framework.permissions.IsAdminUser",),
+    "API_CREATE_PERMISSION_CLASSES": ("asyncjobs.api.permissions.CanCreateJob",),
+    "API_EVENTS_MAX_DURATION": timedelta(minutes=5),
 }
 
 DURATION_KEYS = frozenset(
@@ -44,6 +66,9 @@ DURATION_KEYS = frozenset(
         "SHUTDOWN_TIMEOUT",
         "MAINTENANCE_INTERVAL",
         "WORKER_RETENTION",
+        "OUTBOUND_TIMEOUT",
+        "STATUS_TOKEN_MAX_AGE",
+        "API_EVENTS_MAX_DURATION",
     }
 )
 QUEUE_OPTION_KEYS = frozenset({"MAX_ATTEMPTS", "BACKOFF", "TIMEOUT", "RETRY_ON", "FAIL_ON"})

@@ -9,6 +9,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import ClassVar
 
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -137,6 +138,20 @@ class Job(models.Model):
     progress = models.JSONField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
 
+    # Who the job was enqueued for (read access through the API), where to report its end,
+    # and the key that makes a second enqueue return this job instead of a new one.
+    enqueued_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_constraint=False,  # deleting a user must not touch the hot jobs table
+    )
+    webhook_url = models.URLField(max_length=2000, blank=True)
+    # NULL, not "", for "no key": NULLs never collide in the unique constraint below.
+    unique_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+
     # The lease: the worker running the job and when it must have renewed it by.
     worker_id = models.CharField(max_length=64, blank=True, default="")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
@@ -176,7 +191,17 @@ class Job(models.Model):
             models.CheckConstraint(
                 condition=Q(status__in=JobStatus.values), name="asyncjobs_job_status_valid"
             ),
+            # Idempotency: one job per key, enforced by the database under concurrency.
+            models.UniqueConstraint(
+                fields=["unique_key"],
+                condition=Q(unique_key__isnull=False),
+                name="asyncjobs_job_unique_key",
+            ),
         ]
+        permissions = (
+            ("retry_job", "Can retry failed or cancelled jobs"),
+            ("cancel_job", "Can cancel jobs"),
+        )
 
     def __str__(self) -> str:
         return f"{self.task_path} [{self.status}] {self.id}"

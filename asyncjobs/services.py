@@ -7,6 +7,8 @@ status the change starts from, so concurrent workers, rescues and operators cann
 each other: the loser's UPDATE matches no row.
 """
 
+import contextlib
+import contextvars
 import functools
 import json
 import logging
@@ -14,20 +16,20 @@ import os
 import socket
 import traceback as tb
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Min, Value, When
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 from django.utils.json import normalize_json
 from django.utils.module_loading import import_string
 
-from asyncjobs import retry
+from asyncjobs import outbound, retry
 from asyncjobs.conf import as_timedelta, jobs_settings
 from asyncjobs.exceptions import (
     ConfigurationError,
@@ -42,6 +44,7 @@ from asyncjobs.exceptions import (
 )
 from asyncjobs.models import (
     ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
     WAITING_STATUSES,
     Attempt,
     AttemptOutcome,
@@ -129,6 +132,26 @@ def _json_or_error(value: Any, what: str) -> Any:
     return normalized
 
 
+_enqueued_by: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "asyncjobs_enqueued_by", default=None
+)
+
+
+@contextlib.contextmanager
+def enqueued_by(user: Any) -> Iterator[None]:
+    """Record ``user`` as the owner of the jobs enqueued inside the block.
+
+    The owner may read the job through the API. ``EnqueuedByMiddleware`` does this for
+    every request of an authenticated user.
+    """
+    # Kept as given (request.user is lazy): it is only evaluated if a job is enqueued.
+    token = _enqueued_by.set(user)
+    try:
+        yield
+    finally:
+        _enqueued_by.reset(token)
+
+
 def build_job(
     *,
     task_path: str,
@@ -140,10 +163,18 @@ def build_job(
     backend: str,
     options: JobOptions,
     now: datetime,
+    webhook_url: str = "",
+    unique_key: str | None = None,
 ) -> Job:
     """An unsaved Job for one task call. Raises ``InvalidArgumentsError`` for non-JSON
-    arguments."""
+    arguments and ``OutboundURLRefusedError`` for a webhook URL that may not be called."""
     due = run_after if run_after is not None else now
+    if webhook_url:
+        outbound._secret()  # fail at enqueue, not at delivery, if no secret is configured
+        outbound.validate_url(webhook_url)
+    owner = _enqueued_by.get()
+    if owner is not None and not getattr(owner, "is_authenticated", False):
+        owner = None
     return Job(
         id=uuid.uuid4(),
         backend=backend,
@@ -160,6 +191,9 @@ def build_job(
         retry_on=list(options.retry_on),
         fail_on=list(options.fail_on),
         timeout=options.timeout,
+        webhook_url=webhook_url,
+        unique_key=unique_key,
+        enqueued_by=owner,
     )
 
 
@@ -174,6 +208,123 @@ def enqueue_jobs(jobs: list[Job], *, using: str) -> list[Job]:
         return jobs
     with transaction.atomic(using=using):
         return Job.objects.using(using).bulk_create(jobs)
+
+
+def enqueue_unique(job: Job, *, using: str) -> tuple[Job, bool]:
+    """Store ``job`` unless a job with its ``unique_key`` exists; return (job, created).
+
+    The database's unique constraint decides, so two processes enqueueing the same key at
+    once get one job between them.
+    """
+    if job.unique_key is None:
+        raise ValueError("enqueue_unique needs a job with a unique_key.")
+    try:
+        with transaction.atomic(using=using):
+            job.save(using=using, force_insert=True)
+    except IntegrityError:
+        existing = Job.objects.using(using).filter(unique_key=job.unique_key).first()
+        if existing is None:
+            raise
+        return existing, False
+    return job, True
+
+
+# --- Webhooks -------------------------------------------------------------------------------
+
+WEBHOOK_TASK = "asyncjobs.outbound.deliver_webhook"
+CALLBACK_TASK = "asyncjobs.outbound.call_url"
+
+
+def _schedule_webhook(job: Job, *, now: datetime, using: str) -> None:
+    """Enqueue the delivery of ``job``'s end-of-job webhook, in the caller's transaction.
+
+    The delivery is a job of its own (retried with exponential backoff), so the notice is
+    sent if and only if the end of the job commits.
+    """
+    if not job.webhook_url or job.task_path == WEBHOOK_TASK:
+        return
+    queue = jobs_settings.WEBHOOK_QUEUE or job.queue_name
+    options = resolve_options(
+        queue, max_attempts=jobs_settings.WEBHOOK_MAX_ATTEMPTS, retry_on=(Exception,)
+    )
+    options = JobOptions(
+        max_attempts=options.max_attempts,
+        backoff=options.backoff,
+        retry_on=options.retry_on,
+        fail_on=(
+            class_path(outbound.PermanentHTTPError),
+            class_path(outbound.OutboundURLRefusedError),
+        ),
+        timeout=None,
+    )
+    delivery = build_job(
+        task_path=WEBHOOK_TASK,
+        args=(),
+        kwargs={"job_id": str(job.pk), "url": job.webhook_url},
+        queue_name=queue,
+        priority=job.priority,
+        run_after=None,
+        backend=job.backend,
+        options=options,
+        now=now,
+    )
+    delivery.enqueued_by_id = job.enqueued_by_id
+    delivery.save(using=using, force_insert=True)
+
+
+def enqueue_callback(
+    *,
+    url: str,
+    payload: Any = None,
+    method: str = "POST",
+    headers: dict[str, str] | None = None,
+    max_attempts: int = 4,
+    backoff: retry.Backoff | None = None,
+    priority: int = 0,
+    run_after: datetime | None = None,
+    queue_name: str = "default",
+    webhook_url: str = "",
+    unique_key: str | None = None,
+    timeout: timedelta | None = None,
+    backend: str = "default",
+    now: datetime,
+    using: str = "default",
+) -> tuple[Job, bool]:
+    """Enqueue an HTTP callback job: a worker sends ``payload`` as JSON to ``url``.
+
+    2xx succeeds; 408, 425, 429, 5xx, timeouts and connection errors are retried with
+    ``backoff``; other 4xx and refused URLs fail at once. With ``unique_key``, an existing job
+    with that key is returned instead. Returns (job, created). Raises
+    ``OutboundURLRefusedError`` for a URL that may not be called.
+    """
+    outbound.validate_url(url)
+    options = JobOptions(
+        max_attempts=max_attempts,
+        backoff=backoff or retry.DEFAULT_BACKOFF,
+        retry_on=("builtins.Exception",),
+        fail_on=(
+            class_path(outbound.PermanentHTTPError),
+            class_path(outbound.OutboundURLRefusedError),
+        ),
+        timeout=timeout or jobs_settings.OUTBOUND_TIMEOUT * 2,
+    )
+    job = build_job(
+        task_path=CALLBACK_TASK,
+        args=(),
+        kwargs={"url": url, "method": method, "headers": headers or {}, "payload": payload},
+        queue_name=queue_name,
+        priority=priority,
+        run_after=run_after,
+        backend=backend,
+        options=options,
+        now=now,
+        webhook_url=webhook_url,
+        unique_key=unique_key,
+    )
+    if unique_key is not None:
+        return enqueue_unique(job, using=using)
+    enqueue_jobs([job], using=using)
+    return job, True
 
 
 # --- Recording attempts ---------------------------------------------------------------------
@@ -228,7 +379,14 @@ def _close_attempt(job: Job, *, worker_id: str, now: datetime, **fields: Any) ->
     )
 
 
-def record_success(job: Job, *, worker_id: str, return_value: Any, now: datetime) -> bool:
+def record_success(
+    job: Job,
+    *,
+    worker_id: str,
+    return_value: Any,
+    now: datetime,
+    http_status: int | None = None,
+) -> bool:
     """Record that the current attempt of ``job`` succeeded with ``return_value``.
 
     ``return_value`` must already be JSON-normalised. Returns False, changing nothing, if the
@@ -236,7 +394,13 @@ def record_success(job: Job, *, worker_id: str, return_value: Any, now: datetime
     """
     using = job._state.db or "default"
     with transaction.atomic(using=using):
-        if not _close_attempt(job, worker_id=worker_id, now=now, outcome=AttemptOutcome.SUCCEEDED):
+        if not _close_attempt(
+            job,
+            worker_id=worker_id,
+            now=now,
+            outcome=AttemptOutcome.SUCCEEDED,
+            http_status=http_status,
+        ):
             return False
         Job.objects.using(using).filter(
             pk=job.pk, status=JobStatus.RUNNING, worker_id=worker_id
@@ -247,7 +411,8 @@ def record_success(job: Job, *, worker_id: str, return_value: Any, now: datetime
             worker_id="",
             lease_expires_at=None,
         )
-    job.status, job.return_value, job.finished_at = JobStatus.SUCCEEDED, return_value, now
+        job.status, job.return_value, job.finished_at = JobStatus.SUCCEEDED, return_value, now
+        _schedule_webhook(job, now=now, using=using)
     return True
 
 
@@ -260,6 +425,7 @@ def record_failure(
     outcome: AttemptOutcome = AttemptOutcome.FAILED,
     traceback_text: str | None = None,
     retryable: bool | None = None,
+    http_status: int | None = None,
 ) -> JobStatus | None:
     """Record a failed attempt of ``job`` and move the job on.
 
@@ -285,12 +451,15 @@ def record_failure(
         else:
             new_status, run_after = JobStatus.FAILED, job.run_after
     finished_at = now if new_status in (JobStatus.FAILED, JobStatus.CANCELLED) else None
+    if http_status is None:
+        http_status = getattr(error, "http_status", None)
     with transaction.atomic(using=using):
         if not _close_attempt(
             job,
             worker_id=worker_id,
             now=now,
             outcome=outcome,
+            http_status=http_status,
             **error_fields(error, traceback_text),
         ):
             return None
@@ -303,7 +472,9 @@ def record_failure(
             worker_id="",
             lease_expires_at=None,
         )
-    job.status, job.run_after, job.finished_at = new_status, run_after, finished_at
+        job.status, job.run_after, job.finished_at = new_status, run_after, finished_at
+        if new_status in TERMINAL_STATUSES:
+            _schedule_webhook(job, now=now, using=using)
     return new_status
 
 
@@ -351,7 +522,20 @@ def rescue_expired(*, now: datetime, using: str = "default", limit: int = 500) -
     expired = list(
         Job.objects.using(using)
         .lease_expired(now)
-        .only("id", "attempts", "max_attempts", "free_attempts", "worker_id", "fail_on")[:limit]
+        .only(
+            "id",
+            "attempts",
+            "max_attempts",
+            "free_attempts",
+            "worker_id",
+            "fail_on",
+            "webhook_url",
+            "task_path",
+            "queue_name",
+            "priority",
+            "backend",
+            "enqueued_by",
+        )[:limit]
     )
     for job in expired:
         error = WorkerLostError(
@@ -378,6 +562,8 @@ def rescue_expired(*, now: datetime, using: str = "default", limit: int = 500) -
                     outcome=AttemptOutcome.LOST,
                     **error_fields(error, traceback_text=""),
                 )
+                if not retryable:
+                    _schedule_webhook(job, now=now, using=using)
         if moved:
             logger.warning(
                 "Rescued job %s from lost worker %s (%s)",
@@ -467,9 +653,13 @@ def cancel_job(
     if job.status == JobStatus.CANCELLED:
         return job
     jobs = Job.objects.using(using).filter(pk=job.pk)
-    if jobs.filter(status__in=WAITING_STATUSES).update(
-        status=JobStatus.CANCELLED, finished_at=now, cancel_requested_at=now
-    ):
+    with transaction.atomic(using=using):
+        cancelled = jobs.filter(status__in=WAITING_STATUSES).update(
+            status=JobStatus.CANCELLED, finished_at=now, cancel_requested_at=now
+        )
+        if cancelled:
+            _schedule_webhook(job, now=now, using=using)
+    if cancelled:
         logger.info("Job %s cancelled", job.pk, extra={"job_id": str(job.pk)})
     elif jobs.filter(status=JobStatus.RUNNING).update(cancel_requested_at=now):
         logger.info("Job %s asked to cancel", job.pk, extra={"job_id": str(job.pk)})

@@ -16,9 +16,30 @@ ALLOWED_HOSTS = ["*"]
 INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "rest_framework",
+    "drf_spectacular",
     "asyncjobs",
     "tests",
 ]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "asyncjobs.middleware.EnqueuedByMiddleware",
+]
+ROOT_URLCONF = "tests.urls"
+TEMPLATES = [
+    {"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True},
+]
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.BasicAuthentication",
+    ],
+}
+SPECTACULAR_SETTINGS = {"TITLE": "asyncjobs", "VERSION": "0.1.0"}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast tests
 
 _db_dir = Path(os.environ.get("ASYNCJOBS_TEST_DIR", BASE_DIR.parent / ".test-data"))
 _db_dir.mkdir(exist_ok=True)
@@ -43,6 +64,12 @@ ASYNCJOBS = {
     "HEARTBEAT_INTERVAL": _seconds("ASYNCJOBS_TEST_HEARTBEAT", 10),
     "MAINTENANCE_INTERVAL": _seconds("ASYNCJOBS_TEST_MAINTENANCE", 15),
     "POLL_INTERVAL": _seconds("ASYNCJOBS_TEST_POLL", 1),
+    # The tests' own HTTP server listens on 127.0.0.1.
+    "OUTBOUND_ALLOWED_URLS": (r"^http://127\.0\.0\.1:\d+/",),
+    "OUTBOUND_ALLOWED_NETWORKS": ("127.0.0.0/8",),
+    "OUTBOUND_TIMEOUT": 2,
+    "WEBHOOK_SECRET": "test-webhook-secret",
+    "API_EVENTS_MAX_DURATION": 3,
 }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

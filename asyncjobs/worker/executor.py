@@ -44,6 +44,8 @@ class Execution:
     thread: threading.Thread | None = None
     state: str = "running"  # running -> done | timed_out
     started: float = field(default_factory=time.monotonic)
+    # Filled in by the task through its context (e.g. the HTTP status of a callback).
+    attempt_data: dict[str, Any] = field(default_factory=dict)
 
 
 def watchdog_deadline(job: Job, started: float) -> float | None:
@@ -92,16 +94,22 @@ class Executor:
         try:
             value = self._call(task, job, result, execution)
         except JobCancelled as exc:
-            status = self._record(job, exc, AttemptOutcome.CANCELLED, None)
+            status = self._record(job, exc, AttemptOutcome.CANCELLED, None, execution=execution)
         except ResultNotSerializableError as exc:
             # Running it again would return the same kind of value: fail at once.
-            status = self._record(job, exc, AttemptOutcome.FAILED, tb.format_exc(), False)
+            status = self._record(
+                job, exc, AttemptOutcome.FAILED, tb.format_exc(), False, execution=execution
+            )
         except JobTimeoutError as exc:
-            status = self._record(job, exc, AttemptOutcome.TIMED_OUT, tb.format_exc())
+            status = self._record(
+                job, exc, AttemptOutcome.TIMED_OUT, tb.format_exc(), execution=execution
+            )
         except Exception as exc:
-            status = self._record(job, exc, AttemptOutcome.FAILED, tb.format_exc())
+            status = self._record(
+                job, exc, AttemptOutcome.FAILED, tb.format_exc(), execution=execution
+            )
         else:
-            status = self._record_success(job, value)
+            status = self._record_success(job, value, execution)
         duration = time.monotonic() - started
         if status is None:
             logger.warning(
@@ -135,6 +143,7 @@ class Executor:
                 job_id=str(job.pk),
                 database=self.backend.database,
                 cancel_event=execution.cancel_event,
+                attempt_data=execution.attempt_data,
             )
             args.insert(0, context)
         if inspect.iscoroutinefunction(task.func):
@@ -180,11 +189,15 @@ class Executor:
         object.__setattr__(result, "status", TaskResultStatus.RUNNING)
         return result
 
-    def _record_success(self, job: Job, value: Any) -> JobStatus | None:
+    def _record_success(self, job: Job, value: Any, execution: Execution) -> JobStatus | None:
         ok = self._with_db_retry(
             job,
             lambda: services.record_success(
-                job, worker_id=self.worker_id, return_value=value, now=self.clock()
+                job,
+                worker_id=self.worker_id,
+                return_value=value,
+                now=self.clock(),
+                http_status=execution.attempt_data.get("http_status"),
             ),
         )
         return JobStatus.SUCCEEDED if ok else None
@@ -196,7 +209,10 @@ class Executor:
         outcome: AttemptOutcome,
         traceback_text: str | None,
         retryable: bool | None = None,
+        *,
+        execution: Execution | None = None,
     ) -> JobStatus | None:
+        http_status = execution.attempt_data.get("http_status") if execution else None
         return self._with_db_retry(
             job,
             lambda: services.record_failure(
@@ -207,6 +223,7 @@ class Executor:
                 outcome=outcome,
                 traceback_text=traceback_text,
                 retryable=retryable,
+                http_status=http_status,
             ),
         )
 

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from asyncjobs.api import views
+
+urlpatterns = [
+    path("", views.JobListCreateView.as_view(), name="job-list"),
+    path("stats/", views.StatsView.as_view(), name="job-stats"),
+    path("<str:job_id>/", views.JobDetailView.as_view(), name="job-detail"),
+    path("<str:job_id>/events/", views.JobEventsView.as_view(), name="job-events"),
+    path("<str:job_id>/retry/", views.JobRetryView.as_view(), name="job-retry"),
+    path("<str:job_id>/cancel/", views.JobCancelView.as_view(), name="job-cancel"),
+]
