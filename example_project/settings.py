@@ -19,6 +19,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
     "asyncjobs",
     "example_project.demo",
 ]
@@ -30,7 +32,15 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Jobs enqueued during a request belong to its user, who may then poll them.
+    "asyncjobs.middleware.EnqueuedByMiddleware",
 ]
+REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "asyncjobs example API",
+    "DESCRIPTION": "Poll jobs, stream their events, create HTTP callback jobs.",
+    "VERSION": "0.1.0",
+}
 
 ROOT_URLCONF = "example_project.urls"
 TEMPLATES = [
@@ -61,6 +71,10 @@ TASKS = {
 ASYNCJOBS = {
     "MAX_ATTEMPTS": 3,
     "QUEUES": {"emails": {"MAX_ATTEMPTS": 5}},
+    # The demo calls itself: allow localhost, which production settings must not.
+    "OUTBOUND_ALLOWED_URLS": (r"^http://(localhost|127\.0\.0\.1)(:\d+)?/",),
+    "OUTBOUND_ALLOWED_NETWORKS": ("127.0.0.0/8", "::1/128"),
+    "WEBHOOK_SECRET": os.environ.get("ASYNCJOBS_WEBHOOK_SECRET", "example-webhook-secret"),
 }
 
 LOGGING = {

@@ -192,3 +192,38 @@ def test_create_permission(api, users, http_server, who, expected):
 def test_non_json_body_is_400(api, users):
     response = api(users["client"]).post("/jobs/", "{not json", content_type="application/json")
     assert response.status_code == 400
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_creates_with_one_key_make_one_job(http_server):
+    """Eight connections race to enqueue the same key: the unique constraint, not a
+    check-then-insert, decides."""
+    import threading
+
+    from django.db import connections
+
+    from asyncjobs.services import enqueue_callback
+
+    barrier = threading.Barrier(8)
+    ids, errors = [], []
+
+    def create_one():
+        try:
+            barrier.wait(10)
+            job, _ = enqueue_callback(
+                url=f"{http_server.url}/ok", unique_key="race", now=timezone.now()
+            )
+            ids.append(job.pk)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=create_one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert len(ids) == 8 and len(set(ids)) == 1
+    assert Job.objects.filter(unique_key="race").count() == 1
