@@ -6,10 +6,13 @@ actions of a later release will call.
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 
-from asyncjobs.models import Attempt, Job, Worker
+from asyncjobs import services
+from asyncjobs.models import Attempt, Job, QueueState, Worker
 
 
 class ReadOnlyMixin:
@@ -74,3 +77,33 @@ class WorkerAdmin(ReadOnlyMixin, admin.ModelAdmin):
     )
     list_filter = ("status",)
     readonly_fields = tuple(f.name for f in Worker._meta.fields)
+
+
+@admin.register(QueueState)
+class QueueStateAdmin(admin.ModelAdmin):
+    """Pause and resume queues (add a row to pause a queue that has none yet)."""
+
+    list_display = ("name", "paused", "changed_at")
+    actions = ("pause", "resume")
+    fields = ("name", "paused")
+
+    def has_pause_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("asyncjobs.pause_queue"))
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        services.set_queue_paused(obj.name, obj.paused, now=timezone.now())
+
+    def _set(self, request: HttpRequest, queryset: QuerySet[QueueState], paused: bool) -> None:
+        names = list(queryset.values_list("name", flat=True))
+        for name in names:
+            services.set_queue_paused(name, paused, now=timezone.now())
+        verb = "Paused" if paused else "Resumed"
+        self.message_user(request, f"{verb} {len(names)} queue(s).", messages.SUCCESS)
+
+    @admin.action(description="Pause selected queues", permissions=["pause"])
+    def pause(self, request: HttpRequest, queryset: QuerySet[QueueState]) -> None:
+        self._set(request, queryset, True)
+
+    @admin.action(description="Resume selected queues", permissions=["pause"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[QueueState]) -> None:
+        self._set(request, queryset, False)

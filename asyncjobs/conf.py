@@ -33,6 +33,14 @@ DEFAULTS: dict[str, Any] = {
     # A worker whose timed-out threads will not stop exits for its supervisor to restart it
     # once this many are stuck. None means the worker's concurrency.
     "MAX_STUCK_THREADS": None,
+    # Retention: finished jobs older than this (by finished_at) are deleted by the workers'
+    # maintenance, in batches; None keeps them. Also `manage.py prunejobs`.
+    "RETENTION": {
+        "succeeded": timedelta(days=7),
+        "cancelled": timedelta(days=7),
+        "failed": timedelta(days=30),
+    },
+    "PRUNE_BATCH_SIZE": 500,
     # Outbound HTTP (callback jobs and webhooks).
     # Regular expressions a URL must match (re.match) to be called; empty: none is allowed.
     "OUTBOUND_ALLOWED_URLS": (),

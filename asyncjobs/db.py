@@ -202,9 +202,9 @@ class SQLiteStrategy:
 
     @contextlib.contextmanager
     def maintenance_lock(self) -> Iterator[bool]:
-        """SQLite serialises writers already; every worker may do maintenance."""
-        with transaction.atomic(using=self.alias):
-            yield True
+        """SQLite serialises writers already; every worker may do maintenance (each step
+        is conditional, so doing it twice is harmless)."""
+        yield True
 
 
 class PostgresStrategy:
@@ -291,11 +291,18 @@ class PostgresStrategy:
 
     @contextlib.contextmanager
     def maintenance_lock(self) -> Iterator[bool]:
-        """A transaction-scoped advisory lock: one worker at a time does maintenance."""
-        with transaction.atomic(using=self.alias), connections[self.alias].cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [MAINTENANCE_LOCK_KEY])
+        """A session advisory lock: one worker at a time does maintenance. Session-level (not
+        transaction-level) so that the work inside runs in short transactions of its own;
+        the server drops the lock if the connection dies."""
+        with connections[self.alias].cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [MAINTENANCE_LOCK_KEY])
             (won,) = cursor.fetchone()
+        try:
             yield bool(won)
+        finally:
+            if won:
+                with connections[self.alias].cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [MAINTENANCE_LOCK_KEY])
 
 
 class PostgresListener:

@@ -312,3 +312,19 @@ class Worker(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+class QueueState(models.Model):
+    """Operator-set state of a queue. A queue without a row is active."""
+
+    name = models.CharField(max_length=100, primary_key=True)
+    paused = models.BooleanField(default=False)
+    changed_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("queue")
+        verbose_name_plural = _("queues")
+        permissions = (("pause_queue", "Can pause and resume queues"),)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({'paused' if self.paused else 'active'})"

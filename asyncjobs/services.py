@@ -50,6 +50,7 @@ from asyncjobs.models import (
     AttemptOutcome,
     Job,
     JobStatus,
+    QueueState,
     Worker,
     WorkerStatus,
 )
@@ -790,3 +791,67 @@ def prune_workers(*, now: datetime, older_than: timedelta, using: str = "default
         .delete()
     )
     return deleted
+
+
+# --- Retention -------------------------------------------------------------------------------
+
+
+def prune_jobs(
+    *,
+    now: datetime,
+    older_than: dict[str, timedelta | None],
+    batch_size: int = 500,
+    max_batches: int | None = None,
+    dry_run: bool = False,
+    using: str = "default",
+) -> dict[str, int]:
+    """Delete finished jobs (and their attempts) that finished before ``now - age``.
+
+    ``older_than`` maps a terminal status to its age (None keeps that status). Deletes in
+    batches of ``batch_size``, each in its own short transaction, so it never holds long locks
+    or slows the claim query; at most ``max_batches`` batches per status. With ``dry_run``
+    it only counts. Returns the number per status.
+    """
+    counts: dict[str, int] = {}
+    for status, age in older_than.items():
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"Only finished jobs can be pruned, not {status!r}.")
+        if age is None:
+            continue
+        old = Job.objects.using(using).filter(status=status, finished_at__lt=now - age)
+        if dry_run:
+            counts[status] = old.count()
+            continue
+        deleted, batches = 0, 0
+        while max_batches is None or batches < max_batches:
+            ids = list(old.order_by("finished_at").values_list("pk", flat=True)[:batch_size])
+            if not ids:
+                break
+            with transaction.atomic(using=using):
+                Attempt.objects.using(using).filter(job_id__in=ids).delete()
+                deleted += (
+                    Job.objects.using(using)
+                    .filter(pk__in=ids, status=status)
+                    .delete()[1]
+                    .get(Job._meta.label, 0)
+                )
+            batches += 1
+        counts[status] = deleted
+    return counts
+
+
+# --- Queues ----------------------------------------------------------------------------------
+
+
+def set_queue_paused(name: str, paused: bool, *, now: datetime, using: str = "default") -> None:
+    """Pause or resume a queue. Workers stop (or start) claiming from it within one poll
+    interval; enqueueing to a paused queue still works."""
+    QueueState.objects.using(using).update_or_create(
+        name=name, defaults={"paused": paused, "changed_at": now}
+    )
+    logger.info("Queue %s %s", name, "paused" if paused else "resumed", extra={"queue": name})
+
+
+def paused_queues(*, using: str = "default") -> set[str]:
+    """The names of the paused queues."""
+    return set(QueueState.objects.using(using).filter(paused=True).values_list("name", flat=True))

@@ -61,3 +61,11 @@ class CanCancelJob(BasePermission):
 
     def has_object_permission(self, request: Request, view: Any, obj: Any) -> bool:
         return bool(request.user.has_perm("asyncjobs.cancel_job") or is_owner(request, obj))
+
+
+class CanPauseQueue(BasePermission):
+    """Pause or resume a queue: users with ``asyncjobs.pause_queue``."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and user.has_perm("asyncjobs.pause_queue"))

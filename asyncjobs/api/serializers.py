@@ -211,6 +211,7 @@ class QueueStatsSerializer(serializers.Serializer[dict[str, Any]]):
     queued = serializers.IntegerField()
     running = serializers.IntegerField()
     failed = serializers.IntegerField(help_text="Dead-letter depth.")
+    paused = serializers.BooleanField()
     lag_seconds = serializers.FloatField(
         allow_null=True, help_text="Age of the oldest job ready to run."
     )

@@ -28,7 +28,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from asyncjobs import retry, services
-from asyncjobs.api.permissions import CanCancelJob, CanRetryJob
+from asyncjobs.api.permissions import CanCancelJob, CanPauseQueue, CanRetryJob
 from asyncjobs.api.serializers import (
     CallbackJobSerializer,
     JobListSerializer,
@@ -387,6 +387,12 @@ class StatsView(APIView):
         for name, entry in queues.items():
             due = lags.get(name)
             entry["lag_seconds"] = max((now - due).total_seconds(), 0.0) if due else None
+        paused = services.paused_queues(using=_database())
+        for name in paused - set(queues):
+            queues[name] = {"queue": name, "scheduled": 0, "queued": 0, "running": 0, "failed": 0}
+        for name, entry in queues.items():
+            entry["paused"] = name in paused
+            entry.setdefault("lag_seconds", None)
         workers = Worker.objects.using(_database()).alive(now, jobs_settings.LEASE_DURATION)
         data = {
             "queues": sorted(queues.values(), key=lambda q: q["queue"]),
@@ -404,3 +410,30 @@ class StatsView(APIView):
             ],
         }
         return _no_store(Response(StatsSerializer(data).data))
+
+
+class QueuePauseView(APIView):
+    """``POST /jobs/queues/<name>/pause/`` and ``.../resume/`` (``asyncjobs.pause_queue``)."""
+
+    permission_classes = (CanPauseQueue,)
+    paused = True
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: inline_serializer(
+                "QueueState",
+                {"queue": serializers.CharField(), "paused": serializers.BooleanField()},
+            ),
+            400: ERROR,
+            403: ERROR,
+        },
+    )
+    def post(self, request: Request, name: str) -> Response:
+        from django.tasks import task_backends
+
+        queues = task_backends["default"].queues
+        if queues and name not in queues:
+            return Response({"detail": f"Unknown queue {name!r}."}, status=400)
+        services.set_queue_paused(name, self.paused, now=timezone.now(), using=_database())
+        return _no_store(Response({"queue": name, "paused": self.paused}))

@@ -34,7 +34,7 @@ from asyncjobs import db, services
 from asyncjobs.backend import JobsBackend
 from asyncjobs.conf import jobs_settings
 from asyncjobs.exceptions import ConfigurationError, JobTimeoutError
-from asyncjobs.models import AttemptOutcome, WorkerStatus
+from asyncjobs.models import AttemptOutcome, Job, WorkerStatus
 from asyncjobs.worker.executor import (
     Execution,
     Executor,
@@ -136,6 +136,8 @@ class Runner:
         self._finished = 0
         self._finished_reported = 0
         self._next_promote = 0.0
+        self._paused: set[str] = set()
+        self._paused_checked = -1e9
         self._signals = 0
         self.exit_code = EXIT_OK
 
@@ -232,7 +234,11 @@ class Runner:
             if time.monotonic() >= self._next_promote:
                 self._promote(now)
             claimed = self.strategy.claim(
-                queues=self.queues, limit=free, worker_id=self.worker_id, now=now, lease=self.lease
+                queues=self._active_queues(),
+                limit=free,
+                worker_id=self.worker_id,
+                now=now,
+                lease=self.lease,
             )
             for job in claimed:
                 self._dispatch(job)
@@ -248,6 +254,25 @@ class Runner:
             # We just took the last ready jobs: wait for a slot or a notification.
             return self._sleep_time(self.poll_interval)
         return self._sleep_time(self.poll_interval * random.uniform(0.8, 1.2))
+
+    def _active_queues(self) -> list[str] | None:
+        """The queues to claim from: ours minus the paused ones, re-read at most once per
+        poll interval (so a pause takes effect within one)."""
+        if time.monotonic() - self._paused_checked >= self.poll_interval:
+            paused = services.paused_queues(using=self.alias)
+            if paused != self._paused:
+                logger.info(
+                    "Worker %s: paused queues now %s",
+                    self.worker_id,
+                    ",".join(sorted(paused)) or "none",
+                )
+            self._paused, self._paused_checked = paused, time.monotonic()
+        if not self._paused:
+            return self.queues
+        if self.queues is None:
+            waiting = Job.objects.using(self.alias).active().values_list("queue_name", flat=True)
+            return sorted(set(waiting.distinct()) - self._paused)
+        return [q for q in self.queues if q not in self._paused]
 
     def _sleep_time(self, default: float, *, promote: bool = True) -> float:
         until = [default]
@@ -547,8 +572,9 @@ class Runner:
         executor = Executor(self.backend, self.worker_id, clock=lambda: now or timezone.now())
         run_maintenance(self.strategy, now=clock_now)
         services.promote_due(now=clock_now, queues=self.queues, using=self.alias)
+        self._paused_checked = -1e9  # always current in-process
         jobs = self.strategy.claim(
-            queues=self.queues,
+            queues=self._active_queues(),
             limit=self.concurrency,
             worker_id=self.worker_id,
             now=clock_now,

@@ -1,0 +1,50 @@
+"""``manage.py jobqueue``: list queues, pause or resume one."""
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db.models import Count
+from django.tasks import task_backends
+from django.utils import timezone
+
+from asyncjobs import services
+from asyncjobs.models import Job
+
+
+class Command(BaseCommand):
+    help = (
+        "Pause or resume a queue (workers stop or start claiming from it within one poll "
+        "interval; enqueueing still works), or list queues with their state and depth."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("action", choices=["list", "pause", "resume"])
+        parser.add_argument("queue", nargs="?")
+        parser.add_argument("--backend", default="default")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        backend = task_backends[options["backend"]]
+        using = getattr(backend, "database", "default")
+        if options["action"] == "list":
+            paused = services.paused_queues(using=using)
+            depth = dict(
+                Job.objects.using(using)
+                .ready()
+                .values("queue_name")
+                .annotate(n=Count("pk"))
+                .values_list("queue_name", "n")
+                .order_by()
+            )
+            for name in sorted(set(backend.queues) | paused | set(depth)):
+                state = "paused" if name in paused else "active"
+                self.stdout.write(f"{name}\t{state}\t{depth.get(name, 0)} queued")
+            return
+        name = options["queue"]
+        if not name:
+            raise CommandError(f"jobqueue {options['action']} needs a queue name.")
+        if backend.queues and name not in backend.queues:
+            raise CommandError(f"Unknown queue {name!r}; one of {sorted(backend.queues)}.")
+        services.set_queue_paused(
+            name, options["action"] == "pause", now=timezone.now(), using=using
+        )
+        self.stdout.write(f"Queue {name} {options['action']}d.")

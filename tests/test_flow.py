@@ -1,0 +1,161 @@
+"""Retention (pruning) and pausing queues."""
+
+import signal
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from asyncjobs import services
+from asyncjobs.models import Attempt, Job, JobStatus, QueueState, Worker
+from asyncjobs.worker.runner import Runner
+from tests import tasks
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.django_db
+
+
+def finished(status, days_ago, n=1):
+    """n jobs that ended ``days_ago`` days ago in ``status``, each with one attempt."""
+    now = timezone.now()
+    jobs = []
+    for _ in range(n):
+        result = tasks.add.enqueue(1, 1)
+        when = now - timedelta(days=days_ago)
+        Job.objects.filter(pk=result.id).update(status=status, finished_at=when, attempts=1)
+        Attempt.objects.create(job_id=result.id, number=1, worker_id="w", started_at=when)
+        jobs.append(result.id)
+    return jobs
+
+
+def test_prune_removes_only_old_finished_jobs_of_the_given_statuses():
+    old_ok = finished(JobStatus.SUCCEEDED, 10, n=7)
+    young_ok = finished(JobStatus.SUCCEEDED, 1)
+    old_failed = finished(JobStatus.FAILED, 10)
+    queued = tasks.add.enqueue(1, 1)
+    running_old = finished(JobStatus.RUNNING, 10)  # never finished: must stay
+    counts = services.prune_jobs(
+        now=timezone.now(),
+        older_than={"succeeded": timedelta(days=7), "failed": None},
+        batch_size=3,
+    )
+    assert counts == {"succeeded": 7}
+    remaining = set(map(str, Job.objects.values_list("pk", flat=True)))
+    assert remaining == {*young_ok, *old_failed, queued.id, *running_old}
+    assert not Attempt.objects.filter(job_id__in=old_ok).exists()
+    with pytest.raises(ValueError, match="finished"):
+        services.prune_jobs(now=timezone.now(), older_than={"queued": timedelta(0)})
+
+
+def test_prune_batches_are_bounded():
+    finished(JobStatus.SUCCEEDED, 10, n=5)
+    counts = services.prune_jobs(
+        now=timezone.now(), older_than={"succeeded": timedelta(days=1)}, batch_size=2, max_batches=1
+    )
+    assert counts == {"succeeded": 2}
+    assert Job.objects.count() == 3
+
+
+def test_prunejobs_command_dry_run_and_real():
+    finished(JobStatus.SUCCEEDED, 3, n=2)
+    finished(JobStatus.CANCELLED, 3)
+    finished(JobStatus.FAILED, 3)
+    out = StringIO()
+    call_command("prunejobs", "--older-than", "2d", "--dry-run", stdout=out)
+    assert "Would delete 2 succeeded" in out.getvalue()
+    assert Job.objects.count() == 4
+    out = StringIO()
+    call_command(
+        "prunejobs",
+        "--older-than",
+        "48h",
+        "--status",
+        "failed",
+        "--status",
+        "succeeded",
+        stdout=out,
+    )
+    assert "Deleted 1 failed" in out.getvalue() and "Deleted 2 succeeded" in out.getvalue()
+    assert list(Job.objects.values_list("status", flat=True)) == ["cancelled"]
+    with pytest.raises(CommandError, match="duration"):
+        call_command("prunejobs", "--older-than", "soon")
+
+
+def test_workers_prune_by_the_retention_setting(settings, runner):
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "RETENTION": {"succeeded": 86400}}
+    finished(JobStatus.SUCCEEDED, 2, n=3)
+    keep = finished(JobStatus.FAILED, 400)
+    runner().run_once()  # runs maintenance
+    assert set(map(str, Job.objects.values_list("pk", flat=True))) == set(keep)
+
+
+def test_paused_queue_is_not_claimed_but_still_accepts_jobs(runner):
+    services.set_queue_paused("emails", True, now=timezone.now())
+    email = tasks.send_welcome_email.enqueue(1)
+    other = tasks.add.enqueue(1, 1)
+    assert runner().drain() == 1
+    assert Job.objects.get(pk=email.id).status == JobStatus.QUEUED
+    assert Job.objects.get(pk=other.id).status == JobStatus.SUCCEEDED
+    services.set_queue_paused("emails", False, now=timezone.now())
+    assert runner().drain() == 1
+    assert Job.objects.get(pk=email.id).status == JobStatus.SUCCEEDED
+
+
+def test_jobqueue_command():
+    out = StringIO()
+    call_command("jobqueue", "pause", "emails", stdout=out)
+    assert QueueState.objects.get(pk="emails").paused
+    tasks.send_welcome_email.enqueue(1)
+    out = StringIO()
+    call_command("jobqueue", "list", stdout=out)
+    assert "emails\tpaused\t1 queued" in out.getvalue()
+    call_command("jobqueue", "resume", "emails", stdout=StringIO())
+    assert not QueueState.objects.get(pk="emails").paused
+    with pytest.raises(CommandError, match="Unknown queue"):
+        call_command("jobqueue", "pause", "nope")
+    with pytest.raises(CommandError, match="needs a queue"):
+        call_command("jobqueue", "pause")
+
+
+def test_pause_through_the_api(api, users):
+    from django.contrib.auth.models import Permission
+
+    operator = users["operator"]
+    assert api(operator).post("/jobs/queues/emails/pause/").status_code == 403
+    operator.user_permissions.add(Permission.objects.get(codename="pause_queue"))
+    operator = type(operator).objects.get(pk=operator.pk)
+    response = api(operator).post("/jobs/queues/emails/pause/")
+    assert response.status_code == 200 and response.json() == {"queue": "emails", "paused": True}
+    stats = api(operator).get("/jobs/stats/").json()
+    assert {q["queue"]: q["paused"] for q in stats["queues"]} == {"emails": True}
+    assert api(operator).post("/jobs/queues/emails/resume/").json()["paused"] is False
+    assert api(operator).post("/jobs/queues/nope/pause/").status_code == 400
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_running_worker_honours_pause_within_a_poll_interval(worker_process):
+    worker = worker_process("--concurrency", "2", poll=0.3)
+    wait_until(lambda: Worker.objects.exists(), message="worker up")
+    services.set_queue_paused("default", True, now=timezone.now())
+    import time
+
+    time.sleep(0.8)  # more than two poll intervals
+    held = tasks.add.enqueue(1, 1)
+    time.sleep(1.0)
+    assert Job.objects.get(pk=held.id).status == JobStatus.QUEUED
+    services.set_queue_paused("default", False, now=timezone.now())
+    wait_until(lambda: Job.objects.get(pk=held.id).status == JobStatus.SUCCEEDED, message="resumed")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+
+
+def test_runner_with_every_queue_paused_claims_nothing(runner):
+    for name in ("default", "emails", "low", "other"):
+        services.set_queue_paused(name, True, now=timezone.now())
+    tasks.add.enqueue(1, 1)
+    assert runner().run_once() == 0
+    assert Runner(concurrency=1)._active_queues() == []
