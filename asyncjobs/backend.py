@@ -33,6 +33,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from asyncjobs import services
+from asyncjobs.conf import as_timedelta
 from asyncjobs.exceptions import ConfigurationError, JobCancelled, TaskImportError
 from asyncjobs.models import Job
 
@@ -53,6 +54,11 @@ class JobTask(Task):
         timeout: ``timedelta`` or seconds; an attempt running longer is recorded as timed out.
         webhook_url: where to POST a signed notice when the job ends (usually per enqueue,
             through ``.using(webhook_url=...)``).
+        unique: while a job of this task with the same arguments is waiting or running (and
+            for ``unique_for`` after it succeeded), enqueueing returns that job instead.
+        unique_for: how long a succeeded unique job keeps deduplicating.
+        unique_key: an explicit key (usually per enqueue: ``.using(unique_key="order-42")``);
+            implies ``unique``.
     """
 
     max_attempts: int | None = None
@@ -61,6 +67,9 @@ class JobTask(Task):
     fail_on: tuple[type[BaseException] | str, ...] | None = None
     timeout: timedelta | float | None = None
     webhook_url: str | None = None
+    unique: bool | None = None
+    unique_for: timedelta | float | None = None
+    unique_key: str | None = None
 
     def using(
         self,
@@ -75,6 +84,8 @@ class JobTask(Task):
         fail_on: Iterable[type[BaseException] | str] | None = None,
         timeout: timedelta | float | None = None,
         webhook_url: str | None = None,
+        unique_key: str | None = None,
+        unique_for: timedelta | float | None = None,
     ) -> "JobTask":
         """A copy of this task with some defaults changed (Django's and asyncjobs' own)."""
         changes: dict[str, Any] = {
@@ -90,6 +101,8 @@ class JobTask(Task):
                 "fail_on": tuple(fail_on) if fail_on is not None else None,
                 "timeout": timeout,
                 "webhook_url": webhook_url,
+                "unique_key": unique_key,
+                "unique_for": unique_for,
             }.items()
             if value is not None
         }
@@ -180,6 +193,9 @@ class JobsBackend(BaseTaskBackend):
     ) -> Job:
         """An unsaved job for one call of ``task`` (validates the task and the arguments)."""
         self.validate_task(task)
+        unique_key = getattr(task, "unique_key", None)
+        if unique_key is None and getattr(task, "unique", None):
+            unique_key = services.call_key(task.module_path, args, kwargs)
         return services.build_job(
             task_path=task.module_path,
             args=args,
@@ -191,6 +207,8 @@ class JobsBackend(BaseTaskBackend):
             options=_options(task),
             now=now,
             webhook_url=getattr(task, "webhook_url", None) or "",
+            unique_key=unique_key,
+            unique_for=as_timedelta(getattr(task, "unique_for", None)),
         )
 
     def enqueue(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> TaskResult:
@@ -199,9 +217,12 @@ class JobsBackend(BaseTaskBackend):
         Raises ``InvalidArgumentsError`` (a ``TypeError``), storing nothing, if the arguments
         are not JSON-serializable.
         """
-        job = self.build_job(task, args, kwargs, timezone.now())
-        services.enqueue_jobs([job], using=self.database)
-        result = self.to_result(job, task=task)
+        now = timezone.now()
+        job = self.build_job(task, args, kwargs, now)
+        stored = services.enqueue_jobs([job], using=self.database, now=now)[0]
+        if stored is not job:  # a unique job already holds the key
+            return self.to_result(stored)
+        result = self.to_result(job, task=task, attempts=[])
         task_enqueued.send(type(self), task_result=result)
         return result
 
@@ -211,10 +232,15 @@ class JobsBackend(BaseTaskBackend):
         """Store many jobs in one INSERT, all or none; see ``asyncjobs.enqueue_many``."""
         now = timezone.now()
         pairs = [(task, self.build_job(task, args, kwargs, now)) for task, args, kwargs in calls]
-        services.enqueue_jobs([job for _, job in pairs], using=self.database)
-        results = [self.to_result(job, task=task) for task, job in pairs]
-        for result in results:
-            task_enqueued.send(type(self), task_result=result)
+        stored = services.enqueue_jobs([job for _, job in pairs], using=self.database, now=now)
+        results = []
+        for (task, job), kept in zip(pairs, stored, strict=True):
+            if kept is job:
+                result = self.to_result(job, task=task, attempts=[])
+                task_enqueued.send(type(self), task_result=result)
+            else:
+                result = self.to_result(kept)
+            results.append(result)
         return results
 
     def get_result(self, result_id: str) -> TaskResult:
@@ -310,7 +336,8 @@ def enqueue_many(
 
     ``calls`` yields ``(task, args, kwargs)`` tuples; the tasks may differ but must share one
     asyncjobs backend. All jobs are stored or none is: one invalid call (a non-JSON argument,
-    an unknown queue) raises before anything is written.
+    an unknown queue, a full queue) raises and nothing is written. Unique calls whose key is
+    held by an existing job, or by an earlier call in the same batch, return that job.
     """
     calls = list(calls)
     if not calls:

@@ -21,8 +21,12 @@ DEFAULTS: dict[str, Any] = {
     # Exception classes (or dotted paths) that are retried / that fail the job at once.
     "RETRY_ON": ("builtins.Exception",),
     "FAIL_ON": (),
-    # Per-queue overrides of the four keys above: {"emails": {"MAX_ATTEMPTS": 5}}.
+    "MAX_QUEUED": None,
+    # Per-queue overrides of the five keys above, plus MAX_QUEUED (backpressure: enqueueing
+    # past that many waiting jobs raises QueueFullError): {"emails": {"MAX_ATTEMPTS": 5}}.
     "QUEUES": {},
+    # How long the API's idempotency keys return the same job after it succeeded.
+    "IDEMPOTENCY_KEY_TTL": timedelta(hours=24),
     # The worker.
     "LEASE_DURATION": timedelta(seconds=60),
     "HEARTBEAT_INTERVAL": timedelta(seconds=10),
@@ -77,9 +81,12 @@ DURATION_KEYS = frozenset(
         "OUTBOUND_TIMEOUT",
         "STATUS_TOKEN_MAX_AGE",
         "API_EVENTS_MAX_DURATION",
+        "IDEMPOTENCY_KEY_TTL",
     }
 )
-QUEUE_OPTION_KEYS = frozenset({"MAX_ATTEMPTS", "BACKOFF", "TIMEOUT", "RETRY_ON", "FAIL_ON"})
+QUEUE_OPTION_KEYS = frozenset(
+    {"MAX_ATTEMPTS", "BACKOFF", "TIMEOUT", "RETRY_ON", "FAIL_ON", "MAX_QUEUED"}
+)
 
 
 def as_timedelta(value: timedelta | float | None) -> timedelta | None:

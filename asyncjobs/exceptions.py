@@ -18,6 +18,22 @@ class InvalidArgumentsError(AsyncJobsError, TypeError):
     """
 
 
+class QueueFullError(AsyncJobsError):
+    """Raised at enqueue when a queue holds ``MAX_QUEUED`` waiting jobs already.
+
+    Nothing is stored (for a bulk enqueue: none of the jobs). ``queue`` and ``limit`` say
+    which queue and what limit.
+    """
+
+    def __init__(self, queue: str, limit: int) -> None:
+        super().__init__(f"Queue {queue!r} is full: it holds its maximum of {limit} waiting jobs.")
+        self.queue = queue
+        self.limit = limit
+
+
+QueueFull = QueueFullError  # the name the issue tracker and other queues use
+
+
 class JobNotFoundError(AsyncJobsError, LookupError):
     """Raised by the job services when no job has the given id."""
 

@@ -151,6 +151,8 @@ class Job(models.Model):
     webhook_url = models.URLField(max_length=2000, blank=True)
     # NULL, not "", for "no key": NULLs never collide in the unique constraint below.
     unique_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    # How long a succeeded job keeps its unique_key (None: released when the job ends).
+    unique_for = models.DurationField(null=True, blank=True)
 
     # The lease: the worker running the job and when it must have renewed it by.
     worker_id = models.CharField(max_length=64, blank=True, default="")

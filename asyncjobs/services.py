@@ -10,6 +10,7 @@ each other: the loser's UPDATE matches no row.
 import contextlib
 import contextvars
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ from asyncjobs.exceptions import (
     InvalidTransitionError,
     JobNotFoundError,
     JobTimeoutError,
+    QueueFullError,
     Retry,
     TaskImportError,
     WorkerLostError,
@@ -153,6 +155,14 @@ def enqueued_by(user: Any) -> Iterator[None]:
         _enqueued_by.reset(token)
 
 
+def call_key(task_path: str, args: Sequence[Any], kwargs: dict[str, Any]) -> str:
+    """The unique key of a task call: the task and a hash of its JSON arguments."""
+    payload = json.dumps(
+        [list(args), kwargs], sort_keys=True, separators=(",", ":"), default=str
+    ).encode()
+    return f"call:{hashlib.sha256(task_path.encode() + b'|' + payload).hexdigest()}"
+
+
 def build_job(
     *,
     task_path: str,
@@ -166,6 +176,7 @@ def build_job(
     now: datetime,
     webhook_url: str = "",
     unique_key: str | None = None,
+    unique_for: timedelta | None = None,
 ) -> Job:
     """An unsaved Job for one task call. Raises ``InvalidArgumentsError`` for non-JSON
     arguments and ``OutboundURLRefusedError`` for a webhook URL that may not be called."""
@@ -194,40 +205,98 @@ def build_job(
         timeout=options.timeout,
         webhook_url=webhook_url,
         unique_key=unique_key,
+        unique_for=unique_for if unique_key is not None else None,
         enqueued_by=owner,
     )
 
 
-def enqueue_jobs(jobs: list[Job], *, using: str) -> list[Job]:
+def enqueue_jobs(jobs: list[Job], *, using: str, now: datetime | None = None) -> list[Job]:
     """Store built jobs, all or none, in the caller's transaction if there is one.
 
     Inside ``transaction.atomic()`` the jobs stay invisible to workers until commit and vanish
     on rollback; on PostgreSQL workers are notified when the transaction commits.
+
+    A job with a ``unique_key`` whose key is held by another job is not stored: that job is
+    returned in its place (so is the first of several calls in ``jobs`` sharing a key).
+    Returns the stored or existing job for each input, in order; ``result is job`` tells
+    which. Raises ``QueueFullError``, storing nothing, if a queue with ``MAX_QUEUED`` would
+    hold more waiting jobs than that.
     """
-    if len(jobs) == 1:
-        jobs[0].save(using=using, force_insert=True)
+    now = now or timezone.now()
+    plain = [job for job in jobs if job.unique_key is None]
+    capped = {
+        job.queue_name: limit
+        for job in jobs
+        if (limit := jobs_settings.queue_option(job.queue_name, "MAX_QUEUED")) is not None
+    }
+    if len(jobs) == 1 and not capped and plain:
+        jobs[0].save(using=using, force_insert=True)  # autocommit: one statement, one commit
         return jobs
     with transaction.atomic(using=using):
-        return Job.objects.using(using).bulk_create(jobs)
+        # Capped queues: take the queue's row lock first, so that concurrent enqueues count
+        # one after the other and the limit holds exactly.
+        for name in sorted(capped):
+            QueueState.objects.using(using).get_or_create(name=name, defaults={"changed_at": now})
+            QueueState.objects.using(using).select_for_update().get(name=name)
+        if len(plain) > 1:
+            Job.objects.using(using).bulk_create(plain)
+        elif plain:
+            plain[0].save(using=using, force_insert=True)
+        stored = [
+            job if job.unique_key is None else _insert_unique(job, now, using) for job in jobs
+        ]
+        for name, limit in capped.items():
+            waiting = (
+                Job.objects.using(using)
+                .filter(queue_name=name, status__in=WAITING_STATUSES)
+                .count()
+            )
+            if waiting > limit:
+                raise QueueFullError(name, limit)
+    return stored
 
 
-def enqueue_unique(job: Job, *, using: str) -> tuple[Job, bool]:
-    """Store ``job`` unless a job with its ``unique_key`` exists; return (job, created).
+def _key_expired(job: Job, now: datetime) -> bool:
+    """Whether ``job`` holds its unique key only because nobody released it yet."""
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+        return True
+    return bool(
+        job.status == JobStatus.SUCCEEDED
+        and (
+            job.unique_for is None or (job.finished_at and job.finished_at + job.unique_for <= now)
+        )
+    )
+
+
+def _insert_unique(job: Job, now: datetime, using: str) -> Job:
+    """Insert ``job`` or return the job holding its key; the unique constraint decides."""
+    for _ in range(3):
+        try:
+            with transaction.atomic(using=using):
+                job.save(using=using, force_insert=True)
+            return job
+        except IntegrityError:
+            existing = Job.objects.using(using).filter(unique_key=job.unique_key).first()
+            if existing is None:
+                continue  # released in between: try again
+            if not _key_expired(existing, now):
+                return existing
+            Job.objects.using(using).filter(pk=existing.pk, unique_key=job.unique_key).update(
+                unique_key=None
+            )
+    raise InvalidTransitionError(f"Could not settle unique key {job.unique_key!r}.")
+
+
+def enqueue_unique(job: Job, *, using: str, now: datetime | None = None) -> tuple[Job, bool]:
+    """Store ``job`` unless a job holds its ``unique_key``; return (job, created).
 
     The database's unique constraint decides, so two processes enqueueing the same key at
     once get one job between them.
     """
     if job.unique_key is None:
         raise ValueError("enqueue_unique needs a job with a unique_key.")
-    try:
-        with transaction.atomic(using=using):
-            job.save(using=using, force_insert=True)
-    except IntegrityError:
-        existing = Job.objects.using(using).filter(unique_key=job.unique_key).first()
-        if existing is None:
-            raise
-        return existing, False
-    return job, True
+    stored = enqueue_jobs([job], using=using, now=now)[0]
+    return stored, stored is job
 
 
 # --- Webhooks -------------------------------------------------------------------------------
@@ -321,11 +390,10 @@ def enqueue_callback(
         now=now,
         webhook_url=webhook_url,
         unique_key=unique_key,
+        unique_for=jobs_settings.IDEMPOTENCY_KEY_TTL,
     )
-    if unique_key is not None:
-        return enqueue_unique(job, using=using)
-    enqueue_jobs([job], using=using)
-    return job, True
+    stored = enqueue_jobs([job], using=using, now=now)[0]
+    return stored, stored is job
 
 
 # --- Recording attempts ---------------------------------------------------------------------
@@ -411,6 +479,8 @@ def record_success(
             finished_at=now,
             worker_id="",
             lease_expires_at=None,
+            # A unique job keeps its key for unique_for after success, else frees it.
+            unique_key=job.unique_key if job.unique_for else None,
         )
         job.status, job.return_value, job.finished_at = JobStatus.SUCCEEDED, return_value, now
         _schedule_webhook(job, now=now, using=using)
@@ -472,6 +542,7 @@ def record_failure(
             finished_at=finished_at,
             worker_id="",
             lease_expires_at=None,
+            unique_key=None if finished_at is not None else F("unique_key"),
         )
         job.status, job.run_after, job.finished_at = new_status, run_after, finished_at
         if new_status in TERMINAL_STATUSES:
@@ -553,6 +624,7 @@ def rescue_expired(*, now: datetime, using: str = "default", limit: int = 500) -
                     finished_at=None if retryable else now,
                     worker_id="",
                     lease_expires_at=None,
+                    unique_key=F("unique_key") if retryable else None,
                 )
             )
             if moved:
@@ -656,7 +728,7 @@ def cancel_job(
     jobs = Job.objects.using(using).filter(pk=job.pk)
     with transaction.atomic(using=using):
         cancelled = jobs.filter(status__in=WAITING_STATUSES).update(
-            status=JobStatus.CANCELLED, finished_at=now, cancel_requested_at=now
+            status=JobStatus.CANCELLED, finished_at=now, cancel_requested_at=now, unique_key=None
         )
         if cancelled:
             _schedule_webhook(job, now=now, using=using)

@@ -118,3 +118,13 @@ def die_once(label, hold_seconds):
 @task(queue_name="emails", priority=10, max_attempts=5, timeout=30)
 def send_welcome_email(user_id):
     return f"sent to {user_id}"
+
+
+@task(unique=True)
+def unique_add(a, b):
+    return a + b
+
+
+@task(unique=True, unique_for=60)
+def unique_for_a_minute(n):
+    return n

@@ -38,9 +38,12 @@ from asyncjobs.api.serializers import (
     retry_after_seconds,
 )
 from asyncjobs.conf import jobs_settings
-from asyncjobs.exceptions import InvalidTransitionError, JobNotFoundError
+from asyncjobs.exceptions import InvalidTransitionError, JobNotFoundError, QueueFullError
 from asyncjobs.models import TERMINAL_STATUSES, Job, JobStatus, Worker
 from asyncjobs.tokens import status_url
+
+# Seconds a client should wait before enqueueing again into a full queue.
+QUEUE_FULL_RETRY_AFTER = 10
 
 ERROR = OpenApiResponse(
     inline_serializer("Error", {"detail": serializers.CharField()}),
@@ -306,6 +309,7 @@ class JobListCreateView(generics.GenericAPIView[Job]):
             400: FIELD_ERRORS,
             403: ERROR,
             413: ERROR,
+            429: OpenApiResponse(ERROR.response, description="The queue is full (MAX_QUEUED)."),
         },
     )
     def post(self, request: Request) -> Response:
@@ -320,22 +324,27 @@ class JobListCreateView(generics.GenericAPIView[Job]):
         else:
             backoff = retry.Exponential(base=timedelta(seconds=2 if seconds is None else seconds))
         key = data.get("idempotency_key")
-        with services.enqueued_by(request.user):
-            job, created = services.enqueue_callback(
-                url=data["callback_url"],
-                payload=data["payload"],
-                method=data["method"],
-                headers=data["headers"],
-                max_attempts=data["retries"] + 1,
-                backoff=backoff,
-                priority=data["priority"],
-                run_after=data.get("run_after"),
-                queue_name=data["queue"],
-                webhook_url=data.get("webhook_url") or "",
-                unique_key=f"api:{request.user.pk}:{key}" if key else None,
-                now=timezone.now(),
-                using=_database(),
-            )
+        try:
+            with services.enqueued_by(request.user):
+                job, created = services.enqueue_callback(
+                    url=data["callback_url"],
+                    payload=data["payload"],
+                    method=data["method"],
+                    headers=data["headers"],
+                    max_attempts=data["retries"] + 1,
+                    backoff=backoff,
+                    priority=data["priority"],
+                    run_after=data.get("run_after"),
+                    queue_name=data["queue"],
+                    webhook_url=data.get("webhook_url") or "",
+                    unique_key=f"api:{request.user.pk}:{key}" if key else None,
+                    now=timezone.now(),
+                    using=_database(),
+                )
+        except QueueFullError as exc:
+            response = Response({"detail": str(exc)}, status=status.HTTP_429_TOO_MANY_REQUESTS)
+            response["Retry-After"] = str(QUEUE_FULL_RETRY_AFTER)
+            return _no_store(response)
         body = JobSerializer(job, context={"request": request}).data
         body["status_url"] = status_url(job.pk, request=request)
         response = Response(body, status=status.HTTP_202_ACCEPTED if created else 200)
