@@ -12,7 +12,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from asyncjobs import services
-from asyncjobs.models import Attempt, Job, QueueState, Worker
+from asyncjobs.models import Attempt, Job, QueueState, Schedule, ScheduleTick, Worker
 
 
 class ReadOnlyMixin:
@@ -107,3 +107,21 @@ class QueueStateAdmin(admin.ModelAdmin):
     @admin.action(description="Resume selected queues", permissions=["pause"])
     def resume(self, request: HttpRequest, queryset: QuerySet[QueueState]) -> None:
         self._set(request, queryset, False)
+
+
+@admin.register(Schedule)
+class ScheduleAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """The cron schedules of ``ASYNCJOBS["SCHEDULES"]`` as the workers last saw them."""
+
+    list_display = ("name", "task_path", "cron", "timezone", "misfire", "last_tick", "next_tick")
+    readonly_fields = tuple(f.name for f in Schedule._meta.fields)
+
+
+@admin.register(ScheduleTick)
+class ScheduleTickAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """Every tick that was enqueued, with its job."""
+
+    list_display = ("schedule", "tick", "job_id", "enqueued_at")
+    list_filter = ("schedule",)
+    date_hierarchy = "tick"
+    readonly_fields = tuple(f.name for f in ScheduleTick._meta.fields)

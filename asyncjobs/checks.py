@@ -51,6 +51,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                     id="asyncjobs.E005",
                 )
             )
+    from asyncjobs.worker.scheduler import load_schedules
+
+    try:
+        load_schedules()
+    except ConfigurationError as exc:
+        errors.append(checks.Error(str(exc), id="asyncjobs.E007"))
     try:
         intervals_ok = jobs_settings.HEARTBEAT_INTERVAL * 2 <= jobs_settings.LEASE_DURATION
     except TypeError as exc:

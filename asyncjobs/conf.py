@@ -37,6 +37,12 @@ DEFAULTS: dict[str, Any] = {
     # A worker whose timed-out threads will not stop exits for its supervisor to restart it
     # once this many are stuck. None means the worker's concurrency.
     "MAX_STUCK_THREADS": None,
+    # Cron schedules: name -> {"task": dotted path, "cron": expression (5 fields, or 6 with
+    # seconds last), "args": [], "kwargs": {}, "timezone": "UTC", "queue": None (the task's),
+    # "priority": None, "misfire": "run_once" | "skip"}. Each tick is enqueued exactly once.
+    "SCHEDULES": {},
+    # With misfire "skip", a tick later than this is skipped (downtime) instead of run.
+    "SCHEDULE_GRACE": timedelta(seconds=60),
     # Retention: finished jobs older than this (by finished_at) are deleted by the workers'
     # maintenance, in batches; None keeps them. Also `manage.py prunejobs`.
     "RETENTION": {
@@ -82,6 +88,7 @@ DURATION_KEYS = frozenset(
         "STATUS_TOKEN_MAX_AGE",
         "API_EVENTS_MAX_DURATION",
         "IDEMPOTENCY_KEY_TTL",
+        "SCHEDULE_GRACE",
     }
 )
 QUEUE_OPTION_KEYS = frozenset(

@@ -70,6 +70,17 @@ ASYNCJOBS = {
     "OUTBOUND_TIMEOUT": 2,
     "WEBHOOK_SECRET": "test-webhook-secret",
     "API_EVENTS_MAX_DURATION": 3,
+    "SCHEDULES": (
+        {
+            "cron": {
+                "task": "tests.tasks.record",
+                "cron": os.environ["ASYNCJOBS_TEST_SCHEDULE"],
+                "args": ["cron"],
+            }
+        }
+        if os.environ.get("ASYNCJOBS_TEST_SCHEDULE")
+        else {}
+    ),
 }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

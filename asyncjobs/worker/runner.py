@@ -42,6 +42,7 @@ from asyncjobs.worker.executor import (
     watchdog_deadline,
 )
 from asyncjobs.worker.maintenance import run_maintenance
+from asyncjobs.worker.scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ class Runner:
         self.shutdown_timeout = shutdown_timeout or jobs_settings.SHUTDOWN_TIMEOUT
         self.lease = jobs_settings.LEASE_DURATION
         self.strategy = db.for_alias(self.alias)
+        self.scheduler = Scheduler(self.backend)
         self.worker_id = services.new_worker_id()
 
         self._lock = threading.Lock()
@@ -417,23 +419,42 @@ class Runner:
     # --- heartbeat, maintenance, notifications -------------------------------------------
 
     def _heartbeat_loop(self) -> None:
+        """Heartbeat, cron ticks and maintenance, each when it is due."""
         interval = jobs_settings.HEARTBEAT_INTERVAL.total_seconds()
         maintenance_every = jobs_settings.MAINTENANCE_INTERVAL.total_seconds()
-        next_maintenance = time.monotonic() + random.uniform(0, maintenance_every)
-        while not self._heartbeat_stop.wait(interval * random.uniform(0.9, 1.1)):
+        start = time.monotonic()
+        next_beat = start + interval * random.uniform(0.9, 1.1)
+        next_maintenance = start + random.uniform(0, maintenance_every)
+        next_cron = start if self.scheduler.specs else float("inf")
+        while not self._heartbeat_stop.wait(
+            max(min(next_beat, next_maintenance, next_cron) - time.monotonic(), 0.0)
+        ):
+            current = time.monotonic()
             try:
-                self._beat()
-                if time.monotonic() >= next_maintenance:
+                if current >= next_beat:
+                    next_beat = current + interval * random.uniform(0.9, 1.1)
+                    self._beat()
+                if current >= next_cron:
+                    next_cron = current + self._run_schedules()
+                if current >= next_maintenance:
+                    next_maintenance = current + maintenance_every * random.uniform(0.8, 1.2)
                     run_maintenance(self.strategy, now=timezone.now())
-                    next_maintenance = time.monotonic() + maintenance_every * random.uniform(
-                        0.8, 1.2
-                    )
             except (DatabaseError, InterfaceError) as exc:
                 logger.warning("Worker %s: heartbeat failed (%s)", self.worker_id, exc)
                 close_broken_connections()
             except Exception:
                 logger.exception("Worker %s: heartbeat failed", self.worker_id)
         connections.close_all()
+
+    def _run_schedules(self) -> float:
+        """Enqueue due cron ticks; return the seconds until the next look."""
+        now = timezone.now()
+        self.scheduler.run_due(now=now)
+        upcoming = self.scheduler.next_tick(now=now)
+        if upcoming is None:
+            return float("inf")
+        wait = (upcoming - timezone.now()).total_seconds()
+        return min(max(wait, 0.01), jobs_settings.HEARTBEAT_INTERVAL.total_seconds())
 
     def _beat(self) -> None:
         with self._lock:
@@ -562,7 +583,8 @@ class Runner:
     # --- in-process use ----------------------------------------------------------------------
 
     def run_once(self, *, now: datetime | None = None) -> int:
-        """Promote, rescue, claim up to ``concurrency`` jobs and run them in this thread.
+        """Rescue and prune, enqueue due cron ticks, promote, claim up to ``concurrency`` jobs
+        and run them in this thread.
 
         Returns how many jobs ran. Timeouts of synchronous tasks are not enforced here (there
         is no watchdog); everything else behaves as in ``run()``. Meant for tests (with
@@ -571,6 +593,7 @@ class Runner:
         clock_now = now or timezone.now()
         executor = Executor(self.backend, self.worker_id, clock=lambda: now or timezone.now())
         run_maintenance(self.strategy, now=clock_now)
+        self.scheduler.run_due(now=clock_now)
         services.promote_due(now=clock_now, queues=self.queues, using=self.alias)
         self._paused_checked = -1e9  # always current in-process
         jobs = self.strategy.claim(
