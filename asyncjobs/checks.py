@@ -9,7 +9,7 @@ from django.core import checks
 from django.db import connections
 
 from asyncjobs import db, services
-from asyncjobs.conf import DEFAULTS, QUEUE_OPTION_KEYS, jobs_settings
+from asyncjobs.conf import DEFAULTS, QUEUE_OPTION_KEYS, jobs_settings, parse_rate
 from asyncjobs.exceptions import ConfigurationError
 
 
@@ -40,6 +40,21 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                     hint=f"Per-queue keys: {', '.join(sorted(QUEUE_OPTION_KEYS))}.",
                     id="asyncjobs.E004",
                 )
+            )
+    for queue_name, overrides in queues.items():
+        try:
+            parse_rate((overrides or {}).get("RATE_LIMIT"))
+            concurrency = (overrides or {}).get("CONCURRENCY")
+            if concurrency is not None and (
+                isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+            ):
+                raise ValueError(f"CONCURRENCY must be an integer >= 1, got {concurrency!r}")
+            limit = (overrides or {}).get("MAX_QUEUED")
+            if limit is not None and (not isinstance(limit, int) or limit < 1):
+                raise ValueError(f"MAX_QUEUED must be an integer >= 1, got {limit!r}")
+        except ValueError as exc:
+            errors.append(
+                checks.Error(f"ASYNCJOBS['QUEUES'][{queue_name!r}]: {exc}", id="asyncjobs.E008")
             )
     for queue_name in ["default", *queues]:
         try:

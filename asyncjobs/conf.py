@@ -22,8 +22,13 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_ON": ("builtins.Exception",),
     "FAIL_ON": (),
     "MAX_QUEUED": None,
-    # Per-queue overrides of the five keys above, plus MAX_QUEUED (backpressure: enqueueing
-    # past that many waiting jobs raises QueueFullError): {"emails": {"MAX_ATTEMPTS": 5}}.
+    # Per queue only (in QUEUES): "RATE_LIMIT": "10/s" (starts per second, minute or hour,
+    # across all workers) and "CONCURRENCY": 5 (jobs running at once, cluster-wide).
+    "RATE_LIMIT": None,
+    "CONCURRENCY": None,
+    # Per-queue overrides of the keys above, plus MAX_QUEUED (backpressure: enqueueing past
+    # that many waiting jobs raises QueueFullError), RATE_LIMIT and CONCURRENCY:
+    # {"emails": {"MAX_ATTEMPTS": 5, "RATE_LIMIT": "10/s"}}.
     "QUEUES": {},
     # How long the API's idempotency keys return the same job after it succeeded.
     "IDEMPOTENCY_KEY_TTL": timedelta(hours=24),
@@ -92,7 +97,16 @@ DURATION_KEYS = frozenset(
     }
 )
 QUEUE_OPTION_KEYS = frozenset(
-    {"MAX_ATTEMPTS", "BACKOFF", "TIMEOUT", "RETRY_ON", "FAIL_ON", "MAX_QUEUED"}
+    {
+        "MAX_ATTEMPTS",
+        "BACKOFF",
+        "TIMEOUT",
+        "RETRY_ON",
+        "FAIL_ON",
+        "MAX_QUEUED",
+        "RATE_LIMIT",
+        "CONCURRENCY",
+    }
 )
 
 
@@ -146,3 +160,22 @@ jobs_settings = JobsSettings()
 def _reload_settings(*, setting: str, **kwargs: Any) -> None:
     if setting == "ASYNCJOBS":
         jobs_settings.reload()
+
+
+RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate(value: str | None) -> timedelta | None:
+    """The interval between starts for a rate like ``"10/s"``, ``"100/m"``, ``"5/h"`` or
+    ``"3/10s"`` (None for None). Raises ``ValueError`` for anything else."""
+    if value is None:
+        return None
+    import re
+
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d*\.?\d*)\s*([smh])\s*", str(value))
+    if not match or int(match[1]) < 1:
+        raise ValueError(f"Invalid rate {value!r}: use N/s, N/m, N/h or N/<number><unit>.")
+    span = float(match[2] or 1) * RATE_UNITS[match[3]]
+    if span <= 0:
+        raise ValueError(f"Invalid rate {value!r}: the period must be positive.")
+    return timedelta(seconds=span / int(match[1]))

@@ -317,11 +317,14 @@ class Worker(models.Model):
 
 
 class QueueState(models.Model):
-    """Operator-set state of a queue. A queue without a row is active."""
+    """Operator-set state of a queue, and the lock row of its limits. A queue without a row
+    is active."""
 
     name = models.CharField(max_length=100, primary_key=True)
     paused = models.BooleanField(default=False)
     changed_at = models.DateTimeField()
+    # Rate limiting (GCRA): the earliest time the queue may start its next job.
+    rate_next_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = _("queue")

@@ -31,7 +31,7 @@ from django.utils.json import normalize_json
 from django.utils.module_loading import import_string
 
 from asyncjobs import outbound, retry
-from asyncjobs.conf import as_timedelta, jobs_settings
+from asyncjobs.conf import as_timedelta, jobs_settings, parse_rate
 from asyncjobs.exceptions import (
     ConfigurationError,
     InvalidArgumentsError,
@@ -927,3 +927,56 @@ def set_queue_paused(name: str, paused: bool, *, now: datetime, using: str = "de
 def paused_queues(*, using: str = "default") -> set[str]:
     """The names of the paused queues."""
     return set(QueueState.objects.using(using).filter(paused=True).values_list("name", flat=True))
+
+
+# --- Limits ----------------------------------------------------------------------------------
+
+
+def queue_limits(queue: str) -> tuple[timedelta | None, int | None]:
+    """A queue's rate-limit interval (time between starts) and concurrency limit."""
+    interval = parse_rate(jobs_settings.queue_option(queue, "RATE_LIMIT"))
+    concurrency = jobs_settings.queue_option(queue, "CONCURRENCY")
+    return interval, concurrency
+
+
+def claim_limited(
+    claim: Any,
+    *,
+    queue: str,
+    limit: int,
+    clock: Any,
+    using: str = "default",
+) -> tuple[list[Job], datetime | None]:
+    """Claim from a queue with a ``RATE_LIMIT`` and/or ``CONCURRENCY``, cluster-wide.
+
+    Holds the queue's row lock while it counts and claims, so concurrent workers take turns
+    and the limits hold exactly. ``claim(limit, now)`` claims up to ``limit`` ready jobs of
+    the queue at ``now``; ``clock()`` is read after the lock is taken, so start times are
+    those of the actual claims. The rate limit is a GCRA with a burst of one: starts are
+    spaced ``period / N`` apart, so no window of one period ever sees more than N. Running
+    jobs of a dead worker keep their slot until their lease expires and they are rescued.
+
+    Returns the claimed jobs and, when the rate limit held jobs back, when to try again.
+    """
+    interval, concurrency = queue_limits(queue)
+    with transaction.atomic(using=using):
+        QueueState.objects.using(using).get_or_create(name=queue, defaults={"changed_at": clock()})
+        state = QueueState.objects.using(using).select_for_update().get(name=queue)
+        now = clock()
+        allowance = limit
+        if concurrency is not None:
+            running = Job.objects.using(using).running().filter(queue_name=queue).count()
+            allowance = min(allowance, concurrency - running)
+        next_at = state.rate_next_at
+        if interval is not None:
+            if next_at is not None and next_at > now:
+                return [], next_at
+            allowance = min(allowance, 1)
+        if allowance <= 0:
+            return [], None
+        jobs: list[Job] = claim(allowance, now)
+        if interval is not None and jobs:
+            start = max(next_at or now, now)
+            state.rate_next_at = start + interval * len(jobs)
+            state.save(update_fields=["rate_next_at"])
+    return jobs, state.rate_next_at if interval is not None else None

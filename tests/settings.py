@@ -1,5 +1,6 @@
 """Settings for the test suite. ``DATABASE_URL`` selects PostgreSQL; default SQLite."""
 
+import json
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -57,8 +58,10 @@ def _seconds(name: str, default: float) -> timedelta:
     return timedelta(seconds=float(os.environ.get(name, default)))
 
 
-# Worker subprocesses started by the tests read their timings from the environment.
+# Worker subprocesses started by the tests read their timings (and queue limits, as JSON)
+# from the environment.
 ASYNCJOBS = {
+    "QUEUES": json.loads(os.environ.get("ASYNCJOBS_TEST_QUEUES", "{}")),
     "BACKOFF": None,
     "LEASE_DURATION": _seconds("ASYNCJOBS_TEST_LEASE", 60),
     "HEARTBEAT_INTERVAL": _seconds("ASYNCJOBS_TEST_HEARTBEAT", 10),

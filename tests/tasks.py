@@ -128,3 +128,10 @@ def unique_add(a, b):
 @task(unique=True, unique_for=60)
 def unique_for_a_minute(n):
     return n
+
+
+@task(queue_name="other")
+def hold(seconds):
+    """Runs for ``seconds`` (its attempt rows give start and end times)."""
+    time.sleep(seconds)
+    return seconds

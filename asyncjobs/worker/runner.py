@@ -139,6 +139,10 @@ class Runner:
         self._finished_reported = 0
         self._next_promote = 0.0
         self._paused: set[str] = set()
+        # Queues with a RATE_LIMIT or CONCURRENCY (claimed under their lock), and when the
+        # rate limit lets the next job start.
+        self._limited = {q for q in (self.queues or []) if any(services.queue_limits(q))}
+        self._rate_retry: datetime | None = None
         self._paused_checked = -1e9
         self._signals = 0
         self.exit_code = EXIT_OK
@@ -235,13 +239,7 @@ class Runner:
             now = timezone.now()
             if time.monotonic() >= self._next_promote:
                 self._promote(now)
-            claimed = self.strategy.claim(
-                queues=self._active_queues(),
-                limit=free,
-                worker_id=self.worker_id,
-                now=now,
-                lease=self.lease,
-            )
+            claimed = self._claim(now, free)
             for job in claimed:
                 self._dispatch(job)
             if claimed and len(claimed) == free:
@@ -256,6 +254,39 @@ class Runner:
             # We just took the last ready jobs: wait for a slot or a notification.
             return self._sleep_time(self.poll_interval)
         return self._sleep_time(self.poll_interval * random.uniform(0.8, 1.2))
+
+    def _claim(self, now: datetime, free: int, *, frozen: bool = False) -> list[Any]:
+        """Claim up to ``free`` jobs: limited queues (rate, concurrency) one by one under
+        their locks, the others in one statement."""
+        queues = self._active_queues()
+        limited = [q for q in (queues or []) if q in self._limited]
+        plain = queues if not limited else [q for q in queues or [] if q not in self._limited]
+        claimed: list[Any] = []
+        self._rate_retry = None
+        for name in limited:
+            if len(claimed) >= free:
+                break
+            jobs, retry_at = services.claim_limited(
+                lambda n, at, q=name: self.strategy.claim(
+                    queues=[q], limit=n, worker_id=self.worker_id, now=at, lease=self.lease
+                ),
+                queue=name,
+                limit=free - len(claimed),
+                clock=(lambda: now) if frozen else timezone.now,
+                using=self.alias,
+            )
+            claimed += jobs
+            if retry_at is not None:
+                self._rate_retry = min(filter(None, [self._rate_retry, retry_at]))
+        if plain is None or plain:
+            claimed += self.strategy.claim(
+                queues=plain,
+                limit=free - len(claimed),
+                worker_id=self.worker_id,
+                now=now,
+                lease=self.lease,
+            )
+        return claimed
 
     def _active_queues(self) -> list[str] | None:
         """The queues to claim from: ours minus the paused ones, re-read at most once per
@@ -278,6 +309,8 @@ class Runner:
 
     def _sleep_time(self, default: float, *, promote: bool = True) -> float:
         until = [default]
+        if self._rate_retry is not None:
+            until.append(max((self._rate_retry - timezone.now()).total_seconds(), 0.0))
         if promote:
             until.append(max(self._next_promote - time.monotonic(), 0.0))
         with self._lock:
@@ -596,13 +629,7 @@ class Runner:
         self.scheduler.run_due(now=clock_now)
         services.promote_due(now=clock_now, queues=self.queues, using=self.alias)
         self._paused_checked = -1e9  # always current in-process
-        jobs = self.strategy.claim(
-            queues=self._active_queues(),
-            limit=self.concurrency,
-            worker_id=self.worker_id,
-            now=clock_now,
-            lease=self.lease,
-        )
+        jobs = self._claim(clock_now, self.concurrency, frozen=True)
         for job in jobs:
             executor.run(Execution(job=job))
         return len(jobs)

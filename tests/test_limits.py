@@ -1,0 +1,142 @@
+"""Rate and concurrency limits per queue, cluster-wide."""
+
+import json
+import signal
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from asyncjobs import enqueue_many
+from asyncjobs.checks import check_settings
+from asyncjobs.conf import parse_rate
+from asyncjobs.models import Attempt, Job, JobStatus, Worker
+from tests import tasks
+from tests.conftest import wait_until
+
+
+@pytest.mark.parametrize(
+    ("rate", "seconds"),
+    [("10/s", 0.1), ("100/m", 0.6), ("5/h", 720), ("3/10s", 10 / 3), (" 2 / 1m ", 30)],
+)
+def test_parse_rate(rate, seconds):
+    assert parse_rate(rate) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("rate", ["10", "0/s", "ten/s", "5/d", "5/0s"])
+def test_invalid_rates(rate, settings):
+    with pytest.raises(ValueError, match="Invalid rate"):
+        parse_rate(rate)
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "QUEUES": {"other": {"RATE_LIMIT": rate}}}
+    assert [m.id for m in check_settings()] == ["asyncjobs.E008"]
+
+
+def test_invalid_concurrency_is_reported(settings):
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "QUEUES": {"other": {"CONCURRENCY": 0}}}
+    assert [m.id for m in check_settings()] == ["asyncjobs.E008"]
+
+
+@pytest.mark.django_db
+def test_rate_limit_spaces_starts_and_never_fails_jobs(settings, runner):
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "QUEUES": {"other": {"RATE_LIMIT": "2/s"}}}
+    enqueue_many([(tasks.add.using(queue_name="other"), (i, i), {}) for i in range(5)])
+    t0 = timezone.now()
+    r = runner(queues=["other"])
+    assert r.run_once(now=t0) == 1
+    assert r.run_once(now=t0 + timedelta(seconds=0.2)) == 0  # held back, still queued
+    assert r.run_once(now=t0 + timedelta(seconds=0.5)) == 1
+    assert r.run_once(now=t0 + timedelta(seconds=1.0)) == 1
+    assert Job.objects.filter(status=JobStatus.QUEUED).count() == 2
+    assert not Job.objects.filter(status=JobStatus.FAILED).exists()
+
+
+@pytest.mark.django_db
+def test_concurrency_limit_counts_running_jobs(settings, runner):
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "QUEUES": {"other": {"CONCURRENCY": 2}}}
+    enqueue_many([(tasks.add.using(queue_name="other"), (i, i), {}) for i in range(5)])
+    now = timezone.now()
+    r = runner(queues=["other"])
+    lease = timedelta(seconds=30)
+    first = r._claim(now, 10, frozen=True)
+    assert len(first) == 2
+    assert r._claim(now, 10, frozen=True) == []
+    from asyncjobs.services import record_success
+
+    record_success(first[0], worker_id=r.worker_id, return_value=0, now=now)
+    assert len(r._claim(now, 10, frozen=True)) == 1
+    assert lease  # leases of a dead holder release the slot: see the SIGKILL test
+
+
+def overlap(attempts):
+    """The largest number of attempts running at the same instant."""
+    edges = sorted(
+        [(a.started_at, 1) for a in attempts] + [(a.finished_at, -1) for a in attempts],
+        key=lambda e: (e[0], e[1]),
+    )
+    current = peak = 0
+    for _, delta in edges:
+        current += delta
+        peak = max(peak, current)
+    return peak
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_rate_limit_precision_with_four_workers(worker_process):
+    """10/s with 4 worker processes: 100 ready no-op jobs take 10 s ± 10%."""
+    limits = {"ASYNCJOBS_TEST_QUEUES": json.dumps({"other": {"RATE_LIMIT": "10/s"}})}
+    enqueue_many([(tasks.add.using(queue_name="other"), (i, i), {}) for i in range(100)])
+    workers = [
+        worker_process("--queue", "other", "--concurrency", "2", extra_env=limits) for _ in range(4)
+    ]
+    wait_until(
+        lambda: Job.objects.filter(status=JobStatus.SUCCEEDED).count() == 100,
+        timeout=40,
+        message="100 rate-limited jobs",
+    )
+    for w in workers:
+        w.signal(signal.SIGTERM)
+    for w in workers:
+        assert w.wait(30) == 0
+    attempts = list(Attempt.objects.order_by("started_at"))
+    span = (attempts[-1].finished_at - attempts[0].started_at).total_seconds()
+    assert 9.0 <= span <= 11.0, span
+    # No one-second window holds more than 10 starts.
+    starts = [a.started_at for a in attempts]
+    for i in range(len(starts) - 10):
+        assert starts[i + 10] - starts[i] >= timedelta(seconds=0.999), i
+    assert len({a.worker_id for a in attempts}) > 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_concurrency_limit_holds_across_workers_and_survives_sigkill(worker_process):
+    limits = {"ASYNCJOBS_TEST_QUEUES": json.dumps({"other": {"CONCURRENCY": 2}})}
+    timings = {"lease": 2, "heartbeat": 0.5, "maintenance": 0.5, "poll": 0.1}
+    # Holds a slot when its worker is killed; its re-run returns at once.
+    victim = tasks.die_once.using(queue_name="other").enqueue("slot-holder", 60)
+    a = worker_process("--queue", "other", "--concurrency", "4", extra_env=limits, **timings)
+    wait_until(
+        lambda: Job.objects.get(pk=victim.id).status == JobStatus.RUNNING, message="victim runs"
+    )
+    enqueue_many([(tasks.hold, (0.3,), {}) for _ in range(10)])
+    a.signal(signal.SIGKILL)
+    a.wait(10)
+    workers = [
+        worker_process("--queue", "other", "--concurrency", "4", extra_env=limits, **timings)
+        for _ in range(3)
+    ]
+    wait_until(
+        lambda: Job.objects.filter(status=JobStatus.SUCCEEDED).count() == 11,
+        timeout=60,
+        message="jobs after the kill",
+    )
+    for w in workers:
+        w.signal(signal.SIGTERM)
+    for w in workers:
+        w.wait(90)
+    attempts = [a for a in Attempt.objects.all() if a.finished_at is not None]
+    assert overlap(attempts) <= 2
+    lost = Attempt.objects.get(job_id=victim.id, number=1)
+    assert lost.outcome == "lost"  # the dead worker's slot came back through its lease
+    assert Worker.objects.filter(status="lost").count() == 1
