@@ -33,7 +33,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from asyncjobs import services
-from asyncjobs.conf import as_timedelta
+from asyncjobs.conf import as_timedelta, parse_rate
 from asyncjobs.exceptions import ConfigurationError, JobCancelled, TaskImportError
 from asyncjobs.models import Job
 
@@ -59,6 +59,12 @@ class JobTask(Task):
         unique_for: how long a succeeded unique job keeps deduplicating.
         unique_key: an explicit key (usually per enqueue: ``.using(unique_key="order-42")``);
             implies ``unique``.
+        rate_limit: at most this many starts of the task, e.g. ``"5/s"``, ``"100/m"``,
+            across all workers (per ``concurrency_key`` if one is given).
+        concurrency_limit: at most this many of the task's jobs running at once, cluster-wide
+            (per ``concurrency_key`` if one is given; 1 by default with a key).
+        concurrency_key: a key the limits apply to instead of the whole task, usually per
+            enqueue: ``.using(concurrency_key=f"account:{account.pk}")``.
     """
 
     max_attempts: int | None = None
@@ -70,6 +76,9 @@ class JobTask(Task):
     unique: bool | None = None
     unique_for: timedelta | float | None = None
     unique_key: str | None = None
+    rate_limit: str | None = None
+    concurrency_limit: int | None = None
+    concurrency_key: str | None = None
 
     def using(
         self,
@@ -86,6 +95,7 @@ class JobTask(Task):
         webhook_url: str | None = None,
         unique_key: str | None = None,
         unique_for: timedelta | float | None = None,
+        concurrency_key: str | None = None,
     ) -> "JobTask":
         """A copy of this task with some defaults changed (Django's and asyncjobs' own)."""
         changes: dict[str, Any] = {
@@ -103,6 +113,7 @@ class JobTask(Task):
                 "webhook_url": webhook_url,
                 "unique_key": unique_key,
                 "unique_for": unique_for,
+                "concurrency_key": concurrency_key,
             }.items()
             if value is not None
         }
@@ -185,8 +196,12 @@ class JobsBackend(BaseTaskBackend):
         super().validate_task(task)
         try:
             _options(task)
-        except ConfigurationError as exc:
+            parse_rate(getattr(task, "rate_limit", None))
+        except (ConfigurationError, ValueError) as exc:
             raise InvalidTask(str(exc)) from exc
+        cap = getattr(task, "concurrency_limit", None)
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise InvalidTask(f"concurrency_limit must be an integer >= 1, got {cap!r}.")
 
     def build_job(
         self, task: Task, args: Sequence[Any], kwargs: dict[str, Any], now: datetime
@@ -196,6 +211,7 @@ class JobsBackend(BaseTaskBackend):
         unique_key = getattr(task, "unique_key", None)
         if unique_key is None and getattr(task, "unique", None):
             unique_key = services.call_key(task.module_path, args, kwargs)
+        limits = self._limits(task)
         return services.build_job(
             task_path=task.module_path,
             args=args,
@@ -209,7 +225,24 @@ class JobsBackend(BaseTaskBackend):
             webhook_url=getattr(task, "webhook_url", None) or "",
             unique_key=unique_key,
             unique_for=as_timedelta(getattr(task, "unique_for", None)),
+            **limits,
         )
+
+    @staticmethod
+    def _limits(task: Task) -> dict[str, Any]:
+        """The limit fields of a job of ``task``: per key if it has one, else per task."""
+        key = getattr(task, "concurrency_key", None)
+        rate = getattr(task, "rate_limit", None) or ""
+        cap = getattr(task, "concurrency_limit", None)
+        if key:
+            return {"limit_key": f"key:{key}", "limit_concurrency": cap or 1, "limit_rate": rate}
+        if rate or cap:
+            return {
+                "limit_key": f"task:{task.module_path}",
+                "limit_concurrency": cap,
+                "limit_rate": rate,
+            }
+        return {}
 
     def enqueue(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> TaskResult:
         """Store one job in the current transaction and return its result handle.

@@ -58,7 +58,8 @@ class ClaimStrategy(Protocol):
         lease: timedelta,
     ) -> list[Job]:
         """Claim up to ``limit`` ready jobs of ``queues`` (None: any queue) for
-        ``worker_id``; best first."""
+        ``worker_id``; best first. Jobs under a per-task or per-key limit (``limit_key``)
+        are left to ``services.claim_keyed``."""
 
     def listen(self, on_error: Callable[[BaseException], None] | None = None) -> Listener:
         """A listener for new-job notifications."""
@@ -169,7 +170,7 @@ class SQLiteStrategy:
             in_queues = f"AND queue_name IN ({', '.join(['%s'] * len(queues))})"
         with transaction.atomic(using=self.alias), connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT id FROM {table} WHERE status = %s {in_queues} "  # noqa: S608
+                f"SELECT id FROM {table} WHERE status = %s AND limit_key = '' {in_queues} "  # noqa: S608
                 "ORDER BY priority DESC, run_after, enqueued_at LIMIT %s",
                 [JobStatus.QUEUED, *(queues or ()), limit],
             )
@@ -242,7 +243,7 @@ class PostgresStrategy:
         # Only identifiers from the model's metadata are interpolated; values are parameters.
         if queues is None:
             picked = f"""
-                SELECT id FROM {table} WHERE status = 'queued'
+                SELECT id FROM {table} WHERE status = 'queued' AND limit_key = ''
                 ORDER BY {order} LIMIT %(limit)s FOR UPDATE SKIP LOCKED"""  # noqa: S608
         else:
             # Per queue an ordered scan of the claim index, then the best of those. A plain
@@ -251,7 +252,7 @@ class PostgresStrategy:
                 SELECT j.id FROM unnest(%(queues)s::text[]) AS q(name)
                 CROSS JOIN LATERAL (
                     SELECT id, priority, run_after, enqueued_at FROM {table}
-                    WHERE status = 'queued' AND queue_name = q.name
+                    WHERE status = 'queued' AND limit_key = '' AND queue_name = q.name
                     ORDER BY {order} LIMIT %(limit)s FOR UPDATE SKIP LOCKED
                 ) AS j
                 ORDER BY j.priority DESC, j.run_after, j.enqueued_at LIMIT %(limit)s"""  # noqa: S608

@@ -154,6 +154,12 @@ class Job(models.Model):
     # How long a succeeded job keeps its unique_key (None: released when the job ends).
     unique_for = models.DurationField(null=True, blank=True)
 
+    # Per-task or per-key limits: jobs sharing a limit_key run at most limit_concurrency at a
+    # time and start at most at limit_rate, cluster-wide. Empty key: no such limit.
+    limit_key = models.CharField(max_length=255, blank=True, default="")
+    limit_concurrency = models.PositiveIntegerField(null=True, blank=True)
+    limit_rate = models.CharField(max_length=32, blank=True, default="")
+
     # The lease: the worker running the job and when it must have renewed it by.
     worker_id = models.CharField(max_length=64, blank=True, default="")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
@@ -169,7 +175,13 @@ class Job(models.Model):
             models.Index(
                 fields=["queue_name", "-priority", "run_after", "enqueued_at"],
                 name="asyncjobs_job_claim",
-                condition=Q(status="queued"),
+                condition=Q(status="queued", limit_key=""),
+            ),
+            # Ready jobs under a per-task or per-key limit, claimed by the limited path.
+            models.Index(
+                fields=["queue_name", "-priority", "run_after", "enqueued_at"],
+                name="asyncjobs_job_claim_keyed",
+                condition=Q(status="queued") & ~Q(limit_key=""),
             ),
             # Promotion of due scheduled jobs; future jobs never touch the claim index.
             models.Index(
@@ -373,3 +385,17 @@ class ScheduleTick(models.Model):
 
     def __str__(self) -> str:
         return f"{self.schedule} @ {self.tick.isoformat()}"
+
+
+class LimitState(models.Model):
+    """The lock row and rate state of one per-task or per-key limit."""
+
+    key = models.CharField(max_length=255, primary_key=True)
+    rate_next_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("limit")
+        verbose_name_plural = _("limits")
+
+    def __str__(self) -> str:
+        return self.key

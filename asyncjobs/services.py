@@ -24,7 +24,8 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Min, Value, When
+from django.db.models import Case, Count, F, Min, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 from django.utils.json import normalize_json
@@ -52,6 +53,7 @@ from asyncjobs.models import (
     AttemptOutcome,
     Job,
     JobStatus,
+    LimitState,
     QueueState,
     Worker,
     WorkerStatus,
@@ -177,6 +179,9 @@ def build_job(
     webhook_url: str = "",
     unique_key: str | None = None,
     unique_for: timedelta | None = None,
+    limit_key: str = "",
+    limit_concurrency: int | None = None,
+    limit_rate: str = "",
 ) -> Job:
     """An unsaved Job for one task call. Raises ``InvalidArgumentsError`` for non-JSON
     arguments and ``OutboundURLRefusedError`` for a webhook URL that may not be called."""
@@ -206,6 +211,9 @@ def build_job(
         webhook_url=webhook_url,
         unique_key=unique_key,
         unique_for=unique_for if unique_key is not None else None,
+        limit_key=limit_key,
+        limit_concurrency=limit_concurrency if limit_key else None,
+        limit_rate=limit_rate if limit_key else "",
         enqueued_by=owner,
     )
 
@@ -980,3 +988,115 @@ def claim_limited(
             state.rate_next_at = start + interval * len(jobs)
             state.save(update_fields=["rate_next_at"])
     return jobs, state.rate_next_at if interval is not None else None
+
+
+def keyed_waiting(*, queues: Sequence[str] | None, using: str = "default") -> set[str]:
+    """The queues (of ``queues``) that hold ready jobs under a per-task or per-key limit."""
+    ready = (
+        Job.objects.using(using)
+        .ready()
+        .exclude(limit_key="")
+        .in_queues(list(queues) if queues is not None else None)
+    )
+    return set(ready.values_list("queue_name", flat=True).distinct())
+
+
+def claim_keyed(
+    *,
+    queue: str,
+    limit: int,
+    worker_id: str,
+    now: datetime,
+    lease: timedelta,
+    using: str = "default",
+    candidates: int = 50,
+) -> list[Job]:
+    """Claim up to ``limit`` ready jobs of ``queue`` that are under a per-task or per-key
+    limit, without breaking any: at most ``limit_concurrency`` running per key and starts at
+    most at ``limit_rate`` per key, cluster-wide.
+
+    Keys already at their limit are left out of the candidate query, so a saturated key never
+    hides the jobs of free keys behind it. The limit rows of the candidate keys are locked (in
+    key order, so claimers cannot deadlock) while the running jobs are counted and the chosen
+    jobs are moved to running.
+    """
+    jobs = Job.objects.using(using)
+    with transaction.atomic(using=using):
+        saturated = {
+            row["limit_key"]
+            for row in jobs.running()
+            .exclude(limit_key="")
+            .values("limit_key")
+            .annotate(n=Count("pk"), cap=Min("limit_concurrency"))
+            .order_by()
+            if row["cap"] is not None and row["n"] >= row["cap"]
+        }
+        throttled = set(
+            LimitState.objects.using(using)
+            .filter(rate_next_at__gt=now)
+            .values_list("key", flat=True)
+        )
+        pending = (
+            jobs.ready()
+            .filter(queue_name=queue)
+            .exclude(limit_key="")
+            .exclude(limit_key__in=saturated | throttled)
+            .order_by("-priority", "run_after", "enqueued_at")
+            .values_list("pk", "limit_key", "limit_concurrency", "limit_rate")[:candidates]
+        )
+        rows = list(pending)
+        keys = sorted({key for _, key, _, _ in rows})
+        if not keys:
+            return []
+        for key in keys:
+            LimitState.objects.using(using).get_or_create(key=key)
+        states = {
+            s.key: s
+            for s in LimitState.objects.using(using)
+            .select_for_update()
+            .filter(key__in=keys)
+            .order_by("key")
+        }
+        running = dict(
+            jobs.running()
+            .filter(limit_key__in=keys)
+            .values("limit_key")
+            .annotate(n=Count("pk"))
+            .values_list("limit_key", "n")
+            .order_by()
+        )
+        chosen: list[Any] = []
+        for pk, key, cap, rate in rows:
+            if len(chosen) >= limit:
+                break
+            if cap is not None and running.get(key, 0) >= cap:
+                continue
+            state = states[key]
+            if rate:
+                if state.rate_next_at is not None and state.rate_next_at > now:
+                    continue
+                state.rate_next_at = max(state.rate_next_at or now, now) + (
+                    parse_rate(rate) or timedelta(0)
+                )
+                state.save(update_fields=["rate_next_at"])
+            running[key] = running.get(key, 0) + 1
+            chosen.append(pk)
+        if not chosen:
+            return []
+        jobs.filter(pk__in=chosen, status=JobStatus.QUEUED).update(
+            status=JobStatus.RUNNING,
+            worker_id=worker_id,
+            lease_expires_at=now + lease,
+            attempts=F("attempts") + 1,
+            started_at=Coalesce(F("started_at"), Value(now)),
+            last_attempted_at=now,
+        )
+        claimed = list(jobs.filter(pk__in=chosen, status=JobStatus.RUNNING, worker_id=worker_id))
+        Attempt.objects.using(using).bulk_create(
+            [
+                Attempt(job_id=j.pk, number=j.attempts, worker_id=worker_id, started_at=now)
+                for j in claimed
+            ]
+        )
+    claimed.sort(key=lambda j: (-j.priority, j.run_after, j.enqueued_at))
+    return claimed

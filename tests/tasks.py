@@ -135,3 +135,21 @@ def hold(seconds):
     """Runs for ``seconds`` (its attempt rows give start and end times)."""
     time.sleep(seconds)
     return seconds
+
+
+@task(concurrency_limit=1)
+def per_account(account, seconds=0):
+    """One running job per account when enqueued with .using(concurrency_key=...)."""
+    time.sleep(seconds)
+    return account
+
+
+@task(rate_limit="2/s")
+def rated(n):
+    return n
+
+
+@task(concurrency_limit=2)
+def two_at_a_time(seconds):
+    time.sleep(seconds)
+    return seconds

@@ -140,3 +140,85 @@ def test_concurrency_limit_holds_across_workers_and_survives_sigkill(worker_proc
     lost = Attempt.objects.get(job_id=victim.id, number=1)
     assert lost.outcome == "lost"  # the dead worker's slot came back through its lease
     assert Worker.objects.filter(status="lost").count() == 1
+
+
+def keyed(account, seconds=0):
+    return (tasks.per_account.using(concurrency_key=f"account:{account}"), (account, seconds), {})
+
+
+@pytest.mark.django_db
+def test_per_key_concurrency_in_process(runner):
+    from asyncjobs.services import record_success
+
+    enqueue_many([keyed("a"), keyed("a"), keyed("a"), keyed("b"), keyed("b")])
+    job = Job.objects.filter(args=["a", 0]).first()
+    assert (job.limit_key, job.limit_concurrency) == ("key:account:a", 1)
+    r = runner()
+    now = timezone.now()
+    first = r._claim(now, 10, frozen=True)
+    assert sorted(j.args[0] for j in first) == ["a", "b"]
+    assert r._claim(now, 10, frozen=True) == []
+    a_job = next(j for j in first if j.args[0] == "a")
+    record_success(a_job, worker_id=r.worker_id, return_value="a", now=now)
+    assert [j.args[0] for j in r._claim(now, 10, frozen=True)] == ["a"]
+
+
+@pytest.mark.django_db
+def test_a_saturated_key_does_not_hide_free_keys(runner):
+    enqueue_many([keyed("hot") for _ in range(60)])
+    tasks.per_account.using(concurrency_key="account:cold", priority=-50).enqueue("cold")
+    r = runner()
+    now = timezone.now()
+    assert [j.args[0] for j in r._claim(now, 1, frozen=True)] == ["hot"]
+    assert [j.args[0] for j in r._claim(now, 10, frozen=True)] == ["cold"]
+
+
+@pytest.mark.django_db
+def test_per_task_concurrency_and_rate(runner):
+    from asyncjobs.services import record_success
+
+    for _ in range(4):
+        tasks.two_at_a_time.enqueue(0)
+        tasks.rated.enqueue(1)
+    tasks.add.enqueue(1, 1)  # unlimited jobs still flow past the limited ones
+    r = runner()
+    now = timezone.now()
+    claimed = r._claim(now, 10, frozen=True)
+    by_task = sorted(j.task_path.rsplit(".", 1)[1] for j in claimed)
+    assert by_task == ["add", "rated", "two_at_a_time", "two_at_a_time"]
+    assert r._claim(now + timedelta(seconds=0.4), 10, frozen=True) == []
+    later = r._claim(now + timedelta(seconds=0.5), 10, frozen=True)
+    assert [j.task_path.rsplit(".", 1)[1] for j in later] == ["rated"]
+    for job in claimed:
+        record_success(job, worker_id=r.worker_id, return_value=None, now=now)
+    again = r._claim(now + timedelta(seconds=0.6), 10, frozen=True)
+    assert sorted(j.task_path.rsplit(".", 1)[1] for j in again) == ["two_at_a_time"] * 2
+
+
+def test_invalid_task_limits():
+    from django.tasks.exceptions import InvalidTask
+
+    with pytest.raises(InvalidTask, match="Invalid rate"):
+        tasks.rated.using(queue_name="default").__class__(func=tasks.rated.func, rate_limit="fast")
+    with pytest.raises(InvalidTask, match="concurrency_limit"):
+        tasks.rated.__class__(func=tasks.rated.func, concurrency_limit=0)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_per_key_limit_holds_across_worker_processes(worker_process):
+    enqueue_many([keyed(account, 0.2) for account in ("x", "y") for _ in range(5)])
+    workers = [worker_process("--concurrency", "3", poll=0.1) for _ in range(3)]
+    wait_until(
+        lambda: Job.objects.filter(status=JobStatus.SUCCEEDED).count() == 10,
+        timeout=60,
+        message="keyed jobs",
+    )
+    for w in workers:
+        w.signal(signal.SIGTERM)
+    for w in workers:
+        assert w.wait(30) == 0
+    for account in ("x", "y"):
+        attempts = list(Attempt.objects.filter(job__limit_key=f"key:account:{account}"))
+        assert len(attempts) == 5
+        assert overlap(attempts) == 1

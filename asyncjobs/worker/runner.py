@@ -143,6 +143,8 @@ class Runner:
         # rate limit lets the next job start.
         self._limited = {q for q in (self.queues or []) if any(services.queue_limits(q))}
         self._rate_retry: datetime | None = None
+        self._keyed: set[str] = set()
+        self._keyed_checked = -1e9
         self._paused_checked = -1e9
         self._signals = 0
         self.exit_code = EXIT_OK
@@ -256,29 +258,54 @@ class Runner:
         return self._sleep_time(self.poll_interval * random.uniform(0.8, 1.2))
 
     def _claim(self, now: datetime, free: int, *, frozen: bool = False) -> list[Any]:
-        """Claim up to ``free`` jobs: limited queues (rate, concurrency) one by one under
-        their locks, the others in one statement."""
+        """Claim up to ``free`` jobs. Queues with a RATE_LIMIT or CONCURRENCY, and jobs under
+        per-task or per-key limits, go through the limited paths (under their locks); every
+        other ready job is claimed by one statement."""
         queues = self._active_queues()
-        limited = [q for q in (queues or []) if q in self._limited]
-        plain = queues if not limited else [q for q in queues or [] if q not in self._limited]
+        keyed = self._keyed_queues(queues, frozen=frozen)
+        special = sorted(({*queues} if queues is not None else keyed) & (self._limited | keyed))
         claimed: list[Any] = []
         self._rate_retry = None
-        for name in limited:
+        for name in special:
             if len(claimed) >= free:
                 break
-            jobs, retry_at = services.claim_limited(
-                lambda n, at, q=name: self.strategy.claim(
-                    queues=[q], limit=n, worker_id=self.worker_id, now=at, lease=self.lease
-                ),
-                queue=name,
-                limit=free - len(claimed),
-                clock=(lambda: now) if frozen else timezone.now,
-                using=self.alias,
-            )
+
+            def claim(n: int, at: datetime, q: str = name) -> list[Any]:
+                jobs: list[Any] = []
+                if q in keyed:
+                    jobs += services.claim_keyed(
+                        queue=q,
+                        limit=n,
+                        worker_id=self.worker_id,
+                        now=at,
+                        lease=self.lease,
+                        using=self.alias,
+                    )
+                if q in self._limited and len(jobs) < n:
+                    jobs += self.strategy.claim(
+                        queues=[q],
+                        limit=n - len(jobs),
+                        worker_id=self.worker_id,
+                        now=at,
+                        lease=self.lease,
+                    )
+                return jobs
+
+            if name in self._limited:
+                jobs, retry_at = services.claim_limited(
+                    claim,
+                    queue=name,
+                    limit=free - len(claimed),
+                    clock=(lambda: now) if frozen else timezone.now,
+                    using=self.alias,
+                )
+                if retry_at is not None:
+                    self._rate_retry = min(filter(None, [self._rate_retry, retry_at]))
+            else:
+                jobs = claim(free - len(claimed), now)
             claimed += jobs
-            if retry_at is not None:
-                self._rate_retry = min(filter(None, [self._rate_retry, retry_at]))
-        if plain is None or plain:
+        plain = queues if queues is None else [q for q in queues if q not in self._limited]
+        if (plain is None or plain) and len(claimed) < free:
             claimed += self.strategy.claim(
                 queues=plain,
                 limit=free - len(claimed),
@@ -287,6 +314,14 @@ class Runner:
                 lease=self.lease,
             )
         return claimed
+
+    def _keyed_queues(self, queues: list[str] | None, *, frozen: bool) -> set[str]:
+        """Queues holding ready jobs under per-task or per-key limits (re-read at most every
+        quarter second; a new keyed job is seen within that, or at once in-process)."""
+        if frozen or time.monotonic() - self._keyed_checked >= min(self.poll_interval, 0.25):
+            self._keyed = services.keyed_waiting(queues=queues, using=self.alias)
+            self._keyed_checked = time.monotonic()
+        return self._keyed
 
     def _active_queues(self) -> list[str] | None:
         """The queues to claim from: ours minus the paused ones, re-read at most once per
