@@ -1006,7 +1006,7 @@ def claim_keyed(
     queue: str,
     limit: int,
     worker_id: str,
-    now: datetime,
+    clock: Any,
     lease: timedelta,
     using: str = "default",
     candidates: int = 50,
@@ -1018,9 +1018,11 @@ def claim_keyed(
     Keys already at their limit are left out of the candidate query, so a saturated key never
     hides the jobs of free keys behind it. The limit rows of the candidate keys are locked (in
     key order, so claimers cannot deadlock) while the running jobs are counted and the chosen
-    jobs are moved to running.
+    jobs are moved to running. ``clock()`` gives the time; it is read again once the locks
+    are held, so start times are those of the actual claims.
     """
     jobs = Job.objects.using(using)
+    now = clock()
     with transaction.atomic(using=using):
         saturated = {
             row["limit_key"]
@@ -1057,6 +1059,7 @@ def claim_keyed(
             .filter(key__in=keys)
             .order_by("key")
         }
+        now = clock()
         running = dict(
             jobs.running()
             .filter(limit_key__in=keys)

@@ -116,8 +116,10 @@ def test_concurrency_limit_holds_across_workers_and_survives_sigkill(worker_proc
     # Holds a slot when its worker is killed; its re-run returns at once.
     victim = tasks.die_once.using(queue_name="other").enqueue("slot-holder", 60)
     a = worker_process("--queue", "other", "--concurrency", "4", extra_env=limits, **timings)
+    from tests.models import Execution
+
     wait_until(
-        lambda: Job.objects.get(pk=victim.id).status == JobStatus.RUNNING, message="victim runs"
+        lambda: Execution.objects.filter(label="slot-holder").exists(), message="victim runs"
     )
     enqueue_many([(tasks.hold, (0.3,), {}) for _ in range(10)])
     a.signal(signal.SIGKILL)

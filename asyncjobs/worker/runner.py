@@ -277,7 +277,7 @@ class Runner:
                         queue=q,
                         limit=n,
                         worker_id=self.worker_id,
-                        now=at,
+                        clock=(lambda: at) if frozen else timezone.now,
                         lease=self.lease,
                         using=self.alias,
                     )
