@@ -1,9 +1,11 @@
+from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 urlpatterns = [
     path("jobs/", include("asyncjobs.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("admin/", admin.site.urls),
 ]
 
 
