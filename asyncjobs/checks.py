@@ -11,6 +11,7 @@ from django.db import connections
 from asyncjobs import db, services
 from asyncjobs.conf import DEFAULTS, QUEUE_OPTION_KEYS, jobs_settings, parse_rate
 from asyncjobs.exceptions import ConfigurationError
+from asyncjobs.schedules import load_schedules
 
 
 @checks.register(checks.Tags.compatibility)
@@ -66,8 +67,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                     id="asyncjobs.E005",
                 )
             )
-    from asyncjobs.worker.scheduler import load_schedules
-
     try:
         load_schedules()
     except ConfigurationError as exc:
