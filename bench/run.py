@@ -27,7 +27,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 
 
 def ensure_postgres_database() -> None:
-    """Create the benchmark database if it does not exist."""
+    """Create the benchmark database afresh: every run starts from an empty, just-migrated
+    schema, whatever an earlier run (or an older schema) left behind."""
     from urllib.parse import urlsplit, urlunsplit
 
     import psycopg
@@ -37,15 +38,19 @@ def ensure_postgres_database() -> None:
     parts = urlsplit(url)
     name = parts.path.lstrip("/")
     with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def setup_django() -> None:
     if not os.environ.get("BENCH_SQLITE"):
         os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/asyncjobs_bench")
         ensure_postgres_database()
+    else:
+        for leftover in (ROOT / "bench" / "results").glob("bench.sqlite3*"):
+            leftover.unlink()
     import django
 
     django.setup()
