@@ -436,3 +436,18 @@ def drop_notify_triggers(schema_editor: Any) -> None:
         return
     table = schema_editor.quote_name(Job._meta.db_table)
     schema_editor.execute(DROP_NOTIFY_TRIGGER_SQL.format(table=table))
+
+
+def estimated_row_count(model: Any, alias: str) -> int | None:
+    """The planner's estimate of a table's row count (PostgreSQL), or None where there is
+    none. Cheap, unlike ``COUNT(*)`` over a million rows; refreshed by (auto)analyze."""
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+            [model._meta.db_table],
+        )
+        row = cursor.fetchone()
+    return int(row[0]) if row and row[0] is not None and row[0] >= 0 else None

@@ -135,6 +135,9 @@ class Job(models.Model):
     timeout = models.DurationField(null=True, blank=True)
 
     return_value = models.JSONField(null=True, blank=True)
+    # The error of the latest failed attempt, kept on the job for the dead-letter views.
+    last_error_class = models.CharField(max_length=255, blank=True, default="")
+    last_error_message = models.TextField(blank=True, default="")
     progress = models.JSONField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
 
@@ -196,6 +199,12 @@ class Job(models.Model):
                 condition=Q(status="running"),
             ),
             models.Index(fields=["status", "finished_at"], name="asyncjobs_job_status_finished"),
+            # The dead letter, grouped by task and error.
+            models.Index(
+                fields=["task_path", "last_error_class"],
+                name="asyncjobs_job_dead_letter",
+                condition=Q(status="failed"),
+            ),
         ]
         constraints: ClassVar[list[models.BaseConstraint]] = [
             models.CheckConstraint(
@@ -215,6 +224,7 @@ class Job(models.Model):
         permissions = (
             ("retry_job", "Can retry failed or cancelled jobs"),
             ("cancel_job", "Can cancel jobs"),
+            ("run_job_now", "Can run scheduled jobs now"),
         )
 
     def __str__(self) -> str:

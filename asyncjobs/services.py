@@ -551,6 +551,8 @@ def record_failure(
             worker_id="",
             lease_expires_at=None,
             unique_key=None if finished_at is not None else F("unique_key"),
+            last_error_class=class_path(type(error)),
+            last_error_message=str(error)[:MAX_ERROR_MESSAGE],
         )
         job.status, job.run_after, job.finished_at = new_status, run_after, finished_at
         if new_status in TERMINAL_STATUSES:
@@ -633,6 +635,8 @@ def rescue_expired(*, now: datetime, using: str = "default", limit: int = 500) -
                     worker_id="",
                     lease_expires_at=None,
                     unique_key=F("unique_key") if retryable else None,
+                    last_error_class=class_path(WorkerLostError),
+                    last_error_message=str(error),
                 )
             )
             if moved:
@@ -687,6 +691,25 @@ def _get(job_id: uuid.UUID | str, using: str) -> Job:
         raise JobNotFoundError(f"No job with id {job_id!r}.") from exc
 
 
+RETRYABLE_STATUSES = (JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def retry_jobs(jobs: Any, *, now: datetime) -> int:
+    """Queue again every failed or cancelled job of the queryset ``jobs``, with a fresh
+    attempt budget and their history kept, in one statement. Returns how many moved; jobs in
+    other statuses are left alone."""
+    return int(
+        jobs.filter(status__in=RETRYABLE_STATUSES).update(
+            status=JobStatus.QUEUED,
+            run_after=now,
+            finished_at=None,
+            return_value=None,
+            cancel_requested_at=None,
+            free_attempts=F("attempts"),
+        )
+    )
+
+
 def retry_job(
     job_id: uuid.UUID | str, *, now: datetime | None = None, using: str = "default"
 ) -> Job:
@@ -697,25 +720,52 @@ def retry_job(
     """
     now = now or timezone.now()
     job = _get(job_id, using)
-    updated = (
-        Job.objects.using(using)
-        .filter(pk=job.pk, status__in=[JobStatus.FAILED, JobStatus.CANCELLED])
-        .update(
-            status=JobStatus.QUEUED,
-            run_after=now,
-            finished_at=None,
-            return_value=None,
-            cancel_requested_at=None,
-            free_attempts=F("attempts"),
-        )
-    )
-    if not updated:
+    if not retry_jobs(Job.objects.using(using).filter(pk=job.pk), now=now):
         raise InvalidTransitionError(
             f"Job {job.pk} is {job.status}; only failed or cancelled jobs can be retried."
         )
     job.refresh_from_db(using=using)
     logger.info("Job %s queued again by retry", job.pk, extra={"job_id": str(job.pk)})
     return job
+
+
+def run_job_now(
+    job_id: uuid.UUID | str, *, now: datetime | None = None, using: str = "default"
+) -> Job:
+    """Make a scheduled job (delayed, or waiting for its retry) ready at once.
+
+    Raises ``JobNotFoundError`` for an unknown id and ``InvalidTransitionError`` if the job
+    is not scheduled.
+    """
+    now = now or timezone.now()
+    job = _get(job_id, using)
+    moved = (
+        Job.objects.using(using)
+        .filter(pk=job.pk, status=JobStatus.SCHEDULED)
+        .update(status=JobStatus.QUEUED, run_after=now)
+    )
+    if not moved:
+        raise InvalidTransitionError(
+            f"Job {job.pk} is {job.status}; only scheduled jobs can run now."
+        )
+    job.refresh_from_db(using=using)
+    return job
+
+
+def discard_jobs(jobs: Any) -> int:
+    """Delete the finished jobs (and their attempts) of the queryset ``jobs``; jobs still
+    waiting or running are left alone. Returns how many jobs were deleted."""
+    ids = list(jobs.filter(status__in=TERMINAL_STATUSES).values_list("pk", flat=True))
+    using = jobs.db
+    deleted = 0
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        with transaction.atomic(using=using):
+            Attempt.objects.using(using).filter(job_id__in=chunk).delete()
+            deleted += (
+                Job.objects.using(using).filter(pk__in=chunk).delete()[1].get(Job._meta.label, 0)
+            )
+    return deleted
 
 
 def cancel_job(

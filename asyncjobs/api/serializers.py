@@ -111,10 +111,9 @@ class JobSerializer(serializers.ModelSerializer[Job]):
 
     @extend_schema_field(ErrorSerializer(allow_null=True))
     def get_last_error(self, obj: Job) -> Any:
-        failed = [a for a in self._attempts(obj) if a.error_class]
-        if not failed:
+        if not obj.last_error_class:
             return None
-        return {"error_class": failed[-1].error_class, "message": failed[-1].error_message}
+        return {"error_class": obj.last_error_class, "message": obj.last_error_message}
 
     @extend_schema_field(AttemptSerializer(many=True))
     def get_history(self, obj: Job) -> Any:
