@@ -78,6 +78,9 @@ DEFAULTS: dict[str, Any] = {
     "API_ADMIN_PERMISSION_CLASSES": ("rest_framework.permissions.IsAdminUser",),
     "API_CREATE_PERMISSION_CLASSES": ("asyncjobs.api.permissions.CanCreateJob",),
     "API_EVENTS_MAX_DURATION": timedelta(minutes=5),
+    # Bearer token a Prometheus scraper sends to asyncjobs.metrics.metrics_view (staff users
+    # need none). None: only staff.
+    "METRICS_TOKEN": None,
 }
 
 DURATION_KEYS = frozenset(

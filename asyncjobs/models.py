@@ -271,6 +271,10 @@ class Attempt(models.Model):
         verbose_name = _("attempt")
         verbose_name_plural = _("attempts")
         ordering = ("job", "number")
+        # Recent attempts, for metrics.
+        indexes: ClassVar[list[models.Index]] = [
+            models.Index(fields=["finished_at"], name="asyncjobs_attempt_finished"),
+        ]
         constraints: ClassVar[list[models.BaseConstraint]] = [
             models.UniqueConstraint(fields=["job", "number"], name="asyncjobs_attempt_job_number"),
         ]
@@ -409,3 +413,12 @@ class LimitState(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class Dashboard(Job):
+    """A proxy whose admin entry is the live dashboard (so it is listed on the admin index)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = _("dashboard")
+        verbose_name_plural = _("dashboard")

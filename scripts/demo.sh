@@ -33,6 +33,9 @@ cat <<EOM
   asyncjobs demo running
     demo page   http://127.0.0.1:$PORT/
     admin       http://127.0.0.1:$PORT/admin/   (user and password above)
+    dashboard   http://127.0.0.1:$PORT/admin/asyncjobs/dashboard/
+    dead letter http://127.0.0.1:$PORT/admin/asyncjobs/job/dead-letter/
+    metrics     http://127.0.0.1:$PORT/metrics/   (as a logged-in staff user)
     job API     http://127.0.0.1:$PORT/jobs/<id>/   (after logging in to the admin)
     API schema  http://127.0.0.1:$PORT/api/schema/  (docs at /api/docs/)
   Ctrl-C stops the server and the worker (the worker finishes its running jobs first).

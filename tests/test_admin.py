@@ -208,3 +208,60 @@ def test_workers_page_marks_stale_workers_and_jobs_in_hand(admin_client, runner)
     text = page.content.decode()
     assert "stale (300s)" in text
     assert page.context["cl"].result_list.get(pk="fresh").in_hand == 1
+
+
+def test_dashboard_shows_queues_lag_dead_letter_throughput_and_workers(admin_client, runner):
+    from asyncjobs.models import Worker
+
+    now = timezone.now()
+    tasks.add.using(run_after=now - timezone.timedelta(seconds=90)).enqueue(1, 1)
+    tasks.fail_always.using(max_attempts=1, queue_name="low").enqueue()
+    tasks.add.using(queue_name="low").enqueue(2, 2)
+    runner(queues=["low"]).drain()
+    Worker.objects.create(
+        id="w",
+        hostname="box",
+        pid=7,
+        queues=["default"],
+        concurrency=4,
+        started_at=now,
+        last_heartbeat_at=now,
+    )
+    index = admin_client.get("/admin/")
+    assert b"/admin/asyncjobs/dashboard/" in index.content
+    page = admin_client.get("/admin/asyncjobs/dashboard/")
+    assert page.status_code == 200
+    queues = {q.name: q for q in page.context["snap"].queues}
+    assert queues["default"].queued == 1 and queues["default"].lag_seconds >= 90
+    assert queues["low"].failed == 1 and queues["low"].succeeded_last_hour == 1
+    assert page.context["finished_last_hour"] == 2
+    text = page.content.decode()
+    assert "<svg" in text and 'id="throughput-chart"' in text
+    assert "box / 7" in text and "healthy" in text
+    assert "setInterval(refresh" in text
+    fragment = admin_client.get("/admin/asyncjobs/dashboard/", {"fragment": 1})
+    assert b"<svg" in fragment.content and b"<html" not in fragment.content
+
+
+def test_dashboard_needs_view_permission(client):
+    client.force_login(User.objects.create_user("nobody", password="pw", is_staff=True))
+    assert client.get("/admin/asyncjobs/dashboard/").status_code == 403
+
+
+def test_prometheus_metrics(client, settings, runner):
+    tasks.add.enqueue(1, 1)
+    tasks.fail_always.using(max_attempts=1, queue_name="low").enqueue()
+    runner(queues=["low"]).drain()
+    assert client.get("/metrics/").status_code == 403
+    assert client.get("/metrics/", HTTP_AUTHORIZATION="Bearer x").status_code == 403
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "METRICS_TOKEN": "scrape-me"}
+    response = client.get("/metrics/", HTTP_AUTHORIZATION="Bearer scrape-me")
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert 'asyncjobs_jobs{queue="default",status="queued"} 1.0' in text
+    assert 'asyncjobs_dead_letter_jobs{queue="low"} 1.0' in text
+    assert 'asyncjobs_attempts_recent{outcome="failed"} 1.0' in text
+    assert "asyncjobs_attempt_duration_seconds_count 1.0" in text
+    assert "asyncjobs_queue_lag_seconds" in text
+    client.force_login(User.objects.create_user("ops", password="pw", is_staff=True))
+    assert client.get("/metrics/").status_code == 200

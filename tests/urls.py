@@ -2,10 +2,13 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
+from asyncjobs.metrics import metrics_view
+
 urlpatterns = [
     path("jobs/", include("asyncjobs.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("admin/", admin.site.urls),
+    path("metrics/", metrics_view),
 ]
 
 
