@@ -6,6 +6,7 @@ permission, and reports what it changed and what it skipped and why.
 """
 
 import json
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -102,6 +103,24 @@ class TaskFilter(admin.SimpleListFilter):
         return queryset.filter(task_path=self.value()) if self.value() else queryset
 
 
+class QueueFilter(admin.SimpleListFilter):
+    """Filter by queue, offering the configured queues (no DISTINCT over the whole table)."""
+
+    title = "queue"
+    parameter_name = "queue_name"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        from django.tasks import task_backends
+
+        names = set(QueueState.objects.values_list("name", flat=True))
+        for backend in task_backends.all():
+            names |= set(getattr(backend, "queues", ()))
+        return [(n, n) for n in sorted(names)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
+        return queryset.filter(queue_name=self.value()) if self.value() else queryset
+
+
 class AttemptInline(ReadOnlyMixin, admin.TabularInline):
     model = Attempt
     extra = 0
@@ -165,7 +184,7 @@ class JobAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "finished_at",
         "duration_display",
     )
-    list_filter = ("status", "queue_name", TaskFilter, ("enqueued_at", admin.DateFieldListFilter))
+    list_filter = ("status", QueueFilter, TaskFilter, ("enqueued_at", admin.DateFieldListFilter))
     search_fields = ("=id", "task_path", "=unique_key")
     show_full_result_count = False
     paginator = EstimatedCountPaginator
@@ -218,6 +237,18 @@ class JobAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "cancel_requested_at", "max_attempts", "backoff", "retry_on", "fail_on", "timeout",
         "unique_key", "limit_key", "webhook_url", "enqueued_by",
     )  # fmt: skip
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
+    ) -> tuple[QuerySet[Job], bool]:
+        """A job id finds that job through the primary key alone (an OR with the other
+        fields would scan the table); anything else searches task and unique key."""
+        term = search_term.strip()
+        try:
+            job_id = uuid.UUID(term)
+        except ValueError:
+            return super().get_search_results(request, queryset, search_term)
+        return queryset.filter(pk=job_id), False
 
     # --- columns and fields -----------------------------------------------------------------
 

@@ -201,10 +201,12 @@ class Job(models.Model):
             models.Index(fields=["status", "finished_at"], name="asyncjobs_job_status_finished"),
             # The dead letter, grouped by task and error.
             models.Index(
-                fields=["task_path", "last_error_class"],
+                fields=["task_path", "last_error_class", "-finished_at"],
                 name="asyncjobs_job_dead_letter",
                 condition=Q(status="failed"),
             ),
+            # The admin's newest-first job list.
+            models.Index(fields=["-enqueued_at"], name="asyncjobs_job_enqueued"),
         ]
         constraints: ClassVar[list[models.BaseConstraint]] = [
             models.CheckConstraint(
