@@ -1,0 +1,105 @@
+"""The admin in a real headless browser: Playwright driving Debian's Chromium.
+
+Log in, open the dashboard, see a failed job, retry its group from the dead-letter page, and
+watch it succeed once a worker runs. Skipped where /usr/bin/chromium or Playwright is missing,
+except under CI=true, where that is a failure. With UPDATE_SCREENSHOTS=1 it also refreshes
+docs/screenshots/.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from asyncjobs.models import Job, JobStatus
+from tests import tasks
+from tests.conftest import ROOT, wait_until
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # pragma: no cover - the dev extra installs it
+    sync_playwright = None
+
+
+@pytest.fixture
+def browser():
+    if sync_playwright is None or not shutil.which(CHROMIUM):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Playwright or {CHROMIUM} is missing under CI")
+        pytest.skip(f"needs Playwright and {CHROMIUM}")
+    # Playwright's sync API keeps an event loop in this thread; Django's ORM calls made by
+    # the test itself are still synchronous.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+def shot(page, name):
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        page.screenshot(path=str(ROOT / "docs" / "screenshots" / name), full_page=True)
+
+
+def test_operator_retries_a_dead_letter_group_and_watches_it_succeed(
+    browser, live_server, django_user_model, runner, worker_process
+):
+    django_user_model.objects.create_superuser("ops", password="secret-pw")
+    for i in range(3):
+        tasks.add.enqueue(i, i)
+    result = tasks.flaky.using(max_attempts=1).enqueue("browser", 1)  # fails once, then works
+    tasks.fail_fast.enqueue()
+    runner().drain()
+    assert Job.objects.get(pk=result.id).status == JobStatus.FAILED
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "ops")
+    page.fill("#id_password", "secret-pw")
+    page.click("input[type=submit]")
+    page.click("a[href='/admin/asyncjobs/dashboard/']")
+    expect(page.locator("#throughput-chart")).to_be_visible()
+    expect(page.locator("tr[data-queue='default'] td.dead-letter")).to_contain_text("2")
+    shot(page, "dashboard.png")
+
+    page.goto(f"{live_server.url}/admin/asyncjobs/job/{result.id}/change/")
+    expect(page.locator("body")).to_contain_text("flaky failure for browser")
+    shot(page, "job.png")
+
+    page.goto(f"{live_server.url}/admin/asyncjobs/job/dead-letter/")
+    row = page.locator("tr", has_text="tests.tasks.flaky")
+    expect(row).to_contain_text("builtins.ConnectionError")
+    row.get_by_role("button", name="Retry all in this group").click()
+    expect(page.locator("body")).to_contain_text("all 1 failed job(s)")
+    page.click("input[type=submit][value^='Yes']")
+    expect(page.locator(".messagelist")).to_contain_text("Queued again 1 job(s)")
+    assert Job.objects.get(pk=result.id).status == JobStatus.QUEUED
+
+    worker = worker_process("--burst")
+    assert worker.wait(60) == 0, worker.output()
+    page.goto(f"{live_server.url}/admin/asyncjobs/job/{result.id}/change/")
+    expect(page.locator("body")).to_contain_text("succeeded")
+    wait_until(lambda: Job.objects.get(pk=result.id).status == JobStatus.SUCCEEDED)
+    # The dashboard refreshes itself: the dead letter of "default" drops to 1 without reload.
+    page.goto(f"{live_server.url}/admin/asyncjobs/dashboard/")
+    expect(page.locator("tr[data-queue='default'] td.dead-letter")).to_contain_text("1")
+    assert Path(ROOT / "docs").is_dir()
