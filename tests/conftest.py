@@ -46,6 +46,31 @@ def wait_until(predicate, *, timeout=20.0, interval=0.05, message="condition"):
 
 
 @pytest.fixture
+def worker_row():
+    """Build a Worker row: ``worker_row("w1", heartbeat_age=timedelta(...), **fields)``."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from asyncjobs.models import Worker
+
+    def build(worker_id, *, heartbeat_age=timedelta(0), **fields):
+        now = timezone.now()
+        values = {
+            "hostname": "h",
+            "pid": 1,
+            "queues": ["default"],
+            "concurrency": 2,
+            "started_at": now,
+            "last_heartbeat_at": now - heartbeat_age,
+            **fields,
+        }
+        return Worker.objects.create(id=worker_id, **values)
+
+    return build
+
+
+@pytest.fixture
 def backend():
     return task_backends["default"]
 

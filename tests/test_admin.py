@@ -178,28 +178,11 @@ def test_dead_letter_group_actions_need_permissions(client, runner):
     assert Job.objects.filter(status="failed").count() == 1
 
 
-def test_workers_page_marks_stale_workers_and_jobs_in_hand(admin_client, runner):
-    from asyncjobs.models import Worker
+def test_workers_page_marks_stale_workers_and_jobs_in_hand(admin_client, runner, worker_row):
 
     now = timezone.now()
-    Worker.objects.create(
-        id="fresh",
-        hostname="h",
-        pid=1,
-        queues=["default"],
-        concurrency=2,
-        started_at=now,
-        last_heartbeat_at=now,
-    )
-    Worker.objects.create(
-        id="stale",
-        hostname="h",
-        pid=2,
-        queues=["default"],
-        concurrency=2,
-        started_at=now,
-        last_heartbeat_at=now - timezone.timedelta(minutes=5),
-    )
+    worker_row("fresh")
+    worker_row("stale", pid=2, heartbeat_age=timezone.timedelta(minutes=5))
     tasks.add.enqueue(1, 1)
     runner().strategy.claim(
         queues=None, limit=1, worker_id="fresh", now=now, lease=timezone.timedelta(seconds=60)
@@ -210,23 +193,16 @@ def test_workers_page_marks_stale_workers_and_jobs_in_hand(admin_client, runner)
     assert page.context["cl"].result_list.get(pk="fresh").in_hand == 1
 
 
-def test_dashboard_shows_queues_lag_dead_letter_throughput_and_workers(admin_client, runner):
-    from asyncjobs.models import Worker
+def test_dashboard_shows_queues_lag_dead_letter_throughput_and_workers(
+    admin_client, runner, worker_row
+):
 
     now = timezone.now()
     tasks.add.using(run_after=now - timezone.timedelta(seconds=90)).enqueue(1, 1)
     tasks.fail_always.using(max_attempts=1, queue_name="low").enqueue()
     tasks.add.using(queue_name="low").enqueue(2, 2)
     runner(queues=["low"]).drain()
-    Worker.objects.create(
-        id="w",
-        hostname="box",
-        pid=7,
-        queues=["default"],
-        concurrency=4,
-        started_at=now,
-        last_heartbeat_at=now,
-    )
+    worker_row("w", hostname="box", pid=7, concurrency=4)
     index = admin_client.get("/admin/")
     assert b"/admin/asyncjobs/dashboard/" in index.content
     page = admin_client.get("/admin/asyncjobs/dashboard/")

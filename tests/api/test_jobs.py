@@ -178,23 +178,14 @@ def test_list_filters_and_paginates(api, users):
     assert bad.status_code == 400 and "status" in bad.json()
 
 
-def test_stats(api, users, runner):
-    from asyncjobs.models import Worker
+def test_stats(api, users, runner, worker_row):
 
     now = timezone.now()
     tasks.add.using(run_after=now - timedelta(seconds=30)).enqueue(1, 1)
     tasks.add.using(run_after=now + timedelta(hours=1)).enqueue(1, 1)
     failed = tasks.fail_always.using(max_attempts=1, queue_name="low").enqueue()
     runner(queues=["low"]).drain()
-    Worker.objects.create(
-        id="w1",
-        hostname="h",
-        pid=1,
-        queues=["default"],
-        concurrency=2,
-        started_at=now,
-        last_heartbeat_at=now,
-    )
+    worker_row("w1")
     data = api(users["staff"]).get("/jobs/stats/").json()
     by_queue = {q["queue"]: q for q in data["queues"]}
     assert by_queue["default"]["queued"] == 1
