@@ -46,7 +46,7 @@ from asyncjobs.tokens import status_url
 QUEUE_FULL_RETRY_AFTER = 10
 
 ERROR = OpenApiResponse(
-    inline_serializer("Error", {"detail": serializers.CharField()}),
+    inline_serializer("Detail", {"detail": serializers.CharField()}),
     description="The reason, in detail.",
 )
 FIELD_ERRORS = OpenApiResponse(
@@ -173,13 +173,16 @@ class JobEventsView(HiddenJobMixin):
 class _JobActionView(JobMixin):
     """Retry or cancel through the same services the Python API and the admin use."""
 
-    action_name = ""
+    service: Any = None  # services.retry_job or services.cancel_job
 
-    def _act(self, request: Request, job_id: str) -> Response:
+    @extend_schema(
+        request=None,
+        responses={200: JobSerializer, 403: ERROR, 404: ERROR, 409: ERROR},
+    )
+    def post(self, request: Request, job_id: str) -> Response:
         job = self.get_job()
-        action = services.retry_job if self.action_name == "retry" else services.cancel_job
         try:
-            job = action(job.pk, using=_database())
+            job = type(self).service(job.pk, using=_database())
         except InvalidTransitionError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         except JobNotFoundError as exc:
@@ -190,29 +193,15 @@ class _JobActionView(JobMixin):
 class JobRetryView(_JobActionView):
     """``POST /jobs/<id>/retry/``: a failed or cancelled job back to queued."""
 
-    action_name = "retry"
+    service = staticmethod(services.retry_job)
     permission_classes = (CanRetryJob,)
-
-    @extend_schema(
-        request=None,
-        responses={200: JobSerializer, 403: ERROR, 404: ERROR, 409: ERROR},
-    )
-    def post(self, request: Request, job_id: str) -> Response:
-        return self._act(request, job_id)
 
 
 class JobCancelView(_JobActionView):
     """``POST /jobs/<id>/cancel/``: cancel a waiting job, ask a running one to stop."""
 
-    action_name = "cancel"
+    service = staticmethod(services.cancel_job)
     permission_classes = (CanCancelJob,)
-
-    @extend_schema(
-        request=None,
-        responses={200: JobSerializer, 403: ERROR, 404: ERROR, 409: ERROR},
-    )
-    def post(self, request: Request, job_id: str) -> Response:
-        return self._act(request, job_id)
 
 
 class JobPagination(CursorPagination):
