@@ -9,6 +9,7 @@ each other: the loser's UPDATE matches no row.
 
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import hashlib
 import json
@@ -311,6 +312,11 @@ def enqueue_unique(job: Job, *, using: str, now: datetime | None = None) -> tupl
 
 WEBHOOK_TASK = "asyncjobs.outbound.deliver_webhook"
 CALLBACK_TASK = "asyncjobs.outbound.call_url"
+# Outbound calls fail at once on a refused URL or a 4xx that retrying will not fix.
+OUTBOUND_FAIL_ON = (
+    class_path(outbound.PermanentHTTPError),
+    class_path(outbound.OutboundURLRefusedError),
+)
 
 
 def _schedule_webhook(job: Job, *, now: datetime, using: str) -> None:
@@ -322,18 +328,14 @@ def _schedule_webhook(job: Job, *, now: datetime, using: str) -> None:
     if not job.webhook_url or job.task_path == WEBHOOK_TASK:
         return
     queue = jobs_settings.WEBHOOK_QUEUE or job.queue_name
-    options = resolve_options(
-        queue, max_attempts=jobs_settings.WEBHOOK_MAX_ATTEMPTS, retry_on=(Exception,)
-    )
-    options = JobOptions(
-        max_attempts=options.max_attempts,
-        backoff=options.backoff,
-        retry_on=options.retry_on,
-        fail_on=(
-            class_path(outbound.PermanentHTTPError),
-            class_path(outbound.OutboundURLRefusedError),
+    options = dataclasses.replace(
+        resolve_options(
+            queue,
+            max_attempts=jobs_settings.WEBHOOK_MAX_ATTEMPTS,
+            retry_on=(Exception,),
+            fail_on=OUTBOUND_FAIL_ON,
         ),
-        timeout=None,
+        timeout=None,  # each request has OUTBOUND_TIMEOUT
     )
     delivery = build_job(
         task_path=WEBHOOK_TASK,
@@ -380,10 +382,7 @@ def enqueue_callback(
         max_attempts=max_attempts,
         backoff=backoff or retry.DEFAULT_BACKOFF,
         retry_on=("builtins.Exception",),
-        fail_on=(
-            class_path(outbound.PermanentHTTPError),
-            class_path(outbound.OutboundURLRefusedError),
-        ),
+        fail_on=OUTBOUND_FAIL_ON,
         timeout=timeout or jobs_settings.OUTBOUND_TIMEOUT * 2,
     )
     job = build_job(

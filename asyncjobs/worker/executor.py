@@ -179,11 +179,16 @@ class Executor:
             ) from exc
         return normalized
 
+    def _first_attempt_result(self, job: Job, task: Task) -> TaskResult:
+        """The result of a job on its first attempt: the history is just this attempt, so
+        nothing needs reading back."""
+        result = self.backend.to_result(job, task=task, attempts=[])
+        result.worker_ids.append(self.worker_id)
+        return result
+
     def _running_result(self, job: Job, task: Task) -> TaskResult:
         if job.attempts <= 1:
-            # First attempt: nothing to read back, the history is just this attempt.
-            result = self.backend.to_result(job, task=task, attempts=[])
-            result.worker_ids.append(self.worker_id)
+            result = self._first_attempt_result(job, task)
         else:
             result = self.backend.to_result(job, task=task)
         object.__setattr__(result, "status", TaskResultStatus.RUNNING)
@@ -262,9 +267,7 @@ class Executor:
             return
         try:
             if job.attempts <= 1 and job.status == JobStatus.SUCCEEDED:
-                # One successful attempt: the history is known without reading it back.
-                result = self.backend.to_result(job, task=task, attempts=[])
-                result.worker_ids.append(self.worker_id)
+                result = self._first_attempt_result(job, task)
             else:
                 job.refresh_from_db(using=self.backend.database)
                 result = self.backend.to_result(job, task=task)
