@@ -42,6 +42,9 @@ DEFAULTS: dict[str, Any] = {
     # A worker whose timed-out threads will not stop exits for its supervisor to restart it
     # once this many are stuck. None means the worker's concurrency.
     "MAX_STUCK_THREADS": None,
+    # Resident memory (MiB) past which a worker fails its running attempts and exits with
+    # status 4 for its supervisor to restart it; None: no limit. runworker --max-memory.
+    "WORKER_MAX_MEMORY": None,
     # Cron schedules: name -> {"task": dotted path, "cron": expression (5 fields, or 6 with
     # seconds last), "args": [], "kwargs": {}, "timezone": "UTC", "queue": None (the task's),
     # "priority": None, "misfire": "run_once" | "skip"}. Each tick is enqueued exactly once.

@@ -70,6 +70,11 @@ class WorkerLostError(AsyncJobsError):
     """Recorded for an attempt whose worker stopped heartbeating before it finished."""
 
 
+class WorkerMemoryError(AsyncJobsError, MemoryError):
+    """Recorded (and raised inside the task, where possible) for the attempts running when
+    their worker's resident memory passed its ``--max-memory`` limit."""
+
+
 class WorkerShutdownError(AsyncJobsError):
     """Recorded for an attempt released by a worker that shut down before it finished."""
 

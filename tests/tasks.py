@@ -153,3 +153,20 @@ def rated(n):
 def two_at_a_time(seconds):
     time.sleep(seconds)
     return seconds
+
+
+@task(max_attempts=2, backoff=Fixed(0))
+def exit_process(label):
+    """Kills the worker process running it, as a segfaulting extension or os._exit would."""
+    Execution.objects.create(label=label, pid=os.getpid())
+    os._exit(13)
+
+
+@task(max_attempts=2, backoff=Fixed(0))
+def allocate_forever(label):
+    """Takes memory until something stops it (the worker's --max-memory)."""
+    Execution.objects.create(label=label, pid=os.getpid())
+    hoard = []
+    while True:
+        hoard.append(b"\x01" * (4 << 20))  # written, so resident
+        time.sleep(0.005)

@@ -42,7 +42,7 @@ class Execution:
     # time.monotonic() deadline after which the watchdog records a timeout, or None.
     deadline: float | None = None
     thread: threading.Thread | None = None
-    state: str = "running"  # running -> done | timed_out
+    state: str = "running"  # running -> done | abandoned (timed out, over --max-memory)
     started: float = field(default_factory=time.monotonic)
     # Filled in by the task through its context (e.g. the HTTP status of a callback).
     attempt_data: dict[str, Any] = field(default_factory=dict)

@@ -33,7 +33,7 @@ from django.utils import timezone
 from asyncjobs import db, services
 from asyncjobs.backend import JobsBackend
 from asyncjobs.conf import jobs_settings
-from asyncjobs.exceptions import ConfigurationError, JobTimeoutError
+from asyncjobs.exceptions import ConfigurationError, JobTimeoutError, WorkerMemoryError
 from asyncjobs.models import AttemptOutcome, Job, WorkerStatus
 from asyncjobs.worker.executor import (
     Execution,
@@ -48,7 +48,19 @@ logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_STUCK = 3  # too many timed-out threads would not stop: restart me
+EXIT_MEMORY = 4  # resident memory passed --max-memory: restart me
 STUCK_AFTER = 10.0  # seconds a timed-out thread may take to notice its interruption
+MEMORY_CHECK_EVERY = 0.2  # seconds between looks at the resident size under --max-memory
+
+
+def resident_mib() -> float | None:
+    """This process's resident set size in MiB (Linux), or None where /proc is missing."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
 
 
 def get_backend(alias: str) -> JobsBackend:
@@ -89,6 +101,9 @@ class Runner:
             wakes earlier on NOTIFY).
         shutdown_timeout: how long a stopping worker lets running jobs finish before it
             releases them back to the queue.
+        max_memory: resident memory in MiB past which the worker fails the attempts it is
+            running (``WorkerMemoryError``) and exits with status 4 for its supervisor to
+            restart it; default ``WORKER_MAX_MEMORY`` (None: no limit). Linux only.
     """
 
     def __init__(
@@ -101,9 +116,15 @@ class Runner:
         max_jobs: int | None = None,
         poll_interval: timedelta | None = None,
         shutdown_timeout: timedelta | None = None,
+        max_memory: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1.")
+        self.max_memory = max_memory or jobs_settings.WORKER_MAX_MEMORY
+        if self.max_memory is not None and resident_mib() is None:
+            raise ConfigurationError(
+                "max_memory needs /proc/self/statm (Linux); run without a memory limit here."
+            )
         self.backend = get_backend(backend)
         self.alias = self.backend.database
         if queues:
@@ -147,6 +168,7 @@ class Runner:
         self._keyed_checked = -1e9
         self._paused_checked = -1e9
         self._signals = 0
+        self._memory_checked = 0.0
         self.exit_code = EXIT_OK
 
     # --- the loop ----------------------------------------------------------------------------
@@ -225,6 +247,9 @@ class Runner:
         self._check_timeouts()
         if self._too_many_stuck():
             self.exit_code = EXIT_STUCK
+            return None
+        if self._over_memory_limit():
+            self.exit_code = EXIT_MEMORY
             return None
         with self._lock:
             free = self.concurrency - len(self._inflight)
@@ -344,6 +369,8 @@ class Runner:
 
     def _sleep_time(self, default: float, *, promote: bool = True) -> float:
         until = [default]
+        if self.max_memory is not None:
+            until.append(MEMORY_CHECK_EVERY)
         if self._rate_retry is not None:
             until.append(max((self._rate_retry - timezone.now()).total_seconds(), 0.0))
         if promote:
@@ -402,7 +429,7 @@ class Runner:
         except BaseException:
             # A timeout raised into this thread can land just after the job returned; in a
             # slot the watchdog abandoned that is expected. Anything else is a bug.
-            if execution is None or execution.state != "timed_out":
+            if execution is None or execution.state != "abandoned":
                 logger.exception("Worker %s: slot thread died", self.worker_id)
         finally:
             connections.close_all()
@@ -410,7 +437,7 @@ class Runner:
     def _finish(self, execution: Execution, status: Any) -> bool:
         """Free the slot of a finished execution; False if the watchdog already did."""
         with self._lock:
-            if execution.state == "timed_out":
+            if execution.state == "abandoned":
                 return False
             execution.state = "done"
             self._inflight.pop(str(execution.job.pk), None)
@@ -433,38 +460,83 @@ class Runner:
                     and now >= execution.deadline
                     and execution.state == "running"
                 ):
-                    execution.state = "timed_out"
+                    execution.state = "abandoned"
                     del self._inflight[key]
                     expired.append(execution)
         for execution in expired:
             job = execution.job
             timeout = job.timeout.total_seconds() if job.timeout else 0
-            status = services.record_failure(
-                job,
-                worker_id=self.worker_id,
-                error=JobTimeoutError(
-                    f"Attempt {job.attempts} ran past its timeout of {timeout} s"
+            self._abandon(
+                execution,
+                JobTimeoutError(f"Attempt {job.attempts} ran past its timeout of {timeout} s"),
+                AttemptOutcome.TIMED_OUT,
+            )
+
+    def _abandon(self, execution: Execution, error: BaseException, outcome: AttemptOutcome) -> None:
+        """Record the attempt of an execution the worker gives up on (already taken out of
+        ``_inflight``), raise ``error``'s type inside its thread and give the slot a fresh
+        thread."""
+        job = execution.job
+        status = services.record_failure(
+            job,
+            worker_id=self.worker_id,
+            error=error,
+            now=timezone.now(),
+            outcome=outcome,
+            traceback_text="",
+        )
+        logger.warning(
+            "Job %s %s attempt %d abandoned (%s) -> %s",
+            job.pk,
+            job.task_path,
+            job.attempts,
+            error,
+            status,
+            extra={"job_id": str(job.pk), "task": job.task_path, "attempt": job.attempts},
+        )
+        if status is not None:
+            with self._lock:
+                self._finished += 1
+        if execution.thread is not None:
+            self._stuck.append((execution.thread, time.monotonic()))
+            _raise_in_thread(execution.thread, type(error))
+        self._start_slot()
+
+    def _over_memory_limit(self) -> bool:
+        """Whether the resident size passed ``max_memory``. If so, the running attempts are
+        recorded as failed with ``WorkerMemoryError`` and interrupted, and the worker stops:
+        memory a runaway task took is rarely given back to the OS, so only a fresh process
+        (started by the supervisor) is sure to be small again."""
+        if self.max_memory is None or time.monotonic() - self._memory_checked < MEMORY_CHECK_EVERY:
+            return False
+        self._memory_checked = time.monotonic()
+        rss = resident_mib()
+        if rss is None or rss <= self.max_memory:
+            return False
+        with self._lock:
+            running = [e for e in self._inflight.values() if e.state == "running"]
+            for execution in running:
+                execution.state = "abandoned"
+            self._inflight.clear()
+        logger.error(
+            "Worker %s: resident memory %.0f MiB is past --max-memory %d MiB; failing %d "
+            "running attempts and exiting for the supervisor to restart the worker",
+            self.worker_id,
+            rss,
+            self.max_memory,
+            len(running),
+            extra={"worker_id": self.worker_id},
+        )
+        for execution in running:
+            self._abandon(
+                execution,
+                WorkerMemoryError(
+                    f"worker {self.worker_id} reached {rss:.0f} MiB resident memory (limit "
+                    f"{self.max_memory} MiB) while attempt {execution.job.attempts} ran"
                 ),
-                now=timezone.now(),
-                outcome=AttemptOutcome.TIMED_OUT,
-                traceback_text="",
+                AttemptOutcome.FAILED,
             )
-            logger.warning(
-                "Job %s %s attempt %d timed out after %ss -> %s",
-                job.pk,
-                job.task_path,
-                job.attempts,
-                timeout,
-                status,
-                extra={"job_id": str(job.pk), "task": job.task_path, "attempt": job.attempts},
-            )
-            if status is not None:
-                with self._lock:
-                    self._finished += 1
-            if execution.thread is not None:
-                self._stuck.append((execution.thread, time.monotonic()))
-                _raise_in_thread(execution.thread, JobTimeoutError)
-            self._start_slot()
+        return True
 
     def _too_many_stuck(self) -> bool:
         """Whether too many abandoned threads ignored their timeout for STUCK_AFTER seconds

@@ -71,6 +71,14 @@ class Command(BaseCommand):
             "(default ASYNCJOBS SHUTDOWN_TIMEOUT, 30).",
         )
         parser.add_argument(
+            "--max-memory",
+            type=_positive_int,
+            metavar="MIB",
+            help="Resident memory in MiB past which the worker fails its running attempts and "
+            "exits with status 4 for its supervisor to restart it (default ASYNCJOBS "
+            "WORKER_MAX_MEMORY: no limit). Linux.",
+        )
+        parser.add_argument(
             "--backend",
             default="default",
             help="The TASKS alias of the asyncjobs backend (default 'default').",
@@ -87,6 +95,7 @@ class Command(BaseCommand):
                 max_jobs=options["max_jobs"],
                 poll_interval=_delta(options["poll_interval"]),
                 shutdown_timeout=_delta(options["shutdown_timeout"]),
+                max_memory=options["max_memory"],
             )
         except (ConfigurationError, ImproperlyConfigured) as exc:
             raise CommandError(str(exc)) from exc
