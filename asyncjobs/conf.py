@@ -81,6 +81,9 @@ DEFAULTS: dict[str, Any] = {
     "API_ADMIN_PERMISSION_CLASSES": ("rest_framework.permissions.IsAdminUser",),
     "API_CREATE_PERMISSION_CLASSES": ("asyncjobs.api.permissions.CanCreateJob",),
     "API_EVENTS_MAX_DURATION": timedelta(minutes=5),
+    # Request bodies: larger ones get 413 before they are read; deeper JSON gets 400.
+    "API_MAX_BODY_SIZE": 256 * 1024,
+    "API_MAX_JSON_DEPTH": 32,
     # Bearer token a Prometheus scraper sends to asyncjobs.metrics.metrics_view (staff users
     # need none). None: only staff.
     "METRICS_TOKEN": None,

@@ -127,15 +127,35 @@ def resolve_options(
     )
 
 
+def storable_json(value: Any) -> Any:
+    """``value`` normalised to JSON types that every supported database stores as given.
+
+    Raises ``TypeError`` or ``ValueError`` for what is not JSON, for NaN and infinities (not
+    JSON; PostgreSQL's jsonb refuses them) and for strings holding the NUL character
+    (jsonb cannot store it), on every database alike.
+    """
+    normalized = normalize_json(value)
+    json.dumps(normalized, allow_nan=False)
+    stack = [normalized]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ValueError("strings cannot hold the NUL character (\\u0000)")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return normalized
+
+
 def _json_or_error(value: Any, what: str) -> Any:
     """``value`` normalised to JSON types; ``InvalidArgumentsError`` if it cannot be."""
     try:
-        normalized = normalize_json(value)
-        # NaN and infinities are not JSON, and PostgreSQL's jsonb refuses them.
-        json.dumps(normalized, allow_nan=False)
+        return storable_json(value)
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentsError(f"{what} must be JSON-serializable: {exc}") from exc
-    return normalized
 
 
 _enqueued_by: contextvars.ContextVar[Any] = contextvars.ContextVar(

@@ -84,8 +84,9 @@ async def async_add(a, b):
 
 
 @task()
-def returns_non_json():
-    return object()
+def returns_non_json(kind="object"):
+    """A return value no database can store: an object, or a string with U+0000."""
+    return object() if kind == "object" else {"text": "a\x00b"}
 
 
 @task(takes_context=True)

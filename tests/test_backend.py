@@ -86,8 +86,16 @@ def test_priority_out_of_range_is_refused():
 
 @pytest.mark.parametrize(
     "bad",
-    [object(), {1, 2}, float("nan"), timezone.now(), {"nested": [object()]}],
-    ids=["object", "set", "nan", "datetime", "nested"],
+    [
+        object(),
+        {1, 2},
+        float("nan"),
+        timezone.now(),
+        {"nested": [object()]},
+        "nul\x00",
+        {"k\x00": 1},
+    ],
+    ids=["object", "set", "nan", "datetime", "nested", "nul-string", "nul-key"],
 )
 def test_non_json_arguments_fail_at_enqueue_and_store_nothing(bad):
     with pytest.raises(InvalidArgumentsError, match="JSON-serializable"):

@@ -10,7 +10,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from asyncjobs import outbound
+from asyncjobs import outbound, services
 from asyncjobs.conf import jobs_settings
 from asyncjobs.models import Attempt, Job, JobStatus
 
@@ -133,6 +133,12 @@ FORBIDDEN_HEADERS = frozenset(
 )
 
 
+def _sendable_header_value(value: str) -> bool:
+    """Whether an HTTP header can carry ``value``: ISO-8859-1, no control characters
+    (a CR or LF would split the header)."""
+    return all(ch == "\t" or (" " <= ch <= "~") or ("\xa0" <= ch <= "\xff") for ch in value)
+
+
 class CallbackJobSerializer(serializers.Serializer[dict[str, Any]]):
     """``POST /jobs/``: an HTTP callback job."""
 
@@ -159,6 +165,12 @@ class CallbackJobSerializer(serializers.Serializer[dict[str, Any]]):
     webhook_url = serializers.URLField(max_length=2000, required=False, allow_blank=True)
     idempotency_key = serializers.CharField(max_length=200, required=False)
 
+    def validate_payload(self, value: Any) -> Any:
+        try:
+            return services.storable_json(value)
+        except (TypeError, ValueError) as exc:
+            raise serializers.ValidationError(str(exc)) from exc
+
     def validate_callback_url(self, value: str) -> str:
         try:
             outbound.validate_url(value)
@@ -180,9 +192,19 @@ class CallbackJobSerializer(serializers.Serializer[dict[str, Any]]):
     def validate_headers(self, value: dict[str, str]) -> dict[str, str]:
         if len(value) > 50:
             raise serializers.ValidationError("At most 50 headers.")
-        bad = sorted(k for k in value if k.lower() in FORBIDDEN_HEADERS or not k.isascii())
+        bad = sorted(
+            k
+            for k in value
+            if k.lower() in FORBIDDEN_HEADERS or not k.isascii() or not k.isprintable()
+        )
         if bad:
             raise serializers.ValidationError(f"These headers cannot be set: {', '.join(bad)}.")
+        unsendable = sorted(k for k, v in value.items() if not _sendable_header_value(v))
+        if unsendable:
+            raise serializers.ValidationError(
+                "These header values have control characters or characters outside "
+                f"ISO-8859-1: {', '.join(unsendable)}."
+            )
         return value
 
     def validate_queue(self, value: str) -> str:

@@ -28,6 +28,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from asyncjobs import retry, services
+from asyncjobs.api.parsers import BoundedJSONParser
 from asyncjobs.api.permissions import CanCancelJob, CanPauseQueue, CanRetryJob
 from asyncjobs.api.serializers import (
     CallbackJobSerializer,
@@ -69,6 +70,8 @@ def _database() -> str:
 
 class JobMixin(APIView):
     """Look a job up by id; unknown or malformed ids are 404."""
+
+    parser_classes = (BoundedJSONParser,)
 
     def get_job(self) -> Job:
         raw = self.kwargs["job_id"]
@@ -246,6 +249,7 @@ class JobListCreateView(generics.GenericAPIView[Job]):
 
     pagination_class = JobPagination
     serializer_class = JobListSerializer
+    parser_classes = (BoundedJSONParser,)
     throttle_scope = "asyncjobs"
 
     def get_permissions(self) -> list[Any]:
@@ -414,6 +418,7 @@ class QueuePauseView(APIView):
     """``POST /jobs/queues/<name>/pause/`` and ``.../resume/`` (``asyncjobs.pause_queue``)."""
 
     permission_classes = (CanPauseQueue,)
+    parser_classes = (BoundedJSONParser,)
     paused = True
 
     @extend_schema(

@@ -3,7 +3,6 @@ in one short transaction."""
 
 import asyncio
 import inspect
-import json
 import logging
 import threading
 import time
@@ -16,7 +15,6 @@ from typing import Any
 from django.db import DatabaseError, InterfaceError, connections
 from django.tasks import Task, TaskResult, TaskResultStatus
 from django.tasks.signals import task_finished, task_started
-from django.utils.json import normalize_json
 
 from asyncjobs import services
 from asyncjobs.backend import JobContext, JobsBackend
@@ -171,13 +169,11 @@ class Executor:
     def _mark_result(value: Any, job: Job) -> Any:
         """The return value as JSON; ``ResultNotSerializableError`` if it is not JSON."""
         try:
-            normalized = normalize_json(value)
-            json.dumps(normalized, allow_nan=False)
+            return services.storable_json(value)
         except (TypeError, ValueError) as exc:
             raise ResultNotSerializableError(
                 f"Task {job.task_path} returned a value that is not JSON-serializable: {exc}"
             ) from exc
-        return normalized
 
     def _first_attempt_result(self, job: Job, task: Task) -> TaskResult:
         """The result of a job on its first attempt: the history is just this attempt, so

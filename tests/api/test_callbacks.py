@@ -167,6 +167,12 @@ def test_idempotency_key_returns_the_same_job(api, users, http_server):
         ({"callback_url": "URL", "queue": "nope"}, "queue"),
         ({"callback_url": "URL", "headers": {"Host": "evil"}}, "headers"),
         ({"callback_url": "URL", "headers": "x"}, "headers"),
+        ({"callback_url": "URL", "headers": {"X-A": "one\r\nX-Injected: two"}}, "headers"),
+        ({"callback_url": "URL", "headers": {"X-A": "snow \u2603"}}, "headers"),
+        ({"callback_url": "URL", "headers": {"X-\u00e9": "v"}}, "headers"),
+        ({"callback_url": "URL", "retries": "three"}, "retries"),
+        ({"callback_url": "URL", "priority": [1]}, "priority"),
+        ({"callback_url": ["URL"]}, "callback_url"),
         ({"callback_url": "URL", "webhook_url": "http://10.0.0.1/"}, "webhook_url"),
     ],
 )
@@ -192,6 +198,65 @@ def test_create_permission(api, users, http_server, who, expected):
 def test_non_json_body_is_400(api, users):
     response = api(users["client"]).post("/jobs/", "{not json", content_type="application/json")
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"\xff\xfe{}", b"[" * 100_000 + b"]" * 100_000, b"", b"null", b'"just a string"'],
+    ids=["not-utf8", "nested-100000", "empty", "null", "string"],
+)
+def test_bad_json_bodies_are_400(api, users, raw):
+    response = api(users["client"]).post("/jobs/", raw, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()
+    assert not Job.objects.exists()
+
+
+def test_other_content_types_are_415(api, users, http_server):
+    response = api(users["client"]).post("/jobs/", {"callback_url": f"{http_server.url}/ok"})
+    assert response.status_code == 415
+
+
+def test_payload_nesting_is_bounded(api, users, http_server, settings):
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "API_MAX_JSON_DEPTH": 8}
+    payload = {"a": [{"b": [1, {"c": "ok"}]}]}
+    body = {"callback_url": f"{http_server.url}/ok", "payload": payload}
+    assert api(users["client"]).post("/jobs/", body, format="json").status_code == 202
+    for _ in range(8):
+        payload = {"deeper": payload}
+    body["payload"] = payload
+    response = api(users["client"]).post("/jobs/", body, format="json")
+    assert response.status_code == 400
+    assert "nests deeper than 8 levels" in response.json()["detail"]
+
+
+def test_huge_bodies_get_413_and_nothing_is_stored(api, users, http_server, settings):
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "API_MAX_BODY_SIZE": 1000}
+    body = {"callback_url": f"{http_server.url}/ok", "payload": {"text": "x" * 2000}}
+    response = api(users["client"]).post("/jobs/", body, format="json")
+    assert response.status_code == 413
+    assert "larger than 1000 bytes" in response.json()["detail"]
+    assert not Job.objects.exists()
+    body["payload"]["text"] = "x" * 100
+    assert api(users["client"]).post("/jobs/", body, format="json").status_code == 202
+
+
+def test_unicode_payload_round_trips(api, users, http_server):
+    payload = {"name": "Zoë 😀 \u202e", "text": "tab\tnew\nline", "ключ": ["雪"]}
+    body = {"callback_url": f"{http_server.url}/ok", "payload": payload}
+    response = api(users["client"]).post("/jobs/", body, format="json")
+    assert response.status_code == 202
+    assert Job.objects.get().kwargs["payload"] == payload
+
+
+@pytest.mark.parametrize("payload", [{"text": "a\u0000b"}, {"k\u0000": 1}, ["\u0000"]])
+def test_nul_characters_are_400_on_every_database(api, users, http_server, payload):
+    """PostgreSQL's jsonb cannot store U+0000; refuse it everywhere, before storing."""
+    body = {"callback_url": f"{http_server.url}/ok", "payload": payload}
+    response = api(users["client"]).post("/jobs/", body, format="json")
+    assert response.status_code == 400
+    assert "NUL" in response.json()["payload"][0]
+    assert not Job.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True)

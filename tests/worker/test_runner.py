@@ -199,8 +199,9 @@ def test_path_to_a_non_task_fails_clearly(runner):
     assert "is not a task" in job_of(result).attempt_set.get().error_message
 
 
-def test_non_json_return_value_fails_at_once(runner):
-    result = tasks.returns_non_json.using(max_attempts=3).enqueue()
+@pytest.mark.parametrize("value", ["object", "nul"])
+def test_non_json_return_value_fails_at_once(runner, value):
+    result = tasks.returns_non_json.using(max_attempts=3).enqueue(value)
     runner().drain()
     job = job_of(result)
     assert job.status == JobStatus.FAILED
