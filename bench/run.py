@@ -173,6 +173,54 @@ def bench_latency(samples: int) -> list[float]:
     return latencies
 
 
+def worker_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def bench_memory(n: int, concurrency: int) -> dict[str, object]:
+    """One worker process runs ``n`` jobs; its resident size is sampled as it goes. Flat
+    means the size after the first 10% (imports, caches, connection warmed up) is where it
+    stays."""
+    from asyncjobs import enqueue_many
+    from asyncjobs.models import Job
+    from bench.tasks import noop
+
+    reset()
+    for start in range(0, n, 10_000):
+        enqueue_many([(noop, (), {}) for _ in range(min(10_000, n - start))])
+    procs = start_workers(1, concurrency)
+    samples: list[tuple[int, float]] = []
+    try:
+        pid = procs[0].pid
+        began = time.perf_counter()
+        deadline = time.monotonic() + 3600
+        done = 0
+        while done < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError("memory run did not finish in an hour")
+            done = Job.objects.filter(status="succeeded").count()
+            samples.append((done, worker_rss_mib(pid)))
+            time.sleep(0.5)
+        elapsed = time.perf_counter() - began
+        samples.append((n, worker_rss_mib(pid)))
+    finally:
+        stop_workers(procs)
+    warm = next(rss for count, rss in samples if count >= n // 10)
+    return {
+        "jobs": n,
+        "jobs_per_s": n / elapsed,
+        "rss_mib_at_10pct": round(warm, 1),
+        "rss_mib_at_end": round(samples[-1][1], 1),
+        "rss_mib_max": round(max(rss for _, rss in samples), 1),
+        "growth_after_warmup_mib": round(samples[-1][1] - warm, 1),
+        "samples": [(count, round(rss, 1)) for count, rss in samples],
+    }
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(round(q * (len(ordered) - 1)), len(ordered) - 1)
@@ -190,9 +238,13 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--latency-samples", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=4, help="threads per worker")
+    parser.add_argument(
+        "--memory-jobs", type=int, default=100_000, help="jobs for the memory run (0: skip)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.runs, args.jobs, args.latency_samples = 1, 300, 10
+        args.memory_jobs = min(args.memory_jobs, 2_000)
     setup_django()
     from django.db import connection
 
@@ -209,6 +261,7 @@ def main() -> int:
             results[name].append(fn())
             print(f"run {run + 1}/{args.runs} {name}: {results[name][-1]:,.0f}", flush=True)
         latencies += bench_latency(args.latency_samples)
+    memory = bench_memory(args.memory_jobs, args.concurrency) if args.memory_jobs else None
     reset()
     report = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -226,6 +279,7 @@ def main() -> int:
             "max": max(latencies),
             "samples": len(latencies),
         },
+        "memory": memory,
     }
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
@@ -238,6 +292,12 @@ def main() -> int:
         print(f"{wl:40} {s['median']:>10,.0f} {s['min']:>10,.0f}-{s['max']:<10,.0f}")
     lat = report["latency_ms"]
     print(f"{'enqueue-to-start latency p50 / p95 (ms)':40} {lat['p50']:>10.1f} {lat['p95']:>10.1f}")
+    if memory:
+        print(
+            f"worker RSS over {memory['jobs']:,} jobs (MiB): {memory['rss_mib_at_10pct']} at 10%, "
+            f"{memory['rss_mib_at_end']} at the end, max {memory['rss_mib_max']} "
+            f"(growth after warm-up {memory['growth_after_warmup_mib']})"
+        )
     print(f"results: bench/results/{name}")
     return 0
 
