@@ -9,6 +9,8 @@
 - ``maintenance_lock()`` is a context manager that yields whether this process won the
   cluster-wide lock for maintenance work.
 
+``complete_succeeded()`` records a batch of successful attempts with two statements.
+
 Nothing outside this module looks at ``connection.vendor`` or writes SQL.
 """
 
@@ -117,6 +119,81 @@ def _insert_attempts(alias: str, jobs: list[Job], worker_id: str, now: datetime)
     Attempt.objects.using(alias).bulk_create(
         [Attempt(job_id=j.pk, number=j.attempts, worker_id=worker_id, started_at=now) for j in jobs]
     )
+
+
+def _field_prep(model: Any, field_name: str, value: Any, connection: BaseDatabaseWrapper) -> Any:
+    field = model._meta.get_field(field_name)
+    assert isinstance(field, Field)
+    return field.get_db_prep_save(value, connection)
+
+
+def complete_succeeded(
+    alias: str,
+    items: Sequence[tuple[Job, Any, int | None, datetime]],
+    *,
+    worker_id: str,
+) -> set[Any]:
+    """Record successful attempts in two statements, inside the caller's transaction.
+
+    ``items`` are ``(job, JSON return value, HTTP status or None, finished at)``. An attempt
+    is closed only if it is still open and still ``worker_id``'s (as ``record_success``
+    checks one at a time), and only those jobs move to ``succeeded``. Returns the primary
+    keys of the jobs recorded.
+    """
+    if not items:
+        return set()
+    connection = connections[alias]
+    qn = connection.ops.quote_name
+    postgres = connection.vendor == "postgresql"
+
+    def cast(expr: str, pg_type: str) -> str:
+        return f"CAST({expr} AS {pg_type})" if postgres else expr
+
+    attempt_table, job_table = qn(Attempt._meta.db_table), qn(Job._meta.db_table)
+    rows = ", ".join(["(%s, %s, %s, %s)"] * len(items))
+    params: list[Any] = []
+    for job, _, http_status, finished in items:
+        params += [
+            _prep("id", job.pk, connection),
+            job.attempts,
+            http_status,
+            _field_prep(Attempt, "finished_at", finished, connection),
+        ]
+    # Values are parameters; only quoted table names from the models are interpolated.
+    close_attempts = f"""
+        WITH d(did, dnumber, dstatus, dend) AS (VALUES {rows})
+        UPDATE {attempt_table} SET finished_at = {cast("d.dend", "timestamptz")},
+            outcome = 'succeeded', http_status = {cast("d.dstatus", "integer")}
+        FROM d
+        WHERE job_id = {cast("d.did", "uuid")} AND number = d.dnumber
+            AND worker_id = %s AND finished_at IS NULL
+        RETURNING job_id"""  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(close_attempts, [*params, worker_id])
+        closed = {row[0] for row in cursor.fetchall()}
+    ours = [item for item in items if _prep("id", item[0].pk, connection) in closed]
+    if not ours:
+        return set()
+    rows = ", ".join(["(%s, %s, %s)"] * len(ours))
+    params = []
+    for job, value, _, finished in ours:
+        params += [
+            _prep("id", job.pk, connection),
+            _field_prep(Job, "return_value", value, connection),
+            _field_prep(Job, "finished_at", finished, connection),
+        ]
+    # A unique job keeps its key for unique_for after success, else frees it.
+    finish_jobs = f"""
+        WITH d(did, dvalue, dend) AS (VALUES {rows})
+        UPDATE {job_table} SET status = 'succeeded', return_value = {cast("d.dvalue", "jsonb")},
+            finished_at = {cast("d.dend", "timestamptz")}, worker_id = '',
+            lease_expires_at = NULL,
+            unique_key = CASE WHEN unique_for IS NULL THEN NULL ELSE unique_key END
+        FROM d
+        WHERE id = {cast("d.did", "uuid")} AND status = 'running' AND worker_id = %s"""  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(finish_jobs, [*params, worker_id])
+    return {item[0].pk for item in ours}
 
 
 class PollingListener:

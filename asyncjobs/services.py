@@ -32,7 +32,7 @@ from django.utils.crypto import get_random_string
 from django.utils.json import normalize_json
 from django.utils.module_loading import import_string
 
-from asyncjobs import outbound, retry
+from asyncjobs import db, outbound, retry
 from asyncjobs.conf import as_timedelta, jobs_settings, parse_rate
 from asyncjobs.exceptions import (
     ConfigurationError,
@@ -512,6 +512,39 @@ def record_success(
         job.status, job.return_value, job.finished_at = JobStatus.SUCCEEDED, return_value, now
         _schedule_webhook(job, now=now, using=using)
     return True
+
+
+@dataclass
+class Success:
+    """A successful attempt waiting to be recorded by ``record_successes``."""
+
+    job: Job
+    return_value: Any  # already JSON-normalised
+    finished_at: datetime
+    http_status: int | None = None
+
+
+def record_successes(batch: Sequence[Success], *, worker_id: str, using: str) -> set[Any]:
+    """Record many successful attempts in one transaction (two statements, one commit).
+
+    Same rules as ``record_success``, job by job: an attempt that is no longer this worker's
+    changes nothing. Webhook deliveries are enqueued in the same transaction. Returns the
+    primary keys of the jobs recorded.
+    """
+    with transaction.atomic(using=using):
+        recorded = db.complete_succeeded(
+            using,
+            [(s.job, s.return_value, s.http_status, s.finished_at) for s in batch],
+            worker_id=worker_id,
+        )
+        for success in batch:
+            job = success.job
+            if job.pk not in recorded:
+                continue
+            job.status, job.return_value = JobStatus.SUCCEEDED, success.return_value
+            job.finished_at = success.finished_at
+            _schedule_webhook(job, now=success.finished_at, using=using)
+    return recorded
 
 
 def record_failure(

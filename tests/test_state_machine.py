@@ -36,12 +36,21 @@ class JobLifecycle(RuleBasedStateMachine):
         # Claims whose lease expired and whose job was rescued: the worker may still try to
         # write its outcome, and must be refused.
         self.stale: list[Job] = []
+        self.enqueued = 0
+
+    def _held_ids(self) -> list[str]:
+        return sorted(self.held, key=lambda pk: self.held[pk].enqueued_at)
 
     def teardown(self) -> None:
         self.atomic.__exit__(Rollback, Rollback(), None)
 
     @rule(delay=st.sampled_from([0, 0, 5, 60]), max_attempts=st.integers(1, 3))
     def enqueue(self, delay, max_attempts):
+        # Distinct, increasing enqueue times: every ordering (claims, the draws below) is then
+        # a function of the steps alone, never of the random job ids, so hypothesis can
+        # replay and shrink a failing sequence.
+        self.enqueued += 1
+        stamp = self.now - timedelta(milliseconds=100) + timedelta(microseconds=self.enqueued)
         task = tasks.add.using(max_attempts=max_attempts)
         job = services.build_job(
             task_path=task.module_path,
@@ -58,9 +67,9 @@ class JobLifecycle(RuleBasedStateMachine):
                 fail_on=(),
                 timeout=None,
             ),
-            now=self.now,
+            now=stamp,
         )
-        services.enqueue_jobs([job], using="default", now=self.now)
+        services.enqueue_jobs([job], using="default", now=stamp)
 
     @rule(worker=st.sampled_from(WORKERS), limit=st.integers(1, 3))
     def claim(self, worker, limit):
@@ -71,19 +80,26 @@ class JobLifecycle(RuleBasedStateMachine):
             self.held[str(job.pk)] = job
 
     @precondition(lambda self: self.held)
-    @rule(data=st.data())
-    def succeed(self, data):
-        job = self.held.pop(data.draw(st.sampled_from(sorted(self.held))))
-        assert services.record_success(job, worker_id=job.worker_id, return_value=3, now=self.now)
+    @rule(data=st.data(), batched=st.booleans())
+    def succeed(self, data, batched):
+        """One job's success, alone or as the worker's batched completion records it."""
+        job = self.held.pop(data.draw(st.sampled_from(self._held_ids())))
+        assert self._succeed(job, batched)
+
+    def _succeed(self, job: Job, batched: bool) -> bool:
+        if batched:
+            success = services.Success(job, 3, self.now)
+            return job.pk in services.record_successes(
+                [success], worker_id=job.worker_id, using="default"
+            )
+        return services.record_success(job, worker_id=job.worker_id, return_value=3, now=self.now)
 
     @precondition(lambda self: self.stale)
-    @rule(succeeded=st.booleans())
-    def late_write_is_refused(self, succeeded):
+    @rule(succeeded=st.booleans(), batched=st.booleans())
+    def late_write_is_refused(self, succeeded, batched):
         job = self.stale.pop()
         if succeeded:
-            written = services.record_success(
-                job, worker_id=job.worker_id, return_value=3, now=self.now
-            )
+            written = self._succeed(job, batched)
         else:
             written = services.record_failure(
                 job, worker_id=job.worker_id, error=ValueError("late"), now=self.now
@@ -93,7 +109,7 @@ class JobLifecycle(RuleBasedStateMachine):
     @precondition(lambda self: self.held)
     @rule(data=st.data(), cancelled=st.booleans())
     def fail(self, data, cancelled):
-        job = self.held.pop(data.draw(st.sampled_from(sorted(self.held))))
+        job = self.held.pop(data.draw(st.sampled_from(self._held_ids())))
         assert services.record_failure(
             job,
             worker_id=job.worker_id,
@@ -104,14 +120,14 @@ class JobLifecycle(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def cancel(self, data):
-        ids = list(Job.objects.values_list("pk", flat=True))
+        ids = list(Job.objects.order_by("enqueued_at").values_list("pk", flat=True))
         if ids:
             with contextlib.suppress(InvalidTransitionError):
                 services.cancel_job(data.draw(st.sampled_from(ids)), now=self.now)
 
     @rule(data=st.data())
     def retry(self, data):
-        ids = list(Job.objects.values_list("pk", flat=True))
+        ids = list(Job.objects.order_by("enqueued_at").values_list("pk", flat=True))
         if ids:
             with contextlib.suppress(InvalidTransitionError):
                 services.retry_job(data.draw(st.sampled_from(ids)), now=self.now)
