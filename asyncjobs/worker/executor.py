@@ -4,6 +4,7 @@ in one short transaction."""
 import asyncio
 import inspect
 import logging
+import queue
 import threading
 import time
 import traceback as tb
@@ -30,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
+# Executor.run's answer when a success was handed to the Completer, to be recorded in a batch.
+PENDING = "pending"
+
 
 @dataclass(eq=False)
 class Execution:
@@ -40,7 +44,9 @@ class Execution:
     # time.monotonic() deadline after which the watchdog records a timeout, or None.
     deadline: float | None = None
     thread: threading.Thread | None = None
-    state: str = "running"  # running -> done | abandoned (timed out, over --max-memory)
+    # running -> [completing: success handed to the Completer] -> done, or running -> abandoned
+    # (timed out, over --max-memory)
+    state: str = "running"
     started: float = field(default_factory=time.monotonic)
     # Filled in by the task through its context (e.g. the HTTP status of a callback).
     attempt_data: dict[str, Any] = field(default_factory=dict)
@@ -73,12 +79,15 @@ class Executor:
         # that the lease will have expired and another worker reruns the job.
         self.record_timeout = record_timeout
         self.stopping = threading.Event()
+        # Set by the worker: successes then go to it and are recorded in batches.
+        self.completer: Completer | None = None
 
-    def run(self, execution: Execution) -> JobStatus | None:
+    def run(self, execution: Execution) -> JobStatus | str | None:
         """Run the job, record the outcome, send ``task_finished`` if the job ended.
 
-        Returns the job's new status, or None if the attempt was no longer ours to record
-        (timed out by the watchdog, or rescued after a lost lease).
+        Returns the job's new status, None if the attempt was no longer ours to record
+        (timed out by the watchdog, or rescued after a lost lease), or ``PENDING`` when a
+        success was handed to the ``Completer`` (which reports back when it is recorded).
         """
         job = execution.job
         started = time.monotonic()
@@ -107,7 +116,15 @@ class Executor:
                 job, exc, AttemptOutcome.FAILED, tb.format_exc(), execution=execution
             )
         else:
+            if self.completer is not None:
+                self.completer.submit(Pending(execution, task, value, self.clock(), started))
+                return PENDING
             status = self._record_success(job, value, execution)
+        self.report(job, task, status, started)
+        return status
+
+    def report(self, job: Job, task: Task | None, status: JobStatus | None, started: float) -> None:
+        """Log the outcome of an attempt and send ``task_finished`` if the job ended."""
         duration = time.monotonic() - started
         if status is None:
             logger.warning(
@@ -117,7 +134,7 @@ class Executor:
                 job.attempts,
                 extra=self._extra(job, duration=duration),
             )
-            return None
+            return
         level = logging.INFO if status == JobStatus.SUCCEEDED else logging.WARNING
         logger.log(
             level,
@@ -129,9 +146,8 @@ class Executor:
             duration,
             extra=self._extra(job, outcome=status, duration=duration),
         )
-        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED):
+        if task is not None and status in TERMINAL:
             self._send_finished(job, task)
-        return status
 
     def _call(self, task: Task, job: Job, result: TaskResult, execution: Execution) -> Any:
         args: list[Any] = list(job.args)
@@ -281,6 +297,108 @@ class Executor:
             "worker_id": self.worker_id,
             **more,
         }
+
+
+TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@dataclass(eq=False)
+class Pending:
+    """A successful attempt waiting for the Completer."""
+
+    execution: Execution
+    task: Task
+    value: Any
+    finished_at: datetime
+    started: float
+
+
+class Completer:
+    """Records successful attempts in batches, on a thread of its own (group commit).
+
+    Slots hand over a success and go on to their next job; the completer writes whatever
+    has accumulated meanwhile (up to ``max_batch``) with ``services.record_successes`` in one
+    transaction, then reports each job to ``on_done``. A job stays in its worker's hands
+    (its lease renewed) until its batch has committed, so a crash before that is a lost
+    attempt like any other and the job runs again: nothing is reported finished before it
+    is durable.
+    """
+
+    def __init__(
+        self,
+        executor: "Executor",
+        on_done: Callable[[Execution, JobStatus | None], object],
+        *,
+        max_batch: int = 500,
+    ) -> None:
+        self.executor = executor
+        self.on_done = on_done
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[Pending | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="asyncjobs-completer", daemon=True)
+        self.batches = 0
+        self.recorded = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, pending: Pending) -> None:
+        self._queue.put(pending)
+
+    def stop(self, timeout: float) -> None:
+        """Record what was handed over so far, then end the thread (waits up to ``timeout``)."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        try:
+            stopping = False
+            while not stopping:
+                first = self._queue.get()
+                if first is None:
+                    break
+                batch = [first]
+                while len(batch) < self.max_batch:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stopping = True
+                        break
+                    batch.append(item)
+                self._write(batch)
+        finally:
+            connections.close_all()
+
+    def _write(self, batch: list[Pending]) -> None:
+        executor = self.executor
+        successes = [
+            services.Success(
+                p.execution.job,
+                p.value,
+                p.finished_at,
+                p.execution.attempt_data.get("http_status"),
+            )
+            for p in batch
+        ]
+        recorded = executor._with_db_retry(
+            batch[0].execution.job,
+            lambda: services.record_successes(
+                successes, worker_id=executor.worker_id, using=executor.backend.database
+            ),
+        )
+        self.batches += 1
+        for pending in batch:
+            job = pending.execution.job
+            status = JobStatus.SUCCEEDED if recorded and job.pk in recorded else None
+            self.recorded += status is not None
+            try:
+                executor.report(job, pending.task, status, pending.started)
+            except Exception:
+                logger.exception("Job %s: reporting its outcome failed", job.pk)
+            self.on_done(pending.execution, status)
+        close_broken_connections()
 
 
 def close_broken_connections() -> None:

@@ -36,6 +36,8 @@ from asyncjobs.conf import jobs_settings
 from asyncjobs.exceptions import ConfigurationError, JobTimeoutError, WorkerMemoryError
 from asyncjobs.models import AttemptOutcome, Job, WorkerStatus
 from asyncjobs.worker.executor import (
+    PENDING,
+    Completer,
     Execution,
     Executor,
     close_broken_connections,
@@ -51,6 +53,9 @@ EXIT_STUCK = 3  # too many timed-out threads would not stop: restart me
 EXIT_MEMORY = 4  # resident memory passed --max-memory: restart me
 STUCK_AFTER = 10.0  # seconds a timed-out thread may take to notice its interruption
 MEMORY_CHECK_EVERY = 0.2  # seconds between looks at the resident size under --max-memory
+# Successes handed to the completer but not yet recorded, past which no more jobs are claimed
+# (the database is slow or away: do not pile up work that cannot be recorded).
+MAX_COMPLETING = 1000
 
 
 def resident_mib() -> float | None:
@@ -178,6 +183,9 @@ class Runner:
         self.executor = Executor(
             self.backend, self.worker_id, clock=timezone.now, record_timeout=self.lease
         )
+        self.completer = Completer(self.executor, self._finish)
+        self.executor.completer = self.completer
+        self.completer.start()
         self._until_db(
             lambda: services.register_worker(
                 worker_id=self.worker_id,
@@ -252,8 +260,9 @@ class Runner:
             self.exit_code = EXIT_MEMORY
             return None
         with self._lock:
-            free = self.concurrency - len(self._inflight)
-            busy = len(self._inflight)
+            running = sum(1 for e in self._inflight.values() if e.state == "running")
+            busy = len(self._inflight)  # running, or succeeded and waiting to be recorded
+            free = min(self.concurrency - running, MAX_COMPLETING - (busy - running))
         if self.max_jobs is not None:
             free = min(free, self.max_jobs - self._claimed)
             if free <= 0 and busy == 0:
@@ -423,6 +432,15 @@ class Runner:
                 except Exception:
                     logger.exception("Worker %s: unexpected error running a job", self.worker_id)
                     status = None
+                if status == PENDING:
+                    # The completer records it and calls _finish; this slot is free now.
+                    with self._lock:
+                        if execution.state == "abandoned":
+                            return  # timed out: a replacement slot has taken our place
+                        if execution.state == "running":  # (unless already recorded)
+                            execution.state = "completing"
+                    self._wake.set()
+                    continue
                 if not self._finish(execution, status):
                     return  # timed out: a replacement slot has taken this one's place
                 close_broken_connections()
@@ -435,7 +453,8 @@ class Runner:
             connections.close_all()
 
     def _finish(self, execution: Execution, status: Any) -> bool:
-        """Free the slot of a finished execution; False if the watchdog already did."""
+        """Forget a finished execution (called by its slot, or by the completer once its
+        success is recorded); False if the watchdog already gave up on it."""
         with self._lock:
             if execution.state == "abandoned":
                 return False
@@ -665,8 +684,10 @@ class Runner:
                     break
             self._wake.wait(0.1)
             self._wake.clear()
+        # Whatever succeeded by now gets recorded before the rest is released.
+        self.completer.stop(timeout=max(deadline - time.monotonic(), 0.0) + 10.0)
         with self._lock:
-            leftover = [e.job for e in self._inflight.values()]
+            leftover = [e.job for e in self._inflight.values() if e.state == "running"]
         if leftover:
             released = self._until_db(
                 lambda: services.release_jobs(
