@@ -117,3 +117,34 @@ def test_webhooks_are_enqueued_in_the_same_transaction(settings, http_server):
     record_successes([Success(job, 2, now, None)], worker_id="w", using="default")
     delivery = Job.objects.get(task_path="asyncjobs.outbound.deliver_webhook")
     assert delivery.kwargs["job_id"] == str(job.pk)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_completer_records_in_batches_and_reports_each_job(backend):
+    """The worker's completer thread: what was handed over is recorded, in few
+    transactions, and each job is reported once, succeeded or (if no longer ours) None."""
+    import time
+
+    from asyncjobs.worker.executor import Completer, Execution, Executor, Pending
+
+    now = timezone.now()
+    rescued_result = tasks.add.using(max_attempts=2).enqueue(0, 0)
+    (rescued,) = claim("w", 1, now)
+    rescue_expired(now=now + LEASE + timedelta(seconds=1))
+    for i in range(40):
+        tasks.add.enqueue(i, i)
+    jobs = claim("w", 40, now)
+    executor = Executor(backend, "w", clock=timezone.now)
+    reported = []
+    completer = Completer(executor, lambda execution, status: reported.append(status))
+    for job in [rescued, *jobs]:
+        task = backend.load_task(job)
+        completer.submit(Pending(Execution(job=job), task, 1, now, time.monotonic()))
+    completer.start()
+    completer.stop(timeout=30)
+
+    assert sorted(reported, key=str) == [None] + [JobStatus.SUCCEEDED] * 40
+    assert completer.recorded == 40
+    assert completer.batches == 1  # all were waiting when it started
+    assert Job.objects.filter(status=JobStatus.SUCCEEDED).count() == 40
+    assert Job.objects.get(pk=rescued_result.id).status == JobStatus.QUEUED
