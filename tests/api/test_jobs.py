@@ -45,6 +45,20 @@ def test_token_opens_its_job_and_nothing_else(api, users, owned_job, who):
     assert client.get(f"/jobs/{owned_job.pk}/events/", {"token": "nope"}).status_code == 404
 
 
+def test_a_status_token_reads_but_never_writes(api, users, owned_job, runner):
+    """The token in a status URL is for polling: it does not retry, cancel, list or count."""
+    runner().drain()
+    token = make_token(owned_job.pk)
+    client = api(None)
+    assert client.get(detail(owned_job), {"token": token}).status_code == 200
+    for action in ("retry", "cancel"):
+        url = f"/jobs/{owned_job.pk}/{action}/?token={token}"
+        assert client.post(url, HTTP_X_JOB_TOKEN=token).status_code == 403
+    assert client.get("/jobs/", {"token": token}).status_code == 403
+    assert client.get("/jobs/stats/", {"token": token}).status_code == 403
+    assert Job.objects.get(pk=owned_job.pk).status == JobStatus.FAILED
+
+
 def test_token_expires(api, owned_job, settings):
     token = make_token(owned_job.pk)
     settings.ASYNCJOBS = {**settings.ASYNCJOBS, "STATUS_TOKEN_MAX_AGE": -1}
