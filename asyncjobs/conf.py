@@ -45,6 +45,9 @@ DEFAULTS: dict[str, Any] = {
     # Resident memory (MiB) past which a worker fails its running attempts and exits with
     # status 4 for its supervisor to restart it; None: no limit. runworker --max-memory.
     "WORKER_MAX_MEMORY": None,
+    # Tests: run each job in-process as soon as the transaction that enqueued it commits
+    # (see asyncjobs.testing). Never in production.
+    "RUN_INLINE": False,
     # Cron schedules: name -> {"task": dotted path, "cron": expression (5 fields, or 6 with
     # seconds last), "args": [], "kwargs": {}, "timezone": "UTC", "queue": None (the task's),
     # "priority": None, "misfire": "run_once" | "skip"}. Each tick is enqueued exactly once.

@@ -612,6 +612,33 @@ def record_failure(
     return new_status
 
 
+def claim_job(
+    job_id: Any, *, worker_id: str, now: datetime, lease: timedelta, using: str = "default"
+) -> Job | None:
+    """Claim one particular queued job for ``worker_id`` (as a worker's claim would: status,
+    lease, attempt row); None if it is not queued. For in-process runs (``RUN_INLINE``)."""
+    with transaction.atomic(using=using):
+        moved = (
+            Job.objects.using(using)
+            .filter(pk=job_id, status=JobStatus.QUEUED)
+            .update(
+                status=JobStatus.RUNNING,
+                worker_id=worker_id,
+                lease_expires_at=now + lease,
+                attempts=F("attempts") + 1,
+                started_at=Coalesce("started_at", Value(now)),
+                last_attempted_at=now,
+            )
+        )
+        if not moved:
+            return None
+        job = Job.objects.using(using).get(pk=job_id)
+        Attempt.objects.using(using).create(
+            job=job, number=job.attempts, worker_id=worker_id, started_at=now
+        )
+    return job
+
+
 def release_jobs(jobs: Iterable[Job], *, worker_id: str, now: datetime) -> int:
     """Give back running jobs of a worker that is shutting down.
 
