@@ -65,12 +65,13 @@ DATABASES = {"default": database_from_env(BASE_DIR / "db.sqlite3")}
 TASKS = {
     "default": {
         "BACKEND": "asyncjobs.backend.JobsBackend",
-        "QUEUES": ["default", "emails", "reports"],
+        "QUEUES": ["default", "emails", "reports", "partner"],
     }
 }
 ASYNCJOBS = {
     "MAX_ATTEMPTS": 3,
-    "QUEUES": {"emails": {"MAX_ATTEMPTS": 5}},
+    # The partner API allows 3 calls per second, whatever the number of workers.
+    "QUEUES": {"emails": {"MAX_ATTEMPTS": 5}, "partner": {"RATE_LIMIT": "3/s"}},
     # The demo calls itself: allow localhost, which production settings must not.
     "OUTBOUND_ALLOWED_URLS": (r"^http://(localhost|127\.0\.0\.1)(:\d+)?/",),
     "OUTBOUND_ALLOWED_NETWORKS": ("127.0.0.0/8", "::1/128"),
@@ -83,4 +84,11 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"asyncjobs": {"handlers": ["console"], "level": "INFO"}},
 }
-EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+MAILERS = {"default": {"BACKEND": "django.core.mail.backends.console.EmailBackend"}}
+
+MEDIA_ROOT = os.environ.get("DEMO_MEDIA_ROOT", str(BASE_DIR / "media"))
+MEDIA_URL = "/media/"
+# Where the demo's tasks reach the demo's own fake services (the flaky CRM, the partner API).
+DEMO_BASE_URL = os.environ.get("DEMO_BASE_URL", "http://127.0.0.1:8000")
+# How often the fake CRM answers 503.
+DEMO_CRM_FAILURE_RATE = float(os.environ.get("DEMO_CRM_FAILURE_RATE", "0.33"))

@@ -9,6 +9,7 @@ PY="$VENV/bin/python"
 PORT="${PORT:-8000}"
 export DJANGO_SETTINGS_MODULE=example_project.settings PYTHONPATH="$ROOT"
 
+export DEMO_BASE_URL="http://127.0.0.1:$PORT"
 "$PY" manage.py migrate --verbosity 0
 "$PY" manage.py demo_setup
 
@@ -31,7 +32,11 @@ pids+=($!)
 cat <<EOM
 
   asyncjobs demo running
-    demo page   http://127.0.0.1:$PORT/
+    demo page   http://127.0.0.1:$PORT/   (the five scenarios)
+    sign-up     http://127.0.0.1:$PORT/signup/   (background vs synchronous, timed)
+    checkout    http://127.0.0.1:$PORT/checkout/
+    report      http://127.0.0.1:$PORT/reports/   (live progress bar)
+    partner API http://127.0.0.1:$PORT/partner/   (rate-limited queue)
     admin       http://127.0.0.1:$PORT/admin/   (user and password above)
     dashboard   http://127.0.0.1:$PORT/admin/asyncjobs/dashboard/
     dead letter http://127.0.0.1:$PORT/admin/asyncjobs/job/dead-letter/

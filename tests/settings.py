@@ -24,6 +24,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "asyncjobs",
+    "example_project.demo",
     "tests",
 ]
 MIDDLEWARE = [
@@ -64,7 +65,7 @@ DATABASES = {"default": database_from_env(_db_dir / "tests.sqlite3")}
 TASKS = {
     "default": {
         "BACKEND": "asyncjobs.backend.JobsBackend",
-        "QUEUES": ["default", "emails", "low", "other"],
+        "QUEUES": ["default", "emails", "low", "other", "reports", "partner"],
     },
 }
 
@@ -102,6 +103,13 @@ ASYNCJOBS = {
 }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# The example project's scenarios are tested here too (tests/test_example_project.py).
+MEDIA_ROOT = str(_db_dir / "media")
+MEDIA_URL = "/media/"
+DEMO_BASE_URL = os.environ.get("DEMO_BASE_URL", "http://127.0.0.1:8000")
+MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}
+DEMO_CRM_FAILURE_RATE = float(os.environ.get("DEMO_CRM_FAILURE_RATE", "0"))
 
 LOGGING = {
     "version": 1,

@@ -9,6 +9,7 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("admin/", admin.site.urls),
     path("metrics/", metrics_view),
+    path("demo/", include("example_project.demo.urls")),
 ]
 
 

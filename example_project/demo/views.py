@@ -1,38 +1,277 @@
-"""A page that enqueues demo jobs and lists the latest ones."""
+"""The demo scenarios: sign-up fan-out (background vs. synchronous), checkout, a report with
+a live progress bar, rate-limited partner calls, and a job for the dead letter. Plus the
+fake services the tasks call (a flaky CRM, a partner API)."""
 
+import random
+import time
+import uuid
 from datetime import timedelta
+from typing import Any
 
-from django.db import transaction
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.db.models import Count
+from django.db.models.functions import TruncSecond
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
 
-from asyncjobs.models import Job
+from asyncjobs import enqueue_many
+from asyncjobs.conf import jobs_settings
+from asyncjobs.models import Job, JobStatus
+from asyncjobs.tokens import check_token, status_url
 from example_project.demo import tasks
+from example_project.demo.models import Order, PartnerCall, Product
 
-ACTIONS = {
-    "signup": "Sign-up: welcome email + CRM sync (flaky)",
-    "report": "Report with progress (200 rows)",
-    "later": "Welcome email in 30 seconds",
-    "fail": "A job that always fails (dead letter)",
-}
+PRODUCTS = [
+    ("MUG-01", "Enamel mug", 1200, 25),
+    ("TEE-01", "Queue T-shirt", 2500, 10),
+    ("PST-01", "Poster: retries with jitter", 900, 3),
+]
 
 
 def home(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
-        action = request.POST.get("action")
-        user_id = Job.objects.count() + 1
-        with transaction.atomic():  # the jobs commit with whatever else the request writes
-            if action == "signup":
-                tasks.send_welcome_email.enqueue(user_id)
-                tasks.sync_crm.enqueue(user_id)
-            elif action == "report":
-                tasks.build_report.enqueue(200)
-            elif action == "later":
-                when = timezone.now() + timedelta(seconds=30)
-                tasks.send_welcome_email.using(run_after=when).enqueue(user_id)
-            elif action == "fail":
-                tasks.always_fails.enqueue("the demo asked for it")
-        return redirect("home")
+        if request.POST.get("action") == "fail":
+            tasks.always_fails.enqueue("the demo asked for it")
+        return redirect("demo:home")
     jobs = Job.objects.order_by("-enqueued_at")[:25]
-    return render(request, "demo/home.html", {"jobs": jobs, "actions": ACTIONS})
+    return render(request, "demo/home.html", {"jobs": jobs})
+
+
+def _watch(request: HttpRequest, results: list[Any]) -> None:
+    """Remember the jobs this browser started, with status URLs it may poll."""
+    watched = request.session.get("watched", [])
+    watched = [{"id": str(r.id), "task": r.task.name} for r in results] + watched
+    request.session["watched"] = watched[:30]
+
+
+def _watched(request: HttpRequest, ids: list[str]) -> list[dict[str, str]]:
+    tasks_by_id = {w["id"]: w["task"] for w in request.session.get("watched", [])}
+    return [
+        {"id": i, "task": tasks_by_id.get(i, ""), "status_url": status_url(i)}
+        for i in ids
+        if i in tasks_by_id
+    ]
+
+
+# --- 1. sign-up fan-out ----------------------------------------------------------------------
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    """Create a user. In the background mode the follow-up work is five jobs enqueued in the
+    user's own transaction; in the synchronous mode the request does it all itself."""
+    error = ""
+    if request.method == "POST":
+        username = request.POST.get("username", "").strip()
+        email = request.POST.get("email", "").strip()
+        mode = request.POST.get("mode", "background")
+        if not username or "@" not in email:
+            error = "Give a username and an email address."
+        else:
+            started = time.perf_counter()
+            try:
+                if mode == "synchronous":
+                    user_id = _signup_synchronously(username, email)
+                    ids: list[str] = []
+                else:
+                    with transaction.atomic():  # the user and its jobs commit together
+                        user = get_user_model().objects.create_user(username, email)
+                        results = [t.enqueue(user.pk) for t in tasks.SIGNUP_TASKS]
+                    user_id, ids = user.pk, [str(r.id) for r in results]
+                    _watch(request, results)
+            except IntegrityError:
+                error = f"The username {username!r} is taken."
+            except Exception as exc:  # what a synchronous sign-up shows its user
+                error = f"Sign-up failed while doing the follow-up work inline: {exc}"
+            else:
+                elapsed = round((time.perf_counter() - started) * 1000)
+                timings = request.session.get("signup_ms", {})
+                timings[mode] = elapsed
+                request.session["signup_ms"] = timings
+                request.session[f"signup_jobs_{user_id}"] = ids
+                return redirect("demo:signup-done", user_id=user_id)
+    return render(
+        request,
+        "demo/signup.html",
+        {"error": error, "timings": request.session.get("signup_ms", {})},
+        status=400 if error else 200,
+    )
+
+
+def _signup_synchronously(username: str, email: str) -> int:
+    """The same work inside the request, as an app without background jobs does it: the
+    user waits for every step, and a CRM hiccup is retried (or fails) in front of them."""
+    with transaction.atomic():
+        user = get_user_model().objects.create_user(username, email)
+        for step in tasks.SIGNUP_TASKS:
+            for attempt in range(3):
+                try:
+                    step.call(user.pk)
+                    break
+                except Exception:
+                    if attempt == 2:
+                        raise
+                    time.sleep(1)  # a naive retry, while the user waits
+    return int(user.pk)
+
+
+def signup_done(request: HttpRequest, user_id: int) -> HttpResponse:
+    user = get_object_or_404(get_user_model(), pk=user_id)
+    ids = request.session.get(f"signup_jobs_{user_id}", [])
+    return render(
+        request,
+        "demo/signup_done.html",
+        {
+            "new_user": user,
+            "jobs": _watched(request, ids),
+            "timings": request.session.get("signup_ms", {}),
+        },
+    )
+
+
+# --- 2. checkout -----------------------------------------------------------------------------
+
+
+class PaymentDeclined(Exception):
+    pass
+
+
+def authorize_payment(card: str, amount_cents: int) -> str:
+    """The one step the customer must wait for: yes or no from the payment provider."""
+    time.sleep(0.25)  # the provider's round trip
+    digits = "".join(ch for ch in card if ch.isdigit())
+    if len(digits) < 12 or digits.endswith("0002"):
+        raise PaymentDeclined("The card was declined.")
+    return f"auth-{uuid.uuid4().hex[:12]}"
+
+
+def checkout(request: HttpRequest) -> HttpResponse:
+    for sku, name, price, stock in PRODUCTS:
+        Product.objects.get_or_create(
+            sku=sku, defaults={"name": name, "price_cents": price, "stock": stock}
+        )
+    error = ""
+    if request.method == "POST":
+        product = get_object_or_404(Product, pk=request.POST.get("product"))
+        quantity = max(1, min(int(request.POST.get("quantity") or 1), 10))
+        email = request.POST.get("email", "").strip() or "customer@example.com"
+        total = product.price_cents * quantity
+        try:
+            authorization = authorize_payment(request.POST.get("card", ""), total)
+        except PaymentDeclined as exc:
+            error = str(exc)
+        else:
+            with transaction.atomic():  # the order and its follow-ups commit together
+                order = Order.objects.create(
+                    product=product,
+                    quantity=quantity,
+                    email=email,
+                    status=Order.Status.AUTHORIZED,
+                    total_cents=total,
+                    authorization=authorization,
+                )
+                results = [
+                    tasks.send_receipt.enqueue(order.pk),
+                    tasks.reserve_inventory.enqueue(order.pk),
+                    tasks.track_event.enqueue(
+                        "order_placed", {"order": order.pk, "sku": product.sku, "cents": total}
+                    ),
+                ]
+            _watch(request, results)
+            request.session[f"order_jobs_{order.pk}"] = [str(r.id) for r in results]
+            return redirect("demo:order-done", order_id=order.pk)
+    return render(
+        request,
+        "demo/checkout.html",
+        {"products": Product.objects.order_by("pk"), "error": error},
+        status=402 if error else 200,
+    )
+
+
+def order_done(request: HttpRequest, order_id: int) -> HttpResponse:
+    order = get_object_or_404(Order.objects.select_related("product"), pk=order_id)
+    ids = request.session.get(f"order_jobs_{order_id}", [])
+    return render(request, "demo/order_done.html", {"order": order, "jobs": _watched(request, ids)})
+
+
+# --- 3. report with a live progress bar ------------------------------------------------------
+
+
+def reports(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        rows = max(10, min(int(request.POST.get("rows") or 200), 5000))
+        flaky = request.POST.get("flaky") == "on"
+        result = tasks.build_report.enqueue(rows, fail_first_attempt=flaky)
+        _watch(request, [result])
+        return redirect("demo:report-status", job_id=result.id)
+    recent = Job.objects.filter(task_path=tasks.build_report.module_path).order_by("-enqueued_at")[
+        :10
+    ]
+    return render(request, "demo/reports.html", {"recent": recent})
+
+
+def report_status(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    job = get_object_or_404(Job, pk=job_id, task_path=tasks.build_report.module_path)
+    return render(
+        request, "demo/report_status.html", {"job": job, "status_url": status_url(job.pk)}
+    )
+
+
+def report_download(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    """The finished CSV, for whoever holds the job's status token (or staff)."""
+    allowed = request.user.is_staff or check_token(request.GET.get("token", ""), job_id)
+    job = Job.objects.filter(pk=job_id, task_path=tasks.build_report.module_path).first()
+    if not allowed or job is None or job.status != JobStatus.SUCCEEDED:
+        raise Http404("No such report.")
+    path = tasks.media_path("reports", f"{job_id}.csv")
+    if not path.exists():
+        raise Http404("The report file is gone.")
+    return FileResponse(path.open("rb"), as_attachment=True, filename=f"report-{job_id}.csv")
+
+
+# --- 4. rate-limited partner calls -----------------------------------------------------------
+
+
+def partner(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        count = max(1, min(int(request.POST.get("count") or 30), 500))
+        enqueue_many([(tasks.call_partner, (i,), {}) for i in range(1, count + 1)])
+        return redirect("demo:partner")
+    since = timezone.now() - timedelta(seconds=15)
+    per_second = list(
+        PartnerCall.objects.filter(received_at__gte=since)
+        .annotate(second=TruncSecond("received_at"))
+        .values("second")
+        .annotate(calls=Count("id"))
+        .order_by("second")
+    )
+    waiting = Job.objects.filter(
+        queue_name="partner", status__in=[JobStatus.QUEUED, JobStatus.SCHEDULED]
+    ).count()
+    limit = (jobs_settings.QUEUES.get("partner") or {}).get("RATE_LIMIT", "none")
+    return render(
+        request,
+        "demo/partner.html",
+        {"per_second": per_second, "waiting": waiting, "limit": limit},
+    )
+
+
+# --- the fake services the tasks call --------------------------------------------------------
+
+
+@csrf_exempt
+def fake_crm(request: HttpRequest) -> JsonResponse:
+    """A CRM that fails DEMO_CRM_FAILURE_RATE of the time (a third by default)."""
+    time.sleep(random.uniform(0.05, 0.2))
+    if random.random() < settings.DEMO_CRM_FAILURE_RATE:
+        return JsonResponse({"error": "Service Unavailable"}, status=503)
+    return JsonResponse({"crm_id": f"crm-{uuid.uuid4().hex[:8]}"})
+
+
+def fake_partner(request: HttpRequest, item: int) -> JsonResponse:
+    """A partner API; each call is recorded, so the demo can show the rate it sees."""
+    PartnerCall.objects.create(item=item)
+    return JsonResponse({"item": item, "ok": True})

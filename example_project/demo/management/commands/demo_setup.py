@@ -1,18 +1,20 @@
-"""Create the demo admin user and a first batch of demo jobs."""
+"""Create the demo admin user, the shop's products, and a first batch of demo jobs."""
 
 import os
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
+from django.db import transaction
 from django.utils.crypto import get_random_string
 
 from asyncjobs import enqueue_many
-from example_project.demo import tasks
+from example_project.demo import tasks, views
+from example_project.demo.models import Product
 
 
 class Command(BaseCommand):
-    help = "Create the demo superuser (printing its password) and enqueue demo jobs."
+    help = "Create the demo superuser (printing its password), products, and demo jobs."
 
     def handle(self, *args: Any, **options: Any) -> None:
         User = get_user_model()
@@ -24,9 +26,20 @@ class Command(BaseCommand):
         user.set_password(password)
         user.save()
         self.stdout.write(f"Admin user: {username} / password: {password}")
-        results = enqueue_many(
-            [(tasks.send_welcome_email, (i,), {}) for i in range(1, 4)]
-            + [(tasks.sync_crm, (i,), {}) for i in range(1, 6)]
-            + [(tasks.build_report, (100,), {}), (tasks.always_fails, ("demo",), {})]
+        for sku, name, price, stock in views.PRODUCTS:
+            Product.objects.get_or_create(
+                sku=sku, defaults={"name": name, "price_cents": price, "stock": stock}
+            )
+        with transaction.atomic():
+            suffix = get_random_string(4).lower()
+            newcomer = User.objects.create_user(f"demo-{suffix}", f"demo-{suffix}@example.com")
+            results = enqueue_many(
+                [(t, (newcomer.pk,), {}) for t in tasks.SIGNUP_TASKS]
+                + [(tasks.build_report, (100,), {"fail_first_attempt": True})]
+                + [(tasks.call_partner, (i,), {}) for i in range(1, 11)]
+                + [(tasks.always_fails, ("the demo asked for it",), {})]
+            )
+        self.stdout.write(
+            f"Enqueued {len(results)} demo jobs: a sign-up fan-out, a report whose first "
+            "attempt fails, 10 rate-limited partner calls, and a job for the dead letter."
         )
-        self.stdout.write(f"Enqueued {len(results)} demo jobs.")

@@ -1,0 +1,196 @@
+"""The example project's scenarios, through their pages, with the jobs run in-process
+(``work_off``) against a live server for the fake CRM and partner API."""
+
+import csv
+import io
+
+import pytest
+from django.contrib.auth.models import User
+from django.core import mail
+from django.urls import reverse
+from PIL import Image
+
+from asyncjobs.models import Job, JobStatus
+from asyncjobs.testing import assert_enqueued, assert_not_enqueued, enqueued_jobs, work_off
+from example_project.demo import tasks
+from example_project.demo.models import AnalyticsEvent, Order, PartnerCall, Product, Profile
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def demo(settings, live_server, tmp_path):
+    """The demo's fake services answer at the live server; media goes to a temp dir."""
+    settings.DEMO_BASE_URL = live_server.url
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    return settings
+
+
+def test_signup_in_the_background_answers_and_enqueues_the_fan_out(client, demo):
+    response = client.post(
+        reverse("demo:signup"), {"username": "ada", "email": "ada@example.com"}, follow=True
+    )
+    assert response.status_code == 200
+    user = User.objects.get(username="ada")
+    for task in tasks.SIGNUP_TASKS:
+        assert_enqueued(task, args=[user.pk], count=1)
+    assert b"background jobs" in response.content
+    assert len(response.context["jobs"]) == 5  # the page follows each job live
+    assert all("token=" in job["status_url"] for job in response.context["jobs"])
+
+    done = work_off()
+    assert (done.succeeded, done.failed) == (5, 0)
+    profile = Profile.objects.get(user=user)
+    assert profile.provisioned_at is not None
+    assert profile.crm_id.startswith("crm-")
+    with Image.open(f"{demo.MEDIA_ROOT}/{profile.avatar}") as avatar:
+        assert avatar.size == (256, 256)
+    assert sorted(m.subject for m in mail.outbox) == ["New sign-up: ada", "Welcome to the demo!"]
+
+
+def test_a_flaky_crm_is_retried_with_backoff(client, demo):
+    demo.DEMO_CRM_FAILURE_RATE = 1.0
+    client.post(reverse("demo:signup"), {"username": "bob", "email": "bob@example.com"})
+    work_off()
+    crm = Job.objects.get(task_path=tasks.sync_crm.module_path)
+    assert crm.status == JobStatus.SCHEDULED  # failed once, waiting for its retry
+    assert "503" in crm.last_error_message
+    demo.DEMO_CRM_FAILURE_RATE = 0.0
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    assert work_off(now=timezone.now() + timedelta(seconds=30)).succeeded == 1
+    crm.refresh_from_db()
+    assert crm.status == JobStatus.SUCCEEDED
+    assert [a.outcome for a in crm.attempt_set.order_by("number")] == ["failed", "succeeded"]
+
+
+def test_synchronous_signup_does_the_work_in_the_request_and_is_timed(client, demo):
+    response = client.post(
+        reverse("demo:signup"),
+        {"username": "cy", "email": "cy@example.com", "mode": "synchronous"},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert not enqueued_jobs()
+    profile = Profile.objects.get(user__username="cy")
+    assert profile.crm_id and profile.avatar and profile.provisioned_at
+    assert "synchronous" in response.context["timings"]
+
+
+def test_signup_rejects_bad_input_and_taken_names(client, demo):
+    assert client.post(reverse("demo:signup"), {"username": "", "email": "x"}).status_code == 400
+    User.objects.create_user("dup", "dup@example.com")
+    response = client.post(reverse("demo:signup"), {"username": "dup", "email": "d@example.com"})
+    assert response.status_code == 400
+    assert b"is taken" in response.content
+    assert not enqueued_jobs()
+
+
+def test_checkout_authorises_in_the_request_and_defers_the_rest(client, demo):
+    client.get(reverse("demo:checkout"))
+    mug = Product.objects.get(sku="MUG-01")
+    response = client.post(
+        reverse("demo:checkout"),
+        {"product": mug.pk, "quantity": 2, "email": "e@example.com", "card": "4242424242424242"},
+    )
+    assert response.status_code == 302
+    order = Order.objects.get()
+    assert order.status == Order.Status.AUTHORIZED and order.authorization
+    assert_enqueued(tasks.send_receipt, args=[order.pk])
+    assert_enqueued(tasks.reserve_inventory, args=[order.pk])
+    assert_enqueued(tasks.track_event)
+    assert work_off().succeeded == 3
+    mug.refresh_from_db()
+    order.refresh_from_db()
+    assert mug.stock == 23 and order.reserved and order.receipt_sent_at
+    assert AnalyticsEvent.objects.get().payload["order"] == order.pk
+    # At least once: running the reservation again takes nothing more.
+    tasks.reserve_inventory.call(order.pk)
+    mug.refresh_from_db()
+    assert mug.stock == 23
+
+
+def test_a_declined_card_stores_no_order_and_no_job(client, demo):
+    client.get(reverse("demo:checkout"))
+    mug = Product.objects.get(sku="MUG-01")
+    response = client.post(
+        reverse("demo:checkout"), {"product": mug.pk, "card": "4000 0000 0000 0002"}
+    )
+    assert response.status_code == 402
+    assert b"declined" in response.content
+    assert not Order.objects.exists()
+    assert_not_enqueued(tasks.send_receipt)
+
+
+def test_reserving_more_than_the_stock_fails_at_once(client, demo):
+    client.get(reverse("demo:checkout"))
+    poster = Product.objects.get(sku="PST-01")  # 3 in stock
+    client.post(reverse("demo:checkout"), {"product": poster.pk, "quantity": 5, "card": "4" * 16})
+    work_off()
+    job = Job.objects.get(task_path=tasks.reserve_inventory.module_path)
+    assert job.status == JobStatus.FAILED and job.attempts == 1  # fail_on=(OutOfStock,)
+    poster.refresh_from_db()
+    assert poster.stock == 3
+
+
+def test_report_reports_progress_and_offers_its_file_to_token_holders(client, demo):
+    response = client.post(reverse("demo:reports"), {"rows": 30})
+    job = Job.objects.get(task_path=tasks.build_report.module_path)
+    assert response["Location"] == reverse("demo:report-status", args=[job.pk])
+    page = client.get(response["Location"])
+    status_url = page.context["status_url"]
+    assert f"/jobs/{job.pk}/?token=" in status_url
+    assert client.get(status_url).json()["status"] == "queued"
+
+    work_off()
+    body = client.get(status_url).json()
+    assert body["status"] == "succeeded"
+    assert body["progress"]["percent"] == 100
+    token = status_url.split("token=")[1]
+    download = client.get(body["result"]["download"], {"token": token})
+    assert download.status_code == 200
+    rows = list(csv.reader(io.StringIO(b"".join(download.streaming_content).decode())))
+    assert len(rows) == 31 and rows[0] == ["row", "value", "square"]
+    assert client.get(body["result"]["download"]).status_code == 404  # no token
+    assert client.get(body["result"]["download"], {"token": "forged"}).status_code == 404
+
+
+def test_a_failing_report_attempt_is_retried_and_the_api_says_when(client, demo):
+    client.post(reverse("demo:reports"), {"rows": 20, "flaky": "on"})
+    work_off()
+    job = Job.objects.get(task_path=tasks.build_report.module_path)
+    body = client.get(
+        client.get(reverse("demo:report-status", args=[job.pk])).context["status_url"]
+    ).json()
+    assert body["status"] == "scheduled"
+    assert body["next_attempt_at"]
+    assert "data warehouse" in body["last_error"]["message"]
+
+
+def test_partner_calls_go_through_the_rate_limited_queue(client, demo):
+    assert client.post(reverse("demo:partner"), {"count": 5}).status_code == 302
+    assert len(assert_enqueued(tasks.call_partner, queue="partner", count=5)) == 5
+    page = client.get(reverse("demo:partner"))
+    assert page.context["waiting"] == 5
+    assert tasks.call_partner.call(99) == {"item": 99, "ok": True}
+    assert PartnerCall.objects.filter(item=99).exists()
+
+
+def test_the_dead_letter_job_ends_failed(client, demo):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    client.post(reverse("demo:home"), {"action": "fail"})
+    now = timezone.now()
+    for step in range(3):
+        work_off(now=now + timedelta(seconds=3 * step))
+    job = Job.objects.get(task_path=tasks.always_fails.module_path)
+    assert job.status == JobStatus.FAILED and job.attempts == 3
+
+
+def test_every_page_renders(client, demo):
+    for name in ("home", "signup", "checkout", "reports", "partner"):
+        assert client.get(reverse(f"demo:{name}")).status_code == 200
