@@ -1,6 +1,8 @@
 """The example project's report page in a real headless browser, with a real worker: start
 a report, watch the progress bar move to 100% through /jobs/<id>/ polling, download it."""
 
+import signal
+
 import pytest
 
 from asyncjobs.models import Job, JobStatus
@@ -37,3 +39,5 @@ def test_report_progress_bar_reaches_100_and_offers_the_download(
         lines = csv_file.read().splitlines()
     assert lines[0] == "row,value,square" and len(lines) == 151
     assert worker.proc.poll() is None, worker.output()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, worker.output()
