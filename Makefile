@@ -1,4 +1,4 @@
-.PHONY: test demo lint bench bench-quick chaos chaos-quick
+.PHONY: test demo lint bench bench-quick bench-compare chaos chaos-quick
 
 test:  ## set up .venv, run the whole test suite on SQLite, then PostgreSQL
 	bash scripts/test.sh
@@ -14,6 +14,9 @@ bench:  ## the benchmark suite on PostgreSQL (see bench/README.md)
 
 bench-quick:  ## a small run of the benchmark suite, to prove it runs (no timing assertions)
 	bash scripts/bench.sh --quick
+
+bench-compare:  ## asyncjobs against django-tasks-db, procrastinate and Celery+Redis (installs them in bench/.peers)
+	bash scripts/bench.sh --compare
 
 chaos:  ## 5,000 jobs, 3 workers, random SIGKILLs, a PostgreSQL restart: proves nothing is lost
 	bash scripts/chaos.sh

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Run the benchmark suite (bench/run.py) in the project's .venv. Arguments pass through.
+# Run the benchmark suite (bench/run.py; with --compare, bench/compare.py against the peers)
+# in the project's .venv. Arguments pass through.
 source "$(dirname "${BASH_SOURCE[0]}")/_python.sh"
 ensure_venv
 cd "$ROOT"
+if [ "${1:-}" = "--compare" ]; then
+    shift
+    exec "$VENV/bin/python" bench/compare.py "$@"
+fi
 exec "$VENV/bin/python" bench/run.py "$@"

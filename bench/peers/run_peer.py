@@ -1,0 +1,418 @@
+"""Run one system's workloads in this interpreter and print the figures as one JSON line.
+
+    python bench/peers/run_peer.py SYSTEM [--jobs 10000] [--samples 50] [--concurrency 4]
+
+SYSTEM is asyncjobs (run with the project's .venv), django-tasks-db, procrastinate or celery
+(run with bench/.peers, which has them installed). bench/compare.py calls this for each
+system in turn; the measuring code is the same for all of them:
+
+- enqueue: ``--jobs`` calls, one at a time, in autocommit;
+- bulk: one batch call, where the system has one (asyncjobs ``enqueue_many``,
+  procrastinate ``batch_defer``);
+- drain with 1 and 2 worker processes: the jobs are stored first with no worker running,
+  then the workers start; the rate is timed from the first job done to the last (so worker
+  start-up is not counted);
+- latency: one idle worker process (concurrency 1), warmed up; a job is enqueued, and the
+  time from enqueue to the start of its execution is read from what the system records.
+"""
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+
+def recreate_database(name: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
+        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+class System:
+    """What the harness needs from a queue."""
+
+    name = ""
+    settings = ""  # a Django settings module, if the system is a Django app
+    database = ""
+    concurrency_flag = True  # whether its worker runs several jobs at once
+
+    def setup(self) -> None:
+        if self.settings:
+            os.environ["DJANGO_SETTINGS_MODULE"] = self.settings
+            recreate_database(self.database)
+            import django
+
+            django.setup()
+            from django.core.management import call_command
+
+            call_command("migrate", verbosity=0)
+
+    def sql(self, statement: str) -> Any:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute(statement)
+            return cursor.fetchone()[0] if cursor.description else None
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def enqueue_one(self) -> None:
+        raise NotImplementedError
+
+    def bulk(self, n: int) -> Callable[[], None] | None:
+        """A callable that stores ``n`` jobs in one batch, or None if there is no batch API."""
+        return None
+
+    def store(self, n: int) -> None:
+        """Store ``n`` jobs (no worker running) for a drain."""
+        batch = self.bulk(n)
+        if batch is not None:
+            batch()
+        else:
+            for _ in range(n):
+                self.enqueue_one()
+
+    def done(self) -> int:
+        raise NotImplementedError
+
+    def worker_command(self, concurrency: int) -> list[str]:
+        raise NotImplementedError
+
+    def start_latency_job(self) -> Any:
+        raise NotImplementedError
+
+    def started_after(self, handle: Any) -> float | None:
+        """Seconds from enqueue to start of the job ``handle``, or None if not started."""
+        raise NotImplementedError
+
+
+class AsyncJobs(System):
+    name = "asyncjobs"
+    settings = "bench.settings"
+    database = "asyncjobs_bench"
+
+    def setup(self) -> None:
+        os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{self.database}"
+        super().setup()
+
+    def reset(self) -> None:
+        self.sql("TRUNCATE asyncjobs_attempt, asyncjobs_job, asyncjobs_worker")
+        self.sql("VACUUM ANALYZE asyncjobs_job")
+
+    def enqueue_one(self) -> None:
+        from bench.tasks import noop
+
+        noop.enqueue()
+
+    def bulk(self, n: int) -> Callable[[], None]:
+        from asyncjobs import enqueue_many
+        from bench.tasks import noop
+
+        calls = [(noop, (), {}) for _ in range(n)]
+        return lambda: enqueue_many(calls)
+
+    def done(self) -> int:
+        return self.sql("SELECT count(*) FROM asyncjobs_job WHERE status = 'succeeded'")
+
+    def worker_command(self, concurrency: int) -> list[str]:
+        return [sys.executable, "-m", "django", "runworker", "--concurrency", str(concurrency)]
+
+    def start_latency_job(self) -> Any:
+        from bench.tasks import noop
+
+        return noop.enqueue().id
+
+    def started_after(self, handle: Any) -> float | None:
+        from asyncjobs.models import Attempt
+
+        attempt = Attempt.objects.filter(job_id=handle).select_related("job").first()
+        if attempt is None:
+            return None
+        return (attempt.started_at - attempt.job.enqueued_at).total_seconds()
+
+
+class DjangoTasksDB(System):
+    name = "django-tasks-db"
+    settings = "bench.peers.settings_djtasks"
+    database = "peers_djtasks"
+    concurrency_flag = False  # db_worker runs one task at a time per process
+
+    def reset(self) -> None:
+        self.sql("TRUNCATE django_tasks_database_dbtaskresult")
+        self.sql("VACUUM ANALYZE django_tasks_database_dbtaskresult")
+
+    def enqueue_one(self) -> None:
+        from bench.peers.djtasks_tasks import noop
+
+        noop.enqueue()
+
+    def done(self) -> int:
+        return self.sql(
+            "SELECT count(*) FROM django_tasks_database_dbtaskresult WHERE status = 'SUCCESSFUL'"
+        )
+
+    def worker_command(self, concurrency: int) -> list[str]:
+        return [sys.executable, "-m", "django", "db_worker", "--no-startup-delay"]
+
+    def start_latency_job(self) -> Any:
+        from bench.peers.djtasks_tasks import noop
+
+        return noop.enqueue().id
+
+    def started_after(self, handle: Any) -> float | None:
+        from django_tasks_db.models import DBTaskResult
+
+        row = DBTaskResult.objects.filter(pk=handle).values("enqueued_at", "started_at").first()
+        if row is None or row["started_at"] is None:
+            return None
+        return (row["started_at"] - row["enqueued_at"]).total_seconds()
+
+
+class Procrastinate(System):
+    name = "procrastinate"
+    settings = "bench.peers.settings_procrastinate"
+    database = "peers_procrastinate"
+
+    def reset(self) -> None:
+        self.sql("TRUNCATE procrastinate_jobs, procrastinate_events CASCADE")
+        self.sql("VACUUM ANALYZE procrastinate_jobs")
+
+    def _task(self) -> Any:
+        from bench.peers.procapp.tasks import noop
+
+        return noop
+
+    def enqueue_one(self) -> None:
+        self._task().defer()
+
+    def bulk(self, n: int) -> Callable[[], None]:
+        task = self._task()
+        return lambda: task.batch_defer(*[{} for _ in range(n)])
+
+    def done(self) -> int:
+        return self.sql("SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'")
+
+    def worker_command(self, concurrency: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "django",
+            "procrastinate",
+            "worker",
+            "--concurrency",
+            str(concurrency),
+        ]
+
+    def start_latency_job(self) -> Any:
+        return self._task().defer()
+
+    def started_after(self, handle: Any) -> float | None:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT max(at) FILTER (WHERE type = 'started') - "
+                "min(at) FILTER (WHERE type = 'deferred') "
+                "FROM procrastinate_events WHERE job_id = %s",
+                [handle],
+            )
+            delta = cursor.fetchone()[0]
+        return delta.total_seconds() if delta is not None else None
+
+
+class CeleryRedis(System):
+    name = "celery"
+
+    def setup(self) -> None:
+        from bench.peers.celery_app import counter
+
+        counter.ping()
+
+    def reset(self) -> None:
+        from bench.peers.celery_app import counter
+
+        counter.flushdb()
+
+    def enqueue_one(self) -> None:
+        from bench.peers.celery_app import noop
+
+        noop.delay()
+
+    def done(self) -> int:
+        from bench.peers.celery_app import counter
+
+        return int(counter.get("bench:done") or 0)
+
+    def worker_command(self, concurrency: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench.peers.celery_app",
+            "worker",
+            "--pool",
+            "threads",
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+
+    def start_latency_job(self) -> Any:
+        from bench.peers.celery_app import counter, noop
+
+        counter.delete("bench:latency")
+        noop.delay(enqueued_at=time.time())
+        return None
+
+    def started_after(self, handle: Any) -> float | None:
+        from bench.peers.celery_app import counter
+
+        value = counter.lpop("bench:latency")
+        return float(value) if value is not None else None
+
+
+SYSTEMS: dict[str, type[System]] = {
+    s.name: s for s in (AsyncJobs, DjangoTasksDB, Procrastinate, CeleryRedis)
+}
+
+
+def start_workers(system: System, count: int, concurrency: int) -> list[subprocess.Popen]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return [
+        subprocess.Popen(
+            system.worker_command(concurrency),
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(count)
+    ]
+
+
+def stop_workers(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def bench_enqueue(system: System, n: int) -> float:
+    system.reset()
+    start = time.perf_counter()
+    for _ in range(n):
+        system.enqueue_one()
+    return n / (time.perf_counter() - start)
+
+
+def bench_bulk(system: System, n: int) -> float | None:
+    system.reset()
+    batch = system.bulk(n)
+    if batch is None:
+        return None
+    start = time.perf_counter()
+    batch()
+    return n / (time.perf_counter() - start)
+
+
+def bench_drain(system: System, n: int, workers: int, concurrency: int) -> float:
+    system.reset()
+    system.store(n)
+    procs = start_workers(system, workers, concurrency)
+    try:
+        wait_for(lambda: system.done() > 0, 120, "the first job")
+        first = time.perf_counter()
+        first_count = system.done()
+        wait_for(lambda: system.done() >= n, 900, f"{n} jobs")
+        elapsed = time.perf_counter() - first
+    finally:
+        stop_workers(procs)
+    return (n - first_count) / elapsed if elapsed > 0 else float("nan")
+
+
+def bench_latency(system: System, samples: int) -> list[float]:
+    system.reset()
+    procs = start_workers(system, 1, 1)
+    latencies: list[float] = []
+    try:
+        warm = system.start_latency_job()  # the first job also waits for start-up
+        wait_for(lambda: system.started_after(warm) is not None, 120, "the warm-up job")
+        time.sleep(0.5)
+        for _ in range(samples):
+            handle = system.start_latency_job()
+            box: list[float] = []
+
+            def started(h: Any = handle, box: list[float] = box) -> bool:
+                value = system.started_after(h)
+                if value is not None:
+                    box.append(value)
+                return value is not None
+
+            wait_for(started, 30, "a job to start")
+            latencies.append(box[0] * 1000)
+            time.sleep(0.05)
+    finally:
+        stop_workers(procs)
+    return latencies
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("system", choices=sorted(SYSTEMS))
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--samples", type=int, default=50)
+    parser.add_argument("--concurrency", type=int, default=4)
+    args = parser.parse_args()
+    system = SYSTEMS[args.system]()
+    system.setup()
+    result: dict[str, Any] = {"system": system.name, "jobs": args.jobs}
+    result["enqueue"] = bench_enqueue(system, args.jobs)
+    result["bulk"] = bench_bulk(system, args.jobs)
+    result["drain_1"] = bench_drain(system, args.jobs, 1, args.concurrency)
+    result["drain_2"] = bench_drain(system, args.jobs, 2, args.concurrency)
+    latencies = bench_latency(system, args.samples)
+    ordered = sorted(latencies)
+    result["latency_ms"] = {
+        "p50": statistics.median(ordered),
+        "p95": ordered[min(round(0.95 * (len(ordered) - 1)), len(ordered) - 1)],
+        "all": [round(v, 2) for v in latencies],
+    }
+    result["concurrency"] = args.concurrency if system.concurrency_flag else 1
+    system.reset()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
