@@ -345,7 +345,9 @@ class Runner:
                 queues=plain,
                 limit=free - len(claimed),
                 worker_id=self.worker_id,
-                now=now,
+                # A fresh clock: the queries above take time, and an attempt must not be
+                # recorded as started before a job enqueued meanwhile.
+                now=now if frozen else timezone.now(),
                 lease=self.lease,
             )
         return claimed
