@@ -192,6 +192,13 @@ class Job(models.Model):
                 name="asyncjobs_job_scheduled",
                 condition=Q(status="scheduled"),
             ),
+            # The next scheduled job of one queue: an ordered walk of that queue's entries,
+            # however many future jobs other queues hold, and whatever the statistics say.
+            models.Index(
+                fields=["queue_name", "run_after"],
+                name="asyncjobs_job_scheduled_queue",
+                condition=Q(status="scheduled"),
+            ),
             # Lease renewal and rescue look at running jobs only.
             models.Index(
                 fields=["lease_expires_at"],

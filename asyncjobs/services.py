@@ -268,7 +268,7 @@ def enqueue_jobs(jobs: list[Job], *, using: str, now: datetime | None = None) ->
             QueueState.objects.using(using).get_or_create(name=name, defaults={"changed_at": now})
             QueueState.objects.using(using).select_for_update().get(name=name)
         if len(plain) > 1:
-            Job.objects.using(using).bulk_create(plain)
+            db.insert_jobs(using, plain)
         elif plain:
             plain[0].save(using=using, force_insert=True)
         stored = [
@@ -755,7 +755,17 @@ def promote_due(
             .filter(pk__in=due_ids, status=JobStatus.SCHEDULED)
             .update(status=JobStatus.QUEUED)
         )
-    next_due = jobs.scheduled().aggregate(next=Min("run_after"))["next"]
+    # One ordered index probe per queue. A MIN() over all scheduled jobs of the queues read
+    # every one of them when the statistics were stale (38 ms at 100,000 future jobs, every
+    # second, in every worker).
+    scheduled = Job.objects.using(using).filter(status=JobStatus.SCHEDULED).order_by("run_after")
+    firsts = [
+        (scheduled if queue is None else scheduled.filter(queue_name=queue))
+        .values_list("run_after", flat=True)
+        .first()
+        for queue in (queues if queues is not None else [None])
+    ]
+    next_due = min((when for when in firsts if when is not None), default=None)
     return moved, next_due
 
 

@@ -6,9 +6,10 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection, connections, transaction
+from django.tasks import task_backends
 from django.utils import timezone
 
-from asyncjobs import db, enqueue_many
+from asyncjobs import db, enqueue_many, services
 from asyncjobs.models import Attempt, Job, JobStatus
 from tests import tasks
 
@@ -170,9 +171,48 @@ def test_listener_is_notified_on_commit_not_before(strategy):
         # Bulk insert: one notification; a retry back to queued notifies too.
         enqueue_many([(tasks.add, (i, i), {}) for i in range(3)])
         assert listener.wait(5) is True
+        # COPY (large batches) fires the insert trigger too.
+        enqueue_many([(tasks.add, (i, i), {}) for i in range(db.COPY_MIN_ROWS)])
+        assert listener.wait(5) is True
     finally:
         listener.close()
     assert listener.wait(1) is False
+
+
+def test_insert_jobs_stores_what_the_orm_would():
+    """A large batch (COPY on PostgreSQL) stores every field exactly as ``save()`` does."""
+    now = timezone.now()
+    backend = task_backends["default"]
+    task = tasks.add.using(priority=7, run_after=now + timedelta(hours=1))
+    args, kwargs = (1, {"k": [1.5, "é", None]}), {"x": True}
+    batch = [backend.build_job(task, args, kwargs, now) for _ in range(db.COPY_MIN_ROWS)]
+    with transaction.atomic():
+        db.insert_jobs("default", batch)
+    single = backend.build_job(task, args, kwargs, now)
+    single.save(force_insert=True)
+
+    def row(pk):
+        return {k: v for k, v in Job.objects.filter(pk=pk).values().get().items() if k != "id"}
+
+    assert row(batch[0].pk) == row(single.pk)
+    assert row(batch[-1].pk)["status"] == JobStatus.SCHEDULED
+    assert Job.objects.count() == db.COPY_MIN_ROWS + 1
+    assert not batch[0]._state.adding and batch[0]._state.db == "default"
+
+
+def test_promote_due_moves_due_jobs_and_tells_when_the_next_is_due():
+    now = timezone.now()
+    first, soon, later = (now + timedelta(minutes=m) for m in (1, 2, 5))
+    due = tasks.add.using(run_after=first).enqueue(1, 1)
+    tasks.add.using(run_after=later).enqueue(1, 1)
+    tasks.send_welcome_email.using(run_after=soon).enqueue(1)  # queue "emails"
+    assert Job.objects.get(pk=due.id).status == JobStatus.SCHEDULED
+    assert services.promote_due(now=first, queues=["default"]) == (1, later)
+    assert Job.objects.get(pk=due.id).status == JobStatus.QUEUED
+    assert services.promote_due(now=first, queues=["default", "emails"]) == (0, soon)
+    assert services.promote_due(now=first, queues=None) == (0, soon)
+    assert services.promote_due(now=first, queues=["low"]) == (0, None)
+    assert services.promote_due(now=later, queues=["emails", "default"]) == (2, None)
 
 
 @pytest.mark.sqlite
