@@ -63,9 +63,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
 
-    from bench.run import ensure_postgres_database
+    from bench.common import recreate_database
 
-    ensure_postgres_database()
+    recreate_database(os.environ["DATABASE_URL"])
     import django
 
     django.setup()

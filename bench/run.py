@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -25,29 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 
-
-def ensure_postgres_database() -> None:
-    """Create the benchmark database afresh: every run starts from an empty, just-migrated
-    schema, whatever an earlier run (or an older schema) left behind."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    import psycopg
-    from psycopg import sql
-
-    url = os.environ["DATABASE_URL"]
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+from bench.common import recreate_database, stop_workers  # noqa: E402
 
 
 def setup_django() -> None:
     if not os.environ.get("BENCH_SQLITE"):
         os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/asyncjobs_bench")
-        ensure_postgres_database()
+        recreate_database(os.environ["DATABASE_URL"])
     else:
         for leftover in (ROOT / "bench" / "results").glob("bench.sqlite3*"):
             leftover.unlink()
@@ -118,34 +101,63 @@ def start_workers(count: int, concurrency: int) -> list[subprocess.Popen]:
     return procs
 
 
-def stop_workers(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def bench_drain(n: int, workers: int, concurrency: int) -> float:
+def bench_drain(n: int, workers: int, concurrency: int, *, keep: bool = False) -> float:
+    """Idle workers first, then ``n`` jobs in one commit; timed until all have succeeded.
+    ``keep``: do not empty the tables first (depth runs fill them)."""
     from asyncjobs import enqueue_many
     from asyncjobs.models import Job
     from bench.tasks import noop
 
-    reset()
+    if not keep:
+        reset()
     procs = start_workers(workers, concurrency)
     try:
         enqueue_many([(noop, (), {}) for _ in range(n)])
         start = time.perf_counter()
         deadline = time.monotonic() + 600
-        while Job.objects.filter(status="succeeded").count() < n:
+        # Asking whether any is left (queued or running: small partial indexes) rather than
+        # counting what succeeded keeps the poll cheap with a million finished rows.
+        left = Job.objects.filter(status__in=["queued", "running"])
+        while left.exists():
             if time.monotonic() > deadline:
                 raise RuntimeError("drain did not finish in 600 s")
             time.sleep(0.02)
-        return n / (time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        if Job.objects.filter(status="failed").exists():
+            raise RuntimeError("some no-op jobs failed")
+        return n / elapsed
     finally:
         stop_workers(procs)
+
+
+# Jobs that only sit in the table: not yet due (scheduled a day ahead) or long finished.
+PENDING_SQL = """
+INSERT INTO asyncjobs_job (
+    id, backend, task_path, args, kwargs, queue_name, priority, status, enqueued_at, run_after,
+    finished_at, attempts, max_attempts, free_attempts, backoff, retry_on, fail_on,
+    last_error_class, last_error_message, worker_id, webhook_url, limit_key, limit_rate)
+SELECT
+    gen_random_uuid(), 'default', 'bench.tasks.noop', '[]', '{}', 'default', 0, %(status)s,
+    now() - interval '1 hour',
+    CASE WHEN %(status)s = 'scheduled' THEN now() + interval '1 day' + (g || ' ms')::interval
+         ELSE now() - interval '1 hour' END,
+    CASE WHEN %(status)s = 'succeeded' THEN now() - (g || ' ms')::interval END,
+    CASE WHEN %(status)s = 'succeeded' THEN 1 ELSE 0 END, 3, 0, '{}', '[]', '[]',
+    '', '', '', '', '', ''
+FROM generate_series(1, %(n)s) AS g
+"""
+
+
+def bench_depth(n: int, workers: int, concurrency: int, status: str, pending: int) -> float:
+    """The drain rate with ``pending`` jobs of ``status`` already in the table, inserted
+    right before (no ANALYZE: the planner still believes the table is empty, as it does
+    after a burst of inserts until autovacuum comes by)."""
+    from django.db import connection
+
+    reset()
+    with connection.cursor() as cursor:
+        cursor.execute(PENDING_SQL, {"status": status, "n": pending})
+    return bench_drain(n, workers, concurrency, keep=True)
 
 
 def bench_latency(samples: int) -> list[float]:
@@ -241,26 +253,59 @@ def main() -> int:
     parser.add_argument(
         "--memory-jobs", type=int, default=100_000, help="jobs for the memory run (0: skip)"
     )
+    parser.add_argument(
+        "--depth-future", type=int, default=100_000, help="not-yet-due jobs for a depth run"
+    )
+    parser.add_argument(
+        "--depth-finished", type=int, default=1_000_000, help="finished jobs for a depth run"
+    )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated workloads to run (enqueue, bulk, drain_1, drain_2, depth_future, "
+        "depth_finished, latency); default all",
+    )
     args = parser.parse_args()
     if args.quick:
         args.runs, args.jobs, args.latency_samples = 1, 300, 10
         args.memory_jobs = min(args.memory_jobs, 2_000)
+        args.depth_future, args.depth_finished = 1_000, 10_000
     setup_django()
     from django.db import connection
 
     workloads = {
-        "enqueue one at a time (jobs/s)": lambda: bench_enqueue(args.jobs),
-        "bulk enqueue (jobs/s)": lambda: bench_bulk(args.jobs),
-        "drain, 1 worker process (jobs/s)": lambda: bench_drain(args.jobs, 1, args.concurrency),
-        "drain, 2 worker processes (jobs/s)": lambda: bench_drain(args.jobs, 2, args.concurrency),
+        "enqueue": ("enqueue one at a time (jobs/s)", lambda: bench_enqueue(args.jobs)),
+        "bulk": ("bulk enqueue (jobs/s)", lambda: bench_bulk(args.jobs)),
+        "drain_1": (
+            "drain, 1 worker process (jobs/s)",
+            lambda: bench_drain(args.jobs, 1, args.concurrency),
+        ),
+        "drain_2": (
+            "drain, 2 worker processes (jobs/s)",
+            lambda: bench_drain(args.jobs, 2, args.concurrency),
+        ),
     }
-    results: dict[str, list[float]] = {name: [] for name in workloads}
+    if connection.vendor == "postgresql":
+        workloads["depth_future"] = (
+            f"drain, 2 procs, {args.depth_future:,} not-yet-due pending (jobs/s)",
+            lambda: bench_depth(args.jobs, 2, args.concurrency, "scheduled", args.depth_future),
+        )
+        workloads["depth_finished"] = (
+            f"drain, 2 procs, {args.depth_finished:,} finished in table (jobs/s)",
+            lambda: bench_depth(args.jobs, 2, args.concurrency, "succeeded", args.depth_finished),
+        )
+    only = set(args.only.split(",")) if args.only else {*workloads, "latency"}
+    if unknown := only - {*workloads, "latency"}:
+        parser.error(f"unknown workloads {sorted(unknown)}; known: {sorted(workloads)}, latency")
+    workloads = {key: value for key, value in workloads.items() if key in only}
+    results: dict[str, list[float]] = {label: [] for label, _ in workloads.values()}
     latencies: list[float] = []
     for run in range(args.runs):
-        for name, fn in workloads.items():
-            results[name].append(fn())
-            print(f"run {run + 1}/{args.runs} {name}: {results[name][-1]:,.0f}", flush=True)
-        latencies += bench_latency(args.latency_samples)
+        for label, fn in workloads.values():
+            results[label].append(fn())
+            print(f"run {run + 1}/{args.runs} {label}: {results[label][-1]:,.0f}", flush=True)
+        if "latency" in only:
+            latencies += bench_latency(args.latency_samples)
     memory = bench_memory(args.memory_jobs, args.concurrency) if args.memory_jobs else None
     reset()
     report = {
@@ -278,7 +323,9 @@ def main() -> int:
             "p95": percentile(latencies, 0.95),
             "max": max(latencies),
             "samples": len(latencies),
-        },
+        }
+        if latencies
+        else None,
         "memory": memory,
     }
     out = ROOT / "bench" / "results"
@@ -287,11 +334,18 @@ def main() -> int:
     name = f"{prefix}{report['when'].replace(':', '')}-{connection.vendor}.json"
     (out / name).write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nasyncjobs on {connection.vendor}, {args.jobs:,} jobs, {args.runs} runs")
-    print(f"{'workload':40} {'median':>10} {'min-max':>22}")
+    print(f"{'workload':62} {'median':>10} {'min-max':>22}")
     for wl, s in report["workloads"].items():
-        print(f"{wl:40} {s['median']:>10,.0f} {s['min']:>10,.0f}-{s['max']:<10,.0f}")
-    lat = report["latency_ms"]
-    print(f"{'enqueue-to-start latency p50 / p95 (ms)':40} {lat['p50']:>10.1f} {lat['p95']:>10.1f}")
+        print(f"{wl:62} {s['median']:>10,.0f} {s['min']:>10,.0f}-{s['max']:<10,.0f}")
+    if lat := report["latency_ms"]:
+        label = "enqueue-to-start latency p50 / p95 (ms)"
+        print(f"{label:62} {lat['p50']:>10.1f} {lat['p95']:>10.1f}")
+    if "drain_2" in workloads:
+        empty = report["workloads"][workloads["drain_2"][0]]["median"]
+        for key in ("depth_future", "depth_finished"):
+            if key in workloads:
+                depth = report["workloads"][workloads[key][0]]["median"]
+                print(f"{key}: {depth / empty:.0%} of the empty-table drain (medians)")
     if memory:
         print(
             f"worker RSS over {memory['jobs']:,} jobs (MiB): {memory['rss_mib_at_10pct']} at 10%, "

@@ -38,6 +38,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chaos.settings")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/asyncjobs_chaos")
 
+from bench.common import recreate_database  # noqa: E402
+
 EXPLAINED = {"lost", "failed", "timed_out"}
 
 
@@ -50,21 +52,6 @@ def default_restart_command() -> str:
     if not clusters:
         return ""
     return f"pg_ctlcluster --skip-systemctl-redirect {clusters[-1]} main restart -m fast"
-
-
-def recreate_database() -> None:
-    from urllib.parse import urlsplit, urlunsplit
-
-    import psycopg
-    from psycopg import sql
-
-    parts = urlsplit(os.environ["DATABASE_URL"])
-    name = parts.path.lstrip("/")
-    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def with_retry(what: str, action: Callable[[], Any], give_up: float = 120.0) -> Any:
@@ -263,7 +250,7 @@ def main() -> int:
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     random.seed(seed)
 
-    recreate_database()
+    recreate_database(os.environ["DATABASE_URL"])
     import django
 
     django.setup()

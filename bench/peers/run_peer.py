@@ -19,7 +19,6 @@ system in turn; the measuring code is the same for all of them:
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -31,14 +30,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import recreate_database, stop_workers  # noqa: E402
 
-def recreate_database(name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
-        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+PEER_SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 
 class System:
@@ -52,7 +46,7 @@ class System:
     def setup(self) -> None:
         if self.settings:
             os.environ["DJANGO_SETTINGS_MODULE"] = self.settings
-            recreate_database(self.database)
+            recreate_database(f"{PEER_SERVER}/{self.database}")
             import django
 
             django.setup()
@@ -307,17 +301,6 @@ def start_workers(system: System, count: int, concurrency: int) -> list[subproce
         )
         for _ in range(count)
     ]
-
-
-def stop_workers(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
