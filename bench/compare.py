@@ -1,14 +1,14 @@
 """asyncjobs against its peers on this machine: django-tasks-db, procrastinate, Celery + Redis.
 
-    python bench/compare.py [--runs 3] [--jobs 10000] [--samples 50] [--quick]
+    python bench/compare.py [--runs 3] [--jobs 10000] [--samples 50] [--depth 100000] [--quick]
 
 Installs the peers into their own virtualenv (bench/.peers, from bench/peers/requirements.txt)
 on first use, then runs bench/peers/run_peer.py for each system in turn, interleaved
 (A B C D, A B C D, ...), so that a slow minute of the machine hits every system alike.
 Celery is skipped (and said so) when no Redis answers at PEER_REDIS_URL. Writes
 bench/results/compare-<time>.json, prints medians (min-max) and asyncjobs' ratio to each
-peer, and draws bench/results/compare-drain.png and compare-latency.png. Nothing here is
-asserted anywhere: the figures are for reading.
+peer, and draws bench/results/compare-drain.png, compare-depth.png and compare-latency.png.
+Nothing here is asserted anywhere: the figures are for reading.
 """
 
 import argparse
@@ -28,7 +28,7 @@ PEERS_PYTHON = PEERS_VENV / "bin" / "python"
 REQUIREMENTS = ROOT / "bench" / "peers" / "requirements.txt"
 RESULTS = ROOT / "bench" / "results"
 PEERS = ["django-tasks-db", "procrastinate", "celery"]
-RATES = ["enqueue", "bulk", "drain_1", "drain_2"]
+RATES = ["enqueue", "bulk", "drain_1", "drain_2", "drain_depth"]
 
 
 def log(message: str) -> None:
@@ -69,6 +69,8 @@ def run_system(system: str, args: argparse.Namespace) -> dict[str, Any]:
         str(args.samples),
         "--concurrency",
         str(args.concurrency),
+        "--depth",
+        str(args.depth),
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("DJANGO_SETTINGS_MODULE", None)
@@ -88,11 +90,17 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--samples", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=4, help="threads per worker")
-    parser.add_argument("--quick", action="store_true", help="1 run, 500 jobs, 10 samples")
+    parser.add_argument(
+        "--depth", type=int, default=100_000, help="future jobs for the depth drain (0: skip)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="1 run, 500 jobs, 10 samples, depth 2,000"
+    )
     parser.add_argument("--systems", nargs="*", default=["asyncjobs", *PEERS])
     args = parser.parse_args()
     if args.quick:
         args.runs, args.jobs, args.samples = 1, 500, 10
+        args.depth = min(args.depth, 2_000)
     ensure_peers()
     systems = list(args.systems)
     notes = []
@@ -111,9 +119,13 @@ def main() -> int:
     latencies: dict[str, list[float]] = {}
     for system, runs in raw.items():
         summary[system] = {
-            key: spread([r[key] for r in runs]) if runs[0][key] is not None else None
+            key: spread([r[key] for r in runs]) if runs[0].get(key) is not None else None
             for key in RATES
         }
+        depth, empty = summary[system]["drain_depth"], summary[system]["drain_2"]
+        summary[system]["depth_over_empty"] = (
+            depth["median"] / empty["median"] if depth and empty else None
+        )
         latencies[system] = [v for r in runs for v in r["latency_ms"]["all"]]
         ordered = sorted(latencies[system])
         summary[system]["latency_p50"] = statistics.median(ordered)
@@ -141,6 +153,7 @@ def main() -> int:
         "runs": args.runs,
         "samples": args.samples,
         "concurrency": args.concurrency,
+        "depth": args.depth,
         "machine": {"cpus": os.cpu_count()},
         "systems": systems,
         "notes": notes,
@@ -166,14 +179,19 @@ def main() -> int:
 
     print(f"\n{args.jobs:,} no-op jobs, {args.runs} interleaved runs, medians (min-max)")
     header = f"{'system':16} {'enqueue/s':>20} {'bulk/s':>22} {'drain 1 proc/s':>20}"
-    print(header + f" {'drain 2 procs/s':>20} {'latency p50/p95 ms':>20}")
+    header += f" {'drain 2 procs/s':>20} {'same, deep':>20} {'latency p50/p95 ms':>20}"
+    print(header)
     for system in systems:
         s = summary[system]
         print(
             f"{system:16} {cell(s['enqueue']):>20} {cell(s['bulk']):>22} "
-            f"{cell(s['drain_1']):>20} {cell(s['drain_2']):>20} "
+            f"{cell(s['drain_1']):>20} {cell(s['drain_2']):>20} {cell(s['drain_depth']):>20} "
             f"{s['latency_p50']:>10.1f} / {s['latency_p95']:.1f}"
         )
+    print(f"deep: {args.depth:,} jobs due tomorrow in the table, unanalyzed")
+    for system in systems:
+        if (share := summary[system]["depth_over_empty"]) is not None:
+            print(f"{system}: drain with depth at {share:.0%} of the empty-table drain")
     for system, r in ratios.items():
         parts = [f"{k} {v:.1f}x" for k, v in r.items() if v is not None]
         print(f"asyncjobs vs {system}: " + ", ".join(parts))

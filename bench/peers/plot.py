@@ -36,6 +36,23 @@ def main() -> int:
     fig.tight_layout()
     fig.savefig(out / "compare-drain.png", dpi=110)
 
+    deep = [s for s in systems if summary[s].get("drain_depth")]
+    if deep:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        for i, (key, label) in enumerate(
+            [("drain_2", "empty table"), ("drain_depth", f"{result['depth']:,} jobs due tomorrow")]
+        ):
+            values = [summary[s][key]["median"] for s in deep]
+            xs = [x + (i - 0.5) * width for x in range(len(deep))]
+            bars = ax.bar(xs, values, width, label=label)
+            ax.bar_label(bars, fmt="%.0f", fontsize=8)
+        ax.set_xticks(range(len(deep)), deep)
+        ax.set_ylabel("jobs/s (median), 2 worker processes")
+        ax.set_title("Drain rate against queue depth (statistics not refreshed)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "compare-depth.png", dpi=110)
+
     fig, ax = plt.subplots(figsize=(8, 4.5))
     data = [result["latencies"][s] for s in systems]
     ax.boxplot(data, tick_labels=systems, showfliers=False)
