@@ -118,31 +118,52 @@ def _prep(field_name: str, value: Any, connection: BaseDatabaseWrapper) -> Any:
 
 # From this many jobs on, PostgreSQL gets them through COPY; below, one INSERT is as quick.
 COPY_MIN_ROWS = 100
+# The single-job INSERT statement, per database alias.
+_INSERT_CACHE: dict[str, str] = {}
 
 
-def insert_jobs(alias: str, jobs: list[Job]) -> None:
-    """Insert new, unsaved jobs in the caller's transaction, as ``bulk_create`` would.
-
-    On PostgreSQL a batch of ``COPY_MIN_ROWS`` or more goes through ``COPY … FROM STDIN``:
-    Django's bulk INSERT spends most of its time building one huge statement in Python, and
-    COPY streams the rows instead. The insert trigger fires for COPY too, so workers are
-    notified at commit either way.
-    """
-    connection = connections[alias]
-    if connection.vendor != "postgresql" or len(jobs) < COPY_MIN_ROWS:
-        Job.objects.using(alias).bulk_create(jobs)
-        return
+def _row(job: Job, connection: BaseDatabaseWrapper) -> list[Any]:
+    """A new job's column values, prepared exactly as the ORM's INSERT prepares them."""
     fields = Job._meta.concrete_fields
-    columns, _ = _job_columns(connection)
-    table = connection.ops.quote_name(Job._meta.db_table)
-    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
-    connection.ensure_connection()
-    with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
-        for job in jobs:
-            copy.write_row([f.get_db_prep_save(f.pre_save(job, True), connection) for f in fields])
+    return [f.get_db_prep_save(f.pre_save(job, True), connection) for f in fields]
+
+
+def _mark_saved(jobs: list[Job], alias: str) -> None:
     for job in jobs:
         job._state.adding = False
         job._state.db = alias
+
+
+def insert_jobs(alias: str, jobs: list[Job]) -> None:
+    """Insert new, unsaved jobs in the caller's transaction (or in autocommit), as
+    ``bulk_create`` would; Django's model signals are not sent (``task_enqueued`` is).
+
+    One job: one prepared ``INSERT`` whose text is built once per database alias (Django's
+    compiler rebuilds it for every save, which cost more than the insert's round trip).
+    On PostgreSQL a batch of ``COPY_MIN_ROWS`` or more goes through ``COPY … FROM STDIN``,
+    which streams the rows instead of building one huge statement. The insert trigger fires
+    for both, so workers are notified at commit either way.
+    """
+    connection = connections[alias]
+    columns, _ = _job_columns(connection)
+    table = connection.ops.quote_name(Job._meta.db_table)
+    if len(jobs) == 1:
+        statement = _INSERT_CACHE.get(alias)
+        if statement is None:
+            marks = ", ".join(["%s"] * len(columns))
+            statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
+            _INSERT_CACHE[alias] = statement
+        with connection.cursor() as cursor:
+            cursor.execute(statement, _row(jobs[0], connection))
+    elif connection.vendor != "postgresql" or len(jobs) < COPY_MIN_ROWS:
+        Job.objects.using(alias).bulk_create(jobs)
+    else:
+        statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+        connection.ensure_connection()
+        with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+            for job in jobs:
+                copy.write_row(_row(job, connection))
+    _mark_saved(jobs, alias)
 
 
 def _insert_attempts(alias: str, jobs: list[Job], worker_id: str, now: datetime) -> None:

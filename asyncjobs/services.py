@@ -259,7 +259,7 @@ def enqueue_jobs(jobs: list[Job], *, using: str, now: datetime | None = None) ->
         if (limit := jobs_settings.queue_option(job.queue_name, "MAX_QUEUED")) is not None
     }
     if len(jobs) == 1 and not capped and plain:
-        jobs[0].save(using=using, force_insert=True)  # autocommit: one statement, one commit
+        db.insert_jobs(using, jobs)  # autocommit: one statement, one commit
         return jobs
     with transaction.atomic(using=using):
         # Capped queues: take the queue's row lock first, so that concurrent enqueues count
@@ -267,10 +267,8 @@ def enqueue_jobs(jobs: list[Job], *, using: str, now: datetime | None = None) ->
         for name in sorted(capped):
             QueueState.objects.using(using).get_or_create(name=name, defaults={"changed_at": now})
             QueueState.objects.using(using).select_for_update().get(name=name)
-        if len(plain) > 1:
+        if plain:
             db.insert_jobs(using, plain)
-        elif plain:
-            plain[0].save(using=using, force_insert=True)
         stored = [
             job if job.unique_key is None else _insert_unique(job, now, using) for job in jobs
         ]
@@ -302,7 +300,7 @@ def _insert_unique(job: Job, now: datetime, using: str) -> Job:
     for _ in range(3):
         try:
             with transaction.atomic(using=using):
-                job.save(using=using, force_insert=True)
+                db.insert_jobs(using, [job])
             return job
         except IntegrityError:
             existing = Job.objects.using(using).filter(unique_key=job.unique_key).first()

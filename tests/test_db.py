@@ -180,7 +180,8 @@ def test_listener_is_notified_on_commit_not_before(strategy):
 
 
 def test_insert_jobs_stores_what_the_orm_would():
-    """A large batch (COPY on PostgreSQL) stores every field exactly as ``save()`` does."""
+    """A large batch (COPY on PostgreSQL) and a single job (a cached INSERT) store every
+    field exactly as ``save()`` does."""
     now = timezone.now()
     backend = task_backends["default"]
     task = tasks.add.using(priority=7, run_after=now + timedelta(hours=1))
@@ -189,15 +190,18 @@ def test_insert_jobs_stores_what_the_orm_would():
     with transaction.atomic():
         db.insert_jobs("default", batch)
     single = backend.build_job(task, args, kwargs, now)
-    single.save(force_insert=True)
+    single.save(force_insert=True)  # the ORM's own INSERT, for reference
+    one = backend.build_job(task, args, kwargs, now)
+    db.insert_jobs("default", [one])  # the cached single-row INSERT
 
     def row(pk):
         return {k: v for k, v in Job.objects.filter(pk=pk).values().get().items() if k != "id"}
 
-    assert row(batch[0].pk) == row(single.pk)
+    assert row(batch[0].pk) == row(single.pk) == row(one.pk)
     assert row(batch[-1].pk)["status"] == JobStatus.SCHEDULED
-    assert Job.objects.count() == db.COPY_MIN_ROWS + 1
+    assert Job.objects.count() == db.COPY_MIN_ROWS + 2
     assert not batch[0]._state.adding and batch[0]._state.db == "default"
+    assert not one._state.adding and one._state.db == "default"
 
 
 def test_promote_due_moves_due_jobs_and_tells_when_the_next_is_due():
