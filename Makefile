@@ -1,4 +1,4 @@
-.PHONY: test demo lint bench bench-quick bench-compare chaos chaos-quick
+.PHONY: test demo lint bench bench-quick bench-compare bench-compare-quick chaos chaos-quick
 
 test:  ## set up .venv, run the whole test suite on SQLite, then PostgreSQL
 	bash scripts/test.sh
@@ -17,6 +17,9 @@ bench-quick:  ## a small run of the benchmark suite, to prove it runs (no timing
 
 bench-compare:  ## asyncjobs against django-tasks-db, procrastinate and Celery+Redis (installs them in bench/.peers)
 	bash scripts/bench.sh --compare
+
+bench-compare-quick:  ## the same, 1 run of 500 jobs: proves the harness runs (CI)
+	bash scripts/bench.sh --compare --quick
 
 chaos:  ## 5,000 jobs, 3 workers, random SIGKILLs, a PostgreSQL restart: proves nothing is lost
 	bash scripts/chaos.sh
