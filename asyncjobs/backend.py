@@ -203,29 +203,40 @@ class JobsBackend(BaseTaskBackend):
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
             raise InvalidTask(f"concurrency_limit must be an integer >= 1, got {cap!r}.")
 
-    def build_job(
-        self, task: Task, args: Sequence[Any], kwargs: dict[str, Any], now: datetime
-    ) -> Job:
-        """An unsaved job for one call of ``task`` (validates the task and the arguments)."""
+    def _task_fields(self, task: Task) -> dict[str, Any]:
+        """What every job of ``task`` shares, for ``build_job`` (validates the task)."""
         self.validate_task(task)
+        return {
+            "task_path": task.module_path,
+            "queue_name": task.queue_name,
+            "priority": task.priority,
+            "run_after": task.run_after,
+            "backend": self.alias,
+            "options": _options(task),
+            "webhook_url": getattr(task, "webhook_url", None) or "",
+            "unique_for": as_timedelta(getattr(task, "unique_for", None)),
+            **self._limits(task),
+        }
+
+    def build_job(
+        self,
+        task: Task,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        now: datetime,
+        shared: dict[str, Any] | None = None,
+    ) -> Job:
+        """An unsaved job for one call of ``task`` (validates the task and the arguments).
+        ``shared``: ``_task_fields(task)``, when the caller builds many jobs of one task."""
         unique_key = getattr(task, "unique_key", None)
         if unique_key is None and getattr(task, "unique", None):
             unique_key = services.call_key(task.module_path, args, kwargs)
-        limits = self._limits(task)
         return services.build_job(
-            task_path=task.module_path,
             args=args,
             kwargs=kwargs,
-            queue_name=task.queue_name,
-            priority=task.priority,
-            run_after=task.run_after,
-            backend=self.alias,
-            options=_options(task),
             now=now,
-            webhook_url=getattr(task, "webhook_url", None) or "",
             unique_key=unique_key,
-            unique_for=as_timedelta(getattr(task, "unique_for", None)),
-            **limits,
+            **(shared if shared is not None else self._task_fields(task)),
         )
 
     @staticmethod
@@ -264,7 +275,12 @@ class JobsBackend(BaseTaskBackend):
     ) -> list[TaskResult]:
         """Store many jobs in one INSERT, all or none; see ``asyncjobs.enqueue_many``."""
         now = timezone.now()
-        pairs = [(task, self.build_job(task, args, kwargs, now)) for task, args, kwargs in calls]
+        shared: dict[int, dict[str, Any]] = {}  # per task object: validated once per call
+        pairs = []
+        for task, args, kwargs in calls:
+            if id(task) not in shared:
+                shared[id(task)] = self._task_fields(task)
+            pairs.append((task, self.build_job(task, args, kwargs, now, shared[id(task)])))
         stored = services.enqueue_jobs([job for _, job in pairs], using=self.database, now=now)
         results = []
         for (task, job), kept in zip(pairs, stored, strict=True):

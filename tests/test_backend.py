@@ -208,6 +208,17 @@ def test_enqueue_many_is_all_or_nothing():
     assert enqueue_many([]) == []
 
 
+def test_enqueue_many_checks_every_task_and_keeps_each_tasks_options():
+    retried = tasks.add.using(max_attempts=7, priority=5)
+    calls = [(tasks.add, (i, i), {}) for i in range(3)] + [(retried, (9, 9), {})]
+    results = enqueue_many(calls)
+    jobs = [Job.objects.get(pk=r.id) for r in results]
+    assert [(j.max_attempts, j.priority) for j in jobs] == [(3, 0)] * 3 + [(7, 5)]
+    with pytest.raises(InvalidTask, match="Queue 'nope'"):
+        enqueue_many([*calls, (tasks.add.using(queue_name="nope"), (1, 2), {})])
+    assert Job.objects.count() == 4
+
+
 def test_enqueue_many_refuses_mixed_backends(settings):
     settings.TASKS = {
         **settings.TASKS,
