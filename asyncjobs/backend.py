@@ -273,7 +273,7 @@ class JobsBackend(BaseTaskBackend):
     def enqueue_many(
         self, calls: Iterable[tuple[Task, Sequence[Any], dict[str, Any]]]
     ) -> list[TaskResult]:
-        """Store many jobs in one INSERT, all or none; see ``asyncjobs.enqueue_many``."""
+        """Store many jobs in one statement, all or none; see ``asyncjobs.enqueue_many``."""
         now = timezone.now()
         shared: dict[int, dict[str, Any]] = {}  # per task object: validated once per call
         pairs = []
@@ -381,7 +381,8 @@ class JobsBackend(BaseTaskBackend):
 def enqueue_many(
     calls: Iterable[tuple[Task, Sequence[Any], dict[str, Any]]],
 ) -> list[TaskResult]:
-    """Enqueue many task calls in one INSERT and return their results, in order.
+    """Enqueue many task calls in one statement (``COPY`` on PostgreSQL for large batches)
+    and return their results, in order.
 
     ``calls`` yields ``(task, args, kwargs)`` tuples; the tasks may differ but must share one
     asyncjobs backend. All jobs are stored or none is: one invalid call (a non-JSON argument,

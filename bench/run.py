@@ -1,7 +1,8 @@
 """asyncjobs benchmark: enqueue rate, bulk enqueue rate, drain rate with 1 and 2 worker
-processes, enqueue-to-start latency on an idle worker.
+processes, drain rate with 100,000 not-yet-due or 1,000,000 finished jobs in the table
+(PostgreSQL), enqueue-to-start latency on an idle worker, a worker's memory over many jobs.
 
-    python bench/run.py [--quick] [--runs 3] [--jobs 10000]
+    python bench/run.py [--quick] [--runs 3] [--jobs 10000] [--only drain_2,depth_future]
 
 PostgreSQL by default (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/asyncjobs_bench,
 created if missing); BENCH_SQLITE=1 for SQLite. Writes bench/results/<time>-<db>.json and
@@ -102,8 +103,9 @@ def start_workers(count: int, concurrency: int) -> list[subprocess.Popen]:
 
 
 def bench_drain(n: int, workers: int, concurrency: int, *, keep: bool = False) -> float:
-    """Idle workers first, then ``n`` jobs in one commit; timed until all have succeeded.
-    ``keep``: do not empty the tables first (depth runs fill them)."""
+    """Idle workers first, then ``n`` jobs in one commit; timed until none is left queued or
+    running (and an error if any failed). ``keep``: do not empty the tables first (depth runs
+    fill them)."""
     from asyncjobs import enqueue_many
     from asyncjobs.models import Job
     from bench.tasks import noop

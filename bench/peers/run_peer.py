@@ -58,12 +58,17 @@ class System:
 
             call_command("migrate", verbosity=0)
 
-    def sql(self, statement: str) -> Any:
+    def sql_all(self, statement: str) -> list[tuple]:
         from django.db import connection
 
         with connection.cursor() as cursor:
             cursor.execute(statement)
-            return cursor.fetchone()[0] if cursor.description else None
+            return cursor.fetchall() if cursor.description else []
+
+    def sql(self, statement: str) -> Any:
+        """The first value of the first row, or None for a statement without a result."""
+        rows = self.sql_all(statement)
+        return rows[0][0] if rows else None
 
     def reset(self) -> None:
         raise NotImplementedError
@@ -111,13 +116,6 @@ class System:
             f"FROM {self.table} CROSS JOIN generate_series(2, {int(n)})"
         )
         return True
-
-    def sql_all(self, statement: str) -> list[tuple]:
-        from django.db import connection
-
-        with connection.cursor() as cursor:
-            cursor.execute(statement)
-            return cursor.fetchall()
 
     def worker_command(self, concurrency: int) -> list[str]:
         raise NotImplementedError
