@@ -67,6 +67,18 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                     id="asyncjobs.E005",
                 )
             )
+    for key, minimum, optional in (("WORKER_PREFETCH", 0, False), ("WORKER_MAX_MEMORY", 1, True)):
+        value = getattr(jobs_settings, key)
+        if optional and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            errors.append(
+                checks.Error(
+                    f"ASYNCJOBS[{key!r}] must be an integer >= {minimum}"
+                    f"{' or None' if optional else ''}, got {value!r}.",
+                    id="asyncjobs.E009",
+                )
+            )
     try:
         load_schedules()
     except ConfigurationError as exc:

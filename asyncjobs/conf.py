@@ -45,6 +45,11 @@ DEFAULTS: dict[str, Any] = {
     # Resident memory (MiB) past which a worker fails its running attempts and exits with
     # status 4 for its supervisor to restart it; None: no limit. runworker --max-memory.
     "WORKER_MAX_MEMORY": None,
+    # Jobs a worker may claim ahead of its free slots, so that slots never wait for a claim
+    # and claims come in batches; how many it holds adapts to about 0.1 s of work at the
+    # jobs' recent pace, and none while its slots run long jobs. 0: claim only for free
+    # slots. runworker --prefetch.
+    "WORKER_PREFETCH": 64,
     # Tests: run each job in-process as soon as the transaction that enqueued it commits
     # (see asyncjobs.testing). Never in production.
     "RUN_INLINE": False,

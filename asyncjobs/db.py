@@ -16,6 +16,7 @@ Nothing outside this module looks at ``connection.vendor`` or writes SQL.
 """
 
 import contextlib
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -166,6 +167,24 @@ def insert_jobs(alias: str, jobs: list[Job]) -> None:
     _mark_saved(jobs, alias)
 
 
+@contextlib.contextmanager
+def _bound_cursor(connection: BaseDatabaseWrapper) -> Iterator[Any]:
+    """A psycopg cursor with server-side binding on Django's PostgreSQL connection, in its
+    current transaction, with errors raised as Django's.
+
+    For the worker's hot statements: the statement text goes to the server as it is and the
+    values travel apart, so nothing is quoted into the text on every call (Django's cursors
+    bind on the client). The statement is prepared once the connection's
+    ``prepare_threshold`` says so: Django turns that off unless ``OPTIONS`` sets it, for
+    connection poolers. Django's ``execute_wrapper`` hooks and query log do not see these.
+    """
+    import psycopg
+
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        yield cursor
+
+
 def _insert_attempts(alias: str, jobs: list[Job], worker_id: str, now: datetime) -> None:
     Attempt.objects.using(alias).bulk_create(
         [Attempt(job_id=j.pk, number=j.attempts, worker_id=worker_id, started_at=now) for j in jobs]
@@ -180,40 +199,46 @@ def _field_prep(model: Any, field_name: str, value: Any, connection: BaseDatabas
 
 def complete_succeeded(
     alias: str,
-    items: Sequence[tuple[Job, Any, int | None, datetime]],
+    items: Sequence[tuple[Job, Any, int | None, datetime | None, datetime]],
     *,
     worker_id: str,
 ) -> set[Any]:
     """Record successful attempts in two statements, inside the caller's transaction.
 
-    ``items`` are ``(job, JSON return value, HTTP status or None, finished at)``. An attempt
-    is closed only if it is still open and still ``worker_id``'s (as ``record_success``
-    checks one at a time), and only those jobs move to ``succeeded``. Returns the primary
-    keys of the jobs recorded.
+    ``items`` are ``(job, JSON return value, HTTP status or None, started at or None,
+    finished at)``; a start time replaces the claim time on the attempt (and on the job's
+    ``last_attempted_at``, and ``started_at`` on a first attempt). An attempt is closed only
+    if it is still open and still ``worker_id``'s (as ``record_success`` checks one at a
+    time), and only those jobs move to ``succeeded``. Returns the primary keys of the jobs
+    recorded.
     """
     if not items:
         return set()
     connection = connections[alias]
+    if connection.vendor == "postgresql":
+        return _complete_succeeded_pg(connection, items, worker_id=worker_id)
     qn = connection.ops.quote_name
-    postgres = connection.vendor == "postgresql"
+    postgres = False
 
     def cast(expr: str, pg_type: str) -> str:
         return f"CAST({expr} AS {pg_type})" if postgres else expr
 
     attempt_table, job_table = qn(Attempt._meta.db_table), qn(Job._meta.db_table)
-    rows = ", ".join(["(%s, %s, %s, %s)"] * len(items))
+    rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(items))
     params: list[Any] = []
-    for job, _, http_status, finished in items:
+    for job, _, http_status, started, finished in items:
         params += [
             _prep("id", job.pk, connection),
             job.attempts,
             http_status,
+            _field_prep(Attempt, "started_at", started, connection),
             _field_prep(Attempt, "finished_at", finished, connection),
         ]
     # Values are parameters; only quoted table names from the models are interpolated.
     close_attempts = f"""
-        WITH d(did, dnumber, dstatus, dend) AS (VALUES {rows})
+        WITH d(did, dnumber, dstatus, dstart, dend) AS (VALUES {rows})
         UPDATE {attempt_table} SET finished_at = {cast("d.dend", "timestamptz")},
+            started_at = COALESCE({cast("d.dstart", "timestamptz")}, started_at),
             outcome = 'succeeded', http_status = {cast("d.dstatus", "integer")}
         FROM d
         WHERE job_id = {cast("d.did", "uuid")} AND number = d.dnumber
@@ -225,26 +250,82 @@ def complete_succeeded(
     ours = [item for item in items if _prep("id", item[0].pk, connection) in closed]
     if not ours:
         return set()
-    rows = ", ".join(["(%s, %s, %s)"] * len(ours))
+    rows = ", ".join(["(%s, %s, %s, %s)"] * len(ours))
     params = []
-    for job, value, _, finished in ours:
+    for job, value, _, started, finished in ours:
         params += [
             _prep("id", job.pk, connection),
             _field_prep(Job, "return_value", value, connection),
+            _field_prep(Job, "last_attempted_at", started, connection),
             _field_prep(Job, "finished_at", finished, connection),
         ]
+    start = cast("d.dstart", "timestamptz")
     # A unique job keeps its key for unique_for after success, else frees it.
     finish_jobs = f"""
-        WITH d(did, dvalue, dend) AS (VALUES {rows})
+        WITH d(did, dvalue, dstart, dend) AS (VALUES {rows})
         UPDATE {job_table} SET status = 'succeeded', return_value = {cast("d.dvalue", "jsonb")},
             finished_at = {cast("d.dend", "timestamptz")}, worker_id = '',
             lease_expires_at = NULL,
+            last_attempted_at = COALESCE({start}, last_attempted_at),
+            started_at = CASE WHEN attempts = 1 THEN COALESCE({start}, started_at)
+                ELSE started_at END,
             unique_key = CASE WHEN unique_for IS NULL THEN NULL ELSE unique_key END
         FROM d
         WHERE id = {cast("d.did", "uuid")} AND status = 'running' AND worker_id = %s"""  # noqa: S608
     with connection.cursor() as cursor:
         cursor.execute(finish_jobs, [*params, worker_id])
     return {item[0].pk for item in ours}
+
+
+def _complete_succeeded_pg(
+    connection: BaseDatabaseWrapper,
+    items: Sequence[tuple[Job, Any, int | None, datetime | None, datetime]],
+    *,
+    worker_id: str,
+) -> set[Any]:
+    """``complete_succeeded`` on PostgreSQL: one statement of fixed text (the batch travels
+    as arrays), so it can be prepared, and one round trip."""
+    qn = connection.ops.quote_name
+    attempt_table, job_table = qn(Attempt._meta.db_table), qn(Job._meta.db_table)
+    # Only quoted table names from the models are interpolated; values are parameters.
+    sql = f"""
+        WITH d AS (
+            SELECT * FROM unnest(%(ids)s::uuid[], %(numbers)s::integer[],
+                %(statuses)s::integer[], %(starts)s::timestamptz[], %(ends)s::timestamptz[],
+                %(values)s::text[]) AS d(did, dnumber, dstatus, dstart, dend, dvalue)
+        ), closed AS (
+            UPDATE {attempt_table} AS a SET finished_at = d.dend,
+                started_at = COALESCE(d.dstart, a.started_at), outcome = 'succeeded',
+                http_status = d.dstatus
+            FROM d
+            WHERE a.job_id = d.did AND a.number = d.dnumber AND a.worker_id = %(worker)s
+                AND a.finished_at IS NULL
+            RETURNING a.job_id
+        ), finished AS (
+            UPDATE {job_table} AS j SET status = 'succeeded', return_value = d.dvalue::jsonb,
+                finished_at = d.dend, worker_id = '', lease_expires_at = NULL,
+                last_attempted_at = COALESCE(d.dstart, j.last_attempted_at),
+                started_at = CASE WHEN j.attempts = 1 THEN COALESCE(d.dstart, j.started_at)
+                    ELSE j.started_at END,
+                unique_key = CASE WHEN j.unique_for IS NULL THEN NULL ELSE j.unique_key END
+            FROM d JOIN closed ON closed.job_id = d.did
+            WHERE j.id = d.did AND j.status = 'running' AND j.worker_id = %(worker)s
+            RETURNING j.id
+        )
+        SELECT job_id FROM closed"""  # noqa: S608
+    params = {
+        "ids": [job.pk for job, *_ in items],
+        "numbers": [job.attempts for job, *_ in items],
+        "statuses": [status for _, _, status, _, _ in items],
+        "starts": [started for *_, started, _ in items],
+        "ends": [finished for *_, finished in items],
+        # The JSON text the ORM would store (JSONField without an encoder); SQL NULL for None.
+        "values": [None if value is None else json.dumps(value) for _, value, *_ in items],
+        "worker": worker_id,
+    }
+    with _bound_cursor(connection) as cursor:
+        cursor.execute(sql, params)
+        return {row[0] for row in cursor.fetchall()}
 
 
 class PollingListener:
@@ -409,7 +490,7 @@ class PostgresStrategy:
             "lease": now + lease,
             "now": now,
         }
-        with connection.cursor() as cursor:
+        with _bound_cursor(connection) as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
         return _rows_to_jobs(self.alias, connection, rows)

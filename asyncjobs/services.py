@@ -25,7 +25,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Case, Count, F, Min, Value, When
+from django.db.models import Case, Count, DateTimeField, F, Min, OuterRef, Q, Subquery, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.crypto import get_random_string
@@ -473,6 +473,15 @@ def _close_attempt(job: Job, *, worker_id: str, now: datetime, **fields: Any) ->
     )
 
 
+def _started(started_at: datetime | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The attempt's and the job's fields that move an attempt's start from its claim to
+    ``started_at`` (when the task began, after waiting in a prefetch buffer); none if None."""
+    if started_at is None:
+        return {}, {}
+    first = Case(When(attempts=1, then=Value(started_at)), default=F("started_at"))
+    return {"started_at": started_at}, {"started_at": first, "last_attempted_at": started_at}
+
+
 def record_success(
     job: Job,
     *,
@@ -480,13 +489,16 @@ def record_success(
     return_value: Any,
     now: datetime,
     http_status: int | None = None,
+    started_at: datetime | None = None,
 ) -> bool:
     """Record that the current attempt of ``job`` succeeded with ``return_value``.
 
-    ``return_value`` must already be JSON-normalised. Returns False, changing nothing, if the
-    attempt is no longer this worker's (its lease was lost and the job rescued).
+    ``return_value`` must already be JSON-normalised; ``started_at`` (when the task began,
+    if later than its claim) replaces the claim time. Returns False, changing nothing, if
+    the attempt is no longer this worker's (its lease was lost and the job rescued).
     """
     using = job._state.db or "default"
+    attempt_start, job_start = _started(started_at)
     with transaction.atomic(using=using):
         if not _close_attempt(
             job,
@@ -494,11 +506,13 @@ def record_success(
             now=now,
             outcome=AttemptOutcome.SUCCEEDED,
             http_status=http_status,
+            **attempt_start,
         ):
             return False
         Job.objects.using(using).filter(
             pk=job.pk, status=JobStatus.RUNNING, worker_id=worker_id
         ).update(
+            **job_start,
             status=JobStatus.SUCCEEDED,
             return_value=return_value,
             finished_at=now,
@@ -520,6 +534,9 @@ class Success:
     return_value: Any  # already JSON-normalised
     finished_at: datetime
     http_status: int | None = None
+    # When the task began running, if later than the claim (it waited in the worker's
+    # prefetch buffer); replaces the claim time on the attempt.
+    started_at: datetime | None = None
 
 
 def record_successes(batch: Sequence[Success], *, worker_id: str, using: str) -> set[Any]:
@@ -532,7 +549,7 @@ def record_successes(batch: Sequence[Success], *, worker_id: str, using: str) ->
     with transaction.atomic(using=using):
         recorded = db.complete_succeeded(
             using,
-            [(s.job, s.return_value, s.http_status, s.finished_at) for s in batch],
+            [(s.job, s.return_value, s.http_status, s.started_at, s.finished_at) for s in batch],
             worker_id=worker_id,
         )
         for success in batch:
@@ -555,14 +572,15 @@ def record_failure(
     traceback_text: str | None = None,
     retryable: bool | None = None,
     http_status: int | None = None,
+    started_at: datetime | None = None,
 ) -> JobStatus | None:
     """Record a failed attempt of ``job`` and move the job on.
 
     The job is scheduled again (after the backoff, or a ``Retry`` exception's delay) if the
     error is retryable and attempts are left; it ends ``cancelled`` for a ``cancelled``
-    outcome, else ``failed`` (the dead letter). ``retryable`` overrides the policy check.
-    Returns the job's new status, or None, changing nothing, if the attempt is no longer this
-    worker's.
+    outcome, else ``failed`` (the dead letter). ``retryable`` overrides the policy check;
+    ``started_at`` as for ``record_success``. Returns the job's new status, or None,
+    changing nothing, if the attempt is no longer this worker's.
     """
     using = job._state.db or "default"
     if outcome == AttemptOutcome.CANCELLED:
@@ -582,6 +600,7 @@ def record_failure(
     finished_at = now if new_status in (JobStatus.FAILED, JobStatus.CANCELLED) else None
     if http_status is None:
         http_status = getattr(error, "http_status", None)
+    attempt_start, job_start = _started(started_at)
     with transaction.atomic(using=using):
         if not _close_attempt(
             job,
@@ -589,12 +608,14 @@ def record_failure(
             now=now,
             outcome=outcome,
             http_status=http_status,
+            **attempt_start,
             **error_fields(error, traceback_text),
         ):
             return None
         Job.objects.using(using).filter(
             pk=job.pk, status=JobStatus.RUNNING, worker_id=worker_id
         ).update(
+            **job_start,
             status=new_status,
             run_after=run_after,
             finished_at=finished_at,
@@ -670,6 +691,47 @@ def release_jobs(jobs: Iterable[Job], *, worker_id: str, now: datetime) -> int:
                 )
             )
     return released
+
+
+def unclaim_jobs(jobs: Sequence[Job], *, worker_id: str, using: str) -> int:
+    """Give back claimed jobs that a worker never started (its prefetch buffer), as if the
+    claim had not happened: the open attempt row is deleted, ``attempts`` goes back down, and
+    the job is queued again in its old place (``run_after`` unchanged). One transaction.
+    Jobs no longer this worker's (rescued meanwhile) are left alone. Returns how many jobs
+    were given back.
+    """
+    if not jobs:
+        return 0
+    mine = Q()
+    for job in jobs:
+        mine |= Q(job_id=job.pk, number=job.attempts)
+    previous_start = (
+        Attempt.objects.using(using)
+        .filter(job_id=OuterRef("pk"))
+        .order_by("-number")
+        .values("started_at")[:1]
+    )
+    with transaction.atomic(using=using):
+        # An open attempt of ours exists exactly while the job is running in our hands
+        # (both change in one transaction), so the two statements match the same jobs.
+        Attempt.objects.using(using).filter(
+            mine, worker_id=worker_id, finished_at__isnull=True
+        ).delete()
+        return (
+            Job.objects.using(using)
+            .filter(pk__in=[job.pk for job in jobs], status=JobStatus.RUNNING, worker_id=worker_id)
+            .update(
+                status=JobStatus.QUEUED,
+                worker_id="",
+                lease_expires_at=None,
+                attempts=F("attempts") - 1,
+                started_at=Case(
+                    When(attempts=1, then=Value(None, output_field=DateTimeField())),
+                    default=F("started_at"),
+                ),
+                last_attempted_at=Subquery(previous_start),
+            )
+        )
 
 
 def rescue_expired(*, now: datetime, using: str = "default", limit: int = 500) -> int:

@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -79,13 +80,20 @@ def bench_bulk(n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+# More runworker options for every worker started (--worker-args), e.g. "--prefetch 0".
+WORKER_ARGS: list[str] = []
+
+
 def start_workers(count: int, concurrency: int) -> list[subprocess.Popen]:
     from asyncjobs.models import Worker
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "django", "runworker", "--concurrency", str(concurrency)],
+            [
+                *(sys.executable, "-m", "django", "runworker"),
+                *("--concurrency", str(concurrency), *WORKER_ARGS),
+            ],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -267,7 +275,13 @@ def main() -> int:
         help="comma-separated workloads to run (enqueue, bulk, drain_1, drain_2, depth_future, "
         "depth_finished, latency); default all",
     )
+    parser.add_argument(
+        "--worker-args",
+        default="",
+        help='more runworker options for every worker, e.g. "--prefetch 0" (for A/B runs)',
+    )
     args = parser.parse_args()
+    WORKER_ARGS[:] = shlex.split(args.worker_args)
     if args.quick:
         args.runs, args.jobs, args.latency_samples = 1, 300, 10
         args.memory_jobs = min(args.memory_jobs, 2_000)

@@ -14,7 +14,16 @@ from tests import tasks
 pytestmark = pytest.mark.django_db
 
 LEASE = timedelta(seconds=30)
-FIELDS = ("status", "return_value", "finished_at", "worker_id", "lease_expires_at", "unique_key")
+FIELDS = (
+    "status",
+    "return_value",
+    "started_at",
+    "last_attempted_at",
+    "finished_at",
+    "worker_id",
+    "lease_expires_at",
+    "unique_key",
+)
 
 
 def claim(worker_id, n, now):
@@ -28,7 +37,7 @@ def snapshot(pk):
     attempt = job.attempt_set.get(number=job.attempts)
     return (
         {f: getattr(job, f) for f in FIELDS},
-        {f: getattr(attempt, f) for f in ("outcome", "finished_at", "http_status")},
+        {f: getattr(attempt, f) for f in ("outcome", "started_at", "finished_at", "http_status")},
     )
 
 
@@ -42,16 +51,25 @@ def test_batch_writes_the_rows_one_at_a_time_would(value):
     tasks.add.enqueue(1, 1)
     tasks.add.enqueue(2, 2)
     one, other = claim("w", 2, now)
-    done = now + timedelta(milliseconds=7)
-    assert record_success(one, worker_id="w", return_value=value, now=done, http_status=201)
-    assert record_successes([Success(other, value, done, 201)], worker_id="w", using="default") == {
-        other.pk
-    }
+    # Both waited 3 ms in a prefetch buffer before they started.
+    began, done = now + timedelta(milliseconds=3), now + timedelta(milliseconds=7)
+    assert record_success(
+        one, worker_id="w", return_value=value, now=done, http_status=201, started_at=began
+    )
+    assert record_successes(
+        [Success(other, value, done, 201, started_at=began)], worker_id="w", using="default"
+    ) == {other.pk}
     expected, got = snapshot(one.pk), snapshot(other.pk)
     assert got == expected
     assert got[0]["status"] == JobStatus.SUCCEEDED
     assert got[0]["return_value"] == value
-    assert got[1] == {"outcome": AttemptOutcome.SUCCEEDED, "finished_at": done, "http_status": 201}
+    assert got[0]["started_at"] == got[0]["last_attempted_at"] == began
+    assert got[1] == {
+        "outcome": AttemptOutcome.SUCCEEDED,
+        "started_at": began,
+        "finished_at": done,
+        "http_status": 201,
+    }
 
 
 def test_each_job_keeps_its_own_value_and_end_time():

@@ -29,6 +29,38 @@ def test_unknown_keys_and_bad_values(settings):
     assert ids(check_settings()) == ["asyncjobs.E002", "asyncjobs.E004", "asyncjobs.E005"]
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("WORKER_PREFETCH", -1), ("WORKER_PREFETCH", "64"), ("WORKER_MAX_MEMORY", 0)],
+)
+def test_worker_numbers_must_be_integers_in_range(settings, key, value):
+    settings.ASYNCJOBS = {key: value}
+    (error,) = check_settings()
+    assert error.id == "asyncjobs.E009" and key in error.msg
+
+
+def test_runworker_keeps_the_level_the_project_set(settings):
+    import logging
+
+    from asyncjobs.management.commands.runworker import Command
+
+    logger, root = logging.getLogger("asyncjobs"), logging.getLogger()
+    saved = logger.level, list(logger.handlers), list(root.handlers)
+    try:
+        root.handlers.clear()  # (pytest's capture handlers)
+        logger.handlers.clear()
+        logger.setLevel(logging.WARNING)
+        Command()._configure_logging(verbosity=2)
+        assert logger.level == logging.WARNING and logger.handlers
+        logger.handlers.clear()
+        logger.setLevel(logging.NOTSET)
+        Command()._configure_logging(verbosity=2)
+        assert logger.level == logging.DEBUG
+    finally:
+        logger.setLevel(saved[0])
+        logger.handlers[:], root.handlers[:] = saved[1], saved[2]
+
+
 def test_lease_shorter_than_two_heartbeats_warns(settings):
     settings.ASYNCJOBS = {"LEASE_DURATION": 10, "HEARTBEAT_INTERVAL": 8}
     assert ids(check_settings()) == ["asyncjobs.W001"]

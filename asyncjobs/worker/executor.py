@@ -44,10 +44,14 @@ class Execution:
     # time.monotonic() deadline after which the watchdog records a timeout, or None.
     deadline: float | None = None
     thread: threading.Thread | None = None
-    # running -> [completing: success handed to the Completer] -> done, or running -> abandoned
-    # (timed out, over --max-memory)
+    # [buffered: claimed ahead, waiting for a slot ->] running -> [completing: success handed
+    # to the Completer] -> done; running -> abandoned (timed out, over --max-memory);
+    # buffered -> released (given back unstarted)
     state: str = "running"
+    # time.monotonic() when a slot began it (or when it was buffered, until then)
     started: float = field(default_factory=time.monotonic)
+    # The wall-clock start recorded on the attempt, set by Executor.run.
+    started_at: datetime | None = None
     # Filled in by the task through its context (e.g. the HTTP status of a callback).
     attempt_data: dict[str, Any] = field(default_factory=dict)
 
@@ -91,11 +95,23 @@ class Executor:
         """
         job = execution.job
         started = time.monotonic()
+        execution.started_at = self.clock()
         try:
             task = self.backend.load_task(job)
         except TaskImportError as exc:
             logger.error("Job %s: %s", job.pk, exc, extra=self._extra(job, outcome="failed"))
-            return self._record(job, exc, AttemptOutcome.FAILED, None)
+            return self._record(job, exc, AttemptOutcome.FAILED, None, execution=execution)
+        if execution.cancel_event.is_set():
+            # Cancelled while it waited in the worker's prefetch buffer: never start it.
+            status = self._record(
+                job,
+                JobCancelled("cancelled before it started"),
+                AttemptOutcome.CANCELLED,
+                None,
+                execution=execution,
+            )
+            self.report(job, task, status, started)
+            return status
         result = self._running_result(job, task)
         task_started.send(type(self.backend), task_result=result)
         try:
@@ -215,6 +231,7 @@ class Executor:
                 return_value=value,
                 now=self.clock(),
                 http_status=execution.attempt_data.get("http_status"),
+                started_at=execution.started_at,
             ),
         )
         return JobStatus.SUCCEEDED if ok else None
@@ -230,6 +247,7 @@ class Executor:
         execution: Execution | None = None,
     ) -> JobStatus | None:
         http_status = execution.attempt_data.get("http_status") if execution else None
+        started_at = execution.started_at if execution else None
         return self._with_db_retry(
             job,
             lambda: services.record_failure(
@@ -241,6 +259,7 @@ class Executor:
                 traceback_text=traceback_text,
                 retryable=retryable,
                 http_status=http_status,
+                started_at=started_at,
             ),
         )
 
@@ -379,6 +398,7 @@ class Completer:
                 p.value,
                 p.finished_at,
                 p.execution.attempt_data.get("http_status"),
+                p.execution.started_at,
             )
             for p in batch
         ]

@@ -57,6 +57,13 @@ MEMORY_CHECK_EVERY = 0.2  # seconds between looks at the resident size under --m
 # Successes handed to the completer but not yet recorded, past which no more jobs are claimed
 # (the database is slow or away: do not pile up work that cannot be recorded).
 MAX_COMPLETING = 1000
+# Claiming ahead (prefetch): a worker holds, besides the jobs its slots run, about this many
+# seconds of work at its recent pace (at most --prefetch jobs), so that its slots never wait
+# for a claim round trip and each claim takes many jobs.
+PREFETCH_WINDOW = 0.1
+# A running job older than this does not count as a slot that will soon take a prefetched
+# job; and prefetched jobs that waited this long are given back for other workers.
+PREFETCH_MAX_WAIT = 1.0
 
 
 def resident_mib() -> float | None:
@@ -110,6 +117,9 @@ class Runner:
         max_memory: resident memory in MiB past which the worker fails the attempts it is
             running (``WorkerMemoryError``) and exits with status 4 for its supervisor to
             restart it; default ``WORKER_MAX_MEMORY`` (None: no limit). Linux only.
+        prefetch: at most this many jobs claimed ahead of free slots (0: none); default
+            ``WORKER_PREFETCH``. How many are held adapts to the jobs' recent duration (see
+            ``PREFETCH_WINDOW``).
     """
 
     def __init__(
@@ -123,9 +133,13 @@ class Runner:
         poll_interval: timedelta | None = None,
         shutdown_timeout: timedelta | None = None,
         max_memory: int | None = None,
+        prefetch: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1.")
+        self.prefetch = jobs_settings.WORKER_PREFETCH if prefetch is None else prefetch
+        if not isinstance(self.prefetch, int) or self.prefetch < 0:
+            raise ConfigurationError(f"prefetch must be 0 or more, not {self.prefetch!r}.")
         self.max_memory = max_memory or jobs_settings.WORKER_MAX_MEMORY
         if self.max_memory is not None and resident_mib() is None:
             raise ConfigurationError(
@@ -162,6 +176,11 @@ class Runner:
         # Threads of timed-out jobs, with the time.monotonic() at which they were abandoned.
         self._stuck: list[tuple[threading.Thread, float]] = []
         self._claimed = 0
+        # Prefetched jobs waiting for a slot; the main loop is woken when they fall to
+        # _low_water. _avg_run: recent seconds per job in a slot (None until one ran).
+        self._buffered = 0
+        self._low_water = 0
+        self._avg_run: float | None = None
         self._finished = 0
         self._finished_reported = 0
         self._next_promote = 0.0
@@ -260,10 +279,28 @@ class Runner:
         if self._over_memory_limit():
             self.exit_code = EXIT_MEMORY
             return None
+        clock = time.monotonic()
         with self._lock:
-            running = sum(1 for e in self._inflight.values() if e.state == "running")
-            busy = len(self._inflight)  # running, or succeeded and waiting to be recorded
-            free = min(self.concurrency - running, MAX_COMPLETING - (busy - running))
+            # busy: buffered, running, or succeeded and waiting to be recorded
+            busy = len(self._inflight)
+            held = list(self._inflight.values())
+            running_ages = [clock - e.started for e in held if e.state == "running"]
+            buffered = self._buffered
+            oldest = min((e.started for e in held if e.state == "buffered"), default=None)
+        if oldest is not None and clock - oldest >= PREFETCH_MAX_WAIT:
+            # The slots are taken by longer jobs than the prefetch was sized for: give the
+            # waiting jobs back so that idle workers can run them.
+            self._release_buffered()
+            return 0.0
+        target = self._prefetch_target(running_ages)
+        self._low_water = target // 2
+        running = len(running_ages)
+        free = min(
+            self.concurrency + target - running - buffered,
+            MAX_COMPLETING - (busy - running - buffered),
+        )
+        if buffered > self._low_water:
+            free = 0  # enough in hand; a slot wakes us when it runs low
         if self.max_jobs is not None:
             free = min(free, self.max_jobs - self._claimed)
             if free <= 0 and busy == 0:
@@ -286,7 +323,7 @@ class Runner:
             return None
         if free <= 0:
             # Full: wait for a slot to free (or a timeout to enforce).
-            return self._sleep_time(self.poll_interval, promote=False)
+            return self._sleep_time(self.poll_interval, promote=False, buffered_since=oldest)
         if claimed:
             # We just took the last ready jobs: wait for a slot or a notification.
             return self._sleep_time(self.poll_interval)
@@ -379,8 +416,54 @@ class Runner:
             return sorted(set(waiting.distinct()) - self._paused)
         return [q for q in self.queues if q not in self._paused]
 
-    def _sleep_time(self, default: float, *, promote: bool = True) -> float:
+    def _prefetch_target(self, running_ages: list[float]) -> int:
+        """How many jobs to hold beyond the slots: about ``PREFETCH_WINDOW`` seconds of work
+        for the slots not taken by long jobs, at the recent pace, at most ``prefetch``.
+        None until a job has run, and none while every slot runs a long job."""
+        if not self.prefetch or self._avg_run is None:
+            return 0
+        slots = self.concurrency - sum(1 for age in running_ages if age >= PREFETCH_MAX_WAIT / 2)
+        if slots <= 0:
+            return 0
+        return min(self.prefetch, int(slots * PREFETCH_WINDOW / max(self._avg_run, 1e-6)))
+
+    def _observe(self, seconds: float) -> None:
+        """Fold one job's time in a slot into the recent pace: a slower job counts at once,
+        faster ones bring the average down gradually."""
+        avg = self._avg_run
+        self._avg_run = seconds if avg is None or seconds > avg else avg + (seconds - avg) * 0.2
+
+    def _release_buffered(self) -> None:
+        """Give back the prefetched jobs no slot has started (see ``services.unclaim_jobs``)."""
+        with self._lock:
+            waiting = [e for e in self._inflight.values() if e.state == "buffered"]
+            for execution in waiting:
+                execution.state = "released"
+                del self._inflight[str(execution.job.pk)]
+            self._buffered -= len(waiting)
+            self._claimed -= len(waiting)
+        if not waiting:
+            return
+        given = self._until_db(
+            lambda: services.unclaim_jobs(
+                [e.job for e in waiting], worker_id=self.worker_id, using=self.alias
+            ),
+            "giving back prefetched jobs",
+            give_up=timedelta(seconds=10),
+        )
+        logger.info(
+            "Worker %s: gave back %s prefetched jobs that no slot had started",
+            self.worker_id,
+            given,
+            extra={"worker_id": self.worker_id},
+        )
+
+    def _sleep_time(
+        self, default: float, *, promote: bool = True, buffered_since: float | None = None
+    ) -> float:
         until = [default]
+        if buffered_since is not None:
+            until.append(max(buffered_since + PREFETCH_MAX_WAIT - time.monotonic(), 0.0))
         if self.max_memory is not None:
             until.append(MEMORY_CHECK_EVERY)
         if self._rate_retry is not None:
@@ -409,11 +492,11 @@ class Runner:
         return moved == 0 and (next_due is None or next_due > timezone.now())
 
     def _dispatch(self, job: Any) -> None:
-        execution = Execution(job=job)
-        execution.deadline = watchdog_deadline(job, execution.started)
+        execution = Execution(job=job, state="buffered")
         with self._lock:
             self._inflight[str(job.pk)] = execution
             self._claimed += 1
+            self._buffered += 1
         self._work.put(execution)
 
     # --- slots -------------------------------------------------------------------------------
@@ -429,12 +512,22 @@ class Runner:
                 if execution is None:
                     return
                 with self._lock:
+                    if execution.state != "buffered":
+                        continue  # given back while it waited
+                    execution.state = "running"
                     execution.thread = threading.current_thread()
+                    execution.started = time.monotonic()
+                    execution.deadline = watchdog_deadline(execution.job, execution.started)
+                    self._buffered -= 1
+                    low = 0 < self._buffered <= self._low_water
+                if low:
+                    self._wake.set()  # time to claim more ahead
                 try:
                     status = self.executor.run(execution)
                 except Exception:
                     logger.exception("Worker %s: unexpected error running a job", self.worker_id)
                     status = None
+                self._observe(time.monotonic() - execution.started)
                 if status == PENDING:
                     # The completer records it and calls _finish; this slot is free now.
                     with self._lock:
@@ -442,7 +535,8 @@ class Runner:
                             return  # timed out: a replacement slot has taken our place
                         if execution.state == "running":  # (unless already recorded)
                             execution.state = "completing"
-                    self._wake.set()
+                    if self._buffered <= self._low_water:
+                        self._wake.set()
                     continue
                 if not self._finish(execution, status):
                     return  # timed out: a replacement slot has taken this one's place
@@ -469,7 +563,9 @@ class Runner:
             # Wake up for this job's retry even if it comes before the next regular promote.
             wait = (job.run_after - timezone.now()).total_seconds()
             self._next_promote = min(self._next_promote, time.monotonic() + max(wait, 0.0))
-        self._wake.set()
+            self._wake.set()
+        elif self._buffered <= self._low_water:
+            self._wake.set()
         return True
 
     def _check_timeouts(self) -> None:
@@ -506,6 +602,7 @@ class Runner:
             now=timezone.now(),
             outcome=outcome,
             traceback_text="",
+            started_at=execution.started_at,
         )
         logger.warning(
             "Job %s %s attempt %d abandoned (%s) -> %s",
@@ -539,7 +636,7 @@ class Runner:
             running = [e for e in self._inflight.values() if e.state == "running"]
             for execution in running:
                 execution.state = "abandoned"
-            self._inflight.clear()
+                del self._inflight[str(execution.job.pk)]
         logger.error(
             "Worker %s: resident memory %.0f MiB is past --max-memory %d MiB; failing %d "
             "running attempts and exiting for the supervisor to restart the worker",
@@ -672,6 +769,7 @@ class Runner:
     def _shutdown(self, listener: db.Listener) -> None:
         self._stopping.set()
         listener.close()
+        self._release_buffered()
         self._until_db(
             lambda: services.set_worker_status(
                 self.worker_id, WorkerStatus.STOPPING, now=timezone.now(), using=self.alias

@@ -19,6 +19,13 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(value)
+    return number
+
+
 def _seconds(value: str) -> float:
     number = float(value)
     if number <= 0:
@@ -79,6 +86,14 @@ class Command(BaseCommand):
             "WORKER_MAX_MEMORY: no limit). Linux.",
         )
         parser.add_argument(
+            "--prefetch",
+            type=_non_negative_int,
+            metavar="N",
+            help="Jobs the worker may claim ahead of its free slots; it holds about 0.1 s of "
+            "work at the jobs' recent pace, up to N (default ASYNCJOBS WORKER_PREFETCH, 64). "
+            "0 claims only for free slots.",
+        )
+        parser.add_argument(
             "--backend",
             default="default",
             help="The TASKS alias of the asyncjobs backend (default 'default').",
@@ -96,6 +111,7 @@ class Command(BaseCommand):
                 poll_interval=_delta(options["poll_interval"]),
                 shutdown_timeout=_delta(options["shutdown_timeout"]),
                 max_memory=options["max_memory"],
+                prefetch=options["prefetch"],
             )
         except (ConfigurationError, ImproperlyConfigured) as exc:
             raise CommandError(str(exc)) from exc
@@ -104,14 +120,16 @@ class Command(BaseCommand):
             sys.exit(code)
 
     def _configure_logging(self, verbosity: int) -> None:
-        """Show asyncjobs' logs on stderr unless the project configured the logger."""
+        """Show asyncjobs' logs on stderr unless the project configured a handler for them;
+        the level follows ``--verbosity`` unless the project set the logger's own level."""
         logger = logging.getLogger("asyncjobs")
         if logger.handlers or logging.getLogger().handlers:
             return
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
-        logger.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
+        if logger.level == logging.NOTSET:
+            logger.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
 
 
 def _delta(seconds: float | None) -> timedelta | None:
