@@ -24,6 +24,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.tasks import Task, TaskContext, TaskResult, task_backends
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.base import TaskError
@@ -131,6 +133,16 @@ class JobTask(Task):
         )
 
 
+# (backend alias, id(task)) -> (task, its shared job fields); see JobsBackend._task_fields.
+_TASK_FIELDS: dict[tuple[str, int], tuple[Task, dict[str, Any]]] = {}
+TASK_FIELDS_CACHE_SIZE = 1024
+
+
+@receiver(setting_changed)
+def _forget_task_fields(**kwargs: Any) -> None:
+    _TASK_FIELDS.clear()
+
+
 def _options(task: Task) -> services.JobOptions:
     if isinstance(task, JobTask):
         return task.options()
@@ -204,7 +216,23 @@ class JobsBackend(BaseTaskBackend):
             raise InvalidTask(f"concurrency_limit must be an integer >= 1, got {cap!r}.")
 
     def _task_fields(self, task: Task) -> dict[str, Any]:
-        """What every job of ``task`` shares, for ``build_job`` (validates the task)."""
+        """What every job of ``task`` shares, for ``build_job`` (validates the task).
+
+        Remembered per task object (tasks are immutable; ``using()`` makes a new one) until
+        the settings change, so a task is validated and its options resolved once, not on
+        every enqueue."""
+        key = (self.alias, id(task))
+        cached = _TASK_FIELDS.get(key)
+        if cached is not None and cached[0] is task:
+            return cached[1]
+        fields = self._resolve_task_fields(task)
+        if len(_TASK_FIELDS) >= TASK_FIELDS_CACHE_SIZE:
+            _TASK_FIELDS.clear()
+        # The task is kept alongside, so that its id cannot be reused while cached.
+        _TASK_FIELDS[key] = (task, fields)
+        return fields
+
+    def _resolve_task_fields(self, task: Task) -> dict[str, Any]:
         self.validate_task(task)
         return {
             "task_path": task.module_path,

@@ -204,6 +204,48 @@ def test_insert_jobs_stores_what_the_orm_would():
     assert not one._state.adding and one._state.db == "default"
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda now: (tasks.add, (1, 2), {}),
+        lambda now: (tasks.add.using(priority=-3, run_after=now + timedelta(days=1)), (), {}),
+        lambda now: (tasks.send_welcome_email, (7,), {}),  # a queue, a timeout, priority
+        lambda now: (tasks.unique_for_a_minute, (5,), {}),  # a unique key kept for a while
+        lambda now: (tasks.per_account.using(concurrency_key="acct-1"), ("a",), {}),
+        lambda now: (tasks.rated, (3,), {"extra": {"ü": [1.5, None, True]}}),
+    ],
+    ids=["plain", "scheduled", "options", "unique", "keyed", "rated-kwargs"],
+)
+def test_new_jobs_are_built_and_prepared_as_the_orm_would(make, django_user_model):
+    """``build_job`` constructs jobs positionally and ``insert_jobs`` prepares plain values
+    without the ORM's per-field calls; both must match the ORM's own way exactly."""
+    now = timezone.now()
+    task, args, kwargs = make(now)
+    user = django_user_model.objects.create(username="owner")
+    with services.enqueued_by(user):
+        job = task_backends["default"].build_job(task, args, kwargs, now)
+    # What build_job sets; every other field must hold the model's default.
+    given = {
+        "id", "backend", "task_path", "args", "kwargs", "queue_name", "priority", "status",
+        "enqueued_at", "run_after", "max_attempts", "backoff", "retry_on", "fail_on",
+        "timeout", "webhook_url", "unique_key", "unique_for", "limit_key",
+        "limit_concurrency", "limit_rate", "enqueued_by_id",
+    }  # fmt: skip
+    by_keyword = Job(**{name: getattr(job, name) for name in given})
+    for f in Job._meta.concrete_fields:
+        assert getattr(job, f.attname) == getattr(by_keyword, f.attname), f.attname
+    orm_row = [
+        f.get_db_prep_save(f.pre_save(by_keyword, True), connection)
+        for f in Job._meta.concrete_fields
+    ]
+
+    def comparable(row):  # psycopg's Jsonb wrappers do not compare by value
+        return [(type(v), getattr(v, "obj", v)) for v in row]
+
+    assert comparable(db._row(job, connection)) == comparable(orm_row)
+    assert job.enqueued_by_id == user.pk and job.enqueued_by == user
+
+
 def test_promote_due_moves_due_jobs_and_tells_when_the_next_is_due():
     now = timezone.now()
     first, soon, later = (now + timedelta(minutes=m) for m in (1, 2, 5))
