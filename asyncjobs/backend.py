@@ -133,9 +133,8 @@ class JobTask(Task):
         )
 
 
-# (backend alias, id(task)) -> (task, its shared job fields); see JobsBackend._task_fields.
-_TASK_FIELDS: dict[tuple[str, int], tuple[Task, dict[str, Any]]] = {}
-TASK_FIELDS_CACHE_SIZE = 1024
+# Per (backend alias, task): the task's shared job fields; see JobsBackend._task_fields.
+_TASK_FIELDS: dict[Any, tuple[Any, Any]] = {}
 
 
 @receiver(setting_changed)
@@ -221,16 +220,9 @@ class JobsBackend(BaseTaskBackend):
         Remembered per task object (tasks are immutable; ``using()`` makes a new one) until
         the settings change, so a task is validated and its options resolved once, not on
         every enqueue."""
-        key = (self.alias, id(task))
-        cached = _TASK_FIELDS.get(key)
-        if cached is not None and cached[0] is task:
-            return cached[1]
-        fields = self._resolve_task_fields(task)
-        if len(_TASK_FIELDS) >= TASK_FIELDS_CACHE_SIZE:
-            _TASK_FIELDS.clear()
-        # The task is kept alongside, so that its id cannot be reused while cached.
-        _TASK_FIELDS[key] = (task, fields)
-        return fields
+        return services.by_identity(
+            _TASK_FIELDS, task, lambda: self._resolve_task_fields(task), scope=self.alias
+        )
 
     def _resolve_task_fields(self, task: Task) -> dict[str, Any]:
         self.validate_task(task)

@@ -10,7 +10,8 @@
   cluster-wide lock for maintenance work.
 
 ``insert_jobs()`` stores a batch of new jobs (``COPY`` on PostgreSQL for large batches), and
-``complete_succeeded()`` records a batch of successful attempts with two statements.
+``complete_succeeded()`` records a batch of successful attempts in one statement (two on
+SQLite).
 
 Nothing outside this module looks at ``connection.vendor`` or writes SQL.
 """
@@ -149,16 +150,22 @@ def _is_plain(value: Any, kind: type | None) -> bool:
     return value is None or (isinstance(value, str) if kind is str else type(value) is int)
 
 
-def _row(job: Job, connection: BaseDatabaseWrapper) -> list[Any]:
-    """A new job's column values, prepared exactly as the ORM's INSERT prepares them
-    (``tests/test_db.py`` checks that against the ORM); plain values skip the ORM's
-    per-field calls, which cost more than the insert itself on a single enqueue."""
+def _row_plan(connection: BaseDatabaseWrapper) -> list[tuple[str, Any, type | None]]:
+    """Per concrete field of Job: its attname, its ORM preparation, its plain type."""
     plan = _ROW_PLAN.get(connection.alias)
     if plan is None:
         plan = _ROW_PLAN[connection.alias] = [
             (f.attname, f.get_db_prep_save, _plain_type(f, connection))
             for f in Job._meta.concrete_fields
         ]
+    return plan
+
+
+def _row(job: Job, connection: BaseDatabaseWrapper) -> list[Any]:
+    """A new job's column values, prepared exactly as the ORM's INSERT prepares them
+    (``tests/test_db.py`` checks that against the ORM); plain values skip the ORM's
+    per-field calls, which cost more than the insert itself on a single enqueue."""
+    plan = _row_plan(connection)
     values = job.__dict__
     return [
         value if _is_plain(value := values[attname], kind) else prepare(value, connection)
@@ -184,8 +191,10 @@ def _copy_text(value: Any) -> str:
         return "\\N"
     if isinstance(value, bool):
         return "t" if value else "f"
-    if isinstance(value, int | uuid.UUID):  # (psycopg's Int2/Int4 wrappers are ints)
-        return str(int(value) if isinstance(value, int) else value)
+    if isinstance(value, int):  # (psycopg's Int2/Int4 wrappers are ints)
+        return str(int(value))
+    if isinstance(value, uuid.UUID):
+        return str(value)
     if isinstance(value, datetime):
         text = value.isoformat()
     elif isinstance(value, timedelta):
@@ -202,8 +211,7 @@ def _copy_text(value: Any) -> str:
 def _copy_lines(jobs: list[Job], connection: BaseDatabaseWrapper) -> str:
     """Jobs as lines of COPY text. Values the jobs share (the same object: a task's retry
     policy, the batch's enqueue time) are formatted once."""
-    _row(jobs[0], connection)  # (makes the plan)
-    plan = _ROW_PLAN[connection.alias]
+    plan = _row_plan(connection)
     memo: dict[tuple[str, int], str] = {}
     plain: dict[Any, str] = {}  # text by value, for None, str and int
     lines = []
@@ -300,7 +308,8 @@ def complete_succeeded(
     *,
     worker_id: str,
 ) -> set[Any]:
-    """Record successful attempts in two statements, inside the caller's transaction.
+    """Record successful attempts inside the caller's transaction: one statement on
+    PostgreSQL, two on SQLite.
 
     ``items`` are ``(job, JSON return value, HTTP status or None, started at or None,
     finished at)``; a start time replaces the claim time on the attempt (and on the job's
@@ -314,12 +323,8 @@ def complete_succeeded(
     connection = connections[alias]
     if connection.vendor == "postgresql":
         return _complete_succeeded_pg(connection, items, worker_id=worker_id)
+    # SQLite: two statements over VALUES lists (it has no arrays to bind).
     qn = connection.ops.quote_name
-    postgres = False
-
-    def cast(expr: str, pg_type: str) -> str:
-        return f"CAST({expr} AS {pg_type})" if postgres else expr
-
     attempt_table, job_table = qn(Attempt._meta.db_table), qn(Job._meta.db_table)
     rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(items))
     params: list[Any] = []
@@ -334,11 +339,11 @@ def complete_succeeded(
     # Values are parameters; only quoted table names from the models are interpolated.
     close_attempts = f"""
         WITH d(did, dnumber, dstatus, dstart, dend) AS (VALUES {rows})
-        UPDATE {attempt_table} SET finished_at = {cast("d.dend", "timestamptz")},
-            started_at = COALESCE({cast("d.dstart", "timestamptz")}, started_at),
-            outcome = 'succeeded', http_status = {cast("d.dstatus", "integer")}
+        UPDATE {attempt_table} SET finished_at = d.dend,
+            started_at = COALESCE(d.dstart, started_at), outcome = 'succeeded',
+            http_status = d.dstatus
         FROM d
-        WHERE job_id = {cast("d.did", "uuid")} AND number = d.dnumber
+        WHERE job_id = d.did AND number = d.dnumber
             AND worker_id = %s AND finished_at IS NULL
         RETURNING job_id"""  # noqa: S608
     with connection.cursor() as cursor:
@@ -356,19 +361,17 @@ def complete_succeeded(
             _field_prep(Job, "last_attempted_at", started, connection),
             _field_prep(Job, "finished_at", finished, connection),
         ]
-    start = cast("d.dstart", "timestamptz")
     # A unique job keeps its key for unique_for after success, else frees it.
     finish_jobs = f"""
         WITH d(did, dvalue, dstart, dend) AS (VALUES {rows})
-        UPDATE {job_table} SET status = 'succeeded', return_value = {cast("d.dvalue", "jsonb")},
-            finished_at = {cast("d.dend", "timestamptz")}, worker_id = '',
-            lease_expires_at = NULL,
-            last_attempted_at = COALESCE({start}, last_attempted_at),
-            started_at = CASE WHEN attempts = 1 THEN COALESCE({start}, started_at)
+        UPDATE {job_table} SET status = 'succeeded', return_value = d.dvalue,
+            finished_at = d.dend, worker_id = '', lease_expires_at = NULL,
+            last_attempted_at = COALESCE(d.dstart, last_attempted_at),
+            started_at = CASE WHEN attempts = 1 THEN COALESCE(d.dstart, started_at)
                 ELSE started_at END,
             unique_key = CASE WHEN unique_for IS NULL THEN NULL ELSE unique_key END
         FROM d
-        WHERE id = {cast("d.did", "uuid")} AND status = 'running' AND worker_id = %s"""  # noqa: S608
+        WHERE id = d.did AND status = 'running' AND worker_id = %s"""  # noqa: S608
     with connection.cursor() as cursor:
         cursor.execute(finish_jobs, [*params, worker_id])
     return {item[0].pk for item in ours}

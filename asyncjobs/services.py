@@ -238,28 +238,44 @@ def build_job(
     return job
 
 
-# id(JobOptions) -> (the options, the job fields of its retry policy); see _policy_fields.
-_POLICY_FIELDS: dict[int, tuple[JobOptions, dict[str, Any]]] = {}
+IDENTITY_CACHE_SIZE = 1024
+
+
+def by_identity(
+    cache: dict[Any, tuple[Any, Any]], obj: Any, compute: Any, scope: Any = None
+) -> Any:
+    """``compute()``, remembered in ``cache`` for this very object (and ``scope``); the
+    object is kept with the value, so its id cannot be reused meanwhile. A full cache is
+    emptied."""
+    key = (scope, id(obj))
+    hit = cache.get(key)
+    if hit is not None and hit[0] is obj:
+        return hit[1]
+    value = compute()
+    if len(cache) >= IDENTITY_CACHE_SIZE:
+        cache.clear()
+    cache[key] = (obj, value)
+    return value
+
+
+_POLICY_FIELDS: dict[Any, tuple[Any, Any]] = {}
 
 
 def _policy_fields(options: JobOptions) -> dict[str, Any]:
     """The job fields of a retry policy. The same options (one task's, remembered by the
     backend) give the same objects, so that a batch of jobs shares them: stored once per
     batch by ``COPY``, not once per job. Nothing modifies them in place."""
-    cached = _POLICY_FIELDS.get(id(options))
-    if cached is not None and cached[0] is options:
-        return cached[1]
-    fields = {
-        "max_attempts": options.max_attempts,
-        "backoff": options.backoff.to_json(),
-        "retry_on": list(options.retry_on),
-        "fail_on": list(options.fail_on),
-        "timeout": options.timeout,
-    }
-    if len(_POLICY_FIELDS) >= 1024:
-        _POLICY_FIELDS.clear()
-    _POLICY_FIELDS[id(options)] = (options, fields)
-    return fields
+    return by_identity(
+        _POLICY_FIELDS,
+        options,
+        lambda: {
+            "max_attempts": options.max_attempts,
+            "backoff": options.backoff.to_json(),
+            "retry_on": list(options.retry_on),
+            "fail_on": list(options.fail_on),
+            "timeout": options.timeout,
+        },
+    )
 
 
 @functools.cache
@@ -587,7 +603,7 @@ class Success:
 
 
 def record_successes(batch: Sequence[Success], *, worker_id: str, using: str) -> set[Any]:
-    """Record many successful attempts in one transaction (two statements, one commit).
+    """Record many successful attempts in one transaction (one commit).
 
     Same rules as ``record_success``, job by job: an attempt that is no longer this worker's
     changes nothing. Webhook deliveries are enqueued in the same transaction. Returns the
