@@ -535,8 +535,7 @@ class Runner:
                             return  # timed out: a replacement slot has taken our place
                         if execution.state == "running":  # (unless already recorded)
                             execution.state = "completing"
-                    if self._buffered <= self._low_water:
-                        self._wake.set()
+                    self._wake_if_low()
                     continue
                 if not self._finish(execution, status):
                     return  # timed out: a replacement slot has taken this one's place
@@ -564,9 +563,15 @@ class Runner:
             wait = (job.run_after - timezone.now()).total_seconds()
             self._next_promote = min(self._next_promote, time.monotonic() + max(wait, 0.0))
             self._wake.set()
-        elif self._buffered <= self._low_water:
-            self._wake.set()
+        else:
+            self._wake_if_low()
         return True
+
+    def _wake_if_low(self) -> None:
+        """Wake the main loop to claim when the prefetched jobs are down to the low water
+        mark (always, without prefetch: a slot just came free)."""
+        if self._buffered <= self._low_water:
+            self._wake.set()
 
     def _check_timeouts(self) -> None:
         now = time.monotonic()
