@@ -19,10 +19,11 @@ Nothing outside this module looks at ``connection.vendor`` or writes SQL.
 import contextlib
 import json
 import logging
+import operator
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from django.db import connections, models, transaction
@@ -125,37 +126,38 @@ COPY_MIN_ROWS = 100
 _INSERT_CACHE: dict[str, str] = {}
 
 
-# Per alias: per concrete field of Job, its attname, its ORM preparation, and the type of
-# values that preparation leaves as they are (str for text, int for integers) on this
-# database, or None.
-_ROW_PLAN: dict[str, list[tuple[str, Any, type | None]]] = {}
+# Per alias: per concrete field of Job, its attname, its ORM preparation, and the types of
+# value that preparation hands to the database unchanged on that database.
+_ROW_PLAN: dict[str, list[tuple[str, Any, frozenset[type]]]] = {}
 
 
-def _plain_type(field: Any, connection: BaseDatabaseWrapper) -> type | None:
-    """str or int if the ORM hands such values (and None) to the database as they are."""
-    if field.is_relation:
-        return None
-    for kind, sample in ((str, "x"), (int, 7)):
-        if isinstance(
-            field, models.CharField | models.TextField if kind is str else models.IntegerField
-        ):
+def _plain_types(field: Any, connection: BaseDatabaseWrapper) -> frozenset[type]:
+    """The exact types whose values the ORM passes to ``connection`` as they are for
+    ``field``: None where it stays None, and, where the preparation leaves a sample of the
+    field's own kind alone, text, integers (SQLite), aware datetimes and UUIDs (PostgreSQL)."""
+    types: set[type] = set()
+    if field.get_db_prep_save(None, connection) is None:
+        types.add(type(None))
+    samples = (
+        ((models.CharField, models.TextField), "x"),
+        ((models.IntegerField,), 7),
+        ((models.DateTimeField,), datetime(2000, 1, 2, 3, 4, 5, 6, tzinfo=UTC)),
+        ((models.UUIDField,), uuid.UUID(int=7)),
+    )
+    for classes, sample in samples:
+        if isinstance(field, classes) and not field.is_relation:
             prepared = field.get_db_prep_save(sample, connection)
-            return kind if type(prepared) is kind and prepared == sample else None
-    return None
+            if type(prepared) is type(sample) and prepared == sample:
+                types.add(type(sample))
+    return frozenset(types)
 
 
-def _is_plain(value: Any, kind: type | None) -> bool:
-    if kind is None:
-        return False
-    return value is None or (isinstance(value, str) if kind is str else type(value) is int)
-
-
-def _row_plan(connection: BaseDatabaseWrapper) -> list[tuple[str, Any, type | None]]:
-    """Per concrete field of Job: its attname, its ORM preparation, its plain type."""
+def _row_plan(connection: BaseDatabaseWrapper) -> list[tuple[str, Any, frozenset[type]]]:
+    """Per concrete field of Job: its attname, its ORM preparation, its plain types."""
     plan = _ROW_PLAN.get(connection.alias)
     if plan is None:
         plan = _ROW_PLAN[connection.alias] = [
-            (f.attname, f.get_db_prep_save, _plain_type(f, connection))
+            (f.attname, f.get_db_prep_save, _plain_types(f, connection))
             for f in Job._meta.concrete_fields
         ]
     return plan
@@ -165,11 +167,10 @@ def _row(job: Job, connection: BaseDatabaseWrapper) -> list[Any]:
     """A new job's column values, prepared exactly as the ORM's INSERT prepares them
     (``tests/test_db.py`` checks that against the ORM); plain values skip the ORM's
     per-field calls, which cost more than the insert itself on a single enqueue."""
-    plan = _row_plan(connection)
     values = job.__dict__
     return [
-        value if _is_plain(value := values[attname], kind) else prepare(value, connection)
-        for attname, prepare, kind in plan
+        value if type(value := values[attname]) in plain else prepare(value, connection)
+        for attname, prepare, plain in _row_plan(connection)
     ]
 
 
@@ -208,29 +209,76 @@ def _copy_text(value: Any) -> str:
     return text.translate(_COPY_ESCAPES)
 
 
-def _copy_lines(jobs: list[Job], connection: BaseDatabaseWrapper) -> str:
-    """Jobs as lines of COPY text. Values the jobs share (the same object: a task's retry
-    policy, the batch's enqueue time) are formatted once."""
-    plan = _row_plan(connection)
-    memo: dict[tuple[str, int], str] = {}
-    plain: dict[Any, str] = {}  # text by value, for None, str and int
+def _copy_formatter(field: Any, connection: BaseDatabaseWrapper) -> Callable[[Any], str]:
+    """How ``field``'s values become COPY text: ``_copy_text`` of the ORM's preparation,
+    which for plain values (see ``_plain_types``) is the value itself, and for a list or a
+    dict in a JSON field is psycopg's ``Jsonb`` around it, written as its ``dumps`` text."""
+    prepare = field.get_db_prep_save
+    plain = _plain_types(field, connection)
+    dumps = None
+    if type(field) is models.JSONField:
+        sample = prepare([], connection)
+        if hasattr(sample, "obj") and hasattr(sample, "dumps"):
+            dumps = sample.dumps or json.dumps
+
+    def format_value(value: Any) -> str:
+        kind = type(value)
+        if kind in plain:
+            return "\\N" if value is None else _copy_text(value)
+        if dumps is not None and (kind is list or kind is dict):
+            return str(dumps(value)).translate(_COPY_ESCAPES)
+        return _copy_text(prepare(value, connection))
+
+    return format_value
+
+
+# The job fields that differ from one job to the next in a batch of one task's calls (see
+# ``services.build_job``). COPY takes them first; the rest of a row is formatted once per
+# distinct set of value objects, which a batch's jobs of one task share.
+_PER_JOB_FIELDS = ("id", "args", "kwargs", "unique_key", "unique_for")
+# Per alias: the COPY statement's quoted columns, the formatters of the per-job columns
+# (with their attnames) and of the shared ones, and a getter of a job's shared values.
+_COPY_LAYOUT: dict[str, tuple[list[str], list[Any], list[Any], Callable[[dict], tuple]]] = {}
+
+
+def _copy_layout(
+    connection: BaseDatabaseWrapper,
+) -> tuple[list[str], list[Any], list[Any], Callable[[dict], tuple]]:
+    layout = _COPY_LAYOUT.get(connection.alias)
+    if layout is None:
+        columns, _ = _job_columns(connection)
+        fields = list(zip(columns, Job._meta.concrete_fields, strict=True))
+        per_job = [(c, f) for c, f in fields if f.attname in _PER_JOB_FIELDS]
+        shared = [(c, f) for c, f in fields if f.attname not in _PER_JOB_FIELDS]
+        layout = _COPY_LAYOUT[connection.alias] = (
+            [column for column, _ in per_job + shared],
+            [(f.attname, _copy_formatter(f, connection)) for _, f in per_job],
+            [_copy_formatter(f, connection) for _, f in shared],
+            operator.itemgetter(*(f.attname for _, f in shared)),
+        )
+    return layout
+
+
+def _copy_lines(
+    jobs: list[Job], connection: BaseDatabaseWrapper, memo: dict[tuple[int, ...], str]
+) -> str:
+    """Jobs as lines of COPY text, in ``_copy_layout``'s column order.
+
+    ``memo`` maps the identities of a job's shared values to their formatted text; it must
+    not outlive the jobs (while they live, no other object can take those identities)."""
+    _, per_job, shared, shared_values = _copy_layout(connection)
     lines = []
     for job in jobs:
         values = job.__dict__
-        cells = []
-        for attname, prepare, kind in plan:
-            value = values[attname]
-            if _is_plain(value, kind):
-                text = plain.get(value)
-                if text is None:
-                    text = plain[value] = _copy_text(value)
-                cells.append(text)
-                continue
-            key = (attname, id(value))
-            text = memo.get(key)
-            if text is None:
-                text = memo[key] = _copy_text(prepare(value, connection))
-            cells.append(text)
+        common = shared_values(values)
+        key = tuple(map(id, common))
+        tail = memo.get(key)
+        if tail is None:
+            tail = memo[key] = "\t".join(
+                format_value(value) for value, format_value in zip(common, shared, strict=True)
+            )
+        cells = [format_value(values[attname]) for attname, format_value in per_job]
+        cells.append(tail)
         lines.append("\t".join(cells))
     lines.append("")
     return "\n".join(lines)
@@ -264,11 +312,12 @@ def insert_jobs(alias: str, jobs: list[Job]) -> None:
     elif connection.vendor != "postgresql" or len(jobs) < COPY_MIN_ROWS:
         Job.objects.using(alias).bulk_create(jobs)
     else:
-        statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+        statement = f"COPY {table} ({', '.join(_copy_layout(connection)[0])}) FROM STDIN"
+        memo: dict[tuple[int, ...], str] = {}
         connection.ensure_connection()
         with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
             for start in range(0, len(jobs), COPY_CHUNK):
-                copy.write(_copy_lines(jobs[start : start + COPY_CHUNK], connection))
+                copy.write(_copy_lines(jobs[start : start + COPY_CHUNK], connection, memo))
     _mark_saved(jobs, alias)
 
 

@@ -105,6 +105,25 @@ def test_non_json_arguments_fail_at_enqueue_and_store_nothing(bad):
     assert not Job.objects.exists()
 
 
+def test_a_literal_backslash_u0000_is_not_mistaken_for_nul():
+    """The NUL check looks for the escape json.dumps writes; text that merely spells it is
+    looked at exactly and stored."""
+    result = tasks.add.enqueue("\\u0000", {"\\u0000": "x"})
+    assert Job.objects.get(pk=result.id).args == ["\\u0000", {"\\u0000": "x"}]
+
+
+def test_the_result_of_a_new_job_equals_the_one_built_from_the_stored_row():
+    """enqueue() sets the result's fields directly; it must equal TaskResult's own init."""
+    for task, args, kwargs in [
+        (tasks.add, (1, [2, (3,)]), {}),
+        (tasks.add.using(run_after=timezone.now() + timedelta(hours=1)), (), {"b": {"c": 1}}),
+    ]:
+        result = task.enqueue(*args, **kwargs)
+        job = Job.objects.get(pk=result.id)
+        assert result == default_task_backend.to_result(job, task=task, attempts=[])
+        assert type(result.args) is list and type(result.kwargs) is dict
+
+
 def test_get_result_unknown_or_malformed_id():
     with pytest.raises(TaskResultDoesNotExist):
         default_task_backend.get_result("00000000-0000-0000-0000-000000000000")

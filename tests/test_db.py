@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection, connections, transaction
+from django.db.models.signals import post_init
 from django.tasks import task_backends
 from django.utils import timezone
 
@@ -202,6 +203,65 @@ def test_insert_jobs_stores_what_the_orm_would():
     assert Job.objects.count() == db.COPY_MIN_ROWS + 2
     assert not batch[0]._state.adding and batch[0]._state.db == "default"
     assert not one._state.adding and one._state.db == "default"
+
+
+def test_a_copy_batch_of_several_tasks_stores_each_job_as_the_orm_would(django_user_model):
+    """COPY formats the values jobs of one task share once; a batch that interleaves tasks,
+    owners and awkward text must still store every job exactly as ``save()`` does."""
+    now = timezone.now()
+    backend = task_backends["default"]
+    owner = django_user_model.objects.create(username="owner")
+    text = "tab\there\nnew line \\ backslash \r é \\N"
+    calls = [
+        (tasks.add, (1, text), {}),
+        (tasks.send_welcome_email, (7,), {}),
+        (tasks.rated, (3,), {"extra": {text: [1.5, None, True]}}),
+        (tasks.per_account.using(concurrency_key=text), ("a",), {}),
+        (tasks.add.using(priority=-3, run_after=now + timedelta(days=1)), (), {}),
+    ]
+    batch, twins = [], []
+    for i in range(db.COPY_MIN_ROWS):
+        task, args, kwargs = calls[i % len(calls)]
+        with services.enqueued_by(owner if i % 2 else None):
+            batch.append(backend.build_job(task, args, kwargs, now))
+            if i < len(calls) * 2:
+                twins.append(backend.build_job(task, args, kwargs, now))
+    with transaction.atomic():
+        db.insert_jobs("default", batch)
+    for twin in twins:
+        twin.save(force_insert=True)
+
+    def row(pk):
+        return {k: v for k, v in Job.objects.filter(pk=pk).values().get().items() if k != "id"}
+
+    for job, twin in zip(batch, twins, strict=False):
+        assert row(job.pk) == row(twin.pk)
+    assert Job.objects.count() == len(batch) + len(twins)
+
+
+def test_jobs_are_built_by_the_models_init_when_a_project_listens_to_it():
+    """Without receivers, build_job fills a Job's state directly; with a pre_init or
+    post_init receiver for Job, the model's init runs so that the receiver sees the job."""
+    seen = []
+
+    def receiver(sender, instance, **kwargs):
+        seen.append(instance)
+
+    now = timezone.now()
+    backend = task_backends["default"]
+    direct = backend.build_job(tasks.add, (1, 2), {}, now)
+    post_init.connect(receiver, sender=Job)
+    try:
+        through_init = backend.build_job(tasks.add, (1, 2), {}, now)
+    finally:
+        post_init.disconnect(receiver, sender=Job)
+    assert seen == [through_init]
+    assert through_init._state.adding and direct._state.adding
+    assert direct._state.db is through_init._state.db is None
+    for f in Job._meta.concrete_fields:
+        if f.attname != "id":
+            assert getattr(direct, f.attname) == getattr(through_init, f.attname), f.attname
+    assert list(direct.__dict__) == list(through_init.__dict__)
 
 
 @pytest.mark.parametrize(
