@@ -408,22 +408,20 @@ class JobsBackend(BaseTaskBackend):
         if not _RESULT_FIELDS_KNOWN:
             return self.to_result(job, task=task, attempts=[])
         result = object.__new__(TaskResult)
-        for name, value in (
-            ("task", task),
-            ("id", str(job.pk)),
-            ("status", job.task_result_status),
-            ("enqueued_at", job.enqueued_at),
-            ("started_at", None),
-            ("finished_at", None),
-            ("last_attempted_at", None),
-            ("args", job.args),
-            ("kwargs", job.kwargs),
-            ("backend", self.alias),
-            ("errors", []),
-            ("worker_ids", []),
-            ("_return_value", None),
-        ):
-            object.__setattr__(result, name, value)
+        put = object.__setattr__  # (TaskResult is frozen)
+        put(result, "task", task)
+        put(result, "id", str(job.pk))
+        put(result, "status", job.task_result_status)
+        put(result, "enqueued_at", job.enqueued_at)
+        put(result, "started_at", None)
+        put(result, "finished_at", None)
+        put(result, "last_attempted_at", None)
+        put(result, "args", job.args)
+        put(result, "kwargs", job.kwargs)
+        put(result, "backend", self.alias)
+        put(result, "errors", [])
+        put(result, "worker_ids", [])
+        put(result, "_return_value", None)
         return result
 
     def check(self, **kwargs: Any) -> list[Any]:

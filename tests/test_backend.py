@@ -8,8 +8,9 @@ from django.tasks import TaskResultStatus, default_task_backend, task_backends
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils import timezone
+from django.utils.json import normalize_json
 
-from asyncjobs import enqueue_many
+from asyncjobs import enqueue_many, services
 from asyncjobs.backend import JobsBackend
 from asyncjobs.exceptions import InvalidArgumentsError
 from asyncjobs.models import Job, JobStatus
@@ -110,6 +111,29 @@ def test_a_literal_backslash_u0000_is_not_mistaken_for_nul():
     looked at exactly and stored."""
     result = tasks.add.enqueue("\\u0000", {"\\u0000": "x"})
     assert Job.objects.get(pk=result.id).args == ["\\u0000", {"\\u0000": "x"}]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [],
+        (),
+        {},
+        [1, "a", 2.5, True, None],
+        (1, "a"),
+        {"a": 1, "b": None},
+        [JobStatus.QUEUED, b"bytes"],  # a str subclass and bytes: the general path
+        {1: "int key"},
+        [[1, (2, 3)], {"k": (4,)}],
+    ],
+)
+def test_arguments_are_normalised_as_django_normalises_them(value):
+    """storable_json copies flat lists and dicts of scalars directly; whatever path it takes,
+    the result must be Django's normalize_json's, as a new object."""
+    stored = services.storable_json(value)
+    assert stored == normalize_json(value)
+    assert [type(x) for x in stored] == [type(x) for x in normalize_json(value)]
+    assert stored is not value
 
 
 def test_the_result_of_a_new_job_equals_the_one_built_from_the_stored_row():
