@@ -2,7 +2,9 @@
 
 from django.tasks import task
 
+from bench.latency import record
+
 
 @task()
-def noop():
-    return None
+def noop(enqueued_at=None):
+    record(enqueued_at)

@@ -1,11 +1,13 @@
 """Celery with a local Redis as broker; the no-op task counts itself in Redis (INCR), which
-is how the harness sees it finish, and records its start delay for the latency run."""
+is how the harness sees it finish, and records its start delay for the latency run
+(``bench.latency``)."""
 
 import os
-import time
 
 import redis
 from celery import Celery
+
+from bench.latency import record
 
 REDIS_URL = os.environ.get("PEER_REDIS_URL", "redis://127.0.0.1:6379/15")
 app = Celery("bench_peers", broker=REDIS_URL)
@@ -15,6 +17,5 @@ counter = redis.Redis.from_url(REDIS_URL)
 
 @app.task(name="noop")
 def noop(enqueued_at=None):
-    if enqueued_at is not None:
-        counter.rpush("bench:latency", time.time() - enqueued_at)
+    record(enqueued_at)
     counter.incr("bench:done")

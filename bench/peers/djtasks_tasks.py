@@ -1,6 +1,8 @@
 from django.tasks import task
 
+from bench.latency import record
+
 
 @task()
-def noop():
-    return None
+def noop(enqueued_at=None):
+    record(enqueued_at)

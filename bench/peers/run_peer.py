@@ -16,8 +16,10 @@ system in turn; the measuring code is the same for all of them:
   in the table too: one is stored through the system's API, then copied by one
   ``INSERT … SELECT`` and not analyzed (as after a burst, before autovacuum comes by); not for
   Celery, whose workers take future (ETA) jobs out of Redis into memory;
-- latency: one idle worker process (concurrency 1), warmed up; a job is enqueued, and the
-  time from enqueue to the start of its execution is read from what the system records.
+- latency: one idle worker process (concurrency 1), warmed up; a job is enqueued with the
+  client's ``time.time()`` as its argument, and the task's first act is to write down how
+  long ago that was (``bench.latency``): one clock and one definition for every system,
+  from the enqueue call to the first line of the task body.
 """
 
 import argparse
@@ -26,6 +28,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,9 +37,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench import latency  # noqa: E402
 from bench.common import recreate_database, stop_workers  # noqa: E402
 
 PEER_SERVER = "postgresql://postgres@127.0.0.1:5432"
+# Where the latency run's tasks write their start delays (bench.latency); the workers inherit it.
+LATENCY_FILE = os.environ.setdefault(
+    "BENCH_LATENCY_FILE", os.path.join(tempfile.gettempdir(), f"bench-latency-{os.getpid()}")
+)
 
 
 class System:
@@ -120,12 +128,20 @@ class System:
     def worker_command(self, concurrency: int) -> list[str]:
         raise NotImplementedError
 
-    def start_latency_job(self) -> Any:
+    def enqueue_latency(self, enqueued_at: float) -> None:
+        """Enqueue one no-op job that calls ``bench.latency.record(enqueued_at)``."""
         raise NotImplementedError
 
-    def started_after(self, handle: Any) -> float | None:
+    def start_latency_job(self) -> int:
+        """Enqueue a latency job; its handle is its place in the probe file."""
+        handle = len(latency.read(LATENCY_FILE))
+        self.enqueue_latency(time.time())
+        return handle
+
+    def started_after(self, handle: int) -> float | None:
         """Seconds from enqueue to start of the job ``handle``, or None if not started."""
-        raise NotImplementedError
+        delays = latency.read(LATENCY_FILE)
+        return delays[handle] if len(delays) > handle else None
 
 
 class AsyncJobs(System):
@@ -166,18 +182,10 @@ class AsyncJobs(System):
     def worker_command(self, concurrency: int) -> list[str]:
         return [sys.executable, "-m", "django", "runworker", "--concurrency", str(concurrency)]
 
-    def start_latency_job(self) -> Any:
+    def enqueue_latency(self, enqueued_at: float) -> None:
         from bench.tasks import noop
 
-        return noop.enqueue().id
-
-    def started_after(self, handle: Any) -> float | None:
-        from asyncjobs.models import Attempt
-
-        attempt = Attempt.objects.filter(job_id=handle).select_related("job").first()
-        if attempt is None:
-            return None
-        return (attempt.started_at - attempt.job.enqueued_at).total_seconds()
+        noop.enqueue(enqueued_at=enqueued_at)
 
 
 class DjangoTasksDB(System):
@@ -210,18 +218,10 @@ class DjangoTasksDB(System):
     def worker_command(self, concurrency: int) -> list[str]:
         return [sys.executable, "-m", "django", "db_worker", "--no-startup-delay"]
 
-    def start_latency_job(self) -> Any:
+    def enqueue_latency(self, enqueued_at: float) -> None:
         from bench.peers.djtasks_tasks import noop
 
-        return noop.enqueue().id
-
-    def started_after(self, handle: Any) -> float | None:
-        from django_tasks_db.models import DBTaskResult
-
-        row = DBTaskResult.objects.filter(pk=handle).values("enqueued_at", "started_at").first()
-        if row is None or row["started_at"] is None:
-            return None
-        return (row["started_at"] - row["enqueued_at"]).total_seconds()
+        noop.enqueue(enqueued_at=enqueued_at)
 
 
 class Procrastinate(System):
@@ -264,21 +264,8 @@ class Procrastinate(System):
             str(concurrency),
         ]
 
-    def start_latency_job(self) -> Any:
-        return self._task().defer()
-
-    def started_after(self, handle: Any) -> float | None:
-        from django.db import connection
-
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT max(at) FILTER (WHERE type = 'started') - "
-                "min(at) FILTER (WHERE type = 'deferred') "
-                "FROM procrastinate_events WHERE job_id = %s",
-                [handle],
-            )
-            delta = cursor.fetchone()[0]
-        return delta.total_seconds() if delta is not None else None
+    def enqueue_latency(self, enqueued_at: float) -> None:
+        self._task().defer(enqueued_at=enqueued_at)
 
 
 class CeleryRedis(System):
@@ -323,18 +310,10 @@ class CeleryRedis(System):
             "--without-heartbeat",
         ]
 
-    def start_latency_job(self) -> Any:
-        from bench.peers.celery_app import counter, noop
+    def enqueue_latency(self, enqueued_at: float) -> None:
+        from bench.peers.celery_app import noop
 
-        counter.delete("bench:latency")
-        noop.delay(enqueued_at=time.time())
-        return None
-
-    def started_after(self, handle: Any) -> float | None:
-        from bench.peers.celery_app import counter
-
-        value = counter.lpop("bench:latency")
-        return float(value) if value is not None else None
+        noop.delay(enqueued_at=enqueued_at)
 
 
 SYSTEMS: dict[str, type[System]] = {
@@ -415,6 +394,7 @@ def bench_drain(
 
 def bench_latency(system: System, samples: int) -> list[float]:
     system.reset()
+    Path(LATENCY_FILE).unlink(missing_ok=True)
     procs = start_workers(system, 1, 1)
     latencies: list[float] = []
     try:
@@ -436,6 +416,7 @@ def bench_latency(system: System, samples: int) -> list[float]:
             time.sleep(0.05)
     finally:
         stop_workers(procs)
+        Path(LATENCY_FILE).unlink(missing_ok=True)
     return latencies
 
 

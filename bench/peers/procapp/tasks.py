@@ -1,6 +1,8 @@
 from procrastinate.contrib.django import app
 
+from bench.latency import record
+
 
 @app.task(name="noop")
-def noop():
-    return None
+def noop(enqueued_at=None):
+    record(enqueued_at)
