@@ -131,8 +131,6 @@ def resolve_options(
 
 # json.dumps(allow_nan=False) builds an encoder per call; this one is built once.
 _STRICT_JSON = json.JSONEncoder(allow_nan=False)
-
-
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
@@ -155,7 +153,7 @@ def storable_json(value: Any) -> Any:
     (jsonb cannot store it), on every database alike.
     """
     normalized = _normalized(value)
-    # json.dumps escapes NUL as \u0000 (ensure_ascii), so text without that escape holds
+    # The encoder escapes NUL as \u0000 (ensure_ascii), so text without that escape holds
     # no NUL; with it (possibly a literal backslash-u0000 in a string), look exactly.
     if "\\u0000" not in _STRICT_JSON.encode(normalized):
         return normalized
