@@ -209,12 +209,14 @@ def _copy_text(value: Any) -> str:
     return text.translate(_COPY_ESCAPES)
 
 
-def _copy_formatter(field: Any, connection: BaseDatabaseWrapper) -> Callable[[Any], str]:
-    """How ``field``'s values become COPY text: ``_copy_text`` of the ORM's preparation,
-    which for plain values (see ``_plain_types``) is the value itself, and for a list or a
-    dict in a JSON field is psycopg's ``Jsonb`` around it, written as its ``dumps`` text."""
-    prepare = field.get_db_prep_save
-    plain = _plain_types(field, connection)
+def _copy_formatter(
+    field: Any, plan: tuple[str, Any, frozenset[type]], connection: BaseDatabaseWrapper
+) -> Callable[[Any], str]:
+    """How ``field``'s values become COPY text: ``_copy_text`` of the ORM's preparation
+    (``plan`` is the field's ``_row_plan`` entry), which for plain values is the value
+    itself, and for a list or a dict in a JSON field is psycopg's ``Jsonb`` around it,
+    written as its ``dumps`` text."""
+    _, prepare, plain = plan
     dumps = None
     if type(field) is models.JSONField:
         sample = prepare([], connection)
@@ -247,14 +249,14 @@ def _copy_layout(
     layout = _COPY_LAYOUT.get(connection.alias)
     if layout is None:
         columns, _ = _job_columns(connection)
-        fields = list(zip(columns, Job._meta.concrete_fields, strict=True))
-        per_job = [(c, f) for c, f in fields if f.attname in _PER_JOB_FIELDS]
-        shared = [(c, f) for c, f in fields if f.attname not in _PER_JOB_FIELDS]
+        fields = list(zip(columns, Job._meta.concrete_fields, _row_plan(connection), strict=True))
+        per_job = [entry for entry in fields if entry[1].attname in _PER_JOB_FIELDS]
+        shared = [entry for entry in fields if entry[1].attname not in _PER_JOB_FIELDS]
         layout = _COPY_LAYOUT[connection.alias] = (
-            [column for column, _ in per_job + shared],
-            [(f.attname, _copy_formatter(f, connection)) for _, f in per_job],
-            [_copy_formatter(f, connection) for _, f in shared],
-            operator.itemgetter(*(f.attname for _, f in shared)),
+            [column for column, _, _ in per_job + shared],
+            [(f.attname, _copy_formatter(f, plan, connection)) for _, f, plan in per_job],
+            [_copy_formatter(f, plan, connection) for _, f, plan in shared],
+            operator.itemgetter(*(f.attname for _, f, _ in shared)),
         )
     return layout
 
