@@ -226,7 +226,7 @@ def _copy_formatter(
     def format_value(value: Any) -> str:
         kind = type(value)
         if kind in plain:
-            return "\\N" if value is None else _copy_text(value)
+            return _copy_text(value)
         if dumps is not None and (kind is list or kind is dict):
             return str(dumps(value)).translate(_COPY_ESCAPES)
         return _copy_text(prepare(value, connection))
