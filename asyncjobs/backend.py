@@ -18,7 +18,7 @@ options Django's ``Task`` does not have, so both ``@task(...)`` and ``.using(...
 """
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -222,7 +222,7 @@ class JobsBackend(BaseTaskBackend):
             raise InvalidTask(f"concurrency_limit must be an integer >= 1, got {cap!r}.")
 
     def _task_fields(self, task: Task) -> dict[str, Any]:
-        """What every job of ``task`` shares, for ``build_job`` (validates the task).
+        """What every job of ``task`` shares, for ``job_maker`` (validates the task).
 
         Remembered per task object (tasks are immutable; ``using()`` makes a new one) until
         the settings change, so a task is validated and its options resolved once, not on
@@ -246,25 +246,20 @@ class JobsBackend(BaseTaskBackend):
         }
 
     def build_job(
-        self,
-        task: Task,
-        args: Sequence[Any],
-        kwargs: dict[str, Any],
-        now: datetime,
-        shared: dict[str, Any] | None = None,
+        self, task: Task, args: Sequence[Any], kwargs: dict[str, Any], now: datetime
     ) -> Job:
-        """An unsaved job for one call of ``task`` (validates the task and the arguments).
-        ``shared``: ``_task_fields(task)``, when the caller builds many jobs of one task."""
+        """An unsaved job for one call of ``task`` (validates the task and the arguments)."""
+        return self.job_maker(task, now)(args, kwargs)
+
+    def job_maker(self, task: Task, now: datetime) -> Callable[[Sequence[Any], dict], Job]:
+        """What builds unsaved jobs for calls of ``task`` at ``now``, from a call's
+        arguments; the task is validated, and what its jobs share worked out, once."""
+        make = services.job_maker(now=now, **self._task_fields(task))
         unique_key = getattr(task, "unique_key", None)
-        if unique_key is None and getattr(task, "unique", None):
-            unique_key = services.call_key(task.module_path, args, kwargs)
-        return services.build_job(
-            args=args,
-            kwargs=kwargs,
-            now=now,
-            unique_key=unique_key,
-            **(shared if shared is not None else self._task_fields(task)),
-        )
+        if unique_key is not None or not getattr(task, "unique", None):
+            return lambda args, kwargs: make(args, kwargs, unique_key)
+        path = task.module_path
+        return lambda args, kwargs: make(args, kwargs, services.call_key(path, args, kwargs))
 
     @staticmethod
     def _limits(task: Task) -> dict[str, Any]:
@@ -302,12 +297,13 @@ class JobsBackend(BaseTaskBackend):
     ) -> list[TaskResult]:
         """Store many jobs in one statement, all or none; see ``asyncjobs.enqueue_many``."""
         now = timezone.now()
-        shared: dict[int, dict[str, Any]] = {}  # per task object: validated once per call
+        makers: dict[int, Callable[[Sequence[Any], dict], Job]] = {}  # per task object
         pairs = []
-        for task, args, kwargs in calls:
-            if id(task) not in shared:
-                shared[id(task)] = self._task_fields(task)
-            pairs.append((task, self.build_job(task, args, kwargs, now, shared[id(task)])))
+        for task, args, kwargs in calls:  # (calls holds the tasks: their ids stay theirs)
+            make = makers.get(id(task))
+            if make is None:
+                make = makers[id(task)] = self.job_maker(task, now)
+            pairs.append((task, make(args, kwargs)))
         stored = services.enqueue_jobs([job for _, job in pairs], using=self.database, now=now)
         results = []
         for (task, job), kept in zip(pairs, stored, strict=True):
@@ -402,7 +398,7 @@ class JobsBackend(BaseTaskBackend):
         """``to_result(job, task=task, attempts=[])`` for a job just built and stored.
 
         ``TaskResult``'s init normalises the arguments to JSON types again, which
-        ``build_job`` already did, and sets its frozen fields one by one; in a bulk enqueue
+        ``job_maker`` already did, and sets its frozen fields one by one; in a bulk enqueue
         that cost as much as storing the job. The fields are set directly instead, if they
         are the ones this backend knows (``tests/test_backend.py`` compares both ways)."""
         if not _RESULT_FIELDS_KNOWN:

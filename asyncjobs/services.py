@@ -14,11 +14,12 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import socket
 import traceback as tb
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -134,15 +135,32 @@ _STRICT_JSON = json.JSONEncoder(allow_nan=False)
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
-def _normalized(value: Any) -> Any:
-    """``normalize_json(value)``, quicker for what task arguments mostly are: a flat list
-    (or tuple) of scalars, or a flat dict of them with text keys, which it copies as is."""
+def _flat_copy(value: Any) -> list[Any] | dict[str, Any] | None:
+    """A copy of ``value`` if it is what task arguments mostly are, a flat list (or tuple)
+    of scalars or a flat dict of them with text keys, and those scalars can be stored: no
+    NaN or infinity, no NUL character. ``None`` for anything else, which takes the general
+    path (which also raises the errors)."""
     kind = type(value)
-    if (kind is list or kind is tuple) and all(type(item) in _SCALARS for item in value):
-        return list(value)
-    if kind is dict and all(type(k) is str and type(v) in _SCALARS for k, v in value.items()):
-        return dict(value)
-    return normalize_json(value)
+    if kind is list or kind is tuple:
+        items = value
+    elif kind is dict:
+        for key in value:
+            if type(key) is not str or "\x00" in key:
+                return None
+        items = value.values()
+    else:
+        return None
+    for item in items:
+        item_kind = type(item)
+        if item_kind is str:
+            if "\x00" in item:
+                return None
+        elif item_kind is float:
+            if not math.isfinite(item):
+                return None
+        elif item_kind not in _SCALARS:
+            return None
+    return dict(value) if kind is dict else list(value)
 
 
 def storable_json(value: Any) -> Any:
@@ -152,7 +170,10 @@ def storable_json(value: Any) -> Any:
     JSON; PostgreSQL's jsonb refuses them) and for strings holding the NUL character
     (jsonb cannot store it), on every database alike.
     """
-    normalized = _normalized(value)
+    flat = _flat_copy(value)
+    if flat is not None:  # checked without encoding it
+        return flat
+    normalized = normalize_json(value)
     # The encoder escapes NUL as \u0000 (ensure_ascii), so text without that escape holds
     # no NUL; with it (possibly a literal backslash-u0000 in a string), look exactly.
     if "\\u0000" not in _STRICT_JSON.encode(normalized):
@@ -209,9 +230,23 @@ def call_key(task_path: str, args: Sequence[Any], kwargs: dict[str, Any]) -> str
 
 def build_job(
     *,
-    task_path: str,
     args: Sequence[Any],
     kwargs: dict[str, Any],
+    unique_key: str | None = None,
+    **fields: Any,
+) -> Job:
+    """An unsaved Job for one task call (``fields`` as for ``job_maker``). Raises
+    ``InvalidArgumentsError`` for non-JSON arguments and ``OutboundURLRefusedError`` for a
+    webhook URL that may not be called."""
+    return job_maker(**fields)(args, kwargs, unique_key)
+
+
+JobMaker = Callable[[Sequence[Any], dict[str, Any], "str | None"], Job]
+
+
+def job_maker(
+    *,
+    task_path: str,
     queue_name: str,
     priority: int,
     run_after: datetime | None,
@@ -219,14 +254,19 @@ def build_job(
     options: JobOptions,
     now: datetime,
     webhook_url: str = "",
-    unique_key: str | None = None,
     unique_for: timedelta | None = None,
     limit_key: str = "",
     limit_concurrency: int | None = None,
     limit_rate: str = "",
-) -> Job:
-    """An unsaved Job for one task call. Raises ``InvalidArgumentsError`` for non-JSON
-    arguments and ``OutboundURLRefusedError`` for a webhook URL that may not be called."""
+) -> JobMaker:
+    """What builds unsaved Jobs for calls of one task at ``now``, from a call's arguments
+    and unique key: what those jobs share is validated and worked out here, once.
+
+    The jobs' fields are filled in directly from a copy of that shared state. Django's
+    model init would set every field and send ``pre_init``/``post_init``; if a project
+    connects a receiver for Job to one of those, the model's own init runs instead,
+    positionally (itself several times faster than by keyword). Raises
+    ``OutboundURLRefusedError`` for a webhook URL that may not be called."""
     due = run_after if run_after is not None else now
     if webhook_url:
         outbound._secret()  # fail at enqueue, not at delivery, if no secret is configured
@@ -234,29 +274,54 @@ def build_job(
     owner = _enqueued_by.get()
     if owner is not None and not getattr(owner, "is_authenticated", False):
         owner = None
-    job = _new_job(
-        id=uuid.uuid4(),
-        backend=backend,
-        task_path=task_path,
-        args=_json_or_error(list(args), "Task arguments"),
-        kwargs=_json_or_error(dict(kwargs), "Task keyword arguments"),
-        queue_name=queue_name,
-        priority=priority,
-        status=JobStatus.SCHEDULED if due > now else JobStatus.QUEUED,
-        enqueued_at=now,
-        run_after=due,
+    shared = {
+        "backend": backend,
+        "task_path": task_path,
+        "queue_name": queue_name,
+        "priority": priority,
+        "status": JobStatus.SCHEDULED if due > now else JobStatus.QUEUED,
+        "enqueued_at": now,
+        "run_after": due,
         **_policy_fields(options),
-        webhook_url=webhook_url,
-        unique_key=unique_key,
-        unique_for=unique_for if unique_key is not None else None,
-        limit_key=limit_key,
-        limit_concurrency=limit_concurrency if limit_key else None,
-        limit_rate=limit_rate if limit_key else "",
-        enqueued_by_id=owner.pk if owner is not None else None,
+        "webhook_url": webhook_url,
+        "limit_key": limit_key,
+        "limit_concurrency": limit_concurrency if limit_key else None,
+        "limit_rate": limit_rate if limit_key else "",
+        "enqueued_by_id": owner.pk if owner is not None else None,
+    }
+    through_init = pre_init.has_listeners(Job) or post_init.has_listeners(Job)
+    defaults, factories = _job_defaults()
+    # In field order (update() keeps it); for a job filled in directly, after its _state,
+    # as the model's init sets them.
+    template = dict(defaults) if through_init else {"_state": None, **defaults}
+    template.update(shared)
+    # Defaults made per job (the id), except for the arguments, which every call gives.
+    factories = tuple(
+        (attname, factory)
+        for attname, factory in factories
+        if attname not in shared and attname not in ("args", "kwargs")
     )
-    if owner is not None:
-        job.enqueued_by = owner
-    return job
+
+    def make(args: Sequence[Any], kwargs: dict[str, Any], unique_key: str | None = None) -> Job:
+        state = template.copy()
+        for attname, factory in factories:
+            state[attname] = factory()
+        state["args"] = _json_or_error(list(args), "Task arguments")
+        state["kwargs"] = _json_or_error(dict(kwargs), "Task keyword arguments")
+        if unique_key is not None:
+            state["unique_key"] = unique_key
+            state["unique_for"] = unique_for
+        if through_init:
+            job = Job(*state.values())  # type: ignore[misc]
+        else:
+            state["_state"] = ModelState()
+            job = Job.__new__(Job)
+            job.__dict__ = state
+        if owner is not None:
+            job.enqueued_by = owner
+        return job
+
+    return make
 
 
 IDENTITY_CACHE_SIZE = 1024
@@ -308,27 +373,6 @@ def _job_defaults() -> tuple[dict[str, Any], tuple[tuple[str, Any], ...]]:
         {f.attname: None if callable(f.default) else f.get_default() for f in fields},
         tuple((f.attname, f.default) for f in fields if f.has_default() and callable(f.default)),
     )
-
-
-def _new_job(**values: Any) -> Job:
-    """``Job(**values)``: fields not given get their defaults.
-
-    Django's model init sets every field and sends ``pre_init``/``post_init``. Unless a
-    project connects a receiver for Job to one of those, the instance's fields are filled in
-    directly, several times faster; with one, the model's own init runs, positionally
-    (itself several times faster than by keyword)."""
-    defaults, factories = _job_defaults()
-    state = dict(defaults)  # in field order; update() keeps that order
-    state.update(values)
-    for attname, factory in factories:
-        if attname not in values:
-            state[attname] = factory()
-    if pre_init.has_listeners(Job) or post_init.has_listeners(Job):
-        return Job(*(state[attname] for attname in defaults))  # type: ignore[misc]
-    job = Job.__new__(Job)
-    job._state = ModelState()
-    job.__dict__.update(state)
-    return job
 
 
 def enqueue_jobs(jobs: list[Job], *, using: str, now: datetime | None = None) -> list[Job]:

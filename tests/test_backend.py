@@ -91,18 +91,25 @@ def test_priority_out_of_range_is_refused():
         object(),
         {1, 2},
         float("nan"),
+        float("-inf"),
         timezone.now(),
         {"nested": [object()]},
         "nul\x00",
         {"k\x00": 1},
     ],
-    ids=["object", "set", "nan", "datetime", "nested", "nul-string", "nul-key"],
+    ids=["object", "set", "nan", "-inf", "datetime", "nested", "nul-string", "nul-key"],
 )
 def test_non_json_arguments_fail_at_enqueue_and_store_nothing(bad):
     with pytest.raises(InvalidArgumentsError, match="JSON-serializable"):
         tasks.add.enqueue(bad, 1)
     with pytest.raises(TypeError):  # InvalidArgumentsError is a TypeError too
         tasks.add.enqueue(1, b=bad)
+    assert not Job.objects.exists()
+
+
+def test_a_nul_in_a_keyword_argument_name_fails_at_enqueue():
+    with pytest.raises(InvalidArgumentsError, match="NUL"):
+        tasks.noop.enqueue(**{"k\x00": 1})
     assert not Job.objects.exists()
 
 
