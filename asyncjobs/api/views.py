@@ -270,10 +270,13 @@ class JobListCreateView(generics.GenericAPIView[Job]):
             if params["status"] not in JobStatus.values:
                 raise ValidationError({"status": f"One of: {', '.join(JobStatus.values)}."})
             jobs = jobs.filter(status=params["status"])
-        if params.get("queue"):
-            jobs = jobs.filter(queue_name=params["queue"])
-        if params.get("task"):
-            jobs = jobs.filter(task_path=params["task"])
+        for name, column in (("queue", "queue_name"), ("task", "task_path")):
+            value = params.get(name)
+            if not value:
+                continue
+            if "\x00" in value:  # PostgreSQL refuses it in a statement: no job has it
+                raise ValidationError({name: "Null characters are not allowed."})
+            jobs = jobs.filter(**{column: value})
         return jobs
 
     @extend_schema(

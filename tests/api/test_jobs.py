@@ -190,6 +190,9 @@ def test_list_filters_and_paginates(api, users):
     assert client.get("/jobs/", {"status": "queued"}).status_code == 200
     bad = client.get("/jobs/", {"status": "nonsense"})
     assert bad.status_code == 400 and "status" in bad.json()
+    for name in ("queue", "task"):  # PostgreSQL cannot take NUL in a statement: a 400, not 500
+        bad = client.get("/jobs/", {name: "a\x00b"})
+        assert bad.status_code == 400 and name in bad.json()
 
 
 def test_stats(api, users, runner, worker_row):
