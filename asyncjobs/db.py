@@ -120,8 +120,10 @@ def _prep(field_name: str, value: Any, connection: BaseDatabaseWrapper) -> Any:
     return field.get_db_prep_value(value, connection)
 
 
-# From this many jobs on, PostgreSQL gets them through COPY; below, one INSERT is as quick.
-COPY_MIN_ROWS = 100
+# From this many jobs on, PostgreSQL gets them through COPY. Two rows by COPY took less time
+# than two by one multi-row INSERT (bulk_create) or by a pipelined executemany; see
+# bench/README.md.
+COPY_MIN_ROWS = 2
 # The single-job INSERT statement, per database alias.
 _INSERT_CACHE: dict[str, str] = {}
 
@@ -313,37 +315,58 @@ def insert_jobs(alias: str, jobs: list[Job]) -> None:
     """Insert new, unsaved jobs in the caller's transaction (or in autocommit), as
     ``bulk_create`` would; Django's model signals are not sent (``task_enqueued`` is).
 
-    One job: one prepared ``INSERT`` whose text is built once per database alias (Django's
-    compiler rebuilds it for every save, which cost more than the insert's round trip).
-    On PostgreSQL a batch of ``COPY_MIN_ROWS`` or more goes through ``COPY … FROM STDIN``,
-    which streams the rows instead of building one huge statement. The insert trigger fires
-    for both, so workers are notified at commit either way.
+    One job: one ``INSERT`` whose text is built once per database alias (Django's compiler
+    rebuilds it for every save, and prepares every value through the ORM, which cost more
+    than the insert's round trip). More jobs: on PostgreSQL ``COPY … FROM STDIN``, which
+    streams the rows; on SQLite that ``INSERT`` once per job, compiled once
+    (``executemany``). The insert trigger fires for both, so workers are notified at commit
+    either way. On PostgreSQL the statements run on psycopg's cursor: Django's query log
+    (``DEBUG``, a test's query count) gets an entry for each, its ``execute_wrapper`` hooks
+    do not see them.
     """
     connection = connections[alias]
     columns, _ = _job_columns(connection)
     table = connection.ops.quote_name(Job._meta.db_table)
-    if len(jobs) == 1:
-        statement = _INSERT_CACHE.get(alias)
-        if statement is None:
-            marks = ", ".join(["%s"] * len(columns))
-            statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
-            _INSERT_CACHE[alias] = statement
-        if connection.vendor == "postgresql":
-            with _bound_cursor(connection) as cursor:
-                cursor.execute(statement, _row(jobs[0], connection))
-        else:
-            with connection.cursor() as cursor:
-                cursor.execute(statement, _row(jobs[0], connection))
-    elif connection.vendor != "postgresql" or len(jobs) < COPY_MIN_ROWS:
-        Job.objects.using(alias).bulk_create(jobs)
-    else:
+    postgres = connection.vendor == "postgresql"
+    if postgres and len(jobs) >= COPY_MIN_ROWS:
         statement = f"COPY {table} ({', '.join(_copy_layout(connection)[0])}) FROM STDIN"
         memo: dict[tuple[int, ...], str] = {}
-        connection.ensure_connection()
-        with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+        with (
+            _query_logged(connection, f"{statement}: {len(jobs)} rows"),
+            _bound_cursor(connection) as cursor,
+            cursor.copy(statement) as copy,
+        ):
             for start in range(0, len(jobs), COPY_CHUNK):
                 copy.write(_copy_lines(jobs[start : start + COPY_CHUNK], connection, memo))
+    else:
+        insert = _INSERT_CACHE.get(alias)
+        if insert is None:
+            marks = ", ".join(["%s"] * len(columns))
+            insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
+            _INSERT_CACHE[alias] = insert
+        if postgres:  # one job
+            with _query_logged(connection, insert), _bound_cursor(connection) as cursor:
+                cursor.execute(insert, _row(jobs[0], connection))
+        else:
+            with connection.cursor() as cursor:
+                if len(jobs) == 1:
+                    cursor.execute(insert, _row(jobs[0], connection))
+                else:
+                    cursor.executemany(insert, [_row(job, connection) for job in jobs])
     _mark_saved(jobs, alias)
+
+
+@contextlib.contextmanager
+def _query_logged(connection: BaseDatabaseWrapper, sql: str) -> Iterator[None]:
+    """An entry in Django's query log, as its own cursors write one, for a statement run on
+    psycopg's cursor, when the log is kept (``DEBUG``, or a test capturing queries)."""
+    if not connection.queries_logged:
+        yield
+        return
+    with connection.cursor() as wrapper:
+        debug_sql = getattr(wrapper, "debug_sql", None)  # Django's CursorDebugWrapper
+        with debug_sql(sql) if debug_sql is not None else contextlib.nullcontext():
+            yield
 
 
 @contextlib.contextmanager

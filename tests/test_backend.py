@@ -248,6 +248,9 @@ def test_enqueue_many_one_insert_all_results(django_assert_num_queries):
     assert [r.args for r in results[:3]] == [[0, 0], [1, 1], [2, 2]]
     assert Job.objects.count() == 51
     assert Job.objects.get(pk=results[-1].id).queue_name == "emails"
+    with django_assert_num_queries(1) as captured:  # one enqueue: its INSERT, logged too
+        tasks.add.enqueue(1, 2)
+    assert captured.captured_queries[0]["sql"].startswith("INSERT INTO")
 
 
 def test_enqueue_many_is_all_or_nothing():

@@ -172,8 +172,8 @@ def test_listener_is_notified_on_commit_not_before(strategy):
         # Bulk insert: one notification; a retry back to queued notifies too.
         enqueue_many([(tasks.add, (i, i), {}) for i in range(3)])
         assert listener.wait(5) is True
-        # COPY (large batches) fires the insert trigger too.
-        enqueue_many([(tasks.add, (i, i), {}) for i in range(db.COPY_MIN_ROWS)])
+        # COPY fires the insert trigger too, for a large batch alike.
+        enqueue_many([(tasks.add, (i, i), {}) for i in range(2 * db.COPY_CHUNK + 1)])
         assert listener.wait(5) is True
     finally:
         listener.close()
@@ -181,28 +181,31 @@ def test_listener_is_notified_on_commit_not_before(strategy):
 
 
 def test_insert_jobs_stores_what_the_orm_would():
-    """A large batch (COPY on PostgreSQL) and a single job (a cached INSERT) store every
-    field exactly as ``save()`` does."""
+    """Batches (COPY on PostgreSQL, a cached INSERT run for each job on SQLite) and a single
+    job (that INSERT) store every field exactly as ``save()`` does."""
     now = timezone.now()
     backend = task_backends["default"]
     task = tasks.add.using(priority=7, run_after=now + timedelta(hours=1))
     args, kwargs = (1, {"k": [1.5, "é", None]}), {"x": True}
-    batch = [backend.build_job(task, args, kwargs, now) for _ in range(db.COPY_MIN_ROWS)]
+    batch = [backend.build_job(task, args, kwargs, now) for _ in range(100)]
     with transaction.atomic():
         db.insert_jobs("default", batch)
     single = backend.build_job(task, args, kwargs, now)
     single.save(force_insert=True)  # the ORM's own INSERT, for reference
     one = backend.build_job(task, args, kwargs, now)
     db.insert_jobs("default", [one])  # the cached single-row INSERT
+    few = [backend.build_job(task, args, kwargs, now) for _ in range(3)]
+    with transaction.atomic():
+        db.insert_jobs("default", few)  # the same INSERT, for each job
 
     def row(pk):
         return {k: v for k, v in Job.objects.filter(pk=pk).values().get().items() if k != "id"}
 
-    assert row(batch[0].pk) == row(single.pk) == row(one.pk)
+    assert row(batch[0].pk) == row(single.pk) == row(one.pk) == row(few[-1].pk)
     assert row(batch[-1].pk)["status"] == JobStatus.SCHEDULED
-    assert Job.objects.count() == db.COPY_MIN_ROWS + 2
-    assert not batch[0]._state.adding and batch[0]._state.db == "default"
-    assert not one._state.adding and one._state.db == "default"
+    assert Job.objects.count() == len(batch) + 5
+    for job in (batch[0], one, *few):
+        assert not job._state.adding and job._state.db == "default"
 
 
 def test_a_copy_batch_of_several_tasks_stores_each_job_as_the_orm_would(django_user_model):
@@ -220,7 +223,7 @@ def test_a_copy_batch_of_several_tasks_stores_each_job_as_the_orm_would(django_u
         (tasks.add.using(priority=-3, run_after=now + timedelta(days=1)), (), {}),
     ]
     batch, twins = [], []
-    for i in range(db.COPY_MIN_ROWS):
+    for i in range(2 * db.COPY_CHUNK + 10):  # (three of COPY's writes)
         task, args, kwargs = calls[i % len(calls)]
         with services.enqueued_by(owner if i % 2 else None):
             batch.append(backend.build_job(task, args, kwargs, now))
