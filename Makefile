@@ -15,7 +15,7 @@ bench:  ## the benchmark suite on PostgreSQL (see bench/README.md)
 bench-quick:  ## a small run of the benchmark suite, to prove it runs (no timing assertions)
 	bash scripts/bench.sh --quick
 
-bench-compare:  ## asyncjobs against django-tasks-db, procrastinate and Celery+Redis (installs them in bench/.peers)
+bench-compare:  ## asyncjobs against django-tasks-db, procrastinate, Celery+Redis and a raw psycopg baseline (installs the peers in bench/.peers)
 	bash scripts/bench.sh --compare
 
 bench-compare-quick:  ## the same, 1 run of 500 jobs: proves the harness runs (CI)

@@ -1,6 +1,12 @@
 """asyncjobs against its peers on this machine: django-tasks-db, procrastinate, Celery + Redis.
 
     python bench/compare.py [--runs 3] [--jobs 10000] [--samples 50] [--depth 100000] [--quick]
+                            [--systems asyncjobs psycopg ...] [--only enqueue,bulk]
+
+Next to the peers, a baseline (``psycopg``): asyncjobs' row for a no-op job stored into the
+same table by psycopg directly, which tells what the database and the driver cost on the
+machine at hand, so that figures from machines of different speed can be read as a share of
+it. It only stores jobs (enqueue, bulk).
 
 Installs the peers into their own virtualenv (bench/.peers, from bench/peers/requirements.txt)
 on first use, then runs bench/peers/run_peer.py for each system in turn, interleaved
@@ -28,6 +34,7 @@ PEERS_PYTHON = PEERS_VENV / "bin" / "python"
 REQUIREMENTS = ROOT / "bench" / "peers" / "requirements.txt"
 RESULTS = ROOT / "bench" / "results"
 PEERS = ["django-tasks-db", "procrastinate", "celery"]
+BASELINES = ["psycopg"]  # run with this interpreter, like asyncjobs
 RATES = ["enqueue", "bulk", "drain_1", "drain_2", "drain_depth"]
 
 
@@ -58,7 +65,7 @@ def redis_available() -> bool:
 
 
 def run_system(system: str, args: argparse.Namespace) -> dict[str, Any]:
-    python = sys.executable if system == "asyncjobs" else str(PEERS_PYTHON)
+    python = sys.executable if system in ("asyncjobs", *BASELINES) else str(PEERS_PYTHON)
     command = [
         python,
         str(ROOT / "bench" / "peers" / "run_peer.py"),
@@ -71,6 +78,7 @@ def run_system(system: str, args: argparse.Namespace) -> dict[str, Any]:
         str(args.concurrency),
         "--depth",
         str(args.depth),
+        *(("--only", args.only) if args.only else ()),
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("DJANGO_SETTINGS_MODULE", None)
@@ -96,7 +104,8 @@ def main() -> int:
     parser.add_argument(
         "--quick", action="store_true", help="1 run, 500 jobs, 10 samples, depth 2,000"
     )
-    parser.add_argument("--systems", nargs="*", default=["asyncjobs", *PEERS])
+    parser.add_argument("--systems", nargs="*", default=["asyncjobs", *BASELINES, *PEERS])
+    parser.add_argument("--only", help="workloads, comma-separated (see bench/peers/run_peer.py)")
     args = parser.parse_args()
     if args.quick:
         args.runs, args.jobs, args.samples = 1, 500, 10
@@ -126,10 +135,12 @@ def main() -> int:
         summary[system]["depth_over_empty"] = (
             depth["median"] / empty["median"] if depth and empty else None
         )
-        latencies[system] = [v for r in runs for v in r["latency_ms"]["all"]]
-        ordered = sorted(latencies[system])
-        summary[system]["latency_p50"] = statistics.median(ordered)
-        summary[system]["latency_p95"] = ordered[round(0.95 * (len(ordered) - 1))]
+        summary[system]["latency_p50"] = summary[system]["latency_p95"] = None
+        if "latency_ms" in runs[0]:
+            latencies[system] = [v for r in runs for v in r["latency_ms"]["all"]]
+            ordered = sorted(latencies[system])
+            summary[system]["latency_p50"] = statistics.median(ordered)
+            summary[system]["latency_p95"] = ordered[round(0.95 * (len(ordered) - 1))]
         summary[system]["concurrency"] = runs[0]["concurrency"]
     ratios: dict[str, dict[str, float | None]] = {}
     ours = summary.get("asyncjobs")
@@ -144,7 +155,11 @@ def main() -> int:
                 else None
                 for key in RATES
             }
-            ratios[system]["latency_p50"] = theirs["latency_p50"] / ours["latency_p50"]
+            ratios[system]["latency_p50"] = (
+                theirs["latency_p50"] / ours["latency_p50"]
+                if theirs["latency_p50"] and ours["latency_p50"]
+                else None
+            )
 
     when = datetime.now(UTC).isoformat(timespec="seconds")
     report = {
@@ -166,7 +181,7 @@ def main() -> int:
     prefix = "quick-compare-" if args.quick else "compare-"
     path = RESULTS / f"{prefix}{when.replace(':', '')}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
-    if not args.quick:
+    if not args.quick and not args.only:  # (a partial run keeps the plots of the last full one)
         subprocess.run(
             [str(PEERS_PYTHON), str(ROOT / "bench" / "peers" / "plot.py"), str(path), str(RESULTS)],
             check=True,
@@ -186,9 +201,14 @@ def main() -> int:
         print(
             f"{system:16} {cell(s['enqueue']):>20} {cell(s['bulk']):>22} "
             f"{cell(s['drain_1']):>20} {cell(s['drain_2']):>20} {cell(s['drain_depth']):>20} "
-            f"{s['latency_p50']:>10.1f} / {s['latency_p95']:.1f}"
+            + (
+                f"{s['latency_p50']:>10.1f} / {s['latency_p95']:.1f}"
+                if s["latency_p50"] is not None
+                else f"{'n/a':>20}"
+            )
         )
-    print(f"deep: {args.depth:,} jobs due tomorrow in the table, unanalyzed")
+    if any(summary[system]["drain_depth"] for system in systems):
+        print(f"deep: {args.depth:,} jobs due tomorrow in the table, unanalyzed")
     for system in systems:
         if (share := summary[system]["depth_over_empty"]) is not None:
             print(f"{system}: drain with depth at {share:.0%} of the empty-table drain")

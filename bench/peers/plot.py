@@ -39,10 +39,11 @@ def main() -> int:
     systems = list(result["systems"])
     summary = result["summary"]
 
+    drained = [s for s in systems if summary[s].get("drain_1") and summary[s].get("drain_2")]
     paired_bars(
         out / "compare-drain.png",
         summary,
-        systems,
+        drained,
         [("drain_1", "1 worker process"), ("drain_2", "2 worker processes")],
         f"Drain of {result['jobs']:,} no-op jobs, by worker processes",
     )
@@ -57,8 +58,8 @@ def main() -> int:
         )
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    data = [result["latencies"][s] for s in systems]
-    ax.boxplot(data, tick_labels=systems, showfliers=False)
+    timed = [s for s in systems if result["latencies"].get(s)]
+    ax.boxplot([result["latencies"][s] for s in timed], tick_labels=timed, showfliers=False)
     ax.set_yscale("log")
     ax.set_ylabel("enqueue-to-start latency, ms (log scale)")
     ax.set_title("Latency on an idle worker (all samples of all runs)")

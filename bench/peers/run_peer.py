@@ -2,9 +2,13 @@
 
     python bench/peers/run_peer.py SYSTEM [--jobs 10000] [--samples 50] [--concurrency 4]
 
-SYSTEM is asyncjobs (run with the project's .venv), django-tasks-db, procrastinate or celery
-(run with bench/.peers, which has them installed). bench/compare.py calls this for each
-system in turn; the measuring code is the same for all of them:
+SYSTEM is asyncjobs or psycopg (run with the project's .venv), django-tasks-db,
+procrastinate or celery (run with bench/.peers, which has them installed). psycopg is no
+queue but a baseline: the row asyncjobs stores for a no-op job, written into the same table
+by psycopg directly (one ``INSERT`` per commit; one ``COPY`` with psycopg's ``write_row``),
+which is what the database and its driver cost on this machine. bench/compare.py calls this
+for each system in turn; the measuring code is the same for all of them (``--only`` picks
+workloads; the baseline has no worker, so no drain or latency):
 
 - enqueue: ``--jobs`` calls, one at a time, in autocommit;
 - bulk: one batch call, where the system has one (asyncjobs ``enqueue_many``,
@@ -54,6 +58,7 @@ class System:
     settings = ""  # a Django settings module, if the system is a Django app
     database = ""
     concurrency_flag = True  # whether its worker runs several jobs at once
+    has_worker = True  # False: a baseline that only stores jobs
 
     def setup(self) -> None:
         if self.settings:
@@ -188,6 +193,74 @@ class AsyncJobs(System):
         noop.enqueue(enqueued_at=enqueued_at)
 
 
+class RawPsycopg(System):
+    """The baseline: asyncjobs' row for a no-op job, with a new id and times for each job,
+    stored by psycopg straight into asyncjobs' table (its indexes and notify trigger)."""
+
+    name = "psycopg"
+    settings = "bench.settings"  # for the schema only: migrate creates asyncjobs' tables
+    database = "peers_psycopg"
+    has_worker = False
+    table = "asyncjobs_job"
+
+    def setup(self) -> None:
+        import uuid
+        from datetime import UTC, datetime
+
+        import psycopg
+        from psycopg.types.json import Jsonb
+
+        os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{self.database}"
+        super().setup()
+        from bench.tasks import noop
+
+        noop.enqueue()  # the template row, as asyncjobs writes it
+        self.connection = psycopg.connect(f"{PEER_SERVER}/{self.database}", autocommit=True)
+        cursor = self.connection.execute("SELECT * FROM asyncjobs_job")
+        names = [column.name for column in cursor.description or ()]
+        template = list(cursor.fetchone() or ())
+        self.reset()
+        for i, value in enumerate(template):
+            if isinstance(value, list | dict):
+                template[i] = Jsonb(value)
+        position = {name: names.index(name) for name in ("id", "enqueued_at", "run_after")}
+
+        def row() -> list[Any]:
+            values = template.copy()
+            values[position["id"]] = uuid.uuid4()
+            values[position["enqueued_at"]] = values[position["run_after"]] = datetime.now(UTC)
+            return values
+
+        self.row = row
+        columns = ", ".join(names)
+        self.insert = (
+            f"INSERT INTO asyncjobs_job ({columns}) VALUES ({', '.join(['%s'] * len(names))})"
+        )
+        self.copy = f"COPY asyncjobs_job ({columns}) FROM STDIN"
+
+    def reset(self) -> None:
+        self.sql("TRUNCATE asyncjobs_attempt, asyncjobs_job, asyncjobs_worker")
+        self.sql("VACUUM ANALYZE asyncjobs_job")
+
+    def enqueue_one(self) -> None:
+        self.connection.execute(self.insert, self.row())
+
+    def bulk(self, n: int) -> Callable[[], None]:
+        def batch() -> None:
+            with (
+                self.connection.transaction(),
+                self.connection.cursor() as cursor,
+                cursor.copy(self.copy) as copy,
+            ):
+                for _ in range(n):
+                    copy.write_row(self.row())
+
+        return batch
+
+    def done(self) -> int:
+        return 0
+
+
 class DjangoTasksDB(System):
     name = "django-tasks-db"
     settings = "bench.peers.settings_djtasks"
@@ -317,8 +390,9 @@ class CeleryRedis(System):
 
 
 SYSTEMS: dict[str, type[System]] = {
-    s.name: s for s in (AsyncJobs, DjangoTasksDB, Procrastinate, CeleryRedis)
+    s.name: s for s in (AsyncJobs, RawPsycopg, DjangoTasksDB, Procrastinate, CeleryRedis)
 }
+WORKLOADS = ("enqueue", "bulk", "drain_1", "drain_2", "drain_depth", "latency")
 
 
 def start_workers(system: System, count: int, concurrency: int) -> list[subprocess.Popen]:
@@ -427,27 +501,39 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--depth", type=int, default=100_000, help="future jobs; 0: skip")
-    args = parser.parse_args()
-    system = SYSTEMS[args.system]()
-    system.setup()
-    result: dict[str, Any] = {"system": system.name, "jobs": args.jobs}
-    result["enqueue"] = bench_enqueue(system, args.jobs)
-    result["bulk"] = bench_bulk(system, args.jobs)
-    result["drain_1"] = bench_drain(system, args.jobs, 1, args.concurrency)
-    result["drain_2"] = bench_drain(system, args.jobs, 2, args.concurrency)
-    result["drain_depth"] = (
-        bench_drain(system, args.jobs, 2, args.concurrency, future=args.depth)
-        if args.depth
-        else None
+    parser.add_argument(
+        "--only", default=",".join(WORKLOADS), help=f"comma-separated, of: {', '.join(WORKLOADS)}"
     )
-    result["depth"] = args.depth
-    latencies = bench_latency(system, args.samples)
-    ordered = sorted(latencies)
-    result["latency_ms"] = {
-        "p50": statistics.median(ordered),
-        "p95": ordered[min(round(0.95 * (len(ordered) - 1)), len(ordered) - 1)],
-        "all": [round(v, 2) for v in latencies],
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    if unknown := only - set(WORKLOADS):
+        parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
+    system = SYSTEMS[args.system]()
+    if not system.has_worker:
+        only -= {"drain_1", "drain_2", "drain_depth", "latency"}
+    if not args.depth:
+        only.discard("drain_depth")
+    system.setup()
+    result: dict[str, Any] = {"system": system.name, "jobs": args.jobs, "depth": args.depth}
+    measures: dict[str, Callable[[], float | None]] = {
+        "enqueue": lambda: bench_enqueue(system, args.jobs),
+        "bulk": lambda: bench_bulk(system, args.jobs),
+        "drain_1": lambda: bench_drain(system, args.jobs, 1, args.concurrency),
+        "drain_2": lambda: bench_drain(system, args.jobs, 2, args.concurrency),
+        "drain_depth": lambda: bench_drain(
+            system, args.jobs, 2, args.concurrency, future=args.depth
+        ),
     }
+    for key, measure in measures.items():
+        result[key] = measure() if key in only else None
+    if "latency" in only:
+        latencies = bench_latency(system, args.samples)
+        ordered = sorted(latencies)
+        result["latency_ms"] = {
+            "p50": statistics.median(ordered),
+            "p95": ordered[min(round(0.95 * (len(ordered) - 1)), len(ordered) - 1)],
+            "all": [round(v, 2) for v in latencies],
+        }
     result["concurrency"] = args.concurrency if system.concurrency_flag else 1
     system.reset()
     print(json.dumps(result))
