@@ -18,7 +18,7 @@ options Django's ``Task`` does not have, so both ``@task(...)`` and ``.using(...
 """
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -296,15 +296,24 @@ class JobsBackend(BaseTaskBackend):
         self, calls: Iterable[tuple[Task, Sequence[Any], dict[str, Any]]]
     ) -> list[TaskResult]:
         """Store many jobs in one statement, all or none; see ``asyncjobs.enqueue_many``."""
+        calls = list(calls)  # (it holds the tasks: their ids stay theirs meanwhile)
         now = timezone.now()
-        makers: dict[int, Callable[[Sequence[Any], dict], Job]] = {}  # per task object
-        pairs = []
-        for task, args, kwargs in calls:  # (calls holds the tasks: their ids stay theirs)
-            make = makers.get(id(task))
-            if make is None:
-                make = makers[id(task)] = self.job_maker(task, now)
-            pairs.append((task, make(args, kwargs)))
-        stored = services.enqueue_jobs([job for _, job in pairs], using=self.database, now=now)
+        # Per task object, validated before anything is written: what builds its jobs.
+        makers: dict[int, Callable[[Sequence[Any], dict], Job]] = {}
+        queues = set()
+        for task, _, _ in calls:
+            if id(task) not in makers:
+                makers[id(task)] = self.job_maker(task, now)
+                queues.add(task.queue_name)
+        pairs: list[tuple[Task, Job]] = []
+
+        def jobs() -> Iterator[Job]:  # built while the ones before are being written
+            for task, args, kwargs in calls:
+                job = makers[id(task)](args, kwargs)
+                pairs.append((task, job))
+                yield job
+
+        stored = services.enqueue_jobs(jobs(), using=self.database, now=now, queues=queues)
         results = []
         for (task, job), kept in zip(pairs, stored, strict=True):
             if kept is job:

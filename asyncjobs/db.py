@@ -17,12 +17,13 @@ Nothing outside this module looks at ``connection.vendor`` or writes SQL.
 """
 
 import contextlib
+import itertools
 import json
 import logging
 import operator
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -311,33 +312,43 @@ def _copy_lines(
     return "\n".join(lines)
 
 
-def insert_jobs(alias: str, jobs: list[Job]) -> None:
+def insert_jobs(alias: str, jobs: Iterable[Job]) -> list[Job]:
     """Insert new, unsaved jobs in the caller's transaction (or in autocommit), as
-    ``bulk_create`` would; Django's model signals are not sent (``task_enqueued`` is).
+    ``bulk_create`` would, and return them; Django's model signals are not sent
+    (``task_enqueued`` is).
 
     One job: one ``INSERT`` whose text is built once per database alias (Django's compiler
     rebuilds it for every save, and prepares every value through the ORM, which cost more
     than the insert's round trip). More jobs: on PostgreSQL ``COPY … FROM STDIN``, which
     streams the rows; on SQLite that ``INSERT`` once per job, compiled once
     (``executemany``). The insert trigger fires for both, so workers are notified at commit
-    either way. On PostgreSQL the statements run on psycopg's cursor: Django's query log
-    (``DEBUG``, a test's query count) gets an entry for each, its ``execute_wrapper`` hooks
-    do not see them.
+    either way. ``jobs`` may be a generator: ``COPY`` takes ``COPY_CHUNK`` jobs from it at a
+    time, so that the next jobs are built while PostgreSQL stores the last ones.
+
+    On PostgreSQL the statements run on psycopg's cursor: Django's query log (``DEBUG``, a
+    test's query count) gets an entry for each, its ``execute_wrapper`` hooks do not see them.
     """
     connection = connections[alias]
     columns, _ = _job_columns(connection)
     table = connection.ops.quote_name(Job._meta.db_table)
     postgres = connection.vendor == "postgresql"
-    if postgres and len(jobs) >= COPY_MIN_ROWS:
+    rest = iter(jobs)
+    given = list(itertools.islice(rest, COPY_MIN_ROWS)) if postgres else list(rest)
+    if not given:
+        return given
+    if postgres and len(given) >= COPY_MIN_ROWS:
         statement = f"COPY {table} ({', '.join(_copy_layout(connection)[0])}) FROM STDIN"
-        memo: dict[tuple[int, ...], str] = {}
+        memo: dict[tuple[int, ...], str] = {}  # (``given`` keeps the jobs alive meanwhile)
         with (
-            _query_logged(connection, f"{statement}: {len(jobs)} rows"),
+            _query_logged(connection, statement),
             _bound_cursor(connection) as cursor,
             cursor.copy(statement) as copy,
         ):
-            for start in range(0, len(jobs), COPY_CHUNK):
-                copy.write(_copy_lines(jobs[start : start + COPY_CHUNK], connection, memo))
+            chunk, given = given + list(itertools.islice(rest, COPY_CHUNK - len(given))), []
+            while chunk:
+                given.extend(chunk)
+                copy.write(_copy_lines(chunk, connection, memo))
+                chunk = list(itertools.islice(rest, COPY_CHUNK))
     else:
         insert = _INSERT_CACHE.get(alias)
         if insert is None:
@@ -346,14 +357,15 @@ def insert_jobs(alias: str, jobs: list[Job]) -> None:
             _INSERT_CACHE[alias] = insert
         if postgres:  # one job
             with _query_logged(connection, insert), _bound_cursor(connection) as cursor:
-                cursor.execute(insert, _row(jobs[0], connection))
+                cursor.execute(insert, _row(given[0], connection))
         else:
             with connection.cursor() as cursor:
-                if len(jobs) == 1:
-                    cursor.execute(insert, _row(jobs[0], connection))
+                if len(given) == 1:
+                    cursor.execute(insert, _row(given[0], connection))
                 else:
-                    cursor.executemany(insert, [_row(job, connection) for job in jobs])
-    _mark_saved(jobs, alias)
+                    cursor.executemany(insert, [_row(job, connection) for job in given])
+    _mark_saved(given, alias)
+    return given
 
 
 @contextlib.contextmanager

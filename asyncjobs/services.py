@@ -19,7 +19,7 @@ import os
 import socket
 import traceback as tb
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -375,11 +375,22 @@ def _job_defaults() -> tuple[dict[str, Any], tuple[tuple[str, Any], ...]]:
     )
 
 
-def enqueue_jobs(jobs: list[Job], *, using: str, now: datetime | None = None) -> list[Job]:
+def enqueue_jobs(
+    jobs: Iterable[Job],
+    *,
+    using: str,
+    now: datetime | None = None,
+    queues: Collection[str] | None = None,
+) -> list[Job]:
     """Store built jobs, all or none, in the caller's transaction if there is one.
 
     Inside ``transaction.atomic()`` the jobs stay invisible to workers until commit and vanish
     on rollback; on PostgreSQL workers are notified when the transaction commits.
+
+    ``jobs`` may be built lazily, while the first ones are being written (a generator): then
+    ``queues`` must name every queue they go to, since a capped queue is locked before the
+    first job is stored; a job for another queue raises ``ValueError``. An exception raised
+    by the generator rolls back what was written.
 
     A job with a ``unique_key`` whose key is held by another job is not stored: that job is
     returned in its place (so is the first of several calls in ``jobs`` sharing a key).
@@ -388,25 +399,36 @@ def enqueue_jobs(jobs: list[Job], *, using: str, now: datetime | None = None) ->
     hold more waiting jobs than that.
     """
     now = now or timezone.now()
-    plain = [job for job in jobs if job.unique_key is None]
+    if queues is None:
+        jobs = list(jobs)
+        queues = {job.queue_name for job in jobs}
     capped = {
         name: limit
-        for name in {job.queue_name for job in jobs}
+        for name in queues
         if (limit := jobs_settings.queue_option(name, "MAX_QUEUED")) is not None
     }
-    if len(jobs) == 1 and not capped and plain:
+    if isinstance(jobs, list) and len(jobs) == 1 and not capped and jobs[0].unique_key is None:
         db.insert_jobs(using, jobs)  # autocommit: one statement, one commit
         return jobs
+    given: list[Job] = []
+
+    def plain() -> Iterator[Job]:  # the jobs without a unique key; keeps all in ``given``
+        for job in jobs:
+            if job.queue_name not in queues:
+                raise ValueError(f"A job for queue {job.queue_name!r}, not in {sorted(queues)}.")
+            given.append(job)
+            if job.unique_key is None:
+                yield job
+
     with transaction.atomic(using=using):
         # Capped queues: take the queue's row lock first, so that concurrent enqueues count
         # one after the other and the limit holds exactly.
         for name in sorted(capped):
             QueueState.objects.using(using).get_or_create(name=name, defaults={"changed_at": now})
             QueueState.objects.using(using).select_for_update().get(name=name)
-        if plain:
-            db.insert_jobs(using, plain)
+        db.insert_jobs(using, plain())
         stored = [
-            job if job.unique_key is None else _insert_unique(job, now, using) for job in jobs
+            job if job.unique_key is None else _insert_unique(job, now, using) for job in given
         ]
         for name, limit in capped.items():
             waiting = (

@@ -10,7 +10,7 @@ from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils import timezone
 from django.utils.json import normalize_json
 
-from asyncjobs import enqueue_many, services
+from asyncjobs import db, enqueue_many, services
 from asyncjobs.backend import JobsBackend
 from asyncjobs.exceptions import InvalidArgumentsError
 from asyncjobs.models import Job, JobStatus
@@ -259,6 +259,27 @@ def test_enqueue_many_is_all_or_nothing():
         enqueue_many(calls)
     assert not Job.objects.exists()
     assert enqueue_many([]) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bad_call_after_rows_were_written_stores_nothing():
+    """Jobs are built while the ones before are being written (COPY on PostgreSQL): a call
+    that fails after a few thousand rows went out rolls all of them back, in autocommit as
+    in the caller's transaction, and leaves the connection usable."""
+    seen = []
+    task_enqueued.connect(receiver := lambda sender, **kw: seen.append(kw), weak=False)
+    try:
+        good = [(tasks.add, (i, i), {}) for i in range(2 * db.COPY_CHUNK + 500)]
+        with pytest.raises(InvalidArgumentsError):
+            enqueue_many([*good, (tasks.add, (float("nan"), 1), {}), *good[:10]])
+        assert not Job.objects.exists() and not seen  # (sent only once all are stored)
+        with pytest.raises(InvalidArgumentsError), transaction.atomic():
+            tasks.add.enqueue(0, 0)
+            enqueue_many([*good[:5], (tasks.add, ({"x": object()}, 1), {})])
+        assert not Job.objects.exists()
+    finally:
+        task_enqueued.disconnect(receiver)
+    assert len(enqueue_many(good[:3])) == 3 and Job.objects.count() == 3
 
 
 def test_enqueue_many_checks_every_task_and_keeps_each_tasks_options():
