@@ -69,6 +69,13 @@ def test_poison_job_fails_after_its_attempts_and_the_workers_carry_on(
     wait_until(settled, timeout=60, interval=0.1, message="poison failed, the others done")
 
     assert outcomes(poison) == [(outcome, error)] * 2
+    if exit_code:  # a worker records the attempt before it exits: wait for the exit too
+        wait_until(
+            lambda: supervisor.tend() or exit_code in supervisor.exit_codes,
+            timeout=30,
+            interval=0.1,
+            message=f"a worker exiting with {exit_code}",
+        )
     assert set(supervisor.exit_codes) == ({exit_code} if exit_code else set())
     if error == "WorkerMemoryError":
         assert "MiB resident memory" in Job.objects.get(pk=poison.id).last_error_message
