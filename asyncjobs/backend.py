@@ -142,6 +142,9 @@ def _forget_task_fields(**kwargs: Any) -> None:
     _TASK_FIELDS.clear()
 
 
+# What builds a task's unsaved jobs from a call's arguments (JobsBackend.job_maker).
+BuildJob = Callable[[Sequence[Any], dict[str, Any]], Job]
+
 # Whether TaskResult has exactly the fields JobsBackend._new_result sets.
 _RESULT_FIELDS_KNOWN = {f.name for f in fields(TaskResult)} == {
     "task", "id", "status", "enqueued_at", "started_at", "finished_at", "last_attempted_at",
@@ -251,7 +254,7 @@ class JobsBackend(BaseTaskBackend):
         """An unsaved job for one call of ``task`` (validates the task and the arguments)."""
         return self.job_maker(task, now)(args, kwargs)
 
-    def job_maker(self, task: Task, now: datetime) -> Callable[[Sequence[Any], dict], Job]:
+    def job_maker(self, task: Task, now: datetime) -> BuildJob:
         """What builds unsaved jobs for calls of ``task`` at ``now``, from a call's
         arguments; the task is validated, and what its jobs share worked out, once."""
         make = services.job_maker(now=now, **self._task_fields(task))
@@ -299,7 +302,7 @@ class JobsBackend(BaseTaskBackend):
         calls = list(calls)  # (it holds the tasks: their ids stay theirs meanwhile)
         now = timezone.now()
         # Per task object, validated before anything is written: what builds its jobs.
-        makers: dict[int, Callable[[Sequence[Any], dict], Job]] = {}
+        makers: dict[int, BuildJob] = {}
         queues = set()
         for task, _, _ in calls:
             if id(task) not in makers:

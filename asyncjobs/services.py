@@ -306,8 +306,13 @@ def job_maker(
         state = template.copy()
         for attname, factory in factories:
             state[attname] = factory()
-        state["args"] = _json_or_error(list(args), "Task arguments")
-        state["kwargs"] = _json_or_error(dict(kwargs), "Task keyword arguments")
+        # (storable_json returns a new list or dict: copy only what it could not take)
+        if type(args) is not list and type(args) is not tuple:
+            args = list(args)
+        state["args"] = _json_or_error(args, "Task arguments")
+        state["kwargs"] = _json_or_error(
+            kwargs if type(kwargs) is dict else dict(kwargs), "Task keyword arguments"
+        )
         if unique_key is not None:
             state["unique_key"] = unique_key
             state["unique_for"] = unique_for

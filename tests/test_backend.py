@@ -141,6 +141,10 @@ def test_arguments_are_normalised_as_django_normalises_them(value):
     assert stored == normalize_json(value)
     assert [type(x) for x in stored] == [type(x) for x in normalize_json(value)]
     assert stored is not value
+    if isinstance(value, list):  # a built job holds copies of the caller's arguments too
+        kwargs = {"k": value}
+        job = default_task_backend.build_job(tasks.add, value, kwargs, timezone.now())
+        assert job.args is not value and job.kwargs is not kwargs
 
 
 def test_the_result_of_a_new_job_equals_the_one_built_from_the_stored_row():
