@@ -21,7 +21,9 @@ DATABASES["default"]["CONN_MAX_AGE"] = None
 
 TASKS = {"default": {"BACKEND": "asyncjobs.backend.JobsBackend", "QUEUES": ["default"]}}
 ASYNCJOBS = {"POLL_INTERVAL": 1}
+# Every system in the comparison logs at WARNING (Celery runs with --loglevel WARNING):
+# Django's own django.tasks receivers would otherwise build two INFO records per job.
 LOGGING = {
     "version": 1,
-    "loggers": {"asyncjobs": {"level": "WARNING"}},
+    "loggers": {"asyncjobs": {"level": "WARNING"}, "django.tasks": {"level": "WARNING"}},
 }

@@ -8,7 +8,13 @@ SECRET_KEY = "bench-peers-not-secret"
 USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}
+# WARNING for every system, as bench/settings.py (Django's "django" logger is INFO by default).
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"level": "WARNING"},
+    "loggers": {"django.tasks": {"level": "WARNING"}},
+}
 
 
 def database(name: str) -> dict:
