@@ -30,6 +30,8 @@ from typing import Any, Protocol
 from django.db import connections, models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field
+from django.db.models.base import ModelState
+from django.db.models.signals import post_init, pre_init
 
 from asyncjobs.models import Attempt, Job, JobStatus
 
@@ -90,25 +92,67 @@ def _job_columns(connection: BaseDatabaseWrapper) -> tuple[list[str], list[tuple
         columns, converters = [], []
         for field in Job._meta.concrete_fields:
             col = field.get_col(table)
-            convs = connection.ops.get_db_converters(col) + field.get_db_converters(connection)
+            convs = [
+                _json_from_db if _is_plain_json(field, conv) else conv
+                for conv in connection.ops.get_db_converters(col)
+                + field.get_db_converters(connection)
+            ]
             columns.append(qn(field.column or field.name))
             converters.append((convs, col))
         cached = _COLUMNS_CACHE[connection.alias] = (columns, converters)
     return cached
 
 
+def _is_plain_json(field: Any, conv: Any) -> bool:
+    """Whether ``conv`` is a plain ``JSONField``'s own ``from_db_value`` (no decoder)."""
+    return (
+        type(field) is models.JSONField
+        and field.decoder is None
+        and getattr(conv, "__func__", None) is models.JSONField.from_db_value
+    )
+
+
+def _json_from_db(value: Any, expression: Any, connection: BaseDatabaseWrapper) -> Any:
+    """``JSONField.from_db_value`` for a column without a decoder, with the empty list and
+    dict that most jobs' arguments and policies hold made without the decoder."""
+    if value is None:
+        return None
+    if value == "[]":
+        return []
+    if value == "{}":
+        return {}
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
 def _rows_to_jobs(alias: str, connection: BaseDatabaseWrapper, rows: list[tuple]) -> list[Job]:
-    """Model instances from raw ``RETURNING`` rows, converted as a SELECT would be."""
+    """Model instances from raw ``RETURNING`` rows, converted as a SELECT would be.
+
+    As with new jobs (``services.job_maker``), an instance's fields are filled in directly
+    unless a project listens to ``pre_init``/``post_init`` for Job, in which case
+    ``Model.from_db`` builds it."""
     _, converters = _job_columns(connection)
     attnames = [f.attname for f in Job._meta.concrete_fields]
+    convert = [(i, convs, col) for i, (convs, col) in enumerate(converters) if convs]
+    through_init = pre_init.has_listeners(Job) or post_init.has_listeners(Job)
     jobs = []
     for row in rows:
-        values = []
-        for (convs, col), value in zip(converters, row, strict=True):
+        values = list(row)
+        for i, convs, col in convert:
+            value = values[i]
             for conv in convs:
                 value = conv(value, col, connection)
-            values.append(value)
-        jobs.append(Job.from_db(alias, attnames, values))
+            values[i] = value
+        if through_init:
+            jobs.append(Job.from_db(alias, attnames, values))
+            continue
+        state = ModelState()
+        state.adding, state.db = False, alias
+        job = Job.__new__(Job)
+        job.__dict__ = {"_state": state, **dict(zip(attnames, values, strict=True))}
+        jobs.append(job)
     # UPDATE ... RETURNING gives no order; hand jobs out best first.
     jobs.sort(key=lambda j: (-j.priority, j.run_after, j.enqueued_at))
     return jobs

@@ -66,6 +66,40 @@ def test_claim_moves_ready_jobs_to_running_best_first(strategy):
     assert strategy.claim(queues=["default"], limit=10, worker_id="w2", now=now, lease=LEASE) == []
 
 
+@pytest.mark.parametrize("listen", [False, True], ids=["direct", "through-init"])
+def test_claimed_jobs_hold_what_the_orm_loads(strategy, listen):
+    """Claimed jobs are built from the RETURNING rows directly (or by Model.from_db when a
+    project listens to post_init); either way they hold what a SELECT through the ORM gives,
+    empty and non-empty JSON included."""
+    now = timezone.now()
+    tasks.add.enqueue(1, 2)
+    tasks.fail_always.enqueue(message={"ü": [1.5, None, True], "empty": {}, "none": []})
+    tasks.send_welcome_email.enqueue(7)
+    seen = []
+
+    def receiver(sender, instance, **kwargs):
+        seen.append(instance)
+
+    if listen:
+        post_init.connect(receiver, sender=Job)
+    try:
+        jobs = strategy.claim(queues=None, limit=10, worker_id="w1", now=now, lease=LEASE)
+    finally:
+        post_init.disconnect(receiver, sender=Job)
+    assert len(jobs) == 3
+    assert {id(j) for j in seen} == ({id(j) for j in jobs} if listen else set())
+    for job in jobs:
+        assert not job._state.adding
+        assert job._state.db == "default"
+        loaded = Job.objects.get(pk=job.pk)
+        for f in Job._meta.concrete_fields:
+            mine, theirs = getattr(job, f.attname), getattr(loaded, f.attname)
+            assert mine == theirs and type(mine) is type(theirs), f.attname
+        assert list(job.__dict__) == list(loaded.__dict__)
+    first, second = jobs[0], jobs[1]
+    assert first.kwargs is not second.kwargs and first.backoff is not second.backoff
+
+
 def test_claim_respects_limit_and_queues(strategy):
     now = timezone.now()
     enqueue_many([(tasks.add, (i, i), {}) for i in range(5)])
