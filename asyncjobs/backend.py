@@ -145,7 +145,7 @@ def _forget_task_fields(**kwargs: Any) -> None:
 # What builds a task's unsaved jobs from a call's arguments (JobsBackend.job_maker).
 BuildJob = Callable[[Sequence[Any], dict[str, Any]], Job]
 
-# Whether TaskResult has exactly the fields JobsBackend._new_result sets.
+# Whether TaskResult has exactly the fields JobsBackend.to_result and _new_result set.
 _RESULT_FIELDS_KNOWN = {f.name for f in fields(TaskResult)} == {
     "task", "id", "status", "enqueued_at", "started_at", "finished_at", "last_attempted_at",
     "args", "kwargs", "backend", "errors", "worker_ids", "_return_value",
@@ -385,25 +385,48 @@ class JobsBackend(BaseTaskBackend):
                 if job.attempts
                 else []
             )
-        result: TaskResult = TaskResult(
-            task=task if task is not None else self.load_task(job),
-            id=str(job.pk),
-            status=job.task_result_status,
-            enqueued_at=job.enqueued_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-            last_attempted_at=job.last_attempted_at,
-            args=job.args,
-            kwargs=job.kwargs,
-            backend=self.alias,
-            errors=[
-                TaskError(exception_class_path=a.error_class, traceback=a.traceback)
-                for a in attempts
-                if a.error_class
-            ],
-            worker_ids=[a.worker_id for a in attempts],
-        )
-        object.__setattr__(result, "_return_value", job.return_value)
+        if task is None:
+            task = self.load_task(job)
+        errors = [
+            TaskError(exception_class_path=a.error_class, traceback=a.traceback)
+            for a in attempts
+            if a.error_class
+        ]
+        worker_ids = [a.worker_id for a in attempts]
+        if not _RESULT_FIELDS_KNOWN:
+            result: TaskResult = TaskResult(
+                task=task,
+                id=str(job.pk),
+                status=job.task_result_status,
+                enqueued_at=job.enqueued_at,
+                started_at=job.started_at,
+                finished_at=job.finished_at,
+                last_attempted_at=job.last_attempted_at,
+                args=job.args,
+                kwargs=job.kwargs,
+                backend=self.alias,
+                errors=errors,
+                worker_ids=worker_ids,
+            )
+            object.__setattr__(result, "_return_value", job.return_value)
+            return result
+        # TaskResult's init would normalise the arguments, which a job holds as JSON types
+        # already (tests/test_backend.py compares both ways).
+        result = object.__new__(TaskResult)
+        put = object.__setattr__  # (TaskResult is frozen)
+        put(result, "task", task)
+        put(result, "id", str(job.pk))
+        put(result, "status", job.task_result_status)
+        put(result, "enqueued_at", job.enqueued_at)
+        put(result, "started_at", job.started_at)
+        put(result, "finished_at", job.finished_at)
+        put(result, "last_attempted_at", job.last_attempted_at)
+        put(result, "args", job.args)
+        put(result, "kwargs", job.kwargs)
+        put(result, "backend", self.alias)
+        put(result, "errors", errors)
+        put(result, "worker_ids", worker_ids)
+        put(result, "_return_value", job.return_value)
         return result
 
     def _new_result(self, task: Task, job: Job) -> TaskResult:

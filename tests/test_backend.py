@@ -1,10 +1,12 @@
 """The django.tasks API on top of asyncjobs: enqueue, results, statuses, signals."""
 
+from dataclasses import fields
 from datetime import timedelta
 
 import pytest
 from django.db import transaction
-from django.tasks import TaskResultStatus, default_task_backend, task_backends
+from django.tasks import TaskResult, TaskResultStatus, default_task_backend, task_backends
+from django.tasks.base import TaskError
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils import timezone
@@ -13,7 +15,7 @@ from django.utils.json import normalize_json
 from asyncjobs import db, enqueue_many, services
 from asyncjobs.backend import JobsBackend
 from asyncjobs.exceptions import InvalidArgumentsError
-from asyncjobs.models import Job, JobStatus
+from asyncjobs.models import Attempt, Job, JobStatus
 from tests import tasks
 from tests.models import Account
 
@@ -157,6 +159,46 @@ def test_the_result_of_a_new_job_equals_the_one_built_from_the_stored_row():
         job = Job.objects.get(pk=result.id)
         assert result == default_task_backend.to_result(job, task=task, attempts=[])
         assert type(result.args) is list and type(result.kwargs) is dict
+
+
+def test_a_stored_jobs_result_equals_the_one_taskresults_init_builds():
+    """to_result sets the result's fields directly; it must equal TaskResult's own init,
+    for a job with a history of attempts and a return value too."""
+    result = tasks.add.enqueue(1, [2, (3,)], b={"c": [None, 1.5]})
+    job = Job.objects.get(pk=result.id)
+    now = timezone.now()
+    Job.objects.filter(pk=job.pk).update(
+        status=JobStatus.SUCCEEDED,
+        attempts=2,
+        started_at=now,
+        last_attempted_at=now,
+        finished_at=now,
+        return_value={"sum": 6},
+    )
+    Attempt.objects.create(
+        job=job, number=1, worker_id="w1", started_at=now, error_class="x.Boom", traceback="tb"
+    )
+    Attempt.objects.create(job=job, number=2, worker_id="w2", started_at=now, finished_at=now)
+    job.refresh_from_db()
+    built = default_task_backend.to_result(job, task=tasks.add)
+    expected = TaskResult(
+        task=tasks.add,
+        id=str(job.pk),
+        status=TaskResultStatus.SUCCESSFUL,
+        enqueued_at=job.enqueued_at,
+        started_at=now,
+        finished_at=now,
+        last_attempted_at=now,
+        args=job.args,
+        kwargs=job.kwargs,
+        backend="default",
+        errors=[TaskError(exception_class_path="x.Boom", traceback="tb")],
+        worker_ids=["w1", "w2"],
+    )
+    object.__setattr__(expected, "_return_value", {"sum": 6})
+    assert built == expected
+    assert built.return_value == {"sum": 6}
+    assert [f.name for f in fields(built)] == [f.name for f in fields(expected)]
 
 
 def test_get_result_unknown_or_malformed_id():
