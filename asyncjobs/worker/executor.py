@@ -152,16 +152,17 @@ class Executor:
             )
             return
         level = logging.INFO if status == JobStatus.SUCCEEDED else logging.WARNING
-        logger.log(
-            level,
-            "Job %s %s attempt %d -> %s in %.3fs",
-            job.pk,
-            job.task_path,
-            job.attempts,
-            status,
-            duration,
-            extra=self._extra(job, outcome=status, duration=duration),
-        )
+        if logger.isEnabledFor(level):  # (a disabled level should not pay for the extras)
+            logger.log(
+                level,
+                "Job %s %s attempt %d -> %s in %.3fs",
+                job.pk,
+                job.task_path,
+                job.attempts,
+                status,
+                duration,
+                extra=self._extra(job, outcome=status, duration=duration),
+            )
         if task is not None and status in TERMINAL:
             self._send_finished(job, task)
 
