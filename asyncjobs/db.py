@@ -443,6 +443,20 @@ def _bound_cursor(connection: BaseDatabaseWrapper) -> Iterator[Any]:
         yield cursor
 
 
+def _load_timestamps_natively(cursor: Any, connection: BaseDatabaseWrapper) -> None:
+    """Have ``cursor`` load ``timestamptz`` with psycopg's own loader where that gives what
+    Django's does. Django wraps psycopg's loader to set each value's tzinfo to the
+    connection's; with ``USE_TZ`` and the session in UTC (Django's default), psycopg's
+    already sets ``datetime.UTC``, and the wrapper is a Python call per value (a claimed job
+    holds several)."""
+    from psycopg import adapters, pq
+    from psycopg.postgres import types
+
+    if connection.timezone is UTC and cursor.connection.info.parameter_status("TimeZone") == "UTC":
+        oid = types["timestamptz"].oid
+        cursor.adapters.register_loader(oid, adapters.get_loader(oid, pq.Format.TEXT))
+
+
 def _insert_attempts(alias: str, jobs: list[Job], worker_id: str, now: datetime) -> None:
     Attempt.objects.using(alias).bulk_create(
         [Attempt(job_id=j.pk, number=j.attempts, worker_id=worker_id, started_at=now) for j in jobs]

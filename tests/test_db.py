@@ -95,9 +95,37 @@ def test_claimed_jobs_hold_what_the_orm_loads(strategy, listen):
         for f in Job._meta.concrete_fields:
             mine, theirs = getattr(job, f.attname), getattr(loaded, f.attname)
             assert mine == theirs and type(mine) is type(theirs), f.attname
+            assert getattr(mine, "tzinfo", None) is getattr(theirs, "tzinfo", None), f.attname
         assert list(job.__dict__) == list(loaded.__dict__)
     first, second = jobs[0], jobs[1]
     assert first.kwargs is not second.kwargs and first.backoff is not second.backoff
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
+def test_claim_loads_timestamps_with_psycopgs_own_loader_in_utc():
+    """In UTC, psycopg's own timestamptz loader gives what Django's wrapper gives (the
+    claim test above compares values and tzinfo); elsewhere Django's stays."""
+    from psycopg import adapters, pq
+
+    oid = 1184  # timestamptz
+    connection.ensure_connection()
+    with db._bound_cursor(connection) as cursor:
+        assert cursor.adapters.get_loader(oid, pq.Format.TEXT) is not adapters.get_loader(
+            oid, pq.Format.TEXT
+        )
+        db._load_timestamps_natively(cursor, connection)
+        assert cursor.adapters.get_loader(oid, pq.Format.TEXT) is adapters.get_loader(
+            oid, pq.Format.TEXT
+        )
+    with db._bound_cursor(connection) as cursor:
+        cursor.execute("SET TIME ZONE 'Europe/Paris'")
+        try:
+            db._load_timestamps_natively(cursor, connection)
+            assert cursor.adapters.get_loader(oid, pq.Format.TEXT) is not adapters.get_loader(
+                oid, pq.Format.TEXT
+            )
+        finally:
+            cursor.execute("SET TIME ZONE 'UTC'")
 
 
 def test_claim_respects_limit_and_queues(strategy):
