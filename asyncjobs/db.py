@@ -551,15 +551,16 @@ def _complete_succeeded_pg(
     worker_id: str,
 ) -> set[Any]:
     """``complete_succeeded`` on PostgreSQL: one statement of fixed text (the batch travels
-    as arrays), so it can be prepared, and one round trip."""
+    as arrays), so it can be prepared, and one round trip. The arrays go in binary format
+    (``%(name)b``): psycopg writes them in less than half the time of text arrays."""
     qn = connection.ops.quote_name
     attempt_table, job_table = qn(Attempt._meta.db_table), qn(Job._meta.db_table)
     # Only quoted table names from the models are interpolated; values are parameters.
     sql = f"""
         WITH d AS (
-            SELECT * FROM unnest(%(ids)s::uuid[], %(numbers)s::integer[],
-                %(statuses)s::integer[], %(starts)s::timestamptz[], %(ends)s::timestamptz[],
-                %(values)s::text[]) AS d(did, dnumber, dstatus, dstart, dend, dvalue)
+            SELECT * FROM unnest(%(ids)b::uuid[], %(numbers)b::integer[],
+                %(statuses)b::integer[], %(starts)b::timestamptz[], %(ends)b::timestamptz[],
+                %(values)b::text[]) AS d(did, dnumber, dstatus, dstart, dend, dvalue)
         ), closed AS (
             UPDATE {attempt_table} AS a SET finished_at = d.dend,
                 started_at = COALESCE(d.dstart, a.started_at), outcome = 'succeeded',
@@ -758,6 +759,7 @@ class PostgresStrategy:
             "now": now,
         }
         with _bound_cursor(connection) as cursor:
+            _load_timestamps_natively(cursor, connection)
             cursor.execute(sql, params)
             rows = cursor.fetchall()
         return _rows_to_jobs(self.alias, connection, rows)
