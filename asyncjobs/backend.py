@@ -142,6 +142,10 @@ def _forget_task_fields(**kwargs: Any) -> None:
     _TASK_FIELDS.clear()
 
 
+# Per (backend alias, queue, priority, task path) and imported object: the Task a job of
+# them runs; see JobsBackend.load_task.
+_LOADED_TASKS: dict[Any, tuple[Any, Any]] = {}
+
 # What builds a task's unsaved jobs from a call's arguments (JobsBackend.job_maker).
 BuildJob = Callable[[Sequence[Any], dict[str, Any]], Job]
 
@@ -341,9 +345,19 @@ class JobsBackend(BaseTaskBackend):
         Raises ``TaskImportError`` if the task path no longer imports to a task.
         """
         try:
-            task = import_string(job.task_path)
+            imported = import_string(job.task_path)
         except ImportError as exc:
             raise TaskImportError(f"Task {job.task_path!r} could not be imported: {exc}") from exc
+        # The same imported object with the same queue and priority gives the same task
+        # (frozen), so a worker builds it once, not once per job.
+        return services.by_identity(
+            _LOADED_TASKS,
+            imported,
+            lambda: self._job_task(imported, job),
+            scope=(self.alias, job.queue_name, job.priority, job.task_path),
+        )
+
+    def _job_task(self, task: Any, job: Job) -> Task:
         internal = getattr(task, "asyncjobs_internal", None)
         if internal is not None and callable(task):
             # A task asyncjobs enqueues itself (callbacks, webhooks): no decorator-time backend.

@@ -201,6 +201,22 @@ def test_a_stored_jobs_result_equals_the_one_taskresults_init_builds():
     assert [f.name for f in fields(built)] == [f.name for f in fields(expected)]
 
 
+def test_a_worker_loads_each_task_once_per_queue_and_priority(monkeypatch):
+    """load_task gives the same (frozen) Task for jobs of one task, queue and priority, a
+    new one when those differ, and follows the task path to whatever it names now."""
+    backend = default_task_backend
+    first = Job.objects.get(pk=tasks.add.enqueue(1, 2).id)
+    second = Job.objects.get(pk=tasks.add.enqueue(3, 4).id)
+    urgent = Job.objects.get(pk=tasks.add.using(priority=9).enqueue(5, 6).id)
+    loaded = backend.load_task(first)
+    assert backend.load_task(second) is loaded
+    assert (loaded.func, loaded.priority, loaded.queue_name) == (tasks.add.func, 0, "default")
+    other = backend.load_task(urgent)
+    assert other is not loaded and other.priority == 9 and other.func is tasks.add.func
+    monkeypatch.setattr(tasks, "add", tasks.noop)
+    assert backend.load_task(first).func is tasks.noop.func
+
+
 def test_get_result_unknown_or_malformed_id():
     with pytest.raises(TaskResultDoesNotExist):
         default_task_backend.get_result("00000000-0000-0000-0000-000000000000")
