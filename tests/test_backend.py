@@ -1,5 +1,6 @@
 """The django.tasks API on top of asyncjobs: enqueue, results, statuses, signals."""
 
+import logging
 from dataclasses import fields
 from datetime import timedelta
 
@@ -386,6 +387,50 @@ def test_signals_started_and_finished_are_sent_by_the_worker(runner):
         ("started", TaskResultStatus.RUNNING, 1),
         ("finished", TaskResultStatus.SUCCESSFUL, 4),
     ]
+
+
+def test_django_logs_each_jobs_start_and_end_when_its_logger_takes_info(runner, caplog):
+    """With only Django's own log receivers connected, the worker skips building the
+    signals' results when django.tasks would drop the records, and still logs them when
+    it would not."""
+    from asyncjobs.worker.executor import observed
+
+    sender = type(default_task_backend)
+    caplog.set_level(logging.WARNING, logger="django.tasks")
+    assert not observed(task_started, sender, logging.INFO)
+    assert not observed(task_finished, sender, logging.INFO)
+    assert observed(task_finished, sender, logging.ERROR)
+    result = tasks.add.enqueue(1, 1)
+    runner().drain()
+    assert not [r for r in caplog.records if r.name == "django.tasks"]
+
+    caplog.set_level(logging.INFO, logger="django.tasks")
+    assert observed(task_started, sender, logging.INFO)
+    result = tasks.add.enqueue(2, 2)
+    runner().drain()
+    logged = [r.getMessage() for r in caplog.records if r.name == "django.tasks"]
+    assert logged == [
+        f"Task id={result.id} path=tests.tasks.add state=RUNNING",
+        f"Task id={result.id} path=tests.tasks.add state=SUCCESSFUL",
+    ]
+
+
+def test_a_receiver_of_the_workers_signals_is_always_sent_them(caplog):
+    from asyncjobs.worker.executor import observed
+
+    sender = type(default_task_backend)
+    caplog.set_level(logging.WARNING, logger="django.tasks")
+
+    def receiver(**kwargs):
+        pass
+
+    for signal in (task_started, task_finished):
+        signal.connect(receiver)
+        try:
+            assert observed(signal, sender, logging.INFO)
+        finally:
+            signal.disconnect(receiver)
+        assert not observed(signal, sender, logging.INFO)
 
 
 def test_result_after_success(runner):

@@ -14,7 +14,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DatabaseError, InterfaceError, connections
+from django.dispatch import Signal
 from django.tasks import Task, TaskResult, TaskResultStatus
+from django.tasks import signals as task_signals
 from django.tasks.signals import task_finished, task_started
 
 from asyncjobs import services
@@ -112,8 +114,11 @@ class Executor:
             )
             self.report(job, task, status, started)
             return status
-        result = self._running_result(job, task)
-        task_started.send(type(self.backend), task_result=result)
+        sender = type(self.backend)
+        announce = observed(task_started, sender, logging.INFO)
+        result = self._running_result(job, task) if announce or task.takes_context else None
+        if announce:
+            task_started.send(sender, task_result=result)
         try:
             value = self._call(task, job, result, execution)
         except JobCancelled as exc:
@@ -166,9 +171,10 @@ class Executor:
         if task is not None and status in TERMINAL:
             self._send_finished(job, task)
 
-    def _call(self, task: Task, job: Job, result: TaskResult, execution: Execution) -> Any:
+    def _call(self, task: Task, job: Job, result: TaskResult | None, execution: Execution) -> Any:
         args: list[Any] = list(job.args)
         if task.takes_context:
+            assert result is not None
             context = JobContext(
                 task_result=result,
                 job_id=str(job.pk),
@@ -295,7 +301,9 @@ class Executor:
                 delay = min(delay * 2, 5.0)
 
     def _send_finished(self, job: Job, task: Task) -> None:
-        if not task_finished.has_listeners(type(self.backend)):
+        # (Django logs a failed or cancelled job's end as an error, a success as info.)
+        level = logging.INFO if job.status == JobStatus.SUCCEEDED else logging.ERROR
+        if not observed(task_finished, type(self.backend), level):
             return
         try:
             if job.attempts <= 1 and job.status == JobStatus.SUCCEEDED:
@@ -320,6 +328,28 @@ class Executor:
 
 
 TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+# Django's own receivers, which log each task's start and end on the django.tasks logger.
+_LOG_RECEIVERS = {
+    task_started: task_signals.log_task_started,
+    task_finished: task_signals.log_task_finished,
+}
+
+
+def observed(signal: Signal, sender: type, level: int) -> bool:
+    """Whether sending ``signal`` from ``sender`` could have any effect.
+
+    Not when nothing listens, nor when the only receiver is Django's own log receiver and
+    the ``django.tasks`` logger drops records of ``level``: then the ``TaskResult`` a
+    signal carries need not be built at all (two per job, a good part of a short job's
+    cost in the worker). Anything else, or Django's internals looking different, sends."""
+    try:
+        sync, asynchronous = signal._live_receivers(sender)
+    except Exception:
+        return True
+    if asynchronous or len(sync) != 1:
+        return bool(sync or asynchronous)
+    return sync[0] is not _LOG_RECEIVERS.get(signal) or task_signals.logger.isEnabledFor(level)
 
 
 @dataclass(eq=False)
