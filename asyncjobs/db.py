@@ -127,6 +127,20 @@ def _json_from_db(value: Any, expression: Any, connection: BaseDatabaseWrapper) 
         return value
 
 
+_JSON_ONLY = [_json_from_db]
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _is_flat(value: Any) -> bool:
+    """Whether ``value`` is a list or dict of JSON scalars only (so a shallow copy of it
+    shares nothing mutable)."""
+    if type(value) is list:
+        return all(type(item) in _SCALARS for item in value)
+    if type(value) is dict:
+        return all(type(item) in _SCALARS for item in value.values())
+    return False
+
+
 def _rows_to_jobs(alias: str, connection: BaseDatabaseWrapper, rows: list[tuple]) -> list[Job]:
     """Model instances from raw ``RETURNING`` rows, converted as a SELECT would be.
 
@@ -137,11 +151,24 @@ def _rows_to_jobs(alias: str, connection: BaseDatabaseWrapper, rows: list[tuple]
     attnames = [f.attname for f in Job._meta.concrete_fields]
     convert = [(i, convs, col) for i, (convs, col) in enumerate(converters) if convs]
     through_init = pre_init.has_listeners(Job) or post_init.has_listeners(Job)
+    # JSON text seen before in this batch (jobs of one task share their retry policy): a
+    # flat list or dict of scalars is decoded once and copied per job.
+    flat_json: dict[str, Any] = {}
     jobs = []
     for row in rows:
         values = list(row)
         for i, convs, col in convert:
             value = values[i]
+            if convs == _JSON_ONLY and value is not None:
+                known = flat_json.get(value)
+                if known is not None:
+                    values[i] = known.copy()
+                    continue
+                decoded = _json_from_db(value, col, connection)
+                if _is_flat(decoded):
+                    flat_json[value] = decoded.copy()
+                values[i] = decoded
+                continue
             for conv in convs:
                 value = conv(value, col, connection)
             values[i] = value
