@@ -712,6 +712,62 @@ class SQLiteStrategy:
         yield True
 
 
+# Per (alias, whether every queue is claimed from): the claim statement's text.
+_CLAIM_SQL: dict[tuple[str, bool], str] = {}
+
+
+def _claim_sql(connection: BaseDatabaseWrapper, *, every_queue: bool) -> str:
+    """The text of ``PostgresStrategy.claim``'s statement, built once per database."""
+    key = (connection.alias, every_queue)
+    cached = _CLAIM_SQL.get(key)
+    if cached is not None:
+        return cached
+    qn = connection.ops.quote_name
+    table = qn(Job._meta.db_table)
+    attempt_table = qn(Attempt._meta.db_table)
+    columns, _ = _job_columns(connection)
+    returning = ", ".join(columns)
+    order = "priority DESC, run_after, enqueued_at"
+    # The status is a literal, not a parameter, so that the planner always matches the
+    # partial claim index (even with server-side binding and generic plans).
+    # Only identifiers from the model's metadata are interpolated; values are parameters.
+    if every_queue:
+        picked = f"""
+            SELECT id FROM {table} WHERE status = 'queued' AND limit_key = ''
+            ORDER BY {order} LIMIT %(limit)s FOR UPDATE SKIP LOCKED"""  # noqa: S608
+    else:
+        # Per queue an ordered scan of the claim index, then the best of those. A plain
+        # "queue_name = ANY(...)" makes PostgreSQL sort every ready job on each claim.
+        picked = f"""
+            SELECT j.id FROM unnest(%(queues)s::text[]) AS q(name)
+            CROSS JOIN LATERAL (
+                SELECT id, priority, run_after, enqueued_at FROM {table}
+                WHERE status = 'queued' AND limit_key = '' AND queue_name = q.name
+                ORDER BY {order} LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+            ) AS j
+            ORDER BY j.priority DESC, j.run_after, j.enqueued_at LIMIT %(limit)s"""  # noqa: S608
+    # One statement, so it is atomic even in autocommit: lock the best ready rows that no
+    # one else holds, move them to running, and insert their attempt rows.
+    sql = f"""
+        WITH picked AS ({picked}
+        ), claimed AS (
+            UPDATE {table} AS j SET status = 'running', worker_id = %(worker)s,
+                lease_expires_at = %(lease)s, attempts = j.attempts + 1,
+                started_at = COALESCE(j.started_at, %(now)s), last_attempted_at = %(now)s
+            FROM picked WHERE j.id = picked.id
+            RETURNING {", ".join("j." + c for c in columns)}
+        ), recorded AS (
+            INSERT INTO {attempt_table}
+                (job_id, number, worker_id, started_at, outcome, error_class,
+                 error_message, traceback)
+            SELECT id, attempts, %(worker)s, %(now)s, '', '', '', '' FROM claimed
+        )
+        SELECT {returning} FROM claimed
+    """  # noqa: S608
+    _CLAIM_SQL[key] = sql
+    return sql
+
+
 class PostgresStrategy:
     """PostgreSQL: one statement claims with ``FOR UPDATE SKIP LOCKED`` and records attempts.
 
@@ -736,48 +792,7 @@ class PostgresStrategy:
         if limit <= 0 or (queues is not None and not queues):
             return []
         connection = connections[self.alias]
-        qn = connection.ops.quote_name
-        table = qn(Job._meta.db_table)
-        attempt_table = qn(Attempt._meta.db_table)
-        columns, _ = _job_columns(connection)
-        returning = ", ".join(columns)
-        order = "priority DESC, run_after, enqueued_at"
-        # The status is a literal, not a parameter, so that the planner always matches the
-        # partial claim index (even with server-side binding and generic plans).
-        # Only identifiers from the model's metadata are interpolated; values are parameters.
-        if queues is None:
-            picked = f"""
-                SELECT id FROM {table} WHERE status = 'queued' AND limit_key = ''
-                ORDER BY {order} LIMIT %(limit)s FOR UPDATE SKIP LOCKED"""  # noqa: S608
-        else:
-            # Per queue an ordered scan of the claim index, then the best of those. A plain
-            # "queue_name = ANY(...)" makes PostgreSQL sort every ready job on each claim.
-            picked = f"""
-                SELECT j.id FROM unnest(%(queues)s::text[]) AS q(name)
-                CROSS JOIN LATERAL (
-                    SELECT id, priority, run_after, enqueued_at FROM {table}
-                    WHERE status = 'queued' AND limit_key = '' AND queue_name = q.name
-                    ORDER BY {order} LIMIT %(limit)s FOR UPDATE SKIP LOCKED
-                ) AS j
-                ORDER BY j.priority DESC, j.run_after, j.enqueued_at LIMIT %(limit)s"""  # noqa: S608
-        # One statement, so it is atomic even in autocommit: lock the best ready rows that no
-        # one else holds, move them to running, and insert their attempt rows.
-        sql = f"""
-            WITH picked AS ({picked}
-            ), claimed AS (
-                UPDATE {table} AS j SET status = 'running', worker_id = %(worker)s,
-                    lease_expires_at = %(lease)s, attempts = j.attempts + 1,
-                    started_at = COALESCE(j.started_at, %(now)s), last_attempted_at = %(now)s
-                FROM picked WHERE j.id = picked.id
-                RETURNING {", ".join("j." + c for c in columns)}
-            ), recorded AS (
-                INSERT INTO {attempt_table}
-                    (job_id, number, worker_id, started_at, outcome, error_class,
-                     error_message, traceback)
-                SELECT id, attempts, %(worker)s, %(now)s, '', '', '', '' FROM claimed
-            )
-            SELECT {returning} FROM claimed
-        """  # noqa: S608
+        sql = _claim_sql(connection, every_queue=queues is None)
         params: dict[str, Any] = {
             "queues": list(queues) if queues is not None else None,
             "limit": limit,
