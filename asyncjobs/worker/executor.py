@@ -42,7 +42,6 @@ class Execution:
     """A claimed job in a worker's hands."""
 
     job: Job
-    cancel_event: threading.Event = field(default_factory=threading.Event)
     # time.monotonic() deadline after which the watchdog records a timeout, or None.
     deadline: float | None = None
     thread: threading.Thread | None = None
@@ -56,6 +55,27 @@ class Execution:
     started_at: datetime | None = None
     # Filled in by the task through its context (e.g. the HTTP status of a callback).
     attempt_data: dict[str, Any] = field(default_factory=dict)
+    # Made when first asked for (most jobs are never cancelled nor take a context).
+    _cancel_event: threading.Event | None = field(default=None, repr=False)
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        """Set when the job is asked to stop (relayed by the heartbeat)."""
+        event = self._cancel_event
+        if event is None:
+            with _CANCEL_EVENT_LOCK:
+                if self._cancel_event is None:
+                    self._cancel_event = threading.Event()
+                event = self._cancel_event
+        return event
+
+    def cancel_requested(self) -> bool:
+        """Whether the job was asked to stop, without making its event."""
+        event = self._cancel_event
+        return event is not None and event.is_set()
+
+
+_CANCEL_EVENT_LOCK = threading.Lock()
 
 
 def watchdog_deadline(job: Job, started: float) -> float | None:
@@ -103,7 +123,7 @@ class Executor:
         except TaskImportError as exc:
             logger.error("Job %s: %s", job.pk, exc, extra=self._extra(job, outcome="failed"))
             return self._record(job, exc, AttemptOutcome.FAILED, None, execution=execution)
-        if execution.cancel_event.is_set():
+        if execution.cancel_requested():
             # Cancelled while it waited in the worker's prefetch buffer: never start it.
             status = self._record(
                 job,

@@ -314,8 +314,7 @@ class Runner:
             if time.monotonic() >= self._next_promote:
                 self._promote(now)
             claimed = self._claim(now, free)
-            for job in claimed:
-                self._dispatch(job)
+            self._dispatch(claimed)
             if claimed and len(claimed) == free:
                 return 0.0  # more may be waiting; go on when a slot frees
         if self.burst and not claimed and busy == 0 and self._nothing_due():
@@ -491,13 +490,18 @@ class Runner:
         )
         return moved == 0 and (next_due is None or next_due > timezone.now())
 
-    def _dispatch(self, job: Any) -> None:
-        execution = Execution(job=job, state="buffered")
+    def _dispatch(self, jobs: list[Any]) -> None:
+        """Hand claimed jobs to the slots (through the buffer)."""
+        if not jobs:
+            return
+        executions = [Execution(job=job, state="buffered") for job in jobs]
         with self._lock:
-            self._inflight[str(job.pk)] = execution
-            self._claimed += 1
-            self._buffered += 1
-        self._work.put(execution)
+            for execution in executions:
+                self._inflight[str(execution.job.id)] = execution
+            self._claimed += len(executions)
+            self._buffered += len(executions)
+        for execution in executions:
+            self._work.put(execution)
 
     # --- slots -------------------------------------------------------------------------------
 
@@ -555,7 +559,7 @@ class Runner:
             if execution.state == "abandoned":
                 return False
             execution.state = "done"
-            self._inflight.pop(str(execution.job.pk), None)
+            self._inflight.pop(str(execution.job.id), None)
             self._finished += 1
         job = execution.job
         if status == "scheduled":

@@ -1,6 +1,7 @@
 """Claiming ahead of free slots (prefetch): how much a worker holds, giving back jobs it never
 started, cancelling a job that waits in the buffer, and the attempt's start time."""
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -169,3 +170,22 @@ def test_jobs_stuck_behind_a_long_job_are_given_back_to_other_workers(worker_pro
         worker.signal(15)
         assert worker.wait(30) == 0, worker.output()
     assert set(Worker.objects.values_list("status", flat=True)) == {WorkerStatus.STOPPED}
+
+
+def test_an_executions_cancel_event_is_made_once_when_first_asked_for():
+    """Most jobs never need their cancel event, so it is made on first use; threads asking
+    at once (the heartbeat relaying a cancel, the slot handing it to a task) share one."""
+    execution = Execution(job=Job())
+    assert not execution.cancel_requested()
+    seen = []
+    threads = [
+        threading.Thread(target=lambda: seen.append(execution.cancel_event)) for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert len(seen) == 8 and all(event is seen[0] for event in seen)
+    assert not execution.cancel_requested()
+    seen[0].set()
+    assert execution.cancel_requested()
