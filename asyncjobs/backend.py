@@ -149,7 +149,7 @@ _LOADED_TASKS: dict[Any, tuple[Any, Any]] = {}
 # What builds a task's unsaved jobs from a call's arguments (JobsBackend.job_maker).
 BuildJob = Callable[[Sequence[Any], dict[str, Any]], Job]
 
-# Whether TaskResult has exactly the fields JobsBackend.to_result and _new_result set.
+# Whether TaskResult has exactly the fields JobsBackend.to_result sets.
 _RESULT_FIELDS_KNOWN = {f.name for f in fields(TaskResult)} == {
     "task", "id", "status", "enqueued_at", "started_at", "finished_at", "last_attempted_at",
     "args", "kwargs", "backend", "errors", "worker_ids", "_return_value",
@@ -295,7 +295,7 @@ class JobsBackend(BaseTaskBackend):
         stored = services.enqueue_jobs([job], using=self.database, now=now)[0]
         if stored is not job:  # a unique job already holds the key
             return self.to_result(stored)
-        result = self._new_result(task, job)
+        result = self.to_result(job, task=task, attempts=[])
         task_enqueued.send(type(self), task_result=result)
         return result
 
@@ -324,7 +324,7 @@ class JobsBackend(BaseTaskBackend):
         results = []
         for (task, job), kept in zip(pairs, stored, strict=True):
             if kept is job:
-                result = self._new_result(task, job)
+                result = self.to_result(job, task=task, attempts=[])
                 task_enqueued.send(type(self), task_result=result)
             else:
                 result = self.to_result(kept)
@@ -424,8 +424,11 @@ class JobsBackend(BaseTaskBackend):
             )
             object.__setattr__(result, "_return_value", job.return_value)
             return result
-        # TaskResult's init would normalise the arguments, which a job holds as JSON types
-        # already (tests/test_backend.py compares both ways).
+        # TaskResult's init would normalise the arguments again, which a job holds as JSON
+        # types already (job_maker made them so), and set its frozen fields one by one: in a
+        # bulk enqueue that cost as much as storing the job. The fields are set directly
+        # instead, if they are the ones this backend knows (tests/test_backend.py compares
+        # both ways).
         result = object.__new__(TaskResult)
         put = object.__setattr__  # (TaskResult is frozen)
         put(result, "task", task)
@@ -441,32 +444,6 @@ class JobsBackend(BaseTaskBackend):
         put(result, "errors", errors)
         put(result, "worker_ids", worker_ids)
         put(result, "_return_value", job.return_value)
-        return result
-
-    def _new_result(self, task: Task, job: Job) -> TaskResult:
-        """``to_result(job, task=task, attempts=[])`` for a job just built and stored.
-
-        ``TaskResult``'s init normalises the arguments to JSON types again, which
-        ``job_maker`` already did, and sets its frozen fields one by one; in a bulk enqueue
-        that cost as much as storing the job. The fields are set directly instead, if they
-        are the ones this backend knows (``tests/test_backend.py`` compares both ways)."""
-        if not _RESULT_FIELDS_KNOWN:
-            return self.to_result(job, task=task, attempts=[])
-        result = object.__new__(TaskResult)
-        put = object.__setattr__  # (TaskResult is frozen)
-        put(result, "task", task)
-        put(result, "id", str(job.pk))
-        put(result, "status", job.task_result_status)
-        put(result, "enqueued_at", job.enqueued_at)
-        put(result, "started_at", None)
-        put(result, "finished_at", None)
-        put(result, "last_attempted_at", None)
-        put(result, "args", job.args)
-        put(result, "kwargs", job.kwargs)
-        put(result, "backend", self.alias)
-        put(result, "errors", [])
-        put(result, "worker_ids", [])
-        put(result, "_return_value", None)
         return result
 
     def check(self, **kwargs: Any) -> list[Any]:
