@@ -128,16 +128,17 @@ def _json_from_db(value: Any, expression: Any, connection: BaseDatabaseWrapper) 
 
 
 _JSON_ONLY = [_json_from_db]
-_SCALARS = (str, int, float, bool, type(None))
+# The Python types of JSON's scalars, as json.loads makes them.
+JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _is_flat(value: Any) -> bool:
     """Whether ``value`` is a list or dict of JSON scalars only (so a shallow copy of it
     shares nothing mutable)."""
     if type(value) is list:
-        return all(type(item) in _SCALARS for item in value)
+        return all(type(item) in JSON_SCALARS for item in value)
     if type(value) is dict:
-        return all(type(item) in _SCALARS for item in value.values())
+        return all(type(item) in JSON_SCALARS for item in value.values())
     return False
 
 

@@ -132,7 +132,6 @@ def resolve_options(
 
 # json.dumps(allow_nan=False) builds an encoder per call; this one is built once.
 _STRICT_JSON = json.JSONEncoder(allow_nan=False)
-_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _flat_copy(value: Any) -> list[Any] | dict[str, Any] | None:
@@ -158,7 +157,7 @@ def _flat_copy(value: Any) -> list[Any] | dict[str, Any] | None:
         elif item_kind is float:
             if not math.isfinite(item):
                 return None
-        elif item_kind not in _SCALARS:
+        elif item_kind not in db.JSON_SCALARS:
             return None
     return dict(value) if kind is dict else list(value)
 

@@ -497,7 +497,7 @@ class Runner:
         executions = [Execution(job=job, state="buffered") for job in jobs]
         with self._lock:
             for execution in executions:
-                self._inflight[str(execution.job.id)] = execution
+                self._inflight[str(execution.job.pk)] = execution
             self._claimed += len(executions)
             self._buffered += len(executions)
         for execution in executions:
@@ -559,7 +559,7 @@ class Runner:
             if execution.state == "abandoned":
                 return False
             execution.state = "done"
-            self._inflight.pop(str(execution.job.id), None)
+            self._inflight.pop(str(execution.job.pk), None)
             self._finished += 1
         job = execution.job
         if status == "scheduled":
