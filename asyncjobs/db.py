@@ -5,7 +5,8 @@
 - ``claim()`` moves up to ``limit`` ready jobs to ``running`` for one worker and records the
   start of their attempts, in one short transaction, and returns them best first.
 - ``listen()`` returns a ``Listener`` whose ``wait()`` blocks until jobs may have become ready
-  (PostgreSQL ``LISTEN``) or the timeout passes (SQLite, or any fallback).
+  or a queue was paused or resumed (PostgreSQL ``LISTEN``), or the timeout passes (SQLite,
+  or any fallback); it returns what was announced (``notification_kind``).
 - ``maintenance_lock()`` is a context manager that yields whether this process won the
   cluster-wide lock for maintenance work.
 
@@ -37,8 +38,14 @@ from asyncjobs.models import Attempt, Job, JobStatus
 
 logger = logging.getLogger(__name__)
 
-# The LISTEN/NOTIFY channel the triggers below announce ready jobs on.
+# The LISTEN/NOTIFY channel the triggers below announce ready jobs on, and
+# ``announce_queue_change`` a paused or resumed queue. A payload is "<kind>:<queue name>":
+# a job became ready; a job under a per-task or per-key limit became ready (see
+# ``services.claim_keyed``); a queue was paused or resumed.
 NOTIFY_CHANNEL = "asyncjobs"
+NOTIFY_READY = "ready"
+NOTIFY_KEYED = "keyed"
+NOTIFY_QUEUE = "queue"
 # Arbitrary but stable key for pg_try_advisory_xact_lock: "asyncjob" in ASCII.
 MAINTENANCE_LOCK_KEY = 0x6173796E636A6F62
 
@@ -46,17 +53,29 @@ MAINTENANCE_LOCK_KEY = 0x6173796E636A6F62
 class Listener(Protocol):
     """Something a worker can sleep on until new jobs may be ready."""
 
-    def wait(self, timeout: float) -> bool:
-        """Block up to ``timeout`` seconds; True if woken by a notification."""
+    def wait(self, timeout: float) -> list[str]:
+        """Block up to ``timeout`` seconds; the payloads of the notifications that woke it
+        (none: the time passed)."""
 
     def close(self) -> None:
         """Release the listener's resources."""
+
+
+def notification_kind(payload: str) -> str:
+    """What a notification announces: ``NOTIFY_READY``, ``NOTIFY_KEYED`` or
+    ``NOTIFY_QUEUE``. A payload in another form (a bare queue name, as the triggers sent
+    before migration 0004) announces a ready job."""
+    kind, colon, _ = payload.partition(":")
+    return kind if colon and kind in (NOTIFY_KEYED, NOTIFY_QUEUE) else NOTIFY_READY
 
 
 class ClaimStrategy(Protocol):
     """The vendor-specific operations of the queue (see the module docstring)."""
 
     alias: str
+    # Whether listeners are told at once of ready jobs and paused or resumed queues
+    # (otherwise a worker must look for them).
+    announces: bool
 
     def claim(
         self,
@@ -630,10 +649,10 @@ class PollingListener:
     def __init__(self) -> None:
         self._event = threading.Event()
 
-    def wait(self, timeout: float) -> bool:
+    def wait(self, timeout: float) -> list[str]:
         """Sleep ``timeout`` seconds (or until ``close``)."""
         self._event.wait(timeout)
-        return False
+        return []
 
     def close(self) -> None:
         """Wake any sleeper for good."""
@@ -648,6 +667,8 @@ class SQLiteStrategy:
     (and never hit SQLite's lock-upgrade deadlock). The conditional UPDATE keeps the claim
     correct even without it.
     """
+
+    announces = False
 
     def __init__(self, alias: str) -> None:
         self.alias = alias
@@ -773,9 +794,11 @@ class PostgresStrategy:
     """PostgreSQL: one statement claims with ``FOR UPDATE SKIP LOCKED`` and records attempts.
 
     Concurrent workers skip each other's locked rows instead of queueing behind them. New
-    work is announced by triggers (see ``NOTIFY_TRIGGER_SQL``) with ``pg_notify``, which
+    work is announced by triggers (see ``NOTIFY_FUNCTIONS_SQL``) with ``pg_notify``, which
     PostgreSQL delivers on commit, so a worker never wakes for a job it cannot see yet.
     """
+
+    announces = True
 
     def __init__(self, alias: str) -> None:
         self.alias = alias
@@ -851,25 +874,23 @@ class PostgresListener:
         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
         return conn
 
-    def wait(self, timeout: float) -> bool:
-        """Block until a notification arrives or ``timeout`` seconds pass."""
+    def wait(self, timeout: float) -> list[str]:
+        """Block until a notification arrives or ``timeout`` seconds pass; the payloads of
+        the notifications received (those that came together with the first one too)."""
         if self._closed.is_set():
-            return False
+            return []
         try:
             if self._conn is None:
                 self._conn = self._connect()
-            woke = False
-            for _ in self._conn.notifies(timeout=timeout, stop_after=1):
-                woke = True
-            return woke
+            return [note.payload for note in self._conn.notifies(timeout=timeout, stop_after=1)]
         except Exception as exc:  # any driver error: fall back to sleeping, retry next time
             if self._closed.is_set():
-                return False  # closed from another thread while waiting
+                return []  # closed from another thread while waiting
             if self.on_error:
                 self.on_error(exc)
             self._drop()
             self._closed.wait(timeout)
-            return False
+            return []
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
@@ -907,25 +928,35 @@ def vendor_supported(alias: str) -> bool:
     return connections[alias].vendor in {"postgresql", "sqlite"}
 
 
-# The NOTIFY triggers, installed by migration 0001 on PostgreSQL only. New rows that are ready
-# announce their queue once per statement (bulk inserts send one notification per queue);
-# updates that make a job ready (retry, rescue, promotion) announce it per row, filtered by
-# WHEN so that claims and completions pay nothing. PostgreSQL folds duplicate notifications
-# within a transaction.
-NOTIFY_TRIGGER_SQL = """
+# The NOTIFY triggers, installed by migration 0001 on PostgreSQL only (their functions brought
+# to this version by 0004). New rows that are ready announce their queue once per statement
+# (bulk inserts send one notification per queue, and one more if some of the jobs are under a
+# per-task or per-key limit); updates that make a job ready (retry, rescue, promotion)
+# announce it per row, filtered by WHEN so that claims and completions pay nothing.
+# PostgreSQL folds duplicate notifications within a transaction. Payloads: see NOTIFY_CHANNEL.
+NOTIFY_FUNCTIONS_SQL = """
 CREATE OR REPLACE FUNCTION asyncjobs_notify_inserted() RETURNS trigger AS $$
 BEGIN
-    PERFORM pg_notify('{channel}', q.queue_name)
-    FROM (SELECT DISTINCT queue_name FROM new_rows WHERE status = 'queued') AS q;
+    PERFORM pg_notify('{channel}', q.kind || ':' || q.queue_name)
+    FROM (
+        SELECT DISTINCT
+            CASE WHEN limit_key = '' THEN '{ready}' ELSE '{keyed}' END AS kind, queue_name
+        FROM new_rows WHERE status = 'queued'
+    ) AS q;
     RETURN NULL;
 END $$ LANGUAGE plpgsql;
 
 CREATE OR REPLACE FUNCTION asyncjobs_notify_ready() RETURNS trigger AS $$
 BEGIN
-    PERFORM pg_notify('{channel}', NEW.queue_name);
+    PERFORM pg_notify(
+        '{channel}',
+        CASE WHEN NEW.limit_key = '' THEN '{ready}:' ELSE '{keyed}:' END || NEW.queue_name
+    );
     RETURN NULL;
 END $$ LANGUAGE plpgsql;
+"""
 
+NOTIFY_TRIGGERS_SQL = """
 CREATE TRIGGER asyncjobs_job_inserted AFTER INSERT ON {table}
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION asyncjobs_notify_inserted();
@@ -943,12 +974,23 @@ DROP FUNCTION IF EXISTS asyncjobs_notify_inserted();
 """
 
 
+def install_notify_functions(schema_editor: Any) -> None:
+    """Create or replace the NOTIFY triggers' functions (PostgreSQL only; a no-op
+    elsewhere)."""
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    schema_editor.execute(
+        NOTIFY_FUNCTIONS_SQL.format(channel=NOTIFY_CHANNEL, ready=NOTIFY_READY, keyed=NOTIFY_KEYED)
+    )
+
+
 def install_notify_triggers(schema_editor: Any) -> None:
     """Create the NOTIFY triggers (PostgreSQL only; a no-op elsewhere)."""
     if schema_editor.connection.vendor != "postgresql":
         return
+    install_notify_functions(schema_editor)
     table = schema_editor.quote_name(Job._meta.db_table)
-    schema_editor.execute(NOTIFY_TRIGGER_SQL.format(table=table, channel=NOTIFY_CHANNEL))
+    schema_editor.execute(NOTIFY_TRIGGERS_SQL.format(table=table))
 
 
 def drop_notify_triggers(schema_editor: Any) -> None:
@@ -972,3 +1014,14 @@ def estimated_row_count(model: Any, alias: str) -> int | None:
         )
         row = cursor.fetchone()
     return int(row[0]) if row and row[0] is not None and row[0] >= 0 else None
+
+
+def announce_queue_change(alias: str, name: str) -> None:
+    """Tell listening workers, when the current transaction commits, that queue ``name`` was
+    paused or resumed (PostgreSQL only; elsewhere workers re-read the pauses each poll
+    interval)."""
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, f"{NOTIFY_QUEUE}:{name}"])

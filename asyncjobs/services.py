@@ -1285,11 +1285,14 @@ def prune_jobs(
 
 
 def set_queue_paused(name: str, paused: bool, *, now: datetime, using: str = "default") -> None:
-    """Pause or resume a queue. Workers stop (or start) claiming from it within one poll
-    interval; enqueueing to a paused queue still works."""
-    QueueState.objects.using(using).update_or_create(
-        name=name, defaults={"paused": paused, "changed_at": now}
-    )
+    """Pause or resume a queue. Workers stop (or start) claiming from it at once on
+    PostgreSQL (they are notified at commit), within one poll interval elsewhere; enqueueing
+    to a paused queue still works."""
+    with transaction.atomic(using=using):
+        QueueState.objects.using(using).update_or_create(
+            name=name, defaults={"paused": paused, "changed_at": now}
+        )
+        db.announce_queue_change(using, name)
     logger.info("Queue %s %s", name, "paused" if paused else "resumed", extra={"queue": name})
 
 

@@ -231,20 +231,63 @@ def test_sqlite_maintenance_lock_always_won(strategy):
 def test_listener_is_notified_on_commit_not_before(strategy):
     listener = strategy.listen()
     try:
-        assert listener.wait(0.05) is False  # connects and listens
+        assert listener.wait(0.05) == []  # connects and listens
         with transaction.atomic():
             tasks.add.enqueue(1, 1)
-            assert in_thread(lambda: listener.wait(0.3)) is False
-        assert listener.wait(5) is True
-        # Bulk insert: one notification; a retry back to queued notifies too.
-        enqueue_many([(tasks.add, (i, i), {}) for i in range(3)])
-        assert listener.wait(5) is True
+            assert in_thread(lambda: listener.wait(0.3)) == []
+        assert listener.wait(5) == ["ready:default"]
+        # Bulk insert: one notification per queue.
+        enqueue_many([(tasks.add.using(queue_name=q), (1, 1), {}) for q in ("default", "emails")])
+        assert sorted(_notifications(listener)) == ["ready:default", "ready:emails"]
         # COPY fires the insert trigger too, for a large batch alike.
         enqueue_many([(tasks.add, (i, i), {}) for i in range(2 * db.COPY_CHUNK + 1)])
-        assert listener.wait(5) is True
+        assert _notifications(listener) == ["ready:default"]
+        # Not yet due: nothing, until promoted (an update to queued notifies too).
+        later = timezone.now() + timedelta(hours=1)
+        tasks.add.using(run_after=later).enqueue(1, 1)
+        assert listener.wait(0.3) == []
+        services.promote_due(now=later, queues=None)
+        assert listener.wait(5) == ["ready:default"]
     finally:
         listener.close()
-    assert listener.wait(1) is False
+    assert listener.wait(1) == []
+
+
+def _notifications(listener):
+    """Every notification pending (the first within 5 s)."""
+    got = listener.wait(5)
+    while more := listener.wait(0.2):
+        got += more
+    return got
+
+
+@pytest.mark.postgres
+def test_jobs_under_limits_and_queue_pauses_are_announced_as_such(strategy):
+    """A ready job under a per-task or per-key limit is announced as keyed (a worker then
+    looks for those jobs at once, not on a timer); a pause or resume as a queue change, at
+    commit."""
+    listener = strategy.listen()
+    try:
+        assert listener.wait(0.05) == []
+        tasks.per_account.using(concurrency_key="acct-1").enqueue("a")
+        assert listener.wait(5) == ["keyed:default"]
+        enqueue_many([(tasks.per_account, ("a",), {}), (tasks.add, (1, 1), {})])
+        assert sorted(_notifications(listener)) == ["keyed:default", "ready:default"]
+        later = timezone.now() + timedelta(hours=1)
+        tasks.per_account.using(run_after=later, queue_name="emails").enqueue("a")
+        services.promote_due(now=later, queues=None)
+        assert listener.wait(5) == ["keyed:emails"]
+        with transaction.atomic():
+            services.set_queue_paused("emails", True, now=timezone.now())
+            assert in_thread(lambda: listener.wait(0.3)) == []
+        assert listener.wait(5) == ["queue:emails"]
+        services.set_queue_paused("emails", False, now=timezone.now())
+        assert listener.wait(5) == ["queue:emails"]
+    finally:
+        listener.close()
+    kinds = [db.notification_kind(p) for p in ("ready:a", "keyed:a:b", "queue:x", "a:b", "plain")]
+    # (A bare queue name is what the triggers sent before migration 0004: a ready job.)
+    assert kinds == ["ready", "keyed", "queue", "ready", "ready"]
 
 
 def test_insert_jobs_stores_what_the_orm_would():
@@ -394,7 +437,7 @@ def test_promote_due_moves_due_jobs_and_tells_when_the_next_is_due():
 @pytest.mark.sqlite
 def test_sqlite_listener_just_sleeps(strategy):
     listener = strategy.listen()
-    assert listener.wait(0.01) is False
+    assert listener.wait(0.01) == []
     listener.close()
 
 

@@ -8,7 +8,8 @@ Threads of one worker process:
 - a completer thread records successes in batches (``Completer``), one transaction each;
 - a heartbeat thread renews the worker's row and its jobs' leases, relays cancellation
   requests to running tasks, and does maintenance (rescue, pruning) when it holds the lock;
-- on PostgreSQL a listener thread turns ``NOTIFY`` into an immediate wake-up.
+- on PostgreSQL a listener thread turns ``NOTIFY`` into an immediate wake-up, and counts
+  the announcements of jobs under limits and of paused or resumed queues.
 
 Each thread has its own database connection (Django's are per thread).
 """
@@ -189,9 +190,19 @@ class Runner:
         # rate limit lets the next job start.
         self._limited = {q for q in (self.queues or []) if any(services.queue_limits(q))}
         self._rate_retry: datetime | None = None
+        # Queues with ready jobs under per-task or per-key limits, and the paused queues:
+        # re-read when the database announces a change (PostgreSQL: the listener counts the
+        # announcements, and a re-read covers those counted before it began), and at least
+        # every _keyed_every / poll interval in case one was missed (or where nothing is
+        # announced). Off the path from a wake-up to the claim: see _sleep_time.
         self._keyed: set[str] = set()
         self._keyed_checked = -1e9
         self._paused_checked = -1e9
+        self._keyed_every = (
+            self.poll_interval if self.strategy.announces else min(self.poll_interval, 0.25)
+        )
+        self._keyed_announced = self._keyed_seen = 0
+        self._queues_announced = self._queues_seen = 0
         self._signals = 0
         self._memory_checked = 0.0
         self.exit_code = EXIT_OK
@@ -322,7 +333,7 @@ class Runner:
             return None
         if free <= 0:
             # Full: wait for a slot to free (or a timeout to enforce).
-            return self._sleep_time(self.poll_interval, promote=False, buffered_since=oldest)
+            return self._sleep_time(self.poll_interval, claiming=False, buffered_since=oldest)
         if claimed:
             # We just took the last ready jobs: wait for a slot or a notification.
             return self._sleep_time(self.poll_interval)
@@ -389,17 +400,28 @@ class Runner:
         return claimed
 
     def _keyed_queues(self, queues: list[str] | None, *, frozen: bool) -> set[str]:
-        """Queues holding ready jobs under per-task or per-key limits (re-read at most every
-        quarter second; a new keyed job is seen within that, or at once in-process)."""
-        if frozen or time.monotonic() - self._keyed_checked >= min(self.poll_interval, 0.25):
+        """Queues holding ready jobs under per-task or per-key limits: re-read when such a
+        job is announced (PostgreSQL), else at most every ``_keyed_every`` (a quarter second
+        where nothing is announced); in-process always."""
+        announced = self._keyed_announced
+        if (
+            frozen
+            or announced != self._keyed_seen
+            or time.monotonic() - self._keyed_checked >= self._keyed_every
+        ):
             self._keyed = services.keyed_waiting(queues=queues, using=self.alias)
-            self._keyed_checked = time.monotonic()
+            self._keyed_checked, self._keyed_seen = time.monotonic(), announced
         return self._keyed
 
     def _active_queues(self) -> list[str] | None:
-        """The queues to claim from: ours minus the paused ones, re-read at most once per
-        poll interval (so a pause takes effect within one)."""
-        if time.monotonic() - self._paused_checked >= self.poll_interval:
+        """The queues to claim from: ours minus the paused ones, re-read when a pause or
+        resume is announced (PostgreSQL), else at most once per poll interval (so a pause
+        takes effect within one)."""
+        announced = self._queues_announced
+        if (
+            announced != self._queues_seen
+            or time.monotonic() - self._paused_checked >= self.poll_interval
+        ):
             paused = services.paused_queues(using=self.alias)
             if paused != self._paused:
                 logger.info(
@@ -408,6 +430,7 @@ class Runner:
                     ",".join(sorted(paused)) or "none",
                 )
             self._paused, self._paused_checked = paused, time.monotonic()
+            self._queues_seen = announced
         if not self._paused:
             return self.queues
         if self.queues is None:
@@ -458,17 +481,25 @@ class Runner:
         )
 
     def _sleep_time(
-        self, default: float, *, promote: bool = True, buffered_since: float | None = None
+        self, default: float, *, claiming: bool = True, buffered_since: float | None = None
     ) -> float:
+        """How long to sleep: ``default`` at most, less if something is due sooner. While
+        ``claiming``, that includes promoting due jobs and, where changes are announced,
+        re-reading the paused and keyed queues: done when their time comes, not after a
+        notification (which should lead straight to the claim)."""
         until = [default]
+        clock = time.monotonic()
         if buffered_since is not None:
-            until.append(max(buffered_since + PREFETCH_MAX_WAIT - time.monotonic(), 0.0))
+            until.append(max(buffered_since + PREFETCH_MAX_WAIT - clock, 0.0))
         if self.max_memory is not None:
             until.append(MEMORY_CHECK_EVERY)
         if self._rate_retry is not None:
             until.append(max((self._rate_retry - timezone.now()).total_seconds(), 0.0))
-        if promote:
-            until.append(max(self._next_promote - time.monotonic(), 0.0))
+        if claiming:
+            until.append(max(self._next_promote - clock, 0.0))
+            if self.strategy.announces:
+                until.append(max(self._paused_checked + self.poll_interval - clock, 0.0))
+                until.append(max(self._keyed_checked + self._keyed_every - clock, 0.0))
         with self._lock:
             until += [
                 max(e.deadline - time.monotonic(), 0.0)
@@ -743,8 +774,16 @@ class Runner:
 
     def _listen_loop(self, listener: db.Listener) -> None:
         while not self._stopping.is_set():
-            if listener.wait(self.poll_interval):
-                self._wake.set()
+            payloads = listener.wait(self.poll_interval)
+            if not payloads:
+                continue
+            kinds = {db.notification_kind(payload) for payload in payloads}
+            # (This thread alone writes the counts; the main loop compares them.)
+            if db.NOTIFY_KEYED in kinds:
+                self._keyed_announced += 1
+            if db.NOTIFY_QUEUE in kinds:
+                self._queues_announced += 1
+            self._wake.set()
 
     def _listener_error(self, exc: BaseException) -> None:
         logger.warning("Worker %s: LISTEN connection failed (%s); polling", self.worker_id, exc)

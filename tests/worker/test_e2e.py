@@ -9,8 +9,9 @@ import time
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
-from asyncjobs import cancel_job, enqueue_many
+from asyncjobs import cancel_job, enqueue_many, services
 from asyncjobs.models import AttemptOutcome, Job, JobStatus, Worker, WorkerStatus
 from tests import tasks
 from tests.conftest import wait_until
@@ -189,6 +190,38 @@ def test_notify_wakes_an_idle_worker_quickly(worker_process):
     wait_until(lambda: status_of(result) == JobStatus.SUCCEEDED, timeout=5, message="notify")
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0
+
+
+@pytest.mark.postgres
+def test_keyed_jobs_and_pauses_reach_an_idle_worker_at_once(worker_process):
+    """With a 30 s poll interval, a job under a per-key limit starts within seconds, and a
+    pause and a resume take effect within seconds: PostgreSQL announces each as such, and
+    the worker looks for keyed jobs or re-reads the pauses when told, not on its timer."""
+    worker = worker_process("--concurrency", "2", poll=30)
+    wait_until(lambda: Worker.objects.exists(), message="worker registered")
+    wait_until(listening, message="the worker's LISTEN")
+    time.sleep(1.0)  # let it finish its first look at the queue and go to sleep
+    keyed = tasks.per_account.using(concurrency_key="account:1").enqueue("a")
+    wait_until(lambda: status_of(keyed) == JobStatus.SUCCEEDED, timeout=5, message="keyed")
+    services.set_queue_paused("default", True, now=timezone.now())
+    time.sleep(1.0)
+    held = tasks.add.enqueue(1, 1)
+    time.sleep(1.0)
+    assert status_of(held) == JobStatus.QUEUED
+    services.set_queue_paused("default", False, now=timezone.now())
+    wait_until(lambda: status_of(held) == JobStatus.SUCCEEDED, timeout=5, message="resumed")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, worker.output()
+
+
+def listening():
+    """Whether some session of the test database is listening (a worker's listener)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query LIKE 'LISTEN %%'"
+        )
+        return cursor.fetchone()[0] > 0
 
 
 @pytest.mark.postgres

@@ -1,10 +1,13 @@
 """The worker's behaviour, in-process: ``Runner.run_once``/``drain`` with an explicit ``now``
 or freezegun."""
 
+import time
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.tasks import TaskResultStatus
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from freezegun import freeze_time
 
@@ -363,3 +366,34 @@ def test_attempt_rows_are_unique_per_number():
     Attempt.objects.create(job_id=result.id, number=1, worker_id="w", started_at=now)
     with pytest.raises(IntegrityError), transaction.atomic():
         Attempt.objects.create(job_id=result.id, number=1, worker_id="w", started_at=now)
+
+
+def _reads(worker):
+    """What a claim by ``worker`` read besides the claim itself: the paused queues, the
+    queues with keyed jobs."""
+    with CaptureQueriesContext(connection) as captured:
+        worker._claim(timezone.now(), 1)
+    sql = [query["sql"] for query in captured]
+    paused = {"paused" for q in sql if "asyncjobs_queuestate" in q}
+    return paused | {"keyed" for q in sql if "DISTINCT" in q and "limit_key" in q}
+
+
+def test_the_claim_rereads_paused_and_keyed_queues_when_announced_or_due(runner):
+    """Between re-reads a claim asks for nothing else; an announcement (counted by the
+    listener on PostgreSQL) makes the next claim re-read. Where changes are announced, the
+    idle worker's sleep ends when a re-read is due, so that a wake-up by a notification goes
+    straight to the claim."""
+    with freeze_time(timezone.now()) as frozen:
+        worker = runner(poll_interval=timedelta(seconds=30))
+        assert _reads(worker) == {"paused", "keyed"}  # the first look
+        assert _reads(worker) == set()
+        worker._keyed_announced += 1
+        assert _reads(worker) == {"keyed"}
+        worker._queues_announced += 1
+        assert _reads(worker) == {"paused"}
+        frozen.tick(timedelta(seconds=31))
+        assert _reads(worker) == {"paused", "keyed"}
+        frozen.tick(timedelta(seconds=20))
+        worker._next_promote = time.monotonic() + 60
+        assert worker._sleep_time(30) == pytest.approx(10 if worker.strategy.announces else 30)
+        assert worker._sleep_time(30, claiming=False) == 30

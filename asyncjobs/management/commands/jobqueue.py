@@ -13,8 +13,9 @@ from asyncjobs.models import Job
 
 class Command(BaseCommand):
     help = (
-        "Pause or resume a queue (workers stop or start claiming from it within one poll "
-        "interval; enqueueing still works), or list queues with their state and depth."
+        "Pause or resume a queue (workers stop or start claiming from it at once on "
+        "PostgreSQL, within one poll interval on SQLite; enqueueing still works), or list "
+        "queues with their state and depth."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
