@@ -12,6 +12,10 @@ class AsyncJobsConfig(AppConfig):
         from django.tasks.signals import task_enqueued
 
         from asyncjobs import checks  # noqa: F401  (registers the checks)
+        from asyncjobs.backend import receiver_acts_when
+        from asyncjobs.conf import jobs_settings
         from asyncjobs.testing import run_inline
 
         task_enqueued.connect(run_inline, dispatch_uid="asyncjobs.testing.run_inline")
+        # (So that enqueueing skips the signal when nothing else listens.)
+        receiver_acts_when(run_inline, lambda level: bool(jobs_settings.RUN_INLINE))

@@ -371,12 +371,45 @@ def _policy_fields(options: JobOptions) -> dict[str, Any]:
 @functools.cache
 def _job_defaults() -> tuple[dict[str, Any], tuple[tuple[str, Any], ...]]:
     """Per concrete field of ``Job``, in order, its default by attname; and the fields whose
-    default is a callable to call for each job, with that callable."""
+    default is a callable to call for each job, with that callable (``uuid4`` for the id,
+    made the quick way)."""
     fields = Job._meta.concrete_fields
     return (
         {f.attname: None if callable(f.default) else f.get_default() for f in fields},
-        tuple((f.attname, f.default) for f in fields if f.has_default() and callable(f.default)),
+        tuple(
+            (f.attname, uuid4 if f.default is uuid.uuid4 else f.default)
+            for f in fields
+            if f.has_default() and callable(f.default)
+        ),
     )
+
+
+# A version 4 UUID: 122 random bits, the version (4) and the RFC 4122 variant (10) set.
+_UUID4_RANDOM = ((1 << 128) - 1) & ~(0xF000 << 64) & ~(0xC000 << 48)
+_UUID4_FIXED = (4 << 76) | (0x8000 << 48)
+
+
+def _uuid4_direct() -> uuid.UUID:
+    value = object.__new__(uuid.UUID)
+    object.__setattr__(value, "int", int.from_bytes(os.urandom(16)) & _UUID4_RANDOM | _UUID4_FIXED)
+    object.__setattr__(value, "is_safe", uuid.SafeUUID.unknown)
+    return value
+
+
+def _direct_uuid_works() -> bool:
+    try:
+        made = _uuid4_direct()
+        same = uuid.UUID(str(made))
+        return made == same and hash(made) == hash(same) and same.version == 4
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+# ``uuid.uuid4()``, with the same random bits from ``os.urandom``, set on the UUID directly
+# (as Python 3.14's own ``uuid4`` does, CPython gh-128150) rather than through
+# ``UUID.__init__``, whose checks cost half of a uuid4 call on Python 3.12 and a sixth of a
+# bulk enqueue's time per job. If a Python's UUID is laid out otherwise, the standard one.
+uuid4: Callable[[], uuid.UUID] = _uuid4_direct if _direct_uuid_works() else uuid.uuid4
 
 
 def enqueue_jobs(

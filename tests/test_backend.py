@@ -1,6 +1,9 @@
 """The django.tasks API on top of asyncjobs: enqueue, results, statuses, signals."""
 
+import copy
 import logging
+import pickle
+import uuid
 from dataclasses import fields
 from datetime import timedelta
 
@@ -14,7 +17,7 @@ from django.utils import timezone
 from django.utils.json import normalize_json
 
 from asyncjobs import db, enqueue_many, services
-from asyncjobs.backend import JobsBackend
+from asyncjobs.backend import JobsBackend, observed
 from asyncjobs.exceptions import InvalidArgumentsError
 from asyncjobs.models import Attempt, Job, JobStatus
 from tests import tasks
@@ -393,8 +396,6 @@ def test_django_logs_each_jobs_start_and_end_when_its_logger_takes_info(runner, 
     """With only Django's own log receivers connected, the worker skips building the
     signals' results when django.tasks would drop the records, and still logs them when
     it would not."""
-    from asyncjobs.worker.executor import observed
-
     sender = type(default_task_backend)
     caplog.set_level(logging.WARNING, logger="django.tasks")
     assert not observed(task_started, sender, logging.INFO)
@@ -416,8 +417,6 @@ def test_django_logs_each_jobs_start_and_end_when_its_logger_takes_info(runner, 
 
 
 def test_a_receiver_of_the_workers_signals_is_always_sent_them(caplog):
-    from asyncjobs.worker.executor import observed
-
     sender = type(default_task_backend)
     caplog.set_level(logging.WARNING, logger="django.tasks")
 
@@ -431,6 +430,53 @@ def test_a_receiver_of_the_workers_signals_is_always_sent_them(caplog):
         finally:
             signal.disconnect(receiver)
         assert not observed(signal, sender, logging.INFO)
+
+
+@pytest.mark.django_db
+def test_task_enqueued_is_sent_when_it_could_have_an_effect(caplog, settings):
+    """Without a receiver of its own, enqueueing skips task_enqueued while Django's log
+    receiver would drop its DEBUG record and RUN_INLINE is off; a receiver, DEBUG logging or
+    RUN_INLINE each have it sent, for one job and for a batch."""
+    sender = type(default_task_backend)
+    caplog.set_level(logging.INFO, logger="django.tasks")
+    assert not observed(task_enqueued, sender, logging.DEBUG)
+    received = []
+
+    def receiver(sender, task_result, **kwargs):
+        received.append(task_result.id)
+
+    task_enqueued.connect(receiver)
+    try:
+        one = tasks.add.enqueue(1, 1)
+        batch = enqueue_many([(tasks.add, (i, i), {}) for i in range(3)])
+    finally:
+        task_enqueued.disconnect(receiver)
+    assert received == [one.id, *(r.id for r in batch)]
+
+    caplog.set_level(logging.DEBUG, logger="django.tasks")
+    assert observed(task_enqueued, sender, logging.DEBUG)
+    logged = tasks.add.enqueue(2, 2)
+    assert f"Task id={logged.id} path=tests.tasks.add enqueued backend=default" in [
+        r.getMessage() for r in caplog.records if r.name == "django.tasks"
+    ]
+    caplog.set_level(logging.INFO, logger="django.tasks")
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "RUN_INLINE": True}
+    assert observed(task_enqueued, sender, logging.DEBUG)
+
+
+def test_new_jobs_get_version_4_uuids():
+    """Job ids are made without UUID's init (services.uuid4): still random version 4 UUIDs
+    that behave as any other, on the Pythons asyncjobs supports."""
+    assert services.uuid4 is services._uuid4_direct
+    made = [services.uuid4() for _ in range(10_000)]
+    assert len(set(made)) == len(made)
+    for value in made[:100]:
+        parsed = uuid.UUID(str(value))
+        assert value.version == 4 and value.variant == uuid.RFC_4122
+        assert parsed == value and hash(parsed) == hash(value) and parsed.int == value.int
+        assert pickle.loads(pickle.dumps(value)) == value and copy.deepcopy(value) == value
+    job = default_task_backend.build_job(tasks.add, (1, 1), {}, timezone.now())
+    assert type(job.pk) is uuid.UUID and job.pk.version == 4
 
 
 def test_result_after_success(runner):

@@ -14,13 +14,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DatabaseError, InterfaceError, connections
-from django.dispatch import Signal
 from django.tasks import Task, TaskResult, TaskResultStatus
-from django.tasks import signals as task_signals
 from django.tasks.signals import task_finished, task_started
 
 from asyncjobs import services
-from asyncjobs.backend import JobContext, JobsBackend
+from asyncjobs.backend import JobContext, JobsBackend, observed
 from asyncjobs.exceptions import (
     JobCancelled,
     JobTimeoutError,
@@ -348,28 +346,6 @@ class Executor:
 
 
 TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
-
-# Django's own receivers, which log each task's start and end on the django.tasks logger.
-_LOG_RECEIVERS = {
-    task_started: task_signals.log_task_started,
-    task_finished: task_signals.log_task_finished,
-}
-
-
-def observed(signal: Signal, sender: type, level: int) -> bool:
-    """Whether sending ``signal`` from ``sender`` could have any effect.
-
-    Not when nothing listens, nor when the only receiver is Django's own log receiver and
-    the ``django.tasks`` logger drops records of ``level``: then the ``TaskResult`` a
-    signal carries need not be built at all (two per job, a good part of a short job's
-    cost in the worker). Anything else, or Django's internals looking different, sends."""
-    try:
-        sync, asynchronous = signal._live_receivers(sender)
-    except Exception:
-        return True
-    if asynchronous or len(sync) != 1:
-        return bool(sync or asynchronous)
-    return sync[0] is not _LOG_RECEIVERS.get(signal) or task_signals.logger.isEnabledFor(level)
 
 
 @dataclass(eq=False)
