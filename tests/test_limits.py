@@ -101,12 +101,13 @@ def test_rate_limit_precision_with_four_workers(worker_process):
     attempts = list(Attempt.objects.order_by("started_at"))
     span = (attempts[-1].finished_at - attempts[0].started_at).total_seconds()
     assert 9.0 <= span <= 11.0, span
-    # No one-second window holds more than 10 starts. Starts are stamped by each worker's
-    # wall clock, which the system may adjust under the test by a millisecond or so (seen
-    # once: 0.9986 s); a broken limit would be off by a whole interval (0.1 s).
+    # No one-second window holds more than 10 starts. The limit spaces the claims exactly;
+    # an attempt records when its slot began the task, later by the worker's hand-off, which
+    # took up to 16 ms with the rest of the suite on two cores (windows of 0.9986 and 0.984
+    # s). A broken limit is off by whole intervals (0.1 s each).
     starts = [a.started_at for a in attempts]
     for i in range(len(starts) - 10):
-        assert starts[i + 10] - starts[i] >= timedelta(seconds=0.995), i
+        assert starts[i + 10] - starts[i] >= timedelta(seconds=0.95), i
     assert len({a.worker_id for a in attempts}) > 1
 
 
