@@ -243,20 +243,6 @@ def test_return_value_before_finishing_raises():
         _ = result.return_value
 
 
-def test_task_enqueued_signal_is_sent():
-    seen = []
-
-    def receiver(sender, task_result, **kwargs):
-        seen.append(task_result.id)
-
-    task_enqueued.connect(receiver)
-    try:
-        result = tasks.add.enqueue(1, 2)
-    finally:
-        task_enqueued.disconnect(receiver)
-    assert seen == [result.id]
-
-
 @pytest.mark.django_db(transaction=True)
 def test_enqueue_inside_atomic_commits_with_the_business_row():
     with transaction.atomic():
