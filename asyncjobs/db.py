@@ -24,6 +24,7 @@ import logging
 import operator
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -260,12 +261,71 @@ def _row_plan(connection: BaseDatabaseWrapper) -> list[tuple[str, Any, frozenset
 def _row(job: Job, connection: BaseDatabaseWrapper) -> list[Any]:
     """A new job's column values, prepared exactly as the ORM's INSERT prepares them
     (``tests/test_db.py`` checks that against the ORM); plain values skip the ORM's
-    per-field calls, which cost more than the insert itself on a single enqueue."""
+    per-field calls, which cost more than the insert itself on a single enqueue. On
+    PostgreSQL, JSON lists and dicts go as text and integers unwrapped (``_insert_plan``)."""
     values = job.__dict__
     return [
         value if type(value := values[attname]) in plain else prepare(value, connection)
-        for attname, prepare, plain in _row_plan(connection)
+        for attname, prepare, plain in _insert_plan(connection)
     ]
+
+
+_INSERT_PLAN: dict[str, list[tuple[str, Any, frozenset[type]]]] = {}
+
+
+def _insert_plan(connection: BaseDatabaseWrapper) -> list[tuple[str, Any, frozenset[type]]]:
+    """``_row_plan`` for one job's ``INSERT``. On PostgreSQL, the plain JSON fields pass a
+    list or dict as its text (``_json_as_text``), and integers go as they are: the ORM wraps
+    them in psycopg's ``Int2``/``Int4``/``Int8`` so that a statement's parameter types do
+    not depend on the values, which the insert's columns decide anyway."""
+    plan = _INSERT_PLAN.get(connection.alias)
+    if plan is None:
+        plan = []
+        fields = Job._meta.concrete_fields
+        for field, (attname, prepare, plain) in zip(fields, _row_plan(connection), strict=True):
+            dumps = _plain_json_dumps(field, prepare, connection)
+            if dumps is not None:
+                prepare = _json_as_text(prepare, dumps)
+            target = getattr(field, "target_field", field)  # (a foreign key's target)
+            if connection.vendor == "postgresql" and isinstance(target, models.IntegerField):
+                plain = plain | {int}
+            plan.append((attname, prepare, plain))
+        _INSERT_PLAN[connection.alias] = plan
+    return plan
+
+
+def _plain_json_dumps(
+    field: Any, prepare: Any, connection: BaseDatabaseWrapper
+) -> Callable[[Any], str] | None:
+    """For a ``JSONField`` whose preparation wraps a value in psycopg's ``Jsonb`` (on
+    PostgreSQL): the function that wrapper makes the value's JSON text with. None for other
+    fields and databases."""
+    if type(field) is not models.JSONField:
+        return None
+    sample = prepare([], connection)
+    if not (hasattr(sample, "obj") and hasattr(sample, "dumps")):
+        return None
+    dumps = sample.dumps or json.dumps
+    if dumps is json.dumps:  # the same text, without its per-call argument checks
+        return json.JSONEncoder().encode
+    return dumps
+
+
+def _json_as_text(prepare: Any, dumps: Callable[[Any], str]) -> Any:
+    """A JSON field's preparation that passes a list or a dict as the text ``Jsonb`` would
+    send: an untyped parameter, which the server reads as the column's ``jsonb``. psycopg's
+    dumping of the wrapper cost more than the rest of a job's values together. Other values
+    get ``prepare``."""
+
+    def prepare_json(value: Any, connection: BaseDatabaseWrapper) -> Any:
+        kind = type(value)
+        if kind is list or kind is dict:
+            if not value:  # (as arguments often are: not worth the encoder's call)
+                return "[]" if kind is list else "{}"
+            return str(dumps(value))
+        return prepare(value, connection)
+
+    return prepare_json
 
 
 def _mark_saved(jobs: list[Job], alias: str) -> None:
@@ -322,13 +382,7 @@ def _copy_formatter(
     itself, and for a list or a dict in a JSON field is psycopg's ``Jsonb`` around it,
     written as its ``dumps`` text."""
     _, prepare, plain = plan
-    dumps = None
-    if type(field) is models.JSONField:
-        sample = prepare([], connection)
-        if hasattr(sample, "obj") and hasattr(sample, "dumps"):
-            dumps = sample.dumps or json.dumps
-            if dumps is json.dumps:  # the same text, without its per-call argument checks
-                dumps = json.JSONEncoder().encode
+    dumps = _plain_json_dumps(field, prepare, connection)
 
     def format_value(value: Any) -> str:
         if value is None:
@@ -447,7 +501,7 @@ def insert_jobs(alias: str, jobs: Iterable[Job]) -> list[Job]:
             insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
             _INSERT_CACHE[alias] = insert
         if postgres:  # one job
-            with _query_logged(connection, insert), _bound_cursor(connection) as cursor:
+            with _query_logged(connection, insert), _bound_cursor(connection, keep=True) as cursor:
                 cursor.execute(insert, _row(given[0], connection))
         else:
             with connection.cursor() as cursor:
@@ -472,22 +526,42 @@ def _query_logged(connection: BaseDatabaseWrapper, sql: str) -> Iterator[None]:
             yield
 
 
+# Per Django connection (each belongs to one thread): the psycopg cursor that
+# ``_bound_cursor(keep=True)`` hands out, kept between calls.
+_KEPT_CURSORS: weakref.WeakKeyDictionary[BaseDatabaseWrapper, Any] = weakref.WeakKeyDictionary()
+
+
 @contextlib.contextmanager
-def _bound_cursor(connection: BaseDatabaseWrapper) -> Iterator[Any]:
+def _bound_cursor(connection: BaseDatabaseWrapper, *, keep: bool = False) -> Iterator[Any]:
     """A psycopg cursor with server-side binding on Django's PostgreSQL connection, in its
     current transaction, with errors raised as Django's.
 
-    For the worker's hot statements: the statement text goes to the server as it is and the
-    values travel apart, so nothing is quoted into the text on every call (Django's cursors
-    bind on the client). The statement is prepared once the connection's
-    ``prepare_threshold`` says so: Django turns that off unless ``OPTIONS`` sets it, for
-    connection poolers. Django's ``execute_wrapper`` hooks and query log do not see these.
+    For the hot statements: the statement text goes to the server as it is and the values
+    travel apart, so nothing is quoted into the text on every call (Django's cursors bind on
+    the client). The statement is prepared once the connection's ``prepare_threshold`` says
+    so: Django turns that off unless ``OPTIONS`` sets it, for connection poolers. Django's
+    ``execute_wrapper`` hooks and query log do not see these.
+
+    ``keep``: the same cursor again on the next call, for as long as Django's connection
+    holds the same psycopg connection (making and closing a cursor cost a single enqueue
+    about a tenth of its time). Its user must leave its adapters alone. A use inside
+    another gets a cursor of its own.
     """
     import psycopg
 
     connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        yield cursor
+    raw = connection.connection
+    cursor = _KEPT_CURSORS.pop(connection, None) if keep else None
+    if cursor is None or cursor.connection is not raw:
+        cursor = psycopg.Cursor(raw)
+    try:
+        with connection.wrap_database_errors:
+            yield cursor
+    finally:
+        if keep:
+            _KEPT_CURSORS[connection] = cursor
+        else:
+            cursor.close()
 
 
 def _load_timestamps_natively(cursor: Any, connection: BaseDatabaseWrapper) -> None:

@@ -2,11 +2,12 @@
 unless it is marked for one vendor."""
 
 import itertools
+import json
 import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import IntegrityError, connection, connections, models, transaction
 from django.db.models.signals import post_init
 from django.tasks import task_backends
 from django.utils import timezone
@@ -343,13 +344,51 @@ def test_a_copy_batch_of_several_tasks_stores_each_job_as_the_orm_would(django_u
         db.insert_jobs("default", batch)
     for twin in twins:
         twin.save(force_insert=True)
+    singles = []  # each by the single-job INSERT (JSON as text on PostgreSQL)
+    for i, (task, args, kwargs) in enumerate(calls * 2):
+        with services.enqueued_by(owner if i % 2 else None):
+            singles.append(backend.build_job(task, args, kwargs, now))
+        db.insert_jobs("default", singles[-1:])
 
     def row(pk):
         return {k: v for k, v in Job.objects.filter(pk=pk).values().get().items() if k != "id"}
 
-    for job, twin in zip(batch, twins, strict=False):
-        assert row(job.pk) == row(twin.pk)
-    assert Job.objects.count() == len(batch) + len(twins)
+    for job, twin, single in zip(batch, twins, singles, strict=False):
+        assert row(job.pk) == row(twin.pk) == row(single.pk)
+    assert Job.objects.count() == len(batch) + len(twins) + len(singles)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
+def test_single_inserts_keep_one_cursor_per_connection():
+    """The single-job INSERT reuses its psycopg cursor while Django's connection holds the
+    same psycopg connection; a use inside another, a failed statement and a new connection
+    are all handled."""
+    wrapper = connections["default"]  # (``connection`` is a proxy to it)
+    tasks.add.enqueue(1, 2)
+    kept = db._KEPT_CURSORS[wrapper]
+    tasks.add.enqueue(1, 2)
+    assert db._KEPT_CURSORS[wrapper] is kept
+    with db._bound_cursor(wrapper, keep=True) as outer:
+        assert outer is kept
+        with db._bound_cursor(wrapper, keep=True) as inner:
+            assert inner is not outer
+            inner.execute("SELECT 1")
+    assert db._KEPT_CURSORS[wrapper] is kept and not kept.closed
+    with db._bound_cursor(wrapper) as fresh:
+        assert fresh is not kept
+    assert fresh.closed and db._KEPT_CURSORS[wrapper] is kept
+    job = task_backends["default"].build_job(tasks.add, (1, 2), {}, timezone.now())
+    db.insert_jobs("default", [job])
+    twin = task_backends["default"].build_job(tasks.add, (1, 2), {}, timezone.now())
+    twin.id = job.id
+    with pytest.raises(IntegrityError):
+        db.insert_jobs("default", [twin])
+    tasks.add.enqueue(1, 2)  # the same cursor, still usable
+    assert db._KEPT_CURSORS[wrapper] is kept
+    wrapper.close()
+    tasks.add.enqueue(1, 2)  # a new psycopg connection: a new cursor
+    assert db._KEPT_CURSORS[wrapper] is not kept
+    assert Job.objects.count() == 5
 
 
 def test_jobs_are_built_by_the_models_init_when_a_project_listens_to_it():
@@ -412,8 +451,18 @@ def test_new_jobs_are_built_and_prepared_as_the_orm_would(make, django_user_mode
         for f in Job._meta.concrete_fields
     ]
 
-    def comparable(row):  # psycopg's Jsonb wrappers do not compare by value
-        return [(type(v), getattr(v, "obj", v)) for v in row]
+    def comparable(row):
+        """Values with their types; what the ORM wraps for psycopg, unwrapped. On
+        PostgreSQL ``_row`` gives lists and dicts of JSON fields as their text, and
+        integers unwrapped (the columns decide the types): those compare by value."""
+        values = []
+        for f, v in zip(Job._meta.concrete_fields, row, strict=True):
+            if connection.vendor == "postgresql" and isinstance(f, models.JSONField):
+                v = json.loads(v) if type(v) is str else getattr(v, "obj", v)
+            elif connection.vendor == "postgresql" and isinstance(v, int) and type(v) is not bool:
+                v = int(v)
+            values.append((type(v), v))
+        return values
 
     assert comparable(db._row(job, connection)) == comparable(orm_row)
     assert job.enqueued_by_id == user.pk and job.enqueued_by == user
