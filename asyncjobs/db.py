@@ -1099,3 +1099,42 @@ def announce_queue_change(alias: str, name: str) -> None:
         return
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, f"{NOTIFY_QUEUE}:{name}"])
+
+
+def ready_queues(alias: str, *, plain: bool = True, keyed: bool = True) -> set[str]:
+    """The names of the queues that hold ready jobs: ``plain`` ones, and ``keyed`` ones
+    (under a per-task or per-key limit).
+
+    A loose index scan of each claim index: the smallest queue name, then the next one
+    above it, and so on, one index probe per queue, where ``SELECT DISTINCT`` would read
+    every ready job (33 ms with 100,000 of them, against under a millisecond)."""
+    connection = connections[alias]
+    qn = connection.ops.quote_name
+    table = qn(Job._meta.db_table)
+    walks = []
+    if plain:
+        walks.append(("plain", "asyncjobs_job_claim", "limit_key = ''"))
+    if keyed:
+        walks.append(("keyed", "asyncjobs_job_claim_keyed", "NOT (limit_key = '')"))
+    if not walks:
+        return set()
+    # Only identifiers from the model's metadata are interpolated; there are no values.
+    ctes, selects = [], []
+    for name, index, keys in walks:
+        # The claim index's own condition, so that the planner can use it; SQLite is told
+        # to (without statistics it took another index and sorted every ready job).
+        hint = f" INDEXED BY {qn(index)}" if connection.vendor == "sqlite" else ""
+        first = f"SELECT queue_name FROM {table}{hint} WHERE status = 'queued' AND {keys}"  # noqa: S608
+        ctes.append(
+            f"""{name}(queue) AS (
+                SELECT ({first} ORDER BY queue_name LIMIT 1)
+                UNION ALL
+                SELECT ({first} AND queue_name > {name}.queue ORDER BY queue_name LIMIT 1)
+                FROM {name} WHERE {name}.queue IS NOT NULL
+            )"""  # noqa: S608
+        )
+        selects.append(f"SELECT queue FROM {name} WHERE queue IS NOT NULL")  # noqa: S608
+    sql = f"WITH RECURSIVE {', '.join(ctes)} {' UNION '.join(selects)}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return {row[0] for row in cursor.fetchall()}

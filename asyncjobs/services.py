@@ -1389,13 +1389,8 @@ def claim_limited(
 
 def keyed_waiting(*, queues: Sequence[str] | None, using: str = "default") -> set[str]:
     """The queues (of ``queues``) that hold ready jobs under a per-task or per-key limit."""
-    ready = (
-        Job.objects.using(using)
-        .ready()
-        .exclude(limit_key="")
-        .in_queues(list(queues) if queues is not None else None)
-    )
-    return set(ready.values_list("queue_name", flat=True).distinct())
+    keyed = db.ready_queues(using, plain=False)
+    return keyed if queues is None else keyed & set(queues)
 
 
 def claim_keyed(

@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from asyncjobs import services
+from asyncjobs import db, services
 from asyncjobs.models import Attempt, Job, JobStatus, QueueState, Worker
 from asyncjobs.worker.runner import Runner
 from tests import tasks
@@ -102,6 +102,31 @@ def test_paused_queue_is_not_claimed_but_still_accepts_jobs(runner):
     services.set_queue_paused("emails", False, now=timezone.now())
     assert runner().drain() == 1
     assert Job.objects.get(pk=email.id).status == JobStatus.SUCCEEDED
+
+
+def test_a_worker_of_every_queue_claims_around_a_paused_one(runner, settings):
+    """A worker without a queue list claims from the queues that hold ready jobs, plain or
+    under a per-key limit, less the paused ones."""
+    settings.TASKS = {"default": {**settings.TASKS["default"], "QUEUES": []}}  # every queue
+    services.set_queue_paused("emails", True, now=timezone.now())
+    email = tasks.send_welcome_email.enqueue(1)
+    plain = tasks.add.enqueue(1, 1)
+    keyed = tasks.per_account.using(concurrency_key="acct-1", queue_name="reports").enqueue("a")
+    later = tasks.add.using(run_after=timezone.now() + timedelta(hours=1)).enqueue(1, 1)
+    assert db.ready_queues("default") == {"default", "emails", "reports"}
+    assert db.ready_queues("default", plain=False) == {"reports"}
+    assert db.ready_queues("default", keyed=False) == {"default", "emails"}
+    assert db.ready_queues("default", plain=False, keyed=False) == set()
+    worker = runner()
+    assert worker.queues is None and worker.drain() == 2
+    statuses = {r.id: Job.objects.get(pk=r.id).status for r in (email, plain, keyed, later)}
+    assert statuses == {
+        email.id: JobStatus.QUEUED,
+        plain.id: JobStatus.SUCCEEDED,
+        keyed.id: JobStatus.SUCCEEDED,
+        later.id: JobStatus.SCHEDULED,
+    }
+    assert db.ready_queues("default") == {"emails"}
 
 
 def test_jobqueue_command():

@@ -36,7 +36,7 @@ from asyncjobs import db, services
 from asyncjobs.backend import JobsBackend
 from asyncjobs.conf import jobs_settings
 from asyncjobs.exceptions import ConfigurationError, JobTimeoutError, WorkerMemoryError
-from asyncjobs.models import AttemptOutcome, Job, WorkerStatus
+from asyncjobs.models import AttemptOutcome, WorkerStatus
 from asyncjobs.worker.executor import (
     PENDING,
     Completer,
@@ -434,8 +434,7 @@ class Runner:
         if not self._paused:
             return self.queues
         if self.queues is None:
-            waiting = Job.objects.using(self.alias).active().values_list("queue_name", flat=True)
-            return sorted(set(waiting.distinct()) - self._paused)
+            return sorted(db.ready_queues(self.alias) - self._paused)
         return [q for q in self.queues if q not in self._paused]
 
     def _prefetch_target(self, running_ages: list[float]) -> int:

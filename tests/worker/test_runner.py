@@ -375,7 +375,7 @@ def _reads(worker):
         worker._claim(timezone.now(), 1)
     sql = [query["sql"] for query in captured]
     paused = {"paused" for q in sql if "asyncjobs_queuestate" in q}
-    return paused | {"keyed" for q in sql if "DISTINCT" in q and "limit_key" in q}
+    return paused | {"keyed" for q in sql if "keyed(queue)" in q and "plain(queue)" not in q}
 
 
 def test_the_claim_rereads_paused_and_keyed_queues_when_announced_or_due(runner):
