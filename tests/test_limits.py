@@ -37,12 +37,24 @@ def test_invalid_concurrency_is_reported(settings):
 
 
 @pytest.mark.django_db
-def test_rate_limit_spaces_starts_and_never_fails_jobs(settings, runner):
+@pytest.mark.parametrize("every_queue", [False, True], ids=["named-queue", "every-queue"])
+def test_rate_limit_spaces_starts_and_never_fails_jobs(settings, runner, every_queue):
+    """Whether the worker names the queue or serves every queue (no QUEUES list in TASKS,
+    no --queue), with a plain queue's job beside the limited ones."""
     settings.ASYNCJOBS = {**settings.ASYNCJOBS, "QUEUES": {"other": {"RATE_LIMIT": "2/s"}}}
     enqueue_many([(tasks.add.using(queue_name="other"), (i, i), {}) for i in range(5)])
+    if every_queue:
+        settings.TASKS = {"default": {**settings.TASKS["default"], "QUEUES": []}}
+        plain = tasks.add.enqueue(1, 1)
     t0 = timezone.now()
-    r = runner(queues=["other"])
-    assert r.run_once(now=t0) == 1
+    if every_queue:
+        r = runner()
+        assert r.queues is None and r._limited == {"other"}
+        assert r.run_once(now=t0) == 2  # the plain job, and one of the limited queue
+        assert Job.objects.get(pk=plain.id).status == JobStatus.SUCCEEDED
+    else:
+        r = runner(queues=["other"])
+        assert r.run_once(now=t0) == 1
     assert r.run_once(now=t0 + timedelta(seconds=0.2)) == 0  # held back, still queued
     assert r.run_once(now=t0 + timedelta(seconds=0.5)) == 1
     assert r.run_once(now=t0 + timedelta(seconds=1.0)) == 1
@@ -51,11 +63,14 @@ def test_rate_limit_spaces_starts_and_never_fails_jobs(settings, runner):
 
 
 @pytest.mark.django_db
-def test_concurrency_limit_counts_running_jobs(settings, runner):
+@pytest.mark.parametrize("every_queue", [False, True], ids=["named-queue", "every-queue"])
+def test_concurrency_limit_counts_running_jobs(settings, runner, every_queue):
     settings.ASYNCJOBS = {**settings.ASYNCJOBS, "QUEUES": {"other": {"CONCURRENCY": 2}}}
     enqueue_many([(tasks.add.using(queue_name="other"), (i, i), {}) for i in range(5)])
     now = timezone.now()
-    r = runner(queues=["other"])
+    if every_queue:
+        settings.TASKS = {"default": {**settings.TASKS["default"], "QUEUES": []}}
+    r = runner() if every_queue else runner(queues=["other"])
     lease = timedelta(seconds=30)
     first = r._claim(now, 10, frozen=True)
     assert len(first) == 2

@@ -187,8 +187,10 @@ class Runner:
         self._next_promote = 0.0
         self._paused: set[str] = set()
         # Queues with a RATE_LIMIT or CONCURRENCY (claimed under their lock), and when the
-        # rate limit lets the next job start.
-        self._limited = {q for q in (self.queues or []) if any(services.queue_limits(q))}
+        # rate limit lets the next job start. A worker of every queue takes them from the
+        # settings' QUEUES.
+        served = jobs_settings.QUEUES if self.queues is None else self.queues
+        self._limited = {q for q in served if any(services.queue_limits(q))}
         self._rate_retry: datetime | None = None
         # Queues with ready jobs under per-task or per-key limits, and the paused queues:
         # re-read when the database announces a change (PostgreSQL: the listener counts the
@@ -416,7 +418,9 @@ class Runner:
     def _active_queues(self) -> list[str] | None:
         """The queues to claim from: ours minus the paused ones, re-read when a pause or
         resume is announced (PostgreSQL), else at most once per poll interval (so a pause
-        takes effect within one)."""
+        takes effect within one). None (every queue) unless some are paused or limited: then a
+        worker of every queue names those holding ready jobs, so that the limited ones are
+        claimed under their locks and the paused ones not at all."""
         announced = self._queues_announced
         if (
             announced != self._queues_seen
@@ -431,10 +435,12 @@ class Runner:
                 )
             self._paused, self._paused_checked = paused, time.monotonic()
             self._queues_seen = announced
+        if self.queues is None:
+            if not (self._paused or self._limited):
+                return None
+            return sorted(db.ready_queues(self.alias) - self._paused)
         if not self._paused:
             return self.queues
-        if self.queues is None:
-            return sorted(db.ready_queues(self.alias) - self._paused)
         return [q for q in self.queues if q not in self._paused]
 
     def _prefetch_target(self, running_ages: list[float]) -> int:
