@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission, User
-from django.db import connection
+from django.db import connection, connections
 from django.tasks import task_backends
 from rest_framework.test import APIClient
 
@@ -43,6 +43,27 @@ def wait_until(predicate, *, timeout=20.0, interval=0.05, message="condition"):
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+def in_thread(fn):
+    """Run ``fn`` in another thread (so on another database connection); return its value."""
+    box = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # re-raised in the test thread
+            box["error"] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "thread did not finish"
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 @pytest.fixture

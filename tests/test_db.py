@@ -15,30 +15,10 @@ from django.utils import timezone
 from asyncjobs import db, enqueue_many, services
 from asyncjobs.models import Attempt, Job, JobStatus
 from tests import tasks
+from tests.conftest import in_thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
 LEASE = timedelta(seconds=30)
-
-
-def in_thread(fn):
-    """Run ``fn`` in another thread (so on another database connection); return its value."""
-    box = {}
-
-    def target():
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # re-raised in the test thread
-            box["error"] = exc
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(30)
-    assert not thread.is_alive(), "thread did not finish"
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 @pytest.fixture
