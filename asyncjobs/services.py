@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import socket
+import time
 import traceback as tb
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -1276,42 +1277,65 @@ def prune_jobs(
     older_than: dict[str, timedelta | None],
     batch_size: int = 500,
     max_batches: int | None = None,
+    time_limit: timedelta | None = None,
     dry_run: bool = False,
     using: str = "default",
 ) -> dict[str, int]:
     """Delete finished jobs (and their attempts) that finished before ``now - age``.
 
-    ``older_than`` maps a terminal status to its age (None keeps that status). Deletes in
-    batches of ``batch_size``, each in its own short transaction, so it never holds long locks
-    or slows the claim query; at most ``max_batches`` batches per status. With ``dry_run``
-    it only counts. Returns the number per status.
+    ``older_than`` maps a terminal status to its age (None keeps that status). Deletes the
+    oldest first, in batches of ``batch_size``, each in its own short transaction, so it never
+    holds long locks or slows the claim query. The statuses take turns, a batch each, so that
+    a large backlog of one does not keep the others from being pruned. Stops when nothing old
+    is left, or a status has had ``max_batches`` batches; past ``time_limit`` no new batch
+    starts (the first one always does). With ``dry_run`` it only counts. Returns the number
+    per status.
     """
     counts: dict[str, int] = {}
+    cutoffs: dict[str, datetime] = {}
     for status, age in older_than.items():
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"Only finished jobs can be pruned, not {status!r}.")
-        if age is None:
-            continue
-        old = Job.objects.using(using).filter(status=status, finished_at__lt=now - age)
-        if dry_run:
-            counts[status] = old.count()
-            continue
-        deleted, batches = 0, 0
-        while max_batches is None or batches < max_batches:
-            ids = list(old.order_by("finished_at").values_list("pk", flat=True)[:batch_size])
-            if not ids:
-                break
-            with transaction.atomic(using=using):
-                Attempt.objects.using(using).filter(job_id__in=ids).delete()
-                deleted += (
-                    Job.objects.using(using)
-                    .filter(pk__in=ids, status=status)
-                    .delete()[1]
-                    .get(Job._meta.label, 0)
-                )
-            batches += 1
-        counts[status] = deleted
+        if age is not None:
+            cutoffs[status] = now - age
+            counts[status] = 0
+    if dry_run:
+        return {
+            status: Job.objects.using(using).filter(status=status, finished_at__lt=cutoff).count()
+            for status, cutoff in cutoffs.items()
+        }
+    stop_at = None if time_limit is None else time.monotonic() + time_limit.total_seconds()
+    batches = dict.fromkeys(cutoffs, 0)
+    while cutoffs:
+        for status, cutoff in list(cutoffs.items()):
+            if stop_at is not None and any(batches.values()) and time.monotonic() >= stop_at:
+                return counts
+            deleted = _prune_batch(status, cutoff, batch_size, using)
+            counts[status] += deleted
+            batches[status] += 1
+            if deleted < batch_size or batches[status] == max_batches:
+                del cutoffs[status]
     return counts
+
+
+def _prune_batch(status: str, cutoff: datetime, batch_size: int, using: str) -> int:
+    """Delete the ``batch_size`` oldest jobs of ``status`` finished before ``cutoff``, with
+    their attempts, in one transaction. The rows are locked first (PostgreSQL; SQLite has one
+    writer), so a job retried meanwhile is either retried before this batch, and left alone,
+    or deleted before the retry, which then finds no job to retry; rows another transaction
+    holds are left for the next batch."""
+    with transaction.atomic(using=using):
+        ids = list(
+            Job.objects.using(using)
+            .filter(status=status, finished_at__lt=cutoff)
+            .order_by("finished_at")
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)[:batch_size]
+        )
+        if not ids:
+            return 0
+        _, per_model = Job.objects.using(using).filter(pk__in=ids).only("pk").delete()
+        return per_model.get(Job._meta.label, 0)
 
 
 # --- Queues ----------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """asyncjobs benchmark: enqueue rate, bulk enqueue rate, drain rate with 1 and 2 worker
-processes, drain rate with 100,000 not-yet-due or 1,000,000 finished jobs in the table
-(PostgreSQL), enqueue-to-start latency on an idle worker, a worker's memory over many jobs.
+processes, the rate of pruning jobs past their retention (by hand and by a worker), drain
+rate with 100,000 not-yet-due or 1,000,000 finished jobs in the table (PostgreSQL),
+enqueue-to-start latency on an idle worker, a worker's memory over many jobs.
 
     python bench/run.py [--quick] [--runs 3] [--jobs 10000] [--only drain_2,depth_future]
 
@@ -114,30 +115,36 @@ def bench_drain(n: int, workers: int, concurrency: int, *, keep: bool = False) -
     """Idle workers first, then ``n`` jobs in one commit; timed until none is left queued or
     running (and an error if any failed). ``keep``: do not empty the tables first (depth runs
     fill them)."""
-    from asyncjobs import enqueue_many
-    from asyncjobs.models import Job
-    from bench.tasks import noop
-
     if not keep:
         reset()
     procs = start_workers(workers, concurrency)
     try:
-        enqueue_many([(noop, (), {}) for _ in range(n)])
-        start = time.perf_counter()
-        deadline = time.monotonic() + 600
-        # Asking whether any is left (queued or running: small partial indexes) rather than
-        # counting what succeeded keeps the poll cheap with a million finished rows.
-        left = Job.objects.filter(status__in=["queued", "running"])
-        while left.exists():
-            if time.monotonic() > deadline:
-                raise RuntimeError("drain did not finish in 600 s")
-            time.sleep(0.02)
-        elapsed = time.perf_counter() - start
-        if Job.objects.filter(status="failed").exists():
-            raise RuntimeError("some no-op jobs failed")
-        return n / elapsed
+        return timed_drain(n)
     finally:
         stop_workers(procs)
+
+
+def timed_drain(n: int) -> float:
+    """Enqueue ``n`` no-op jobs in one commit for the running workers; the rate until none
+    is left queued or running (an error if any failed)."""
+    from asyncjobs import enqueue_many
+    from asyncjobs.models import Job
+    from bench.tasks import noop
+
+    enqueue_many([(noop, (), {}) for _ in range(n)])
+    start = time.perf_counter()
+    deadline = time.monotonic() + 600
+    # Asking whether any is left (queued or running: small partial indexes) rather than
+    # counting what succeeded keeps the poll cheap with a million finished rows.
+    left = Job.objects.filter(status__in=["queued", "running"])
+    while left.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError("drain did not finish in 600 s")
+        time.sleep(0.02)
+    elapsed = time.perf_counter() - start
+    if Job.objects.filter(status="failed").exists():
+        raise RuntimeError("some no-op jobs failed")
+    return n / elapsed
 
 
 # Jobs that only sit in the table: not yet due (scheduled a day ahead) or long finished.
@@ -168,6 +175,109 @@ def bench_depth(n: int, workers: int, concurrency: int, status: str, pending: in
     with connection.cursor() as cursor:
         cursor.execute(PENDING_SQL, {"status": status, "n": pending})
     return bench_drain(n, workers, concurrency, keep=True)
+
+
+def insert_finished(n: int, *, days_ago: int = 30) -> None:
+    """``n`` jobs that succeeded ``days_ago`` days ago (by default past the default retention
+    of 7 days), each with one attempt (through the ORM, so on either database)."""
+    import uuid
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from asyncjobs.models import Attempt, Job
+
+    old = timezone.now() - timedelta(days=days_ago)
+    jobs = [
+        Job(
+            id=uuid.uuid4(),
+            task_path="bench.tasks.noop",
+            status="succeeded",
+            enqueued_at=old,
+            run_after=old,
+            started_at=old,
+            finished_at=old + timedelta(milliseconds=i),
+            attempts=1,
+        )
+        for i in range(n)
+    ]
+    Job.objects.bulk_create(jobs, batch_size=2_000)
+    Attempt.objects.bulk_create(
+        [Attempt(job=job, number=1, worker_id="w", started_at=old) for job in jobs],
+        batch_size=2_000,
+    )
+
+
+def bench_prune(n: int) -> float:
+    """The rate at which ``prune_jobs`` deletes ``n`` jobs past their retention, in batches
+    of ``PRUNE_BATCH_SIZE``, as ``manage.py prunejobs`` does."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from asyncjobs import services
+    from asyncjobs.conf import jobs_settings
+
+    reset()
+    insert_finished(n)
+    start = time.perf_counter()
+    pruned = services.prune_jobs(
+        now=timezone.now(),
+        older_than={"succeeded": timedelta(days=7)},
+        batch_size=jobs_settings.PRUNE_BATCH_SIZE,
+    )
+    elapsed = time.perf_counter() - start
+    if pruned != {"succeeded": n}:
+        raise RuntimeError(f"pruned {pruned}, not {n}")
+    return n / elapsed
+
+
+def bench_drain_backlog(
+    n: int, backlog: int, workers: int, concurrency: int, *, pruning: bool
+) -> float:
+    """The drain rate of ``n`` jobs with ``backlog`` finished jobs in the table: past their
+    retention and pruned by the workers' maintenance meanwhile (``pruning``; the drain starts
+    once pruning has, and as a round prunes for a second then pauses for one, ``n`` should
+    take a few seconds), or a day old and kept (the same table without the pruning)."""
+    from asyncjobs.models import Job
+
+    reset()
+    insert_finished(backlog, days_ago=30 if pruning else 1)
+    procs = start_workers(workers, concurrency)
+    try:
+        deadline = time.monotonic() + 600
+        while pruning and Job.objects.count() == backlog:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the workers did not start pruning")
+            time.sleep(0.05)
+        return timed_drain(n)
+    finally:
+        stop_workers(procs)
+
+
+def bench_prune_worker(n: int) -> float:
+    """The rate at which one idle worker's maintenance prunes a backlog of ``n`` jobs past
+    their retention: from its first deletion (its first maintenance round comes at a random
+    time within MAINTENANCE_INTERVAL) until none is left."""
+    from asyncjobs.models import Job
+
+    reset()
+    insert_finished(n)
+    procs = start_workers(1, 4)
+    try:
+        deadline = time.monotonic() + 600
+        while Job.objects.count() == n:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the worker did not start pruning")
+            time.sleep(0.05)
+        start = time.perf_counter()
+        while Job.objects.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the worker did not prune the backlog in 600 s")
+            time.sleep(0.05)
+        return n / (time.perf_counter() - start)
+    finally:
+        stop_workers(procs)
 
 
 def bench_latency(samples: int) -> list[float]:
@@ -270,10 +380,20 @@ def main() -> int:
         "--depth-finished", type=int, default=1_000_000, help="finished jobs for a depth run"
     )
     parser.add_argument(
+        "--prune-jobs", type=int, default=50_000, help="jobs past their retention to prune"
+    )
+    parser.add_argument(
+        "--prune-worker-jobs",
+        type=int,
+        default=100_000,
+        help="jobs past their retention for a worker's maintenance to prune",
+    )
+    parser.add_argument(
         "--only",
         default="",
-        help="comma-separated workloads to run (enqueue, bulk, drain_1, drain_2, depth_future, "
-        "depth_finished, latency); default all",
+        help="comma-separated workloads to run (enqueue, bulk, drain_1, drain_2, prune, "
+        "prune_worker, drain_backlog, drain_pruning, depth_future, depth_finished, latency); "
+        "default all",
     )
     parser.add_argument(
         "--worker-args",
@@ -286,6 +406,8 @@ def main() -> int:
         args.runs, args.jobs, args.latency_samples = 1, 300, 10
         args.memory_jobs = min(args.memory_jobs, 2_000)
         args.depth_future, args.depth_finished = 1_000, 10_000
+        args.prune_jobs = min(args.prune_jobs, 2_000)
+        args.prune_worker_jobs = min(args.prune_worker_jobs, 2_000)
     setup_django()
     from django.db import connection
 
@@ -299,6 +421,26 @@ def main() -> int:
         "drain_2": (
             "drain, 2 worker processes (jobs/s)",
             lambda: bench_drain(args.jobs, 2, args.concurrency),
+        ),
+        "prune": (
+            f"prune {args.prune_jobs:,} jobs past retention (jobs/s)",
+            lambda: bench_prune(args.prune_jobs),
+        ),
+        "prune_worker": (
+            f"a worker prunes {args.prune_worker_jobs:,} jobs past retention (jobs/s)",
+            lambda: bench_prune_worker(args.prune_worker_jobs),
+        ),
+        "drain_backlog": (
+            f"drain, 2 procs, {args.prune_worker_jobs * 2:,} finished kept (jobs/s)",
+            lambda: bench_drain_backlog(
+                args.jobs * 3, args.prune_worker_jobs * 2, 2, args.concurrency, pruning=False
+            ),
+        ),
+        "drain_pruning": (
+            f"drain, 2 procs, {args.prune_worker_jobs * 2:,} finished pruned (jobs/s)",
+            lambda: bench_drain_backlog(
+                args.jobs * 3, args.prune_worker_jobs * 2, 2, args.concurrency, pruning=True
+            ),
         ),
     }
     if connection.vendor == "postgresql":

@@ -83,6 +83,7 @@ ASYNCJOBS = {
     "HEARTBEAT_INTERVAL": _seconds("ASYNCJOBS_TEST_HEARTBEAT", 10),
     "MAINTENANCE_INTERVAL": _seconds("ASYNCJOBS_TEST_MAINTENANCE", 15),
     "POLL_INTERVAL": _seconds("ASYNCJOBS_TEST_POLL", 1),
+    "PRUNE_BATCH_SIZE": int(os.environ.get("ASYNCJOBS_TEST_PRUNE_BATCH", 500)),
     # The tests' own HTTP server listens on 127.0.0.1.
     "OUTBOUND_ALLOWED_URLS": (r"^http://127\.0\.0\.1:\d+/",),
     "OUTBOUND_ALLOWED_NETWORKS": ("127.0.0.0/8",),

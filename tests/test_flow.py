@@ -59,6 +59,113 @@ def test_prune_batches_are_bounded():
     assert Job.objects.count() == 3
 
 
+def test_prune_statuses_take_turns():
+    finished(JobStatus.SUCCEEDED, 10, n=4)
+    finished(JobStatus.FAILED, 10, n=4)
+    counts = services.prune_jobs(
+        now=timezone.now(),
+        older_than={"succeeded": timedelta(days=1), "failed": timedelta(days=1)},
+        batch_size=2,
+        max_batches=1,
+    )
+    assert counts == {"succeeded": 2, "failed": 2}
+
+
+def test_prune_time_limit_starts_no_batch_after_the_first():
+    finished(JobStatus.SUCCEEDED, 10, n=5)
+    old = {"succeeded": timedelta(days=1)}
+    assert services.prune_jobs(
+        now=timezone.now(), older_than=old, batch_size=2, time_limit=timedelta(0)
+    ) == {"succeeded": 2}
+    assert services.prune_jobs(now=timezone.now(), older_than=old, batch_size=2) == {"succeeded": 3}
+    assert not Job.objects.exists() and not Attempt.objects.exists()
+
+
+def test_maintenance_comes_back_soon_while_old_jobs_are_left(settings, monkeypatch):
+    """A round stops pruning at its time limit and says so, and the next round goes on; the
+    same when a round rescues as many jobs as it may."""
+    from asyncjobs.worker import maintenance
+
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "PRUNE_BATCH_SIZE": 2}
+    monkeypatch.setattr(maintenance, "PRUNE_TIME_LIMIT", timedelta(0))
+    finished(JobStatus.SUCCEEDED, 10, n=5)
+    strategy = db.for_alias("default")
+    rounds = [maintenance.run_maintenance(strategy, now=timezone.now()) for _ in range(4)]
+    assert [(r["jobs_pruned"], r["more_to_do"]) for r in rounds] == [(2, 1), (2, 1), (1, 1), (0, 0)]
+    assert not Job.objects.exists()
+
+    monkeypatch.setattr(maintenance, "RESCUE_LIMIT", 1)
+    now = timezone.now()
+    for result in (tasks.add.enqueue(1, 1), tasks.add.enqueue(2, 2)):
+        Job.objects.filter(pk=result.id).update(
+            status=JobStatus.RUNNING, attempts=1, worker_id="gone", lease_expires_at=now
+        )
+        Attempt.objects.create(job_id=result.id, number=1, worker_id="gone", started_at=now)
+    later = now + timedelta(seconds=1)
+    rounds = [maintenance.run_maintenance(strategy, now=later) for _ in range(3)]
+    assert [(r["rescued"], r["more_to_do"]) for r in rounds] == [(1, 1), (1, 1), (0, 0)]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_prune_leaves_a_job_being_retried_alone():
+    """A job another transaction holds (a retry, here) is skipped, not deleted under it: the
+    retry then finds it, with its attempts."""
+    from django.db import transaction
+
+    from tests.conftest import in_thread
+
+    busy = finished(JobStatus.FAILED, 40)[0]
+    idle = finished(JobStatus.FAILED, 40)[0]
+    with transaction.atomic():
+        Job.objects.select_for_update().get(pk=busy)
+        counts = in_thread(
+            lambda: services.prune_jobs(
+                now=timezone.now(), older_than={"failed": timedelta(days=30)}
+            )
+        )
+        services.retry_jobs(Job.objects.filter(pk=busy), now=timezone.now())
+    assert counts == {"failed": 1}
+    assert not Job.objects.filter(pk=idle).exists()
+    assert Job.objects.get(pk=busy).status == JobStatus.QUEUED
+    assert Attempt.objects.filter(job_id=busy).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_a_worker_prunes_a_backlog_faster_than_one_batch_per_round(worker_process):
+    """5,000 jobs past their retention, pruned 100 at a time: the worker keeps going while
+    old jobs are left, so they are gone in about one maintenance interval (6 s). At 5 batches
+    a round, as before, 10 rounds would have taken 45 s or more."""
+    import uuid
+
+    old = timezone.now() - timedelta(days=30)
+    jobs = [
+        Job(
+            id=uuid.uuid4(),
+            task_path="tests.tasks.add",
+            status=JobStatus.SUCCEEDED,
+            enqueued_at=old,
+            run_after=old,
+            started_at=old,
+            finished_at=old + timedelta(milliseconds=i),
+            attempts=1,
+        )
+        for i in range(5000)
+    ]
+    Job.objects.bulk_create(jobs, batch_size=500)
+    Attempt.objects.bulk_create(
+        [Attempt(job=j, number=1, worker_id="w", started_at=old) for j in jobs], batch_size=500
+    )
+    worker = worker_process(
+        "--concurrency", "1", maintenance=6, extra_env={"ASYNCJOBS_TEST_PRUNE_BATCH": "100"}
+    )
+    wait_until(lambda: not Job.objects.exists(), timeout=30, message="the backlog pruned")
+    assert not Attempt.objects.exists()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+
+
 def test_prunejobs_command_dry_run_and_real():
     finished(JobStatus.SUCCEEDED, 3, n=2)
     finished(JobStatus.CANCELLED, 3)

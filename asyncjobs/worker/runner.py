@@ -45,7 +45,7 @@ from asyncjobs.worker.executor import (
     close_broken_connections,
     watchdog_deadline,
 )
-from asyncjobs.worker.maintenance import run_maintenance
+from asyncjobs.worker.maintenance import AGAIN_AFTER, run_maintenance
 from asyncjobs.worker.scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
@@ -742,7 +742,9 @@ class Runner:
                     next_cron = current + self._run_schedules()
                 if current >= next_maintenance:
                     next_maintenance = current + maintenance_every * random.uniform(0.8, 1.2)
-                    run_maintenance(self.strategy, now=timezone.now())
+                    done = run_maintenance(self.strategy, now=timezone.now())
+                    if done.get("more_to_do"):
+                        next_maintenance = time.monotonic() + AGAIN_AFTER.total_seconds()
             except (DatabaseError, InterfaceError) as exc:
                 logger.warning("Worker %s: heartbeat failed (%s)", self.worker_id, exc)
                 close_broken_connections()
