@@ -1099,18 +1099,36 @@ def run_job_now(
 
 def discard_jobs(jobs: Any) -> int:
     """Delete the finished jobs (and their attempts) of the queryset ``jobs``; jobs still
-    waiting or running are left alone. Returns how many jobs were deleted."""
-    ids = list(jobs.filter(status__in=TERMINAL_STATUSES).values_list("pk", flat=True))
+    waiting or running are left alone, and so is a job that another transaction holds (being
+    retried, say). Returns how many jobs were deleted."""
     using = jobs.db
+    finished = Job.objects.using(using).filter(pk__in=jobs.values("pk"))
     deleted = 0
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        with transaction.atomic(using=using):
-            Attempt.objects.using(using).filter(job_id__in=chunk).delete()
-            deleted += (
-                Job.objects.using(using).filter(pk__in=chunk).delete()[1].get(Job._meta.label, 0)
-            )
+    while batch := _delete_finished(finished, 500):
+        deleted += batch
+        if batch < 500:
+            break
     return deleted
+
+
+def _delete_finished(jobs: Any, limit: int) -> int:
+    """Delete at most ``limit`` finished jobs of the queryset ``jobs``, those that finished
+    first, with their attempts, in one transaction. The rows are locked first and rows another
+    transaction holds are skipped (PostgreSQL; SQLite has one writer), so a job retried
+    meanwhile is either queued again before this, and left alone, or deleted first, and the
+    retry finds no job. Returns how many were deleted."""
+    using = jobs.db
+    with transaction.atomic(using=using):
+        ids = list(
+            jobs.filter(status__in=TERMINAL_STATUSES)
+            .order_by("finished_at")
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)[:limit]
+        )
+        if not ids:
+            return 0
+        _, per_model = Job.objects.using(using).filter(pk__in=ids).only("pk").delete()
+        return per_model.get(Job._meta.label, 0)
 
 
 def cancel_job(
@@ -1310,32 +1328,13 @@ def prune_jobs(
         for status, cutoff in list(cutoffs.items()):
             if stop_at is not None and any(batches.values()) and time.monotonic() >= stop_at:
                 return counts
-            deleted = _prune_batch(status, cutoff, batch_size, using)
+            old = Job.objects.using(using).filter(status=status, finished_at__lt=cutoff)
+            deleted = _delete_finished(old, batch_size)
             counts[status] += deleted
             batches[status] += 1
             if deleted < batch_size or batches[status] == max_batches:
                 del cutoffs[status]
     return counts
-
-
-def _prune_batch(status: str, cutoff: datetime, batch_size: int, using: str) -> int:
-    """Delete the ``batch_size`` oldest jobs of ``status`` finished before ``cutoff``, with
-    their attempts, in one transaction. The rows are locked first (PostgreSQL; SQLite has one
-    writer), so a job retried meanwhile is either retried before this batch, and left alone,
-    or deleted before the retry, which then finds no job to retry; rows another transaction
-    holds are left for the next batch."""
-    with transaction.atomic(using=using):
-        ids = list(
-            Job.objects.using(using)
-            .filter(status=status, finished_at__lt=cutoff)
-            .order_by("finished_at")
-            .select_for_update(skip_locked=True)
-            .values_list("pk", flat=True)[:batch_size]
-        )
-        if not ids:
-            return 0
-        _, per_model = Job.objects.using(using).filter(pk__in=ids).only("pk").delete()
-        return per_model.get(Job._meta.label, 0)
 
 
 # --- Queues ----------------------------------------------------------------------------------

@@ -108,27 +108,45 @@ def test_maintenance_comes_back_soon_while_old_jobs_are_left(settings, monkeypat
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_prune_leaves_a_job_being_retried_alone():
-    """A job another transaction holds (a retry, here) is skipped, not deleted under it: the
-    retry then finds it, with its attempts."""
+@pytest.mark.parametrize("delete", ["prune", "discard"])
+def test_deleting_finished_jobs_leaves_a_job_being_retried_alone(delete):
+    """A job another transaction holds (a retry, here) is skipped, not deleted under it, by
+    retention or by the dead letter's "discard all": the retry then finds it, with its
+    attempts."""
     from django.db import transaction
 
     from tests.conftest import in_thread
 
     busy = finished(JobStatus.FAILED, 40)[0]
     idle = finished(JobStatus.FAILED, 40)[0]
+    if delete == "prune":
+
+        def run():
+            return services.prune_jobs(
+                now=timezone.now(), older_than={"failed": timedelta(days=30)}
+            )["failed"]
+    else:
+
+        def run():
+            return services.discard_jobs(Job.objects.filter(status=JobStatus.FAILED))
+
     with transaction.atomic():
         Job.objects.select_for_update().get(pk=busy)
-        counts = in_thread(
-            lambda: services.prune_jobs(
-                now=timezone.now(), older_than={"failed": timedelta(days=30)}
-            )
-        )
+        deleted = in_thread(run)
         services.retry_jobs(Job.objects.filter(pk=busy), now=timezone.now())
-    assert counts == {"failed": 1}
+    assert deleted == 1
     assert not Job.objects.filter(pk=idle).exists()
+    assert not Attempt.objects.filter(job_id=idle).exists()
     assert Job.objects.get(pk=busy).status == JobStatus.QUEUED
     assert Attempt.objects.filter(job_id=busy).count() == 1
+
+
+def test_discard_deletes_only_finished_jobs_with_their_attempts():
+    done = finished(JobStatus.FAILED, 1, n=3) + finished(JobStatus.CANCELLED, 1)
+    running = finished(JobStatus.RUNNING, 1)
+    assert services.discard_jobs(Job.objects.all()) == 4
+    assert set(map(str, Job.objects.values_list("pk", flat=True))) == set(running)
+    assert not Attempt.objects.filter(job_id__in=done).exists()
 
 
 @pytest.mark.django_db(transaction=True)
