@@ -1036,6 +1036,15 @@ def _get(job_id: uuid.UUID | str, using: str) -> Job:
         raise JobNotFoundError(f"No job with id {job_id!r}.") from exc
 
 
+def _current_status(job: Job, using: str) -> str:
+    """``job``'s status now, for an error saying why it could not move (it may have moved
+    since it was read); raises ``JobNotFoundError`` if it was deleted meanwhile."""
+    status = Job.objects.using(using).filter(pk=job.pk).values_list("status", flat=True).first()
+    if status is None:
+        raise JobNotFoundError(f"No job with id {str(job.pk)!r}.")
+    return status
+
+
 RETRYABLE_STATUSES = (JobStatus.FAILED, JobStatus.CANCELLED)
 
 
@@ -1067,7 +1076,8 @@ def retry_job(
     job = _get(job_id, using)
     if not retry_jobs(Job.objects.using(using).filter(pk=job.pk), now=now):
         raise InvalidTransitionError(
-            f"Job {job.pk} is {job.status}; only failed or cancelled jobs can be retried."
+            f"Job {job.pk} is {_current_status(job, using)}; only failed or cancelled jobs "
+            "can be retried."
         )
     job.refresh_from_db(using=using)
     logger.info("Job %s queued again by retry", job.pk, extra={"job_id": str(job.pk)})
@@ -1091,7 +1101,7 @@ def run_job_now(
     )
     if not moved:
         raise InvalidTransitionError(
-            f"Job {job.pk} is {job.status}; only scheduled jobs can run now."
+            f"Job {job.pk} is {_current_status(job, using)}; only scheduled jobs can run now."
         )
     job.refresh_from_db(using=using)
     return job
