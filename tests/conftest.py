@@ -45,8 +45,9 @@ def wait_until(predicate, *, timeout=20.0, interval=0.05, message="condition"):
         time.sleep(interval)
 
 
-def in_thread(fn):
-    """Run ``fn`` in another thread (so on another database connection); return its value."""
+def start_in_thread(fn):
+    """Start ``fn`` in another thread (so on another database connection). Returns a function
+    that waits for it (30 s at most) and returns its value or raises its exception."""
     box = {}
 
     def target():
@@ -59,11 +60,20 @@ def in_thread(fn):
 
     thread = threading.Thread(target=target)
     thread.start()
-    thread.join(30)
-    assert not thread.is_alive(), "thread did not finish"
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+
+    def outcome():
+        thread.join(30)
+        assert not thread.is_alive(), "thread did not finish"
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    return outcome
+
+
+def in_thread(fn):
+    """Run ``fn`` in another thread (so on another database connection); return its value."""
+    return start_in_thread(fn)()
 
 
 @pytest.fixture
