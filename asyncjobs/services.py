@@ -1112,13 +1112,11 @@ def discard_jobs(jobs: Any) -> int:
     waiting or running are left alone, and so is a job that another transaction holds (being
     retried, say). Returns how many jobs were deleted."""
     using = jobs.db
-    finished = Job.objects.using(using).filter(pk__in=jobs.values("pk"))
-    deleted = 0
-    while batch := _delete_finished(finished, 500):
-        deleted += batch
-        if batch < 500:
-            break
-    return deleted
+    ids = list(jobs.filter(status__in=TERMINAL_STATUSES).values_list("pk", flat=True))
+    return sum(
+        _delete_finished(Job.objects.using(using).filter(pk__in=ids[start : start + 500]), 500)
+        for start in range(0, len(ids), 500)
+    )
 
 
 def _delete_finished(jobs: Any, limit: int) -> int:
