@@ -37,6 +37,11 @@ from django.db.models.signals import post_init, pre_init
 
 from asyncjobs.models import Attempt, Job, JobStatus
 
+try:  # POSIX: the SQLite maintenance lock is a flock on a file beside the database
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 logger = logging.getLogger(__name__)
 
 # The LISTEN/NOTIFY channel the triggers below announce ready jobs on, and
@@ -803,9 +808,30 @@ class SQLiteStrategy:
 
     @contextlib.contextmanager
     def maintenance_lock(self) -> Iterator[bool]:
-        """SQLite serialises writers already; every worker may do maintenance (each step
-        is conditional, so doing it twice is harmless)."""
-        yield True
+        """One worker at a time does maintenance: an exclusive ``flock`` on a file beside the
+        database file (``<name>.asyncjobs-maintenance``), which the OS drops if the process
+        dies. For an in-memory database, without ``flock`` (Windows) or where that file cannot
+        be opened, every worker may do it: each step is conditional, so doing it twice is
+        harmless."""
+        name = str(connections[self.alias].settings_dict["NAME"])
+        handle = None
+        if fcntl is not None and name != ":memory:" and "mode=memory" not in name:
+            with contextlib.suppress(OSError):
+                handle = open(f"{name}.asyncjobs-maintenance", "ab")  # noqa: SIM115 (closed below)
+        if handle is None:
+            yield True
+            return
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                won = True
+            except BlockingIOError:
+                won = False
+            try:
+                yield won
+            finally:
+                if won:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # Per (alias, whether every queue is claimed from): the claim statement's text.
