@@ -1334,14 +1334,14 @@ def prune_jobs(
     batches = dict.fromkeys(cutoffs, 0)
     while cutoffs:
         for status, cutoff in list(cutoffs.items()):
-            if stop_at is not None and any(batches.values()) and time.monotonic() >= stop_at:
-                return counts
             old = Job.objects.using(using).filter(status=status, finished_at__lt=cutoff)
             deleted = _delete_finished(old, batch_size)
             counts[status] += deleted
             batches[status] += 1
             if deleted < batch_size or batches[status] == max_batches:
                 del cutoffs[status]
+            if stop_at is not None and time.monotonic() >= stop_at:
+                return counts
     return counts
 
 

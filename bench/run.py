@@ -232,6 +232,19 @@ def bench_prune(n: int) -> float:
     return n / elapsed
 
 
+def wait_for_pruning(backlog: int) -> None:
+    """Wait (10 minutes at most) until the workers' maintenance has deleted some of the
+    ``backlog`` finished jobs: its first round comes at a random time within
+    MAINTENANCE_INTERVAL."""
+    from asyncjobs.models import Job
+
+    deadline = time.monotonic() + 600
+    while Job.objects.count() == backlog:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the workers did not start pruning")
+        time.sleep(0.05)
+
+
 def bench_drain_backlog(
     n: int, backlog: int, workers: int, concurrency: int, *, pruning: bool
 ) -> float:
@@ -239,17 +252,13 @@ def bench_drain_backlog(
     retention and pruned by the workers' maintenance meanwhile (``pruning``; the drain starts
     once pruning has, and as a round prunes for a second then pauses for one, ``n`` should
     take a few seconds), or a day old and kept (the same table without the pruning)."""
-    from asyncjobs.models import Job
 
     reset()
     insert_finished(backlog, days_ago=30 if pruning else 1)
     procs = start_workers(workers, concurrency)
     try:
-        deadline = time.monotonic() + 600
-        while pruning and Job.objects.count() == backlog:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the workers did not start pruning")
-            time.sleep(0.05)
+        if pruning:
+            wait_for_pruning(backlog)
         return timed_drain(n)
     finally:
         stop_workers(procs)
@@ -265,12 +274,9 @@ def bench_prune_worker(n: int) -> float:
     insert_finished(n)
     procs = start_workers(1, 4)
     try:
-        deadline = time.monotonic() + 600
-        while Job.objects.count() == n:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the worker did not start pruning")
-            time.sleep(0.05)
+        wait_for_pruning(n)
         start = time.perf_counter()
+        deadline = time.monotonic() + 600
         while Job.objects.exists():
             if time.monotonic() > deadline:
                 raise RuntimeError("the worker did not prune the backlog in 600 s")
