@@ -1392,7 +1392,9 @@ def claim_limited(
     spaced ``period / N`` apart, so no window of one period ever sees more than N. Running
     jobs of a dead worker keep their slot until their lease expires and they are rescued.
 
-    Returns the claimed jobs and, when the rate limit held jobs back, when to try again.
+    Returns the claimed jobs and, when the rate limit may hold ready jobs back, when to try
+    again: always a time in the future, and None when nothing was claimed for want of ready
+    jobs (an idle queue must not make its worker poll faster than its poll interval).
     """
     interval, concurrency = queue_limits(queue)
     with transaction.atomic(using=using):
@@ -1415,7 +1417,8 @@ def claim_limited(
             start = max(next_at or now, now)
             state.rate_next_at = start + interval * len(jobs)
             state.save(update_fields=["rate_next_at"])
-    return jobs, state.rate_next_at if interval is not None else None
+            return jobs, state.rate_next_at
+    return jobs, None
 
 
 def keyed_waiting(*, queues: Sequence[str] | None, using: str = "default") -> set[str]:

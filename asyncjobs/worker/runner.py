@@ -498,9 +498,11 @@ class Runner:
             until.append(max(buffered_since + PREFETCH_MAX_WAIT - clock, 0.0))
         if self.max_memory is not None:
             until.append(MEMORY_CHECK_EVERY)
-        if self._rate_retry is not None:
-            until.append(max((self._rate_retry - timezone.now()).total_seconds(), 0.0))
         if claiming:
+            # (Only while claiming: with every slot taken, a rate limit's next start is no
+            # reason to wake; a slot coming free is.)
+            if self._rate_retry is not None:
+                until.append(max((self._rate_retry - timezone.now()).total_seconds(), 0.0))
             until.append(max(self._next_promote - clock, 0.0))
             if self.strategy.announces:
                 until.append(max(self._paused_checked + self.poll_interval - clock, 0.0))
@@ -509,7 +511,7 @@ class Runner:
             until += [
                 max(e.deadline - time.monotonic(), 0.0)
                 for e in self._inflight.values()
-                if e.deadline is not None
+                if e.deadline is not None and e.state == "running"
             ]
         return min(until)
 
