@@ -106,3 +106,10 @@ class JobCancelled(AsyncJobsError):
     When it propagates out of the task the attempt is recorded as cancelled and the job ends
     ``cancelled``.
     """
+
+
+class OutcomeNotStoredError(AsyncJobsError):
+    """Recorded (never raised to callers) as an attempt's error when the database refused
+    to store the attempt's outcome as it was (a data error, not a lost connection): the
+    message names the original outcome and the database's complaint. The attempt still
+    ends, and the job moves on by its policy instead of staying ``running``."""

@@ -63,6 +63,7 @@ from asyncjobs.models import (
     Worker,
     WorkerStatus,
 )
+from asyncjobs.text import safe_text
 
 logger = logging.getLogger(__name__)
 
@@ -258,6 +259,7 @@ def job_maker(
     limit_key: str = "",
     limit_concurrency: int | None = None,
     limit_rate: str = "",
+    task_overrides: dict[str, Any] | None = None,
 ) -> JobMaker:
     """What builds unsaved Jobs for calls of one task at ``now``, from a call's arguments
     and unique key: what those jobs share is validated and worked out here, once.
@@ -288,6 +290,7 @@ def job_maker(
         "limit_concurrency": limit_concurrency if limit_key else None,
         "limit_rate": limit_rate if limit_key else "",
         "enqueued_by_id": owner.pk if owner is not None else None,
+        "task_overrides": task_overrides,
     }
     through_init = pre_init.has_listeners(Job) or post_init.has_listeners(Job)
     defaults, factories = _job_defaults()
@@ -624,9 +627,9 @@ def error_fields(error: BaseException, traceback_text: str | None = None) -> dic
     """The Attempt columns describing ``error``."""
     text = traceback_text if traceback_text is not None else "".join(tb.format_exception(error))
     return {
-        "error_class": class_path(type(error)),
-        "error_message": str(error)[:MAX_ERROR_MESSAGE],
-        "traceback": text[-MAX_TRACEBACK:],
+        "error_class": safe_text(class_path(type(error)), 255, keep="end"),
+        "error_message": safe_text(error, MAX_ERROR_MESSAGE),
+        "traceback": safe_text(text, MAX_TRACEBACK, keep="end"),
     }
 
 
@@ -651,12 +654,47 @@ def is_retryable(job: Job, error: BaseException) -> bool:
 
     ``fail_on`` wins over everything. A ``Retry`` request, a timeout and a lost worker are
     retried whatever ``retry_on`` says; other errors are retried if they match ``retry_on``.
+    A ``BaseException`` that is not an ``Exception`` (``SystemExit``, ``KeyboardInterrupt``
+    raised by task code) counts as an ``Exception`` there: the default policy retries it.
     """
     if _matches(error, job.fail_on):
         return False
     if isinstance(error, Retry | JobTimeoutError | WorkerLostError | TaskImportError):
         return True
+    if not isinstance(error, Exception) and _matches(_AN_EXCEPTION, job.retry_on):
+        return True
     return _matches(error, job.retry_on)
+
+
+_AN_EXCEPTION = Exception()
+
+
+def _status_code(value: Any) -> int | None:
+    """``value`` if it is an HTTP status code (an int from 100 to 599), else None."""
+    return value if type(value) is int and 100 <= value <= 599 else None
+
+
+def http_status_of(error: BaseException) -> int | None:
+    """The HTTP status an error carries, if any: ``error.http_status`` (asyncjobs' own
+    callback errors), or the status of the response on the error (httpx and requests:
+    ``error.response.status_code``; urllib's ``HTTPError``: ``error.code``), looked for on
+    the error and then on its causes, so that a task's own error raised ``from`` an HTTP
+    error counts too. Duck-typed: no HTTP library is imported."""
+    seen = 0
+    current: BaseException | None = error
+    while current is not None and seen < 5:
+        for candidate in (
+            getattr(current, "http_status", None),
+            getattr(getattr(current, "response", None), "status_code", None),
+            getattr(getattr(current, "response", None), "status", None),
+            getattr(current, "code", None) if hasattr(current, "getcode") else None,
+        ):
+            status = _status_code(candidate)
+            if status is not None:
+                return status
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None
 
 
 def _close_attempt(job: Job, *, worker_id: str, now: datetime, **fields: Any) -> bool:
@@ -671,11 +709,15 @@ def _close_attempt(job: Job, *, worker_id: str, now: datetime, **fields: Any) ->
 
 def _started(started_at: datetime | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The attempt's and the job's fields that move an attempt's start from its claim to
-    ``started_at`` (when the task began, after waiting in a prefetch buffer); none if None."""
+    ``started_at`` (when the task began, after waiting in a prefetch buffer); none if None.
+
+    The job's own ``started_at`` stays its first claim's time: ``TaskResult.started_at`` must
+    read the same while the job runs and after it finished (django.tasks' contract), and
+    only the claim writes it. (A prefetched job's claim precedes its start by at most
+    ``PREFETCH_MAX_WAIT``; the attempt row has the exact start.)"""
     if started_at is None:
         return {}, {}
-    first = Case(When(attempts=1, then=Value(started_at)), default=F("started_at"))
-    return {"started_at": started_at}, {"started_at": first, "last_attempted_at": started_at}
+    return {"started_at": started_at}, {"last_attempted_at": started_at}
 
 
 def record_success(
@@ -701,7 +743,7 @@ def record_success(
             worker_id=worker_id,
             now=now,
             outcome=AttemptOutcome.SUCCEEDED,
-            http_status=http_status,
+            http_status=_status_code(http_status),
             **attempt_start,
         ):
             return False
@@ -745,7 +787,10 @@ def record_successes(batch: Sequence[Success], *, worker_id: str, using: str) ->
     with transaction.atomic(using=using):
         recorded = db.complete_succeeded(
             using,
-            [(s.job, s.return_value, s.http_status, s.started_at, s.finished_at) for s in batch],
+            [
+                (s.job, s.return_value, _status_code(s.http_status), s.started_at, s.finished_at)
+                for s in batch
+            ],
             worker_id=worker_id,
         )
         for success in batch:
@@ -795,7 +840,7 @@ def record_failure(
             new_status, run_after = JobStatus.FAILED, job.run_after
     finished_at = now if new_status in (JobStatus.FAILED, JobStatus.CANCELLED) else None
     if http_status is None:
-        http_status = getattr(error, "http_status", None)
+        http_status = http_status_of(error)
     attempt_start, job_start = _started(started_at)
     with transaction.atomic(using=using):
         if not _close_attempt(
@@ -803,7 +848,7 @@ def record_failure(
             worker_id=worker_id,
             now=now,
             outcome=outcome,
-            http_status=http_status,
+            http_status=_status_code(http_status),
             **attempt_start,
             **error_fields(error, traceback_text),
         ):
@@ -818,8 +863,8 @@ def record_failure(
             worker_id="",
             lease_expires_at=None,
             unique_key=None if finished_at is not None else F("unique_key"),
-            last_error_class=class_path(type(error)),
-            last_error_message=str(error)[:MAX_ERROR_MESSAGE],
+            last_error_class=safe_text(class_path(type(error)), 255, keep="end"),
+            last_error_message=safe_text(error, MAX_ERROR_MESSAGE),
         )
         job.status, job.run_after, job.finished_at = new_status, run_after, finished_at
         if new_status in TERMINAL_STATUSES:
@@ -971,7 +1016,7 @@ def rescue_expired(*, now: datetime, using: str = "default", limit: int = 500) -
                     lease_expires_at=None,
                     unique_key=F("unique_key") if retryable else None,
                     last_error_class=class_path(WorkerLostError),
-                    last_error_message=str(error),
+                    last_error_message=safe_text(error, MAX_ERROR_MESSAGE),
                 )
             )
             if moved:
@@ -1190,7 +1235,11 @@ def set_progress(
     """
     if current < 0 or (total is not None and (total <= 0 or current > total)):
         raise ValueError("progress needs 0 <= current <= total and total > 0.")
-    progress: dict[str, Any] = {"current": current, "total": total, "message": str(message)[:500]}
+    progress: dict[str, Any] = {
+        "current": current,
+        "total": total,
+        "message": safe_text(message, 500),
+    }
     if total:
         progress["percent"] = round(100 * current / total, 2)
     Job.objects.using(using).filter(pk=job_id, status__in=ACTIVE_STATUSES).update(progress=progress)

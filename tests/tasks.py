@@ -171,3 +171,75 @@ def allocate_forever(label):
     while True:
         hoard.append(b"\x01" * (4 << 20))  # written, so resident
         time.sleep(0.005)
+
+
+@task(max_attempts=2, backoff=Fixed(0))
+def raise_base(kind, label="base"):
+    """Raises a BaseException that is not an Exception, as hostile task code may."""
+    Execution.objects.create(label=label, pid=os.getpid())
+    errors = {
+        "SystemExit": SystemExit("task called sys.exit"),
+        "KeyboardInterrupt": KeyboardInterrupt("task raised KeyboardInterrupt"),
+        "GeneratorExit": GeneratorExit("task raised GeneratorExit"),
+    }
+    raise errors[kind]
+
+
+@task(max_attempts=2, backoff=Fixed(0))
+def raise_text(message):
+    """Raises a ValueError whose message (and so traceback) holds ``message``, with <NUL>
+    and <SURROGATE> made a NUL character and an unpaired surrogate."""
+    raise ValueError(hostile(message))
+
+
+def hostile(text):
+    return text.replace("<NUL>", "\x00").replace("<SURROGATE>", "\ud800")
+
+
+@task(max_attempts=2, backoff=Fixed(0), takes_context=True)
+def progress_text(context, message):
+    context.set_progress(1, 2, hostile(message))
+    return "ok"
+
+
+@task(max_attempts=3, backoff=Fixed(0))
+def echo(value):
+    return value
+
+
+class FakeResponse:
+    def __init__(self, status_code):
+        self.status_code = status_code
+
+
+class FakeHTTPStatusError(Exception):
+    """Shaped like httpx's and requests' errors: the response rides on the exception."""
+
+    def __init__(self, status_code):
+        super().__init__(f"Server error '{status_code}'")
+        self.response = FakeResponse(status_code)
+
+
+@task(max_attempts=1)
+def raise_http(kind, status=503):
+    """Raises an error carrying an HTTP status the way HTTP libraries do."""
+    if kind == "response":
+        raise FakeHTTPStatusError(status)
+    if kind == "urllib":
+        import io
+        import urllib.error
+
+        raise urllib.error.HTTPError("http://example.invalid/", status, "no", {}, io.BytesIO())
+    if kind == "cause":
+        try:
+            raise FakeHTTPStatusError(status)
+        except FakeHTTPStatusError as exc:
+            raise RuntimeError("the CRM refused the update") from exc
+    raise ValueError("no HTTP status here")
+
+
+@task(takes_context=True)
+def started_at_while_running(context):
+    """Returns the started_at that get_result reports while this job runs."""
+    result = started_at_while_running.get_result(context.task_result.id)
+    return result.started_at.isoformat()

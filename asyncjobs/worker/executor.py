@@ -2,6 +2,7 @@
 in one short transaction."""
 
 import asyncio
+import functools
 import inspect
 import logging
 import queue
@@ -13,7 +14,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import DatabaseError, InterfaceError, connections
+from django.db import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    NotSupportedError,
+    ProgrammingError,
+    connections,
+)
 from django.tasks import Task, TaskResult, TaskResultStatus
 from django.tasks.signals import task_finished, task_started
 
@@ -22,10 +31,12 @@ from asyncjobs.backend import JobContext, JobsBackend, observed
 from asyncjobs.exceptions import (
     JobCancelled,
     JobTimeoutError,
+    OutcomeNotStoredError,
     ResultNotSerializableError,
     TaskImportError,
 )
 from asyncjobs.models import AttemptOutcome, Job, JobStatus
+from asyncjobs.text import safe_text
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +132,10 @@ class Executor:
         except TaskImportError as exc:
             logger.error("Job %s: %s", job.pk, exc, extra=self._extra(job, outcome="failed"))
             return self._record(job, exc, AttemptOutcome.FAILED, None, execution=execution)
+        except BaseException as exc:  # importing the task's module ran code that raised
+            return self._record(
+                job, exc, AttemptOutcome.FAILED, tb.format_exc(), execution=execution
+            )
         if execution.cancel_requested():
             # Cancelled while it waited in the worker's prefetch buffer: never start it.
             status = self._record(
@@ -132,12 +147,12 @@ class Executor:
             )
             self.report(job, task, status, started)
             return status
-        sender = type(self.backend)
-        announce = observed(task_started, sender, logging.INFO)
-        result = self._running_result(job, task) if announce or task.takes_context else None
-        if announce:
-            task_started.send(sender, task_result=result)
         try:
+            sender = type(self.backend)
+            announce = observed(task_started, sender, logging.INFO)
+            result = self._running_result(job, task) if announce or task.takes_context else None
+            if announce:
+                task_started.send(sender, task_result=result)
             value = self._call(task, job, result, execution)
         except JobCancelled as exc:
             status = self._record(job, exc, AttemptOutcome.CANCELLED, None, execution=execution)
@@ -150,7 +165,11 @@ class Executor:
             status = self._record(
                 job, exc, AttemptOutcome.TIMED_OUT, tb.format_exc(), execution=execution
             )
-        except Exception as exc:
+        except BaseException as exc:
+            # Task code may raise anything: SystemExit, KeyboardInterrupt, GeneratorExit, a
+            # CancelledError of its own. Each is this attempt's failure, never the slot's.
+            # (The watchdog's own interruptions are JobTimeoutError and WorkerMemoryError,
+            # caught above or recorded already.)
             status = self._record(
                 job, exc, AttemptOutcome.FAILED, tb.format_exc(), execution=execution
             )
@@ -248,6 +267,11 @@ class Executor:
         return result
 
     def _record_success(self, job: Job, value: Any, execution: Execution) -> JobStatus | None:
+        def not_stored(problem: Exception) -> JobStatus | None:
+            # Running the task again would return the same value: fail at once.
+            error = OutcomeNotStoredError(f"the task's return value could not be stored: {problem}")
+            return self._record(job, error, AttemptOutcome.FAILED, "", False, execution=execution)
+
         ok = self._with_db_retry(
             job,
             lambda: services.record_success(
@@ -258,7 +282,10 @@ class Executor:
                 http_status=execution.attempt_data.get("http_status"),
                 started_at=execution.started_at,
             ),
+            on_data_error=not_stored,
         )
+        if isinstance(ok, JobStatus):  # the failure recorded instead
+            return ok
         return JobStatus.SUCCEEDED if ok else None
 
     def _record(
@@ -273,9 +300,11 @@ class Executor:
     ) -> JobStatus | None:
         http_status = execution.attempt_data.get("http_status") if execution else None
         started_at = execution.started_at if execution else None
-        return self._with_db_retry(
-            job,
-            lambda: services.record_failure(
+
+        def write(
+            error: BaseException, traceback_text: str | None, http_status: int | None
+        ) -> JobStatus | None:
+            return services.record_failure(
                 job,
                 worker_id=self.worker_id,
                 error=error,
@@ -285,19 +314,50 @@ class Executor:
                 retryable=retryable,
                 http_status=http_status,
                 started_at=started_at,
-            ),
+            )
+
+        def not_stored(problem: Exception) -> JobStatus | None:
+            # The bare facts, which every database stores, in place of what it refused.
+            stand_in = OutcomeNotStoredError(
+                f"{services.class_path(type(error))} could not be stored as raised: {problem}"
+            )
+            return write(stand_in, "", None)
+
+        return self._with_db_retry(
+            job, lambda: write(error, traceback_text, http_status), on_data_error=not_stored
         )
 
-    def _with_db_retry(self, job: Job, write: Callable[[], Any]) -> Any:
+    def _with_db_retry(
+        self,
+        job: Job,
+        write: Callable[[], Any],
+        *,
+        on_data_error: Callable[[Exception], Any] | None = None,
+    ) -> Any:
         """Run ``write``; while the database is unreachable, reconnect and retry with backoff.
 
         Gives up after ``record_timeout``: by then the lease has expired and the job will be
-        rescued and run again, so nothing is lost (at-least-once).
+        rescued and run again, so nothing is lost (at-least-once). A data error (the
+        database refused what was written, which no retry changes) is not retried: it is
+        logged and ``on_data_error(error)`` writes a stand-in once (None if there is none).
         """
         delay, give_up = 0.2, time.monotonic() + self.record_timeout.total_seconds()
         while True:
             try:
                 return write()
+            except DATA_ERRORS as exc:
+                logger.error(
+                    "Job %s: the database refused the attempt's outcome (%s: %s)",
+                    job.pk,
+                    type(exc).__name__,
+                    safe_text(exc, 500),
+                    extra=self._extra(job),
+                )
+                if on_data_error is None:
+                    return None
+                problem = f"{type(exc).__name__}: {safe_text(exc, 500)}"
+                fallback, on_data_error = on_data_error, None
+                write = functools.partial(fallback, RuntimeError(problem))
             except (DatabaseError, InterfaceError) as exc:
                 if time.monotonic() > give_up:
                     logger.error(
@@ -346,6 +406,18 @@ class Executor:
 
 
 TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+# What a write of an outcome can fail with that says the data, not the connection, is at
+# fault: retrying the same write cannot help. (Drivers raise ValueError or TypeError for
+# values they cannot send, such as text that does not encode.)
+DATA_ERRORS = (
+    DataError,
+    IntegrityError,
+    ProgrammingError,
+    NotSupportedError,
+    ValueError,
+    TypeError,
+)
 
 
 @dataclass(eq=False)
@@ -429,16 +501,30 @@ class Completer:
             )
             for p in batch
         ]
+        singly: dict[Any, JobStatus | None] = {}
+
+        def one_by_one(problem: Exception) -> set[Any]:
+            # One value of the batch was refused: record each job on its own, so that only
+            # that one fails (see Executor._record_success).
+            for p in batch:
+                job = p.execution.job
+                singly[job.pk] = executor._record_success(job, p.value, p.execution)
+            return set()
+
         recorded = executor._with_db_retry(
             batch[0].execution.job,
             lambda: services.record_successes(
                 successes, worker_id=executor.worker_id, using=executor.backend.database
             ),
+            on_data_error=one_by_one,
         )
         self.batches += 1
         for pending in batch:
             job = pending.execution.job
-            status = JobStatus.SUCCEEDED if recorded and job.pk in recorded else None
+            if job.pk in singly:
+                status = singly[job.pk]
+            else:
+                status = JobStatus.SUCCEEDED if recorded and job.pk in recorded else None
             self.recorded += status is not None
             try:
                 executor.report(job, pending.task, status, pending.started)
