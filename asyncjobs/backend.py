@@ -30,7 +30,7 @@ from django.dispatch import Signal, receiver
 from django.tasks import Task, TaskContext, TaskResult, task_backends
 from django.tasks import signals as task_signals
 from django.tasks.backends.base import BaseTaskBackend
-from django.tasks.base import TaskError
+from django.tasks.base import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, TaskError
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
 from django.utils import timezone
@@ -40,6 +40,7 @@ from asyncjobs import services
 from asyncjobs.conf import as_timedelta, parse_rate
 from asyncjobs.exceptions import ConfigurationError, JobCancelled, TaskImportError
 from asyncjobs.models import Job
+from asyncjobs.overrides import apply_overrides, task_overrides
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -195,6 +196,15 @@ _RESULT_FIELDS_KNOWN = {f.name for f in fields(TaskResult)} == {
 }  # fmt: skip
 
 
+def _clone(task: Task, changes: dict[str, Any]) -> Task:
+    """A copy of ``task`` with ``changes``, not validated again: a job's queue or priority
+    may no longer be in the settings, and that must not hide the job's result."""
+    clone = object.__new__(type(task))
+    for name in task.__dataclass_fields__:
+        object.__setattr__(clone, name, changes.get(name, getattr(task, name)))
+    return clone
+
+
 def _options(task: Task) -> services.JobOptions:
     if isinstance(task, JobTask):
         return task.options()
@@ -257,6 +267,12 @@ class JobsBackend(BaseTaskBackend):
 
     def validate_task(self, task: Task) -> None:
         """Django's checks, plus the task's asyncjobs options."""
+        priority = task.priority
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise InvalidTask(
+                f"priority must be an integer from {TASK_MIN_PRIORITY} to {TASK_MAX_PRIORITY}, "
+                f"not {priority!r}."
+            )
         super().validate_task(task)
         try:
             _options(task)
@@ -288,8 +304,20 @@ class JobsBackend(BaseTaskBackend):
             "options": _options(task),
             "webhook_url": getattr(task, "webhook_url", None) or "",
             "unique_for": as_timedelta(getattr(task, "unique_for", None)),
+            "task_overrides": self._overrides(task),
             **self._limits(task),
         }
+
+    @staticmethod
+    def _overrides(task: Task) -> dict[str, Any] | None:
+        """What ``.using()`` changed on ``task`` against the task its path imports to."""
+        try:
+            base = import_string(task.module_path)
+        except ImportError:
+            base = None
+        if base is task:
+            return None
+        return task_overrides(task, base if isinstance(base, Task) else None)
 
     def build_job(
         self, task: Task, args: Sequence[Any], kwargs: dict[str, Any], now: datetime
@@ -421,13 +449,9 @@ class JobsBackend(BaseTaskBackend):
             raise TaskImportError(
                 f"{job.task_path!r} is not a task (decorate the function with @task)."
             )
-        # Rebuild without re-validating: the job's queue or priority may no longer be in the
-        # settings, and that must not hide the job's result.
-        changes = {"priority": job.priority, "queue_name": job.queue_name, "backend": self.alias}
-        clone = object.__new__(type(task))
-        for name in task.__dataclass_fields__:
-            object.__setattr__(clone, name, changes.get(name, getattr(task, name)))
-        return clone
+        return _clone(
+            task, {"priority": job.priority, "queue_name": job.queue_name, "backend": self.alias}
+        )
 
     def to_result(
         self, job: Job, *, task: Task | None = None, attempts: list[Any] | None = None
@@ -443,6 +467,8 @@ class JobsBackend(BaseTaskBackend):
             )
         if task is None:
             task = self.load_task(job)
+            if job.task_overrides:
+                task = apply_overrides(task, job.task_overrides, _clone)
         errors = [
             TaskError(exception_class_path=a.error_class, traceback=a.traceback)
             for a in attempts

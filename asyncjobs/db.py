@@ -660,8 +660,6 @@ def complete_succeeded(
         UPDATE {job_table} SET status = 'succeeded', return_value = d.dvalue,
             finished_at = d.dend, worker_id = '', lease_expires_at = NULL,
             last_attempted_at = COALESCE(d.dstart, last_attempted_at),
-            started_at = CASE WHEN attempts = 1 THEN COALESCE(d.dstart, started_at)
-                ELSE started_at END,
             unique_key = CASE WHEN unique_for IS NULL THEN NULL ELSE unique_key END
         FROM d
         WHERE id = d.did AND status = 'running' AND worker_id = %s"""  # noqa: S608
@@ -699,8 +697,6 @@ def _complete_succeeded_pg(
             UPDATE {job_table} AS j SET status = 'succeeded', return_value = d.dvalue::jsonb,
                 finished_at = d.dend, worker_id = '', lease_expires_at = NULL,
                 last_attempted_at = COALESCE(d.dstart, j.last_attempted_at),
-                started_at = CASE WHEN j.attempts = 1 THEN COALESCE(d.dstart, j.started_at)
-                    ELSE j.started_at END,
                 unique_key = CASE WHEN j.unique_for IS NULL THEN NULL ELSE j.unique_key END
             FROM d JOIN closed ON closed.job_id = d.did
             WHERE j.id = d.did AND j.status = 'running' AND j.worker_id = %(worker)s

@@ -139,6 +139,8 @@ class Job(models.Model):
     last_error_class = models.CharField(max_length=255, blank=True, default="")
     last_error_message = models.TextField(blank=True, default="")
     progress = models.JSONField(null=True, blank=True)
+    # What .using() changed on the task (see asyncjobs.overrides); null for most jobs.
+    task_overrides = models.JSONField(null=True, blank=True, editable=False)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
 
     # Who the job was enqueued for (read access through the API), where to report its end,

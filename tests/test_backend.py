@@ -510,3 +510,56 @@ def test_get_result_of_a_job_whose_task_no_longer_imports():
     Job.objects.filter(pk=result.id).update(task_path="tests.tasks.gone")
     with pytest.raises(TaskImportError, match="could not be imported"):
         default_task_backend.get_result(result.id)
+
+
+# --- django.tasks contract details (issue: worker robustness, point 7) -----------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_started_at_reads_the_same_while_running_and_after(runner):
+    result = tasks.started_at_while_running.enqueue()
+    runner().drain()
+    final = tasks.started_at_while_running.get_result(result.id)
+    assert final.status == TaskResultStatus.SUCCESSFUL
+    assert final.return_value == final.started_at.isoformat()
+
+
+@pytest.mark.django_db
+def test_get_result_gives_back_the_task_as_enqueued_with_every_using_attribute():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from asyncjobs import Fixed
+
+    when = timezone.now() + timedelta(hours=1)
+    used = tasks.add.using(
+        run_after=when,
+        priority=7,
+        queue_name="emails",
+        max_attempts=9,
+        timeout=timedelta(seconds=12),
+        backoff=Fixed(timedelta(seconds=3)),
+        retry_on=(ValueError, "builtins.KeyError"),
+        fail_on=(PermissionError,),
+        unique_key="order-42",
+        unique_for=60,
+        concurrency_key="account-1",
+    )
+    result = used.enqueue(1, 2)
+    again = tasks.add.get_result(result.id)
+    assert again.task == used
+    assert again.task.run_after == when
+    plain = tasks.add.enqueue(3, 4)
+    assert tasks.add.get_result(plain.id).task == tasks.add
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("priority", [True, False, "high", 1.5, None])
+def test_a_priority_that_is_not_an_integer_is_refused_clearly(priority):
+    import dataclasses
+
+    from django.tasks.exceptions import InvalidTask
+
+    with pytest.raises(InvalidTask, match="priority must be an integer from -100 to 100"):
+        dataclasses.replace(tasks.add, priority=priority)

@@ -427,7 +427,7 @@ def test_new_jobs_are_built_and_prepared_as_the_orm_would(make, django_user_mode
         "id", "backend", "task_path", "args", "kwargs", "queue_name", "priority", "status",
         "enqueued_at", "run_after", "max_attempts", "backoff", "retry_on", "fail_on",
         "timeout", "webhook_url", "unique_key", "unique_for", "limit_key",
-        "limit_concurrency", "limit_rate", "enqueued_by_id",
+        "limit_concurrency", "limit_rate", "enqueued_by_id", "task_overrides",
     }  # fmt: skip
     by_keyword = Job(**{name: getattr(job, name) for name in given})
     for f in Job._meta.concrete_fields:
