@@ -35,7 +35,14 @@ from django.db.models import Field
 from django.db.models.base import ModelState
 from django.db.models.signals import post_init, pre_init
 
-from asyncjobs.models import Attempt, Job, JobStatus
+from asyncjobs.models import (
+    Attempt,
+    Job,
+    JobStatus,
+    StoredJSONField,
+    loaded_json,
+    storable_json_text,
+)
 
 try:  # POSIX: the SQLite maintenance lock is a flock on a file beside the database
     import fcntl
@@ -131,10 +138,15 @@ def _job_columns(connection: BaseDatabaseWrapper) -> tuple[list[str], list[tuple
 def _is_plain_json(field: Any, conv: Any) -> bool:
     """Whether ``conv`` is a plain ``JSONField``'s own ``from_db_value`` (no decoder)."""
     return (
-        type(field) is models.JSONField
+        type(field) in _PLAIN_JSON_FIELDS
         and field.decoder is None
-        and getattr(conv, "__func__", None) is models.JSONField.from_db_value
+        and getattr(conv, "__func__", None) is type(field).from_db_value
     )
+
+
+# JSON fields without an encoder or decoder of their own: plain JSON text in the database
+# (StoredJSONField's values wrapped when they must be; see asyncjobs.models).
+_PLAIN_JSON_FIELDS = (models.JSONField, StoredJSONField)
 
 
 def _json_from_db(value: Any, expression: Any, connection: BaseDatabaseWrapper) -> Any:
@@ -147,7 +159,7 @@ def _json_from_db(value: Any, expression: Any, connection: BaseDatabaseWrapper) 
     if value == "{}":
         return {}
     try:
-        return json.loads(value)
+        return loaded_json(json.loads(value))
     except json.JSONDecodeError:
         return value
 
@@ -305,15 +317,17 @@ def _plain_json_dumps(
     """For a ``JSONField`` whose preparation wraps a value in psycopg's ``Jsonb`` (on
     PostgreSQL): the function that wrapper makes the value's JSON text with. None for other
     fields and databases."""
-    if type(field) is not models.JSONField:
+    if type(field) not in _PLAIN_JSON_FIELDS or field.encoder is not None:
         return None
     sample = prepare([], connection)
     if not (hasattr(sample, "obj") and hasattr(sample, "dumps")):
         return None
     dumps = sample.dumps or json.dumps
     if dumps is json.dumps:  # the same text, without its per-call argument checks
-        return json.JSONEncoder().encode
-    return dumps
+        dumps = json.JSONEncoder().encode
+    if type(field) is models.JSONField:
+        return dumps
+    return lambda value: storable_json_text(dumps(value), value)
 
 
 def _json_as_text(prepare: Any, dumps: Callable[[Any], str]) -> Any:
@@ -710,7 +724,10 @@ def _complete_succeeded_pg(
         "starts": [started for *_, started, _ in items],
         "ends": [finished for *_, finished in items],
         # The JSON text the ORM would store (JSONField without an encoder); SQL NULL for None.
-        "values": [None if value is None else json.dumps(value) for _, value, *_ in items],
+        "values": [
+            None if value is None else storable_json_text(json.dumps(value), value)
+            for _, value, *_ in items
+        ],
         "worker": worker_id,
     }
     with _bound_cursor(connection) as cursor:

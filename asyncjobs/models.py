@@ -5,17 +5,75 @@ execution of it adds an ``Attempt`` row; each ``runworker`` process keeps a ``Wo
 alive with heartbeats. See DESIGN.md for the lifecycle.
 """
 
+import json
+import re
 import uuid
 from datetime import datetime, timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q
 from django.tasks import TaskResultStatus
 from django.tasks.base import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY
 from django.utils.translation import gettext_lazy as _
+
+# --- JSON that every database stores --------------------------------------------------------
+#
+# Any JSON value round-trips, on every database: PostgreSQL's jsonb cannot hold the NUL
+# character (\u0000) nor an unpaired surrogate (\ud800), which are valid in Python strings
+# and in SQLite's JSON text. Such a value is stored as a one-key object whose value is the
+# value's JSON text ({"$asyncjobs:json": "..."}: the escapes become plain characters of a
+# string), and read back as the value. A value that is itself such a one-key object is
+# wrapped the same way, so reading is never ambiguous. Wrapped values are opaque to JSON
+# lookups in SQL; every other value is stored as it is.
+
+WRAPPED_JSON_KEY = "$asyncjobs:json"
+_ENCODER = json.JSONEncoder()
+# An escape of an unpaired surrogate in JSON text (json escapes non-ASCII as \uXXXX).
+_LONE_SURROGATE = re.compile(
+    r"\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f])|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f][0-9a-f]{2}"
+)
+
+
+def storable_json_text(text: str, value: Any) -> str:
+    """``text`` (the JSON text of ``value``) as every database stores it: wrapped if it
+    holds NUL or an unpaired surrogate (or ``value`` looks like a wrapped value)."""
+    if (
+        "\\u0000" in text
+        or ("\\ud" in text and _LONE_SURROGATE.search(text))
+        or (type(value) is dict and len(value) == 1 and WRAPPED_JSON_KEY in value)
+    ):
+        return _ENCODER.encode({WRAPPED_JSON_KEY: text})
+    return text
+
+
+def loaded_json(value: Any) -> Any:
+    """A JSON value as read from the database, unwrapped (see ``storable_json_text``)."""
+    if type(value) is dict and len(value) == 1:
+        inner = value.get(WRAPPED_JSON_KEY)
+        if type(inner) is str:
+            return json.loads(inner)
+    return value
+
+
+class StoredJSONField(models.JSONField):
+    """A ``JSONField`` that stores any JSON value on every database (see above)."""
+
+    def get_db_prep_value(
+        self, value: Any, connection: BaseDatabaseWrapper, prepared: bool = False
+    ) -> Any:
+        kind = type(value)
+        if (kind is list or kind is dict or kind is str) and value:
+            text = _ENCODER.encode(value)
+            if storable_json_text(text, value) is not text:
+                value = {WRAPPED_JSON_KEY: text}
+        return super().get_db_prep_value(value, connection, prepared)
+
+    def from_db_value(self, value: Any, expression: Any, connection: BaseDatabaseWrapper) -> Any:
+        return loaded_json(super().from_db_value(value, expression, connection))
 
 
 class JobStatus(models.TextChoices):
@@ -103,8 +161,8 @@ class Job(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     backend = models.CharField(max_length=100, default="default")
     task_path = models.CharField(_("task"), max_length=255)
-    args = models.JSONField(default=list, blank=True)
-    kwargs = models.JSONField(default=dict, blank=True)
+    args = StoredJSONField(default=list, blank=True)
+    kwargs = StoredJSONField(default=dict, blank=True)
     queue_name = models.CharField(_("queue"), max_length=100, default="default")
     priority = models.SmallIntegerField(
         default=0,
@@ -134,11 +192,11 @@ class Job(models.Model):
     fail_on = models.JSONField(default=list, blank=True)
     timeout = models.DurationField(null=True, blank=True)
 
-    return_value = models.JSONField(null=True, blank=True)
+    return_value = StoredJSONField(null=True, blank=True)
     # The error of the latest failed attempt, kept on the job for the dead-letter views.
     last_error_class = models.CharField(max_length=255, blank=True, default="")
     last_error_message = models.TextField(blank=True, default="")
-    progress = models.JSONField(null=True, blank=True)
+    progress = StoredJSONField(null=True, blank=True)
     # What .using() changed on the task (see asyncjobs.overrides); null for most jobs.
     task_overrides = models.JSONField(null=True, blank=True, editable=False)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)

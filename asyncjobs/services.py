@@ -139,14 +139,14 @@ _STRICT_JSON = json.JSONEncoder(allow_nan=False)
 def _flat_copy(value: Any) -> list[Any] | dict[str, Any] | None:
     """A copy of ``value`` if it is what task arguments mostly are, a flat list (or tuple)
     of scalars or a flat dict of them with text keys, and those scalars can be stored: no
-    NaN or infinity, no NUL character. ``None`` for anything else, which takes the general
-    path (which also raises the errors)."""
+    NaN or infinity. ``None`` for anything else, which takes the general path (which also
+    raises the errors)."""
     kind = type(value)
     if kind is list or kind is tuple:
         items = value
     elif kind is dict:
         for key in value:
-            if type(key) is not str or "\x00" in key:
+            if type(key) is not str:
                 return None
         items = value.values()
     else:
@@ -154,9 +154,8 @@ def _flat_copy(value: Any) -> list[Any] | dict[str, Any] | None:
     for item in items:
         item_kind = type(item)
         if item_kind is str:
-            if "\x00" in item:
-                return None
-        elif item_kind is float:
+            continue
+        if item_kind is float:
             if not math.isfinite(item):
                 return None
         elif item_kind not in db.JSON_SCALARS:
@@ -167,29 +166,15 @@ def _flat_copy(value: Any) -> list[Any] | dict[str, Any] | None:
 def storable_json(value: Any) -> Any:
     """``value`` normalised to JSON types that every supported database stores as given.
 
-    Raises ``TypeError`` or ``ValueError`` for what is not JSON, for NaN and infinities (not
-    JSON; PostgreSQL's jsonb refuses them) and for strings holding the NUL character
-    (jsonb cannot store it), on every database alike.
+    Raises ``TypeError`` or ``ValueError`` for what is not JSON, and for NaN and infinities
+    (not JSON; PostgreSQL's jsonb refuses them), on every database alike. Strings may hold
+    any character, NUL and unpaired surrogates included (see ``StoredJSONField``).
     """
     flat = _flat_copy(value)
     if flat is not None:  # checked without encoding it
         return flat
     normalized = normalize_json(value)
-    # The encoder escapes NUL as \u0000 (ensure_ascii), so text without that escape holds
-    # no NUL; with it (possibly a literal backslash-u0000 in a string), look exactly.
-    if "\\u0000" not in _STRICT_JSON.encode(normalized):
-        return normalized
-    stack = [normalized]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                raise ValueError("strings cannot hold the NUL character (\\u0000)")
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+    _STRICT_JSON.encode(normalized)  # (raises for NaN and infinities)
     return normalized
 
 
