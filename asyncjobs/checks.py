@@ -79,6 +79,22 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                     id="asyncjobs.E009",
                 )
             )
+    if jobs_settings.POOL_MODE not in (None, "session", "transaction"):
+        errors.append(
+            checks.Error(
+                f"ASYNCJOBS['POOL_MODE'] must be None, 'session' or 'transaction', "
+                f"got {jobs_settings.POOL_MODE!r}.",
+                id="asyncjobs.E013",
+            )
+        )
+    listen = jobs_settings.LISTEN_DATABASE
+    if listen is not None and listen not in settings.DATABASES:
+        errors.append(
+            checks.Error(
+                f"ASYNCJOBS['LISTEN_DATABASE'] names {listen!r}, which is not in DATABASES.",
+                id="asyncjobs.E013",
+            )
+        )
     try:
         load_schedules()
     except ConfigurationError as exc:

@@ -38,6 +38,14 @@ DEFAULTS: dict[str, Any] = {
     "POLL_INTERVAL": timedelta(seconds=1),
     "SHUTDOWN_TIMEOUT": timedelta(seconds=30),
     "MAINTENANCE_INTERVAL": timedelta(seconds=15),
+    # PostgreSQL behind a connection pooler in transaction mode (PgBouncer): "transaction"
+    # turns off what needs a session of its own (LISTEN, unless LISTEN_DATABASE names a
+    # direct connection). None: detected, "transaction" when the database sets
+    # DISABLE_SERVER_SIDE_CURSORS (as Django asks for behind such a pooler); "session": off.
+    "POOL_MODE": None,
+    # A DATABASES alias with a direct connection (not through the pooler) for the workers'
+    # LISTEN; None: the jobs' own database.
+    "LISTEN_DATABASE": None,
     "WORKER_RETENTION": timedelta(days=1),
     # A worker whose timed-out threads will not stop exits for its supervisor to restart it
     # once this many are stuck. None means the worker's concurrency.

@@ -7,7 +7,7 @@
 - ``listen()`` returns a ``Listener`` whose ``wait()`` blocks until jobs may have become ready
   or a queue was paused or resumed (PostgreSQL ``LISTEN``), or the timeout passes (SQLite,
   or any fallback); it returns what was announced (``notification_kind``).
-- ``maintenance_lock()`` is a context manager that yields whether this process won the
+- ``maintenance_lock(now=...)`` is a context manager that yields whether this process won the
   cluster-wide lock for maintenance work.
 
 ``insert_jobs()`` stores a batch of new jobs (``COPY`` on PostgreSQL for large batches), and
@@ -22,6 +22,8 @@ import itertools
 import json
 import logging
 import operator
+import os
+import socket
 import threading
 import uuid
 import weakref
@@ -35,10 +37,12 @@ from django.db.models import Field
 from django.db.models.base import ModelState
 from django.db.models.signals import post_init, pre_init
 
+from asyncjobs.conf import jobs_settings
 from asyncjobs.models import (
     Attempt,
     Job,
     JobStatus,
+    Lease,
     StoredJSONField,
     loaded_json,
     storable_json_text,
@@ -59,8 +63,9 @@ NOTIFY_CHANNEL = "asyncjobs"
 NOTIFY_READY = "ready"
 NOTIFY_KEYED = "keyed"
 NOTIFY_QUEUE = "queue"
-# Arbitrary but stable key for pg_try_advisory_xact_lock: "asyncjob" in ASCII.
-MAINTENANCE_LOCK_KEY = 0x6173796E636A6F62
+# The lease row of the workers' maintenance, and the least it is taken for.
+MAINTENANCE_LEASE = "maintenance"
+MAINTENANCE_LEASE_MIN = timedelta(seconds=60)
 
 
 class Listener(Protocol):
@@ -86,9 +91,11 @@ class ClaimStrategy(Protocol):
     """The vendor-specific operations of the queue (see the module docstring)."""
 
     alias: str
-    # Whether listeners are told at once of ready jobs and paused or resumed queues
-    # (otherwise a worker must look for them).
-    announces: bool
+
+    @property
+    def announces(self) -> bool:
+        """Whether listeners are told at once of ready jobs and paused or resumed queues
+        (otherwise a worker must look for them)."""
 
     def claim(
         self,
@@ -106,7 +113,7 @@ class ClaimStrategy(Protocol):
     def listen(self, on_error: Callable[[BaseException], None] | None = None) -> Listener:
         """A listener for new-job notifications."""
 
-    def maintenance_lock(self) -> contextlib.AbstractContextManager[bool]:
+    def maintenance_lock(self, *, now: datetime) -> contextlib.AbstractContextManager[bool]:
         """Hold the maintenance lock for the duration of the block, if it can be had."""
 
 
@@ -820,7 +827,7 @@ class SQLiteStrategy:
         return PollingListener()
 
     @contextlib.contextmanager
-    def maintenance_lock(self) -> Iterator[bool]:
+    def maintenance_lock(self, *, now: datetime) -> Iterator[bool]:
         """One worker at a time does maintenance: an exclusive ``flock`` on a file beside the
         database file (``<name>.asyncjobs-maintenance``), which the OS drops if the process
         dies. For an in-memory database, without ``flock`` (Windows) or where that file cannot
@@ -911,10 +918,9 @@ class PostgresStrategy:
     PostgreSQL delivers on commit, so a worker never wakes for a job it cannot see yet.
     """
 
-    announces = True
-
     def __init__(self, alias: str) -> None:
         self.alias = alias
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
     def claim(
         self,
@@ -944,23 +950,53 @@ class PostgresStrategy:
         return _rows_to_jobs(self.alias, connection, rows)
 
     def listen(self, on_error: Callable[[BaseException], None] | None = None) -> Listener:
-        """A LISTEN connection of its own (Django's connections are per thread)."""
-        return PostgresListener(self.alias, NOTIFY_CHANNEL, on_error)
+        """A LISTEN connection of its own (Django's connections are per thread), to
+        ``LISTEN_DATABASE`` if set. Behind a transaction-pooling pooler without one, LISTEN
+        would hear only while it happened to keep its server connection: the worker polls
+        instead (and says so once)."""
+        direct = jobs_settings.LISTEN_DATABASE
+        if direct is None and self.pooled():
+            logger.warning(
+                "asyncjobs: database %r goes through a transaction-pooling pooler and no "
+                "LISTEN_DATABASE is set: workers poll every POLL_INTERVAL instead of "
+                "listening for new jobs",
+                self.alias,
+            )
+            return PollingListener()
+        return PostgresListener(direct or self.alias, NOTIFY_CHANNEL, on_error)
 
     @contextlib.contextmanager
-    def maintenance_lock(self) -> Iterator[bool]:
-        """A session advisory lock: one worker at a time does maintenance. Session-level (not
-        transaction-level) so that the work inside runs in short transactions of its own;
-        the server drops the lock if the connection dies."""
-        with connections[self.alias].cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", [MAINTENANCE_LOCK_KEY])
-            (won,) = cursor.fetchone()
+    def maintenance_lock(self, *, now: datetime) -> Iterator[bool]:
+        """One worker at a time does maintenance: a lease row (``Lease``), taken in one short
+        transaction and ended after the block, or at its expiry if the worker dies first.
+        Not a session advisory lock: behind a transaction-pooling pooler (PgBouncer) a
+        session belongs to whichever client has the server connection next, so two workers
+        could both hold it, or nobody take it again."""
+        leases = Lease.objects.using(self.alias)
+        won = leases.take(
+            MAINTENANCE_LEASE,
+            holder=self.holder,
+            duration=max(jobs_settings.LEASE_DURATION, MAINTENANCE_LEASE_MIN),
+            now=now,
+        )
         try:
-            yield bool(won)
+            yield won
         finally:
             if won:
-                with connections[self.alias].cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock(%s)", [MAINTENANCE_LOCK_KEY])
+                leases.end(MAINTENANCE_LEASE, holder=self.holder)
+
+    @property
+    def announces(self) -> bool:
+        """Whether new jobs are announced: unless the worker must poll (see ``listen``)."""
+        return jobs_settings.LISTEN_DATABASE is not None or not self.pooled()
+
+    def pooled(self) -> bool:
+        """Whether connections go through a transaction-pooling pooler (``POOL_MODE``;
+        detected from ``DISABLE_SERVER_SIDE_CURSORS`` when not set)."""
+        mode = jobs_settings.POOL_MODE
+        if mode is None:
+            return bool(connections[self.alias].settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"))
+        return mode == "transaction"
 
 
 class PostgresListener:

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q
 from django.tasks import TaskResultStatus
@@ -482,6 +482,42 @@ class LimitState(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class LeaseQuerySet(models.QuerySet["Lease"]):
+    def take(self, name: str, *, holder: str, duration: timedelta, now: datetime) -> bool:
+        """Take the lease ``name`` for ``holder`` until ``now + duration``; True if it is
+        now ``holder``'s (it was free, expired, or ``holder``'s already). One short
+        transaction of plain row writes: it works through any connection pooler and on
+        every database."""
+        with transaction.atomic(using=self.db):
+            self.get_or_create(name=name)
+            free = Q(expires_at__isnull=True) | Q(expires_at__lte=now) | Q(holder=holder)
+            taken = self.filter(free, name=name).update(holder=holder, expires_at=now + duration)
+        return taken == 1
+
+    def end(self, name: str, *, holder: str) -> bool:
+        """End ``holder``'s lease ``name``; False (changing nothing) if it is not theirs."""
+        return self.filter(name=name, holder=holder).update(holder="", expires_at=None) == 1
+
+
+class Lease(models.Model):
+    """A named lease that one holder at a time may take, until it ends it or it expires
+    (the workers' maintenance lock). A row, not a session lock, so that it holds through a
+    transaction-pooling connection pooler (PgBouncer), where a session belongs to nobody."""
+
+    name = models.CharField(max_length=100, primary_key=True)
+    holder = models.CharField(max_length=255, blank=True, default="")
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    objects = LeaseQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("lease")
+        verbose_name_plural = _("leases")
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Dashboard(Job):

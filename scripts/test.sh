@@ -44,3 +44,31 @@ if ! pg_up; then
     exit 0
 fi
 DATABASE_URL="$PG_URL" run_pytest "PostgreSQL" "$@"
+
+# PostgreSQL through PgBouncer in transaction pooling mode, with a pool (3 server
+# connections) smaller than the workers' connections: the worker, flow-control, scheduler,
+# rescue and pooler tests. Skipped (failed under CI) where PgBouncer cannot be installed.
+if [ -z "${ASYNCJOBS_SKIP_POOLER:-}" ]; then
+    POOL_DIR="$(mktemp -d)"
+    POOL_PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    if bash scripts/pgbouncer.sh start "$POOL_DIR" "$POOL_PORT" 3 >/dev/null; then
+        trap 'bash scripts/pgbouncer.sh stop "$POOL_DIR"' EXIT
+        POOL_URL="$("$PY" scripts/pg_url.py pooled "$PG_URL" "$POOL_PORT")"
+        # The test database is dropped directly afterwards: PgBouncer keeps server
+        # connections to it open, which DROP DATABASE would wait for.
+        set +e
+        ASYNCJOBS_TEST_POOLER=transaction ASYNCJOBS_TEST_DIRECT_PORT="$("$PY" scripts/pg_url.py port "$PG_URL")" \
+            DATABASE_URL="$POOL_URL" run_pytest "PostgreSQL through PgBouncer (transaction mode)" \
+            --reuse-db --create-db tests/test_pooler.py tests/test_db.py tests/worker tests/test_limits.py tests/test_flow.py "$@"
+        rc=$?
+        set -e
+        bash scripts/pgbouncer.sh stop "$POOL_DIR"
+        "$PY" scripts/pg_ready.py "$PG_URL" --drop "test_$("$PY" scripts/pg_url.py name "$POOL_URL")" || true
+        exit "$rc"
+    elif [ "${CI:-}" = "true" ]; then
+        echo "==> PgBouncer could not be started: failing under CI" >&2
+        exit 1
+    else
+        echo "==> PgBouncer could not be started: the pooled run is SKIPPED" >&2
+    fi
+fi

@@ -61,6 +61,16 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast tes
 _db_dir = Path(os.environ.get("ASYNCJOBS_TEST_DIR", BASE_DIR.parent / ".test-data"))
 _db_dir.mkdir(exist_ok=True)
 DATABASES = {"default": database_from_env(_db_dir / "tests.sqlite3")}
+# ASYNCJOBS_TEST_POOLER=transaction: DATABASE_URL points at a PgBouncer in transaction mode
+# (scripts/test.sh starts one); "direct" is the same database without it, for LISTEN.
+_POOLER = os.environ.get("ASYNCJOBS_TEST_POOLER")
+if _POOLER:
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+    DATABASES["direct"] = {
+        **DATABASES["default"],
+        "PORT": os.environ.get("ASYNCJOBS_TEST_DIRECT_PORT", "5432"),
+        "TEST": {"MIRROR": "default"},
+    }
 
 TASKS = {
     "default": {
@@ -90,6 +100,7 @@ ASYNCJOBS = {
     "OUTBOUND_TIMEOUT": 2,
     "WEBHOOK_SECRET": "test-webhook-secret",
     "API_EVENTS_MAX_DURATION": 3,
+    "LISTEN_DATABASE": "direct" if _POOLER else None,
     "SCHEDULES": (
         {
             "cron": {

@@ -133,3 +133,11 @@ def test_runworker_burst_in_process():
     result = tasks.add.enqueue(1, 1)
     call_command("runworker", "--burst", "--concurrency", "2", "--poll-interval", "0.1")
     assert Job.objects.get(pk=result.id).status == JobStatus.SUCCEEDED
+
+
+@pytest.mark.parametrize(
+    "values", [{"POOL_MODE": "statement"}, {"LISTEN_DATABASE": "nowhere"}], ids=["mode", "listen"]
+)
+def test_pool_settings_are_checked(settings, values):
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, **values}
+    assert ids(check_settings()) == ["asyncjobs.E013"]

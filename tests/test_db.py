@@ -189,10 +189,11 @@ def test_claim_skips_rows_locked_by_another_transaction(strategy):
 
 
 def test_maintenance_lock_is_exclusive(strategy):
-    """One holder at a time: a PostgreSQL advisory lock, or on SQLite a flock on a file
-    beside the database (a second open of it, in another thread here, is refused as another
-    process's would be)."""
-    with strategy.maintenance_lock() as won:
+    """One holder at a time: a lease row on PostgreSQL (another worker's strategy, on
+    another connection here, is refused), or on SQLite a flock on a file beside the database
+    (a second open of it, in another thread here, is refused as another process's would
+    be)."""
+    with strategy.maintenance_lock(now=timezone.now()) as won:
         assert won
         other = in_thread(lambda: _try_lock())
         assert other is False
@@ -200,7 +201,7 @@ def test_maintenance_lock_is_exclusive(strategy):
 
 
 def _try_lock():
-    with db.for_alias("default").maintenance_lock() as won:
+    with db.for_alias("default").maintenance_lock(now=timezone.now()) as won:
         return won
 
 
@@ -209,7 +210,7 @@ def test_sqlite_maintenance_lock_is_shared_without_flock(strategy, monkeypatch):
     """Without flock (Windows) every worker may do maintenance, as each step is
     conditional."""
     monkeypatch.setattr(db, "fcntl", None)
-    with strategy.maintenance_lock() as won:
+    with strategy.maintenance_lock(now=timezone.now()) as won:
         assert won
         assert in_thread(lambda: _try_lock()) is True
 

@@ -1,6 +1,7 @@
 """Periodic housekeeping, done by whichever worker holds the maintenance lock."""
 
 import logging
+import os
 import time
 from datetime import datetime, timedelta
 
@@ -28,33 +29,46 @@ def run_maintenance(strategy: ClaimStrategy, *, now: datetime) -> dict[str, int]
     empty if another worker holds the lock.
     """
     using = strategy.alias
-    with strategy.maintenance_lock() as won:
+    with strategy.maintenance_lock(now=now) as won:
         if not won:
             return {}
-        done = {
-            "rescued": services.rescue_expired(now=now, limit=RESCUE_LIMIT, using=using),
-            "workers_lost": services.mark_lost_workers(
-                now=now, stale_after=jobs_settings.LEASE_DURATION, using=using
-            ),
-            "workers_pruned": services.prune_workers(
-                now=now, older_than=jobs_settings.WORKER_RETENTION, using=using
-            ),
-        }
-        # Short batches, for a limited time: a large backlog of old jobs is worked off over
-        # several rounds instead of in one long burst.
-        started = time.monotonic()
-        pruned = services.prune_jobs(
-            now=now,
-            older_than={k: as_timedelta(v) for k, v in (jobs_settings.RETENTION or {}).items()},
-            batch_size=jobs_settings.PRUNE_BATCH_SIZE,
-            time_limit=PRUNE_TIME_LIMIT,
-            using=using,
-        )
-        done["jobs_pruned"] = sum(pruned.values())
-        out_of_time = time.monotonic() - started >= PRUNE_TIME_LIMIT.total_seconds()
-        done["more_to_do"] = int(
-            done["rescued"] >= RESCUE_LIMIT or (out_of_time and done["jobs_pruned"] > 0)
-        )
+        began = time.time()
+        try:
+            done = _maintain(using, now=now)
+        finally:
+            # (The span of a round, for proving that rounds never overlap across workers.)
+            logger.debug(
+                "Maintenance round of process %d: %.6f-%.6f", os.getpid(), began, time.time()
+            )
     if any(done.values()):
         logger.info("Maintenance: %s", done, extra=done)
+    return done
+
+
+def _maintain(using: str, *, now: datetime) -> dict[str, int]:
+    """One round of maintenance, under the lock (see ``run_maintenance``)."""
+    done = {
+        "rescued": services.rescue_expired(now=now, limit=RESCUE_LIMIT, using=using),
+        "workers_lost": services.mark_lost_workers(
+            now=now, stale_after=jobs_settings.LEASE_DURATION, using=using
+        ),
+        "workers_pruned": services.prune_workers(
+            now=now, older_than=jobs_settings.WORKER_RETENTION, using=using
+        ),
+    }
+    # Short batches, for a limited time: a large backlog of old jobs is worked off over
+    # several rounds instead of in one long burst.
+    started = time.monotonic()
+    pruned = services.prune_jobs(
+        now=now,
+        older_than={k: as_timedelta(v) for k, v in (jobs_settings.RETENTION or {}).items()},
+        batch_size=jobs_settings.PRUNE_BATCH_SIZE,
+        time_limit=PRUNE_TIME_LIMIT,
+        using=using,
+    )
+    done["jobs_pruned"] = sum(pruned.values())
+    out_of_time = time.monotonic() - started >= PRUNE_TIME_LIMIT.total_seconds()
+    done["more_to_do"] = int(
+        done["rescued"] >= RESCUE_LIMIT or (out_of_time and done["jobs_pruned"] > 0)
+    )
     return done
