@@ -86,7 +86,7 @@ DEFAULTS: dict[str, Any] = {
     # for reading a job, for list and stats, and for creating callback jobs.
     "STATUS_TOKEN_MAX_AGE": timedelta(days=1),
     "API_READ_PERMISSION_CLASSES": ("asyncjobs.api.permissions.CanReadJob",),
-    "API_ADMIN_PERMISSION_CLASSES": ("rest_framework.permissions.IsAdminUser",),
+    "API_ADMIN_PERMISSION_CLASSES": ("asyncjobs.api.permissions.CanViewJobs",),
     "API_CREATE_PERMISSION_CLASSES": ("asyncjobs.api.permissions.CanCreateJob",),
     "API_EVENTS_MAX_DURATION": timedelta(minutes=5),
     # Request bodies: larger ones get 413 before they are read; deeper JSON gets 400.

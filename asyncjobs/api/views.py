@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any, NoReturn
 
-from django.db.models import Count, Min
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 from django.utils.cache import patch_cache_control
@@ -27,7 +26,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from asyncjobs import retry, services
+from asyncjobs import monitoring, retry, services
 from asyncjobs.api.parsers import BoundedJSONParser
 from asyncjobs.api.permissions import CanCancelJob, CanPauseQueue, CanRetryJob
 from asyncjobs.api.serializers import (
@@ -39,7 +38,12 @@ from asyncjobs.api.serializers import (
     retry_after_seconds,
 )
 from asyncjobs.conf import jobs_settings
-from asyncjobs.exceptions import InvalidTransitionError, JobNotFoundError, QueueFullError
+from asyncjobs.exceptions import (
+    InvalidTransitionError,
+    JobNotFoundError,
+    QueueFullError,
+    UnknownQueueError,
+)
 from asyncjobs.models import TERMINAL_STATUSES, Job, JobStatus, Worker
 from asyncjobs.tokens import status_url
 
@@ -53,9 +57,11 @@ ERROR = OpenApiResponse(
 FIELD_ERRORS = OpenApiResponse(
     OpenApiTypes.OBJECT, description="Field errors: each field's name with its messages."
 )
-TOKEN_PARAMETER = OpenApiParameter(
-    "token", OpenApiTypes.STR, OpenApiParameter.QUERY, description="A job's status token."
-)
+TOKEN_PARAMETERS = [
+    OpenApiParameter(
+        "token", OpenApiTypes.STR, OpenApiParameter.QUERY, description="A job's status token."
+    )
+]
 
 
 def _classes(setting: str) -> list[Any]:
@@ -95,6 +101,14 @@ class HiddenJobMixin(JobMixin):
         raise NotFound("No such job.")
 
 
+def _may_read(view: APIView, request: Request, job: Job) -> bool:
+    """Whether the request may read ``job`` under ``API_READ_PERMISSION_CLASSES``."""
+    return all(
+        p.has_permission(request, view) and p.has_object_permission(request, view, job)
+        for p in (cls() for cls in _classes("API_READ_PERMISSION_CLASSES"))
+    )
+
+
 def _no_store(response: Any, job: Job | None = None) -> Any:
     patch_cache_control(response, no_store=True, private=True, max_age=0)
     if job is not None:
@@ -111,7 +125,7 @@ class JobDetailView(HiddenJobMixin):
         return [cls() for cls in _classes("API_READ_PERMISSION_CLASSES")]
 
     @extend_schema(
-        parameters=[TOKEN_PARAMETER],
+        parameters=TOKEN_PARAMETERS,
         responses={200: JobSerializer, 404: ERROR},
     )
     def get(self, request: Request, job_id: str) -> Response:
@@ -130,7 +144,7 @@ class JobEventsView(HiddenJobMixin):
         return [cls() for cls in _classes("API_READ_PERMISSION_CLASSES")]
 
     @extend_schema(
-        parameters=[TOKEN_PARAMETER],
+        parameters=TOKEN_PARAMETERS,
         responses={
             (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR),
             404: ERROR,
@@ -174,37 +188,70 @@ class JobEventsView(HiddenJobMixin):
 
 
 class _JobActionView(JobMixin):
-    """Retry or cancel through the same services the Python API and the admin use."""
+    """Retry or cancel through the same services the Python API and the admin use.
+
+    The same existence rule as reading: a caller who may neither read the job nor act on it
+    gets 404, as for an id that does not exist; one who may read it but not act gets 403.
+    A caller who may act but not read gets the outcome without the job: ``id`` and
+    ``status`` only (and 409's reason).
+    """
 
     service: Any = None  # services.retry_job or services.cancel_job
+    action_permission: Any = None  # CanRetryJob or CanCancelJob
+
+    def get_permissions(self) -> list[Any]:
+        return []  # decided per job in post(): reading and acting are both needed to tell
 
     @extend_schema(
+        parameters=TOKEN_PARAMETERS,
         request=None,
-        responses={200: JobSerializer, 403: ERROR, 404: ERROR, 409: ERROR},
+        responses={
+            200: OpenApiResponse(
+                JobSerializer,
+                description="The job; only its id and status for callers who may act on it "
+                "but not read it.",
+            ),
+            403: ERROR,
+            404: ERROR,
+            409: ERROR,
+        },
     )
     def post(self, request: Request, job_id: str) -> Response:
         job = self.get_job()
+        may_read = _may_read(self, request, job)
+        action = type(self).action_permission()
+        may_act = action.has_permission(request, self) and action.has_object_permission(
+            request, self, job
+        )
+        if not may_act:
+            if not may_read:
+                raise NotFound("No such job.")
+            self.permission_denied(request, message=getattr(action, "message", None))
         try:
             job = type(self).service(job.pk, using=_database())
         except InvalidTransitionError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+            return _no_store(Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT))
         except JobNotFoundError as exc:
             raise NotFound("No such job.") from exc
+        if not may_read:
+            return _no_store(Response({"id": str(job.pk), "status": job.status}))
         return _no_store(Response(JobSerializer(job, context={"request": request}).data), job)
 
 
 class JobRetryView(_JobActionView):
-    """``POST /jobs/<id>/retry/``: a failed or cancelled job back to queued."""
+    """``POST /jobs/<id>/retry/``: a failed or cancelled job back to queued
+    (``asyncjobs.retry_job``)."""
 
     service = staticmethod(services.retry_job)
-    permission_classes = (CanRetryJob,)
+    action_permission = CanRetryJob
 
 
 class JobCancelView(_JobActionView):
-    """``POST /jobs/<id>/cancel/``: cancel a waiting job, ask a running one to stop."""
+    """``POST /jobs/<id>/cancel/``: cancel a waiting job, ask a running one to stop
+    (``asyncjobs.cancel_job``, or the user the job was enqueued for)."""
 
     service = staticmethod(services.cancel_job)
-    permission_classes = (CanCancelJob,)
+    action_permission = CanCancelJob
 
 
 class JobPagination(CursorPagination):
@@ -360,47 +407,21 @@ class StatsView(APIView):
     @extend_schema(responses={200: StatsSerializer, 403: ERROR})
     def get(self, request: Request) -> Response:
         now = timezone.now()
-        jobs = Job.objects.using(_database())
-        counted = (
-            jobs.filter(
-                status__in=[
-                    JobStatus.SCHEDULED,
-                    JobStatus.QUEUED,
-                    JobStatus.RUNNING,
-                    JobStatus.FAILED,
-                ]
-            )
-            .values("queue_name", "status")
-            .annotate(n=Count("pk"))
-            .order_by()
-        )
-        queues: dict[str, dict[str, Any]] = {}
-        for row in counted:
-            entry = queues.setdefault(
-                row["queue_name"],
-                {
-                    "queue": row["queue_name"],
-                    "scheduled": 0,
-                    "queued": 0,
-                    "running": 0,
-                    "failed": 0,
-                },
-            )
-            entry[row["status"]] = row["n"]
-        oldest = jobs.ready().values("queue_name").annotate(oldest=Min("run_after")).order_by()
-        lags = {row["queue_name"]: row["oldest"] for row in oldest}
-        for name, entry in queues.items():
-            due = lags.get(name)
-            entry["lag_seconds"] = max((now - due).total_seconds(), 0.0) if due else None
-        paused = services.paused_queues(using=_database())
-        for name in paused - set(queues):
-            queues[name] = {"queue": name, "scheduled": 0, "queued": 0, "running": 0, "failed": 0}
-        for name, entry in queues.items():
-            entry["paused"] = name in paused
-            entry.setdefault("lag_seconds", None)
+        queues = [
+            {
+                "queue": q.name,
+                "scheduled": q.scheduled,
+                "queued": q.queued,
+                "running": q.running,
+                "failed": q.failed,
+                "lag_seconds": q.lag_seconds,
+                "paused": q.paused,
+            }
+            for q in monitoring.queue_snapshots(now=now, using=_database())
+        ]
         workers = Worker.objects.using(_database()).alive(now, jobs_settings.LEASE_DURATION)
         data = {
-            "queues": sorted(queues.values(), key=lambda q: q["queue"]),
+            "queues": queues,
             "workers": [
                 {
                     "id": w.id,
@@ -436,10 +457,10 @@ class QueuePauseView(APIView):
         },
     )
     def post(self, request: Request, name: str) -> Response:
-        from django.tasks import task_backends
-
-        queues = task_backends["default"].queues
-        if queues and name not in queues:
-            return Response({"detail": f"Unknown queue {name!r}."}, status=400)
-        services.set_queue_paused(name, self.paused, now=timezone.now(), using=_database())
+        try:
+            services.set_queue_paused(
+                name, self.paused, now=timezone.now(), using=_database(), user=request.user
+            )
+        except UnknownQueueError as exc:
+            return _no_store(Response({"detail": str(exc)}, status=400))
         return _no_store(Response({"queue": name, "paused": self.paused}))
