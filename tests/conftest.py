@@ -245,6 +245,17 @@ def http_server():
     server.server_close()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """The API's rate limits and event-stream slots live in the cache: no test inherits
+    another's counts."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture
 def users(db):
     """anonymous (None), other, owner, staff (reads: ``view_job``), an operator with the job

@@ -20,8 +20,9 @@ VIEW_PERMISSION = "asyncjobs.view_job"
 
 
 def request_token(request: Request) -> str:
-    """The status token of a request: ``?token=`` or the ``X-Job-Token`` header."""
-    return str(request.query_params.get("token") or request.META.get(TOKEN_HEADER, ""))
+    """The status token of a request: the ``X-Job-Token`` header (preferred: query strings
+    end up in access logs), else ``?token=``."""
+    return str(request.META.get(TOKEN_HEADER) or request.query_params.get("token") or "")
 
 
 def is_owner(request: Request, job: Any) -> bool:

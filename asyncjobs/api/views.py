@@ -4,7 +4,7 @@ count jobs (staff), create HTTP callback jobs."""
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import timedelta
 from typing import Any, NoReturn
 
@@ -37,6 +37,7 @@ from asyncjobs.api.serializers import (
     events_max_duration,
     retry_after_seconds,
 )
+from asyncjobs.api.throttling import SLOT_REFRESH, CreateJobThrottle, EventsThrottle, StreamSlot
 from asyncjobs.conf import jobs_settings
 from asyncjobs.exceptions import (
     InvalidTransitionError,
@@ -45,7 +46,7 @@ from asyncjobs.exceptions import (
     UnknownQueueError,
 )
 from asyncjobs.models import TERMINAL_STATUSES, Job, JobStatus, Worker
-from asyncjobs.tokens import status_url
+from asyncjobs.tokens import make_token, status_url
 
 # Seconds a client should wait before enqueueing again into a full queue.
 QUEUE_FULL_RETRY_AFTER = 10
@@ -59,8 +60,17 @@ FIELD_ERRORS = OpenApiResponse(
 )
 TOKEN_PARAMETERS = [
     OpenApiParameter(
-        "token", OpenApiTypes.STR, OpenApiParameter.QUERY, description="A job's status token."
-    )
+        "X-Job-Token",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        description="A job's status token (preferred: query strings end up in access logs).",
+    ),
+    OpenApiParameter(
+        "token",
+        OpenApiTypes.STR,
+        OpenApiParameter.QUERY,
+        description="A job's status token, for clients that cannot send headers (EventSource).",
+    ),
 ]
 
 
@@ -139,31 +149,50 @@ class JobEventsView(HiddenJobMixin):
     progress; the stream ends with the job (or after ``API_EVENTS_MAX_DURATION``)."""
 
     poll_interval = 0.5
+    keepalive_interval = 15.0  # seconds without an event before a comment line is sent
 
     def get_permissions(self) -> list[Any]:
         return [cls() for cls in _classes("API_READ_PERMISSION_CLASSES")]
+
+    def get_throttles(self) -> list[Any]:
+        return [*super().get_throttles(), EventsThrottle()]
 
     @extend_schema(
         parameters=TOKEN_PARAMETERS,
         responses={
             (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR),
             404: ERROR,
+            429: OpenApiResponse(
+                ERROR.response,
+                description="Too many streams opened lately (API_THROTTLE_RATES) or open "
+                "at once (API_EVENTS_MAX_STREAMS).",
+            ),
         },
     )
-    def get(self, request: Request, job_id: str) -> StreamingHttpResponse:
+    def get(self, request: Request, job_id: str) -> Any:
         job = self.get_job()
-        response = StreamingHttpResponse(
-            self._stream(job.pk, request), content_type="text/event-stream"
-        )
+        slot = StreamSlot.acquire(request)
+        if slot is None:
+            limit = jobs_settings.API_EVENTS_MAX_STREAMS
+            detail = (
+                f"Too many open event streams (at most {limit} at once); close one, or "
+                f"poll /jobs/<id>/."
+            )
+            return _no_store(Response({"detail": detail}, status=429))
+        events = _SlotStream(self._stream(job.pk, request, slot), slot)
+        response = StreamingHttpResponse(events, content_type="text/event-stream")
         response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
         return _no_store(response)
 
-    def _stream(self, job_id: uuid.UUID, request: Request) -> Iterator[bytes]:
+    def _stream(self, job_id: uuid.UUID, request: Request, slot: StreamSlot) -> Generator[bytes]:
         deadline = time.monotonic() + events_max_duration()
         last: Any = None
-        last_sent = time.monotonic()
+        last_sent = last_refresh = time.monotonic()
         yield b"retry: 2000\n\n"
         while True:
+            if time.monotonic() - last_refresh > SLOT_REFRESH:
+                slot.refresh()
+                last_refresh = time.monotonic()
             job = Job.objects.using(_database()).filter(pk=job_id).first()
             if job is None:
                 yield b"event: gone\ndata: {}\n\n"
@@ -178,13 +207,32 @@ class JobEventsView(HiddenJobMixin):
                 last_sent = time.monotonic()
                 if event == "end":
                     return
-            elif time.monotonic() - last_sent > 15:
+            elif time.monotonic() - last_sent > self.keepalive_interval:
                 yield b": keep-alive\n\n"
                 last_sent = time.monotonic()
             if time.monotonic() > deadline:
                 yield b"event: timeout\ndata: {}\n\n"
                 return
             time.sleep(self.poll_interval)
+
+
+class _SlotStream:
+    """An event stream that gives its ``StreamSlot`` back when the server closes the
+    response: at its end, and when the client went away (WSGI and ASGI servers close every
+    response, even one whose stream never started)."""
+
+    def __init__(self, events: Generator[bytes], slot: StreamSlot) -> None:
+        self.events = events
+        self.slot = slot
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.events
+
+    def close(self) -> None:
+        try:
+            self.events.close()
+        finally:
+            self.slot.release()
 
 
 class _JobActionView(JobMixin):
@@ -297,7 +345,9 @@ class JobListCreateView(generics.GenericAPIView[Job]):
     pagination_class = JobPagination
     serializer_class = JobListSerializer
     parser_classes = (BoundedJSONParser,)
-    throttle_scope = "asyncjobs"
+
+    def get_throttles(self) -> list[Any]:
+        return [*super().get_throttles(), CreateJobThrottle()]
 
     def get_permissions(self) -> list[Any]:
         setting = (
@@ -352,7 +402,11 @@ class JobListCreateView(generics.GenericAPIView[Job]):
             400: FIELD_ERRORS,
             403: ERROR,
             413: ERROR,
-            429: OpenApiResponse(ERROR.response, description="The queue is full (MAX_QUEUED)."),
+            429: OpenApiResponse(
+                ERROR.response,
+                description="The queue is full (MAX_QUEUED), or too many jobs created lately "
+                "(API_THROTTLE_RATES).",
+            ),
         },
     )
     def post(self, request: Request) -> Response:
@@ -390,6 +444,7 @@ class JobListCreateView(generics.GenericAPIView[Job]):
             return _no_store(response)
         body = JobSerializer(job, context={"request": request}).data
         body["status_url"] = status_url(job.pk, request=request)
+        body["status_token"] = make_token(job.pk)  # for the X-Job-Token header
         response = Response(body, status=status.HTTP_202_ACCEPTED if created else 200)
         response["Location"] = body["status_url"]
         if not created:

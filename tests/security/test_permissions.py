@@ -377,3 +377,20 @@ def test_a_queue_removed_from_the_settings_can_still_be_resumed(settings):
     services.set_queue_paused("low", False, now=timezone.now())
     with pytest.raises(UnknownQueueError):
         services.set_queue_paused("low", True, now=timezone.now())
+
+
+def test_the_status_token_travels_in_a_header(api, users):
+    """``POST /jobs/`` hands out the token alone too, for the ``X-Job-Token`` header (query
+    strings end up in access logs); a header wins over a stale ``?token=``."""
+    response = api(users["client"]).post(
+        "/jobs/", {"callback_url": "http://127.0.0.1:9/hook", "payload": {}}, format="json"
+    )
+    assert response.status_code == 202
+    job_id, token = response.json()["id"], response.json()["status_token"]
+    anonymous = APIClient()
+    assert anonymous.get(f"/jobs/{job_id}/", HTTP_X_JOB_TOKEN=token).status_code == 200
+    stale = make_token(uuid.uuid4())
+    url = f"/jobs/{job_id}/?token={stale}"
+    assert anonymous.get(url, HTTP_X_JOB_TOKEN=token).status_code == 200
+    assert anonymous.get(url).status_code == 404
+    assert anonymous.get(f"/jobs/{job_id}/?token={token}").status_code == 200  # still works
