@@ -51,6 +51,21 @@ from asyncjobs.tokens import make_token, status_url
 # Seconds a client should wait before enqueueing again into a full queue.
 QUEUE_FULL_RETRY_AFTER = 10
 
+# A job (for callers who may read it), or only its id and status (anyOf: a job matches
+# both shapes, which oneOf would refuse).
+JOB_OR_OUTCOME = {
+    "anyOf": [
+        {"$ref": "#/components/schemas/Job"},
+        {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string", "format": "uuid"},
+                "status": {"type": "string"},
+            },
+            "required": ["id", "status"],
+        },
+    ]
+}
 ERROR = OpenApiResponse(
     inline_serializer("Detail", {"detail": serializers.CharField()}),
     description="The reason, in detail.",
@@ -255,7 +270,7 @@ class _JobActionView(JobMixin):
         request=None,
         responses={
             200: OpenApiResponse(
-                JobSerializer,
+                JOB_OR_OUTCOME,
                 description="The job; only its id and status for callers who may act on it "
                 "but not read it.",
             ),
