@@ -1,5 +1,5 @@
 """Views of the client API: poll a job, stream its events, retry or cancel it, list and
-count jobs (staff), create HTTP callback jobs."""
+count jobs (``asyncjobs.view_job``), pause queues, create HTTP callback jobs."""
 
 import json
 import time
@@ -144,7 +144,8 @@ def _no_store(response: Any, job: Job | None = None) -> Any:
 
 
 class JobDetailView(HiddenJobMixin):
-    """``GET /jobs/<id>/``: the job, for staff, its owner or the holder of its token."""
+    """``GET /jobs/<id>/``: the job, for ``asyncjobs.view_job``, its owner or the holder of
+    its token."""
 
     def get_permissions(self) -> list[Any]:
         return [cls() for cls in _classes("API_READ_PERMISSION_CLASSES")]
@@ -354,8 +355,8 @@ class JobPagination(CursorPagination):
 
 
 class JobListCreateView(generics.GenericAPIView[Job]):
-    """``GET /jobs/``: jobs for staff, filtered by ``status``, ``queue``, ``task``.
-    ``POST /jobs/``: create an HTTP callback job (202 Accepted)."""
+    """``GET /jobs/``: jobs for ``asyncjobs.view_job``, filtered by ``status``, ``queue``,
+    ``task``. ``POST /jobs/``: create an HTTP callback job (202 Accepted)."""
 
     pagination_class = JobPagination
     serializer_class = JobListSerializer
@@ -468,8 +469,9 @@ class JobListCreateView(generics.GenericAPIView[Job]):
 
 
 class StatsView(APIView):
-    """``GET /jobs/stats/``: per queue the jobs waiting, running and failed, the lag, and the
-    live workers (staff)."""
+    """``GET /jobs/stats/``: for every queue (``monitoring.queue_snapshots``, as the dashboard)
+    the jobs waiting, running and failed, the lag, and the live workers
+    (``asyncjobs.view_job``)."""
 
     def get_permissions(self) -> list[Any]:
         return [cls() for cls in _classes("API_ADMIN_PERMISSION_CLASSES")]
