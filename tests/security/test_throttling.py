@@ -196,3 +196,25 @@ def test_a_client_that_disconnects_gives_its_slot_back(live_server, settings, mo
     started = time.monotonic()
     wait_until(reopened, timeout=10, interval=0.2, message="the slot to come back")
     assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({}, []),
+        ({"API_THROTTLE_RATES": None, "API_EVENTS_MAX_STREAMS": None}, []),
+        ({"API_THROTTLE_RATES": {"create": "10/s", "events": None}}, []),
+        ({"API_THROTTLE_RATES": {"create": "3/10s"}}, ["asyncjobs.E030"]),
+        ({"API_THROTTLE_RATES": {"craete": "1/min"}}, ["asyncjobs.E030"]),
+        ({"API_THROTTLE_RATES": "60/min"}, ["asyncjobs.E030"]),
+        ({"API_EVENTS_MAX_STREAMS": 0}, ["asyncjobs.E031"]),
+        ({"API_EVENTS_MAX_STREAMS": "5"}, ["asyncjobs.E031"]),
+    ],
+)
+def test_bad_limits_are_reported_by_the_system_check(settings, values, expected):
+    """A rate DRF cannot parse would fail (500) the first request it limits: the system
+    check reports it at start-up instead."""
+    from asyncjobs.checks import check_api_limits
+
+    set_option(settings, **values)
+    assert [e.id for e in check_api_limits()] == expected
