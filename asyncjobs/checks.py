@@ -163,3 +163,44 @@ def check_backend(backend: Any) -> list[checks.CheckMessage]:
             )
         )
     return errors
+
+
+API_RATE = r"[1-9][0-9]*/[smhd][a-z]*"  # DRF's "N/period": only the period's first letter counts
+
+
+@checks.register(checks.Tags.compatibility)
+def check_api_limits(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``API_THROTTLE_RATES`` and ``API_EVENTS_MAX_STREAMS``: a bad value would otherwise
+    fail the first request it limits."""
+    import re
+
+    errors: list[checks.CheckMessage] = []
+    user = getattr(settings, "ASYNCJOBS", None) or {}
+    if not isinstance(user, dict):
+        return errors
+    rates = user.get("API_THROTTLE_RATES", DEFAULTS["API_THROTTLE_RATES"])
+    known = set(DEFAULTS["API_THROTTLE_RATES"])
+    if rates is not None and not isinstance(rates, dict):
+        rates = {"(the setting)": rates}
+    for name, rate in (rates or {}).items():
+        if name not in known or not (rate is None or re.fullmatch(API_RATE, str(rate))):
+            errors.append(
+                checks.Error(
+                    f"ASYNCJOBS['API_THROTTLE_RATES'][{name!r}] = {rate!r} is not a rate.",
+                    hint=f"A dict with keys {sorted(known)}, each a rate like '60/min', "
+                    "'10/s', '1000/day', or None for no limit; or None for no limits.",
+                    id="asyncjobs.E030",
+                )
+            )
+    streams = user.get("API_EVENTS_MAX_STREAMS", DEFAULTS["API_EVENTS_MAX_STREAMS"])
+    if streams is not None and (
+        isinstance(streams, bool) or not isinstance(streams, int) or streams < 1
+    ):
+        errors.append(
+            checks.Error(
+                f"ASYNCJOBS['API_EVENTS_MAX_STREAMS'] = {streams!r} is not a number of streams.",
+                hint="A whole number >= 1, or None for no cap.",
+                id="asyncjobs.E031",
+            )
+        )
+    return errors

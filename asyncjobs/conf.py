@@ -94,9 +94,14 @@ DEFAULTS: dict[str, Any] = {
     # for reading a job, for list and stats, and for creating callback jobs.
     "STATUS_TOKEN_MAX_AGE": timedelta(days=1),
     "API_READ_PERMISSION_CLASSES": ("asyncjobs.api.permissions.CanReadJob",),
-    "API_ADMIN_PERMISSION_CLASSES": ("rest_framework.permissions.IsAdminUser",),
+    "API_ADMIN_PERMISSION_CLASSES": ("asyncjobs.api.permissions.CanViewJobs",),
     "API_CREATE_PERMISSION_CLASSES": ("asyncjobs.api.permissions.CanCreateJob",),
     "API_EVENTS_MAX_DURATION": timedelta(minutes=5),
+    # Rate limits per caller (user, else client address), in DRF's "N/s|min|hour|day":
+    # "create" for POST /jobs/, "events" for opening event streams. None turns one off.
+    "API_THROTTLE_RATES": {"create": "60/min", "events": "60/min"},
+    # Event streams one caller may hold open at once (429 beyond); None: no cap.
+    "API_EVENTS_MAX_STREAMS": 5,
     # Request bodies: larger ones get 413 before they are read; deeper JSON gets 400.
     "API_MAX_BODY_SIZE": 256 * 1024,
     "API_MAX_JSON_DEPTH": 32,

@@ -1,5 +1,6 @@
 """Exceptions raised by asyncjobs, and the ones task code raises to talk to the worker."""
 
+from collections.abc import Iterable
 from datetime import timedelta
 
 
@@ -36,6 +37,17 @@ QueueFull = QueueFullError  # the name the issue tracker and other queues use
 
 class JobNotFoundError(AsyncJobsError, LookupError):
     """Raised by the job services when no job has the given id."""
+
+
+class UnknownQueueError(AsyncJobsError, ValueError):
+    """Raised when a queue that is not configured is paused (``TASKS`` ``QUEUES``, the keys
+    of ``ASYNCJOBS["QUEUES"]`` and ``WEBHOOK_QUEUE`` name the configured queues). ``queue``
+    is the name given."""
+
+    def __init__(self, queue: str, known: Iterable[str]) -> None:
+        names = ", ".join(sorted(known)) or "none"
+        super().__init__(f"Unknown queue {queue!r}; one of: {names}.")
+        self.queue = queue
 
 
 class InvalidTransitionError(AsyncJobsError):

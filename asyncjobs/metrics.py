@@ -4,7 +4,8 @@ Include the view and protect it::
 
     path("metrics/", asyncjobs.metrics.metrics_view)
 
-Staff users may read it; a scraper sends ``Authorization: Bearer <ASYNCJOBS["METRICS_TOKEN"]>``.
+Users with the ``asyncjobs.view_job`` permission may read it (``is_staff`` alone does not); a
+scraper sends ``Authorization: Bearer <ASYNCJOBS["METRICS_TOKEN"]>``.
 """
 
 import hmac
@@ -74,7 +75,7 @@ class JobsCollector:
 
 def _allowed(request: HttpRequest) -> bool:
     user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated and user.is_staff:
+    if user is not None and user.has_perm("asyncjobs.view_job"):
         return True
     token = jobs_settings.METRICS_TOKEN
     header = request.headers.get("Authorization", "")
@@ -82,7 +83,8 @@ def _allowed(request: HttpRequest) -> bool:
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """The Prometheus text exposition; 403 unless staff or the bearer token matches."""
+    """The Prometheus text exposition; 403 unless the user has ``asyncjobs.view_job`` or the
+    bearer token matches."""
     if not _allowed(request):
         return HttpResponse("Forbidden", status=403, content_type="text/plain")
     registry = CollectorRegistry(auto_describe=False)

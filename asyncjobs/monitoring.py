@@ -43,10 +43,38 @@ class Snapshot:
     throughput: list[tuple[datetime, int, int]] = field(default_factory=list)
 
 
-def snapshot(*, now: datetime, using: str = "default") -> Snapshot:
-    """Read the current state of every queue, the workers, and last hour's throughput."""
+def _job_backends(using: str) -> list[Any]:
+    """The task backends that store their jobs in database ``using``."""
+    from django.tasks import task_backends
+
+    return [b for b in task_backends.all() if getattr(b, "database", None) == using]
+
+
+def configured_queues(*, using: str = "default") -> set[str]:
+    """The queues the project configured for the jobs in database ``using``: the ``QUEUES``
+    of every task backend that stores its jobs there, the keys of ``ASYNCJOBS["QUEUES"]``
+    and ``WEBHOOK_QUEUE``. The dashboard, the metrics and ``/jobs/stats/`` list each of them,
+    whether it holds jobs or not."""
+    names = set(jobs_settings.QUEUES)
+    if jobs_settings.WEBHOOK_QUEUE:
+        names.add(jobs_settings.WEBHOOK_QUEUE)
+    for backend in _job_backends(using):
+        names |= set(backend.queues)
+    return names
+
+
+def accepts_any_queue(*, using: str = "default") -> bool:
+    """Whether a backend storing jobs in ``using`` takes every queue name (empty ``QUEUES``,
+    as ``django.tasks`` allows), so that any name may be a queue."""
+    return any(not backend.queues for backend in _job_backends(using))
+
+
+def queue_snapshots(*, now: datetime, using: str = "default") -> list[QueueSnapshot]:
+    """The state of every queue, by name: the configured ones (``configured_queues``), those
+    holding waiting, running or failed jobs, and the paused ones. The one source of the
+    dashboard's, the metrics' and ``/jobs/stats/``'s queue lists."""
     jobs = Job.objects.using(using)
-    queues: dict[str, QueueSnapshot] = {}
+    queues = {name: QueueSnapshot(name=name) for name in configured_queues(using=using)}
 
     def queue(name: str) -> QueueSnapshot:
         return queues.setdefault(name, QueueSnapshot(name=name))
@@ -74,7 +102,13 @@ def snapshot(*, now: datetime, using: str = "default") -> Snapshot:
         queue(ready["queue_name"]).lag_seconds = max((now - ready["oldest"]).total_seconds(), 0.0)
     for state in QueueState.objects.using(using).filter(paused=True):
         queue(state.name).paused = True
+    return sorted(queues.values(), key=lambda q: q.name)
 
+
+def snapshot(*, now: datetime, using: str = "default") -> Snapshot:
+    """Read the current state of every queue, the workers, and last hour's throughput."""
+    jobs = Job.objects.using(using)
+    hour_ago = now - timedelta(hours=1)
     per_minute: dict[datetime, list[int]] = {}
     rows = (
         jobs.filter(status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED], finished_at__gte=hour_ago)
@@ -112,7 +146,7 @@ def snapshot(*, now: datetime, using: str = "default") -> Snapshot:
         )
     return Snapshot(
         now=now,
-        queues=sorted(queues.values(), key=lambda q: q.name),
+        queues=queue_snapshots(now=now, using=using),
         workers=workers,
         throughput=throughput,
     )

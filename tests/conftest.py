@@ -245,9 +245,22 @@ def http_server():
     server.server_close()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """The API's rate limits and event-stream slots live in the cache: no test inherits
+    another's counts."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture
 def users(db):
-    """anonymous (None), other, owner, staff without permissions, staff with them."""
+    """anonymous (None), other, owner, staff (reads: ``view_job``), an operator with the job
+    permissions, a client that creates callback jobs. tests/security/ has the full matrix,
+    staff without permissions included."""
 
     def make(name, staff=False, perms=()):
         user = User.objects.create_user(name, password="pw", is_staff=staff)
@@ -259,7 +272,7 @@ def users(db):
         "anonymous": None,
         "other": make("other"),
         "owner": make("owner"),
-        "staff": make("staff", staff=True),
+        "staff": make("staff", staff=True, perms=("view_job",)),
         "operator": make(
             "operator", staff=True, perms=("retry_job", "cancel_job", "add_job", "view_job")
         ),

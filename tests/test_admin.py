@@ -239,5 +239,8 @@ def test_prometheus_metrics(client, settings, runner):
     assert 'asyncjobs_attempts_recent{outcome="failed"} 1.0' in text
     assert "asyncjobs_attempt_duration_seconds_count 1.0" in text
     assert "asyncjobs_queue_lag_seconds" in text
-    client.force_login(User.objects.create_user("ops", password="pw", is_staff=True))
+    ops = User.objects.create_user("ops", password="pw", is_staff=True)
+    client.force_login(ops)
+    assert client.get("/metrics/").status_code == 403  # is_staff alone: no
+    ops.user_permissions.add(Permission.objects.get(codename="view_job"))
     assert client.get("/metrics/").status_code == 200

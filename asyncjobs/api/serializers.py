@@ -16,7 +16,7 @@ from asyncjobs.models import Attempt, Job, JobStatus
 
 
 class AttemptSerializer(serializers.ModelSerializer[Attempt]):
-    """One attempt; the traceback only for staff."""
+    """One attempt; the traceback only for users with ``asyncjobs.view_job``."""
 
     duration = serializers.SerializerMethodField()
     traceback = serializers.SerializerMethodField()
@@ -41,8 +41,8 @@ class AttemptSerializer(serializers.ModelSerializer[Attempt]):
 
     def get_traceback(self, obj: Attempt) -> str | None:
         request = self.context.get("request")
-        staff = bool(request and request.user and request.user.is_staff)
-        return obj.traceback if staff else None
+        operator = bool(request and request.user and request.user.has_perm("asyncjobs.view_job"))
+        return obj.traceback if operator else None
 
 
 class ProgressSerializer(serializers.Serializer[dict[str, Any]]):

@@ -1,14 +1,13 @@
 """Views of the client API: poll a job, stream its events, retry or cancel it, list and
-count jobs (staff), create HTTP callback jobs."""
+count jobs (``asyncjobs.view_job``), pause queues, create HTTP callback jobs."""
 
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import timedelta
 from typing import Any, NoReturn
 
-from django.db.models import Count, Min
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 from django.utils.cache import patch_cache_control
@@ -27,7 +26,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from asyncjobs import retry, services
+from asyncjobs import monitoring, retry, services
 from asyncjobs.api.parsers import BoundedJSONParser
 from asyncjobs.api.permissions import CanCancelJob, CanPauseQueue, CanRetryJob
 from asyncjobs.api.serializers import (
@@ -38,14 +37,35 @@ from asyncjobs.api.serializers import (
     events_max_duration,
     retry_after_seconds,
 )
+from asyncjobs.api.throttling import SLOT_REFRESH, CreateJobThrottle, EventsThrottle, StreamSlot
 from asyncjobs.conf import jobs_settings
-from asyncjobs.exceptions import InvalidTransitionError, JobNotFoundError, QueueFullError
+from asyncjobs.exceptions import (
+    InvalidTransitionError,
+    JobNotFoundError,
+    QueueFullError,
+    UnknownQueueError,
+)
 from asyncjobs.models import TERMINAL_STATUSES, Job, JobStatus, Worker
-from asyncjobs.tokens import status_url
+from asyncjobs.tokens import make_token, status_url
 
 # Seconds a client should wait before enqueueing again into a full queue.
 QUEUE_FULL_RETRY_AFTER = 10
 
+# A job (for callers who may read it), or only its id and status (anyOf: a job matches
+# both shapes, which oneOf would refuse).
+JOB_OR_OUTCOME = {
+    "anyOf": [
+        {"$ref": "#/components/schemas/Job"},
+        {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string", "format": "uuid"},
+                "status": {"type": "string"},
+            },
+            "required": ["id", "status"],
+        },
+    ]
+}
 ERROR = OpenApiResponse(
     inline_serializer("Detail", {"detail": serializers.CharField()}),
     description="The reason, in detail.",
@@ -53,9 +73,20 @@ ERROR = OpenApiResponse(
 FIELD_ERRORS = OpenApiResponse(
     OpenApiTypes.OBJECT, description="Field errors: each field's name with its messages."
 )
-TOKEN_PARAMETER = OpenApiParameter(
-    "token", OpenApiTypes.STR, OpenApiParameter.QUERY, description="A job's status token."
-)
+TOKEN_PARAMETERS = [
+    OpenApiParameter(
+        "X-Job-Token",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        description="A job's status token (preferred: query strings end up in access logs).",
+    ),
+    OpenApiParameter(
+        "token",
+        OpenApiTypes.STR,
+        OpenApiParameter.QUERY,
+        description="A job's status token, for clients that cannot send headers (EventSource).",
+    ),
+]
 
 
 def _classes(setting: str) -> list[Any]:
@@ -95,6 +126,14 @@ class HiddenJobMixin(JobMixin):
         raise NotFound("No such job.")
 
 
+def _may_read(view: APIView, request: Request, job: Job) -> bool:
+    """Whether the request may read ``job`` under ``API_READ_PERMISSION_CLASSES``."""
+    return all(
+        p.has_permission(request, view) and p.has_object_permission(request, view, job)
+        for p in (cls() for cls in _classes("API_READ_PERMISSION_CLASSES"))
+    )
+
+
 def _no_store(response: Any, job: Job | None = None) -> Any:
     patch_cache_control(response, no_store=True, private=True, max_age=0)
     if job is not None:
@@ -105,13 +144,14 @@ def _no_store(response: Any, job: Job | None = None) -> Any:
 
 
 class JobDetailView(HiddenJobMixin):
-    """``GET /jobs/<id>/``: the job, for staff, its owner or the holder of its token."""
+    """``GET /jobs/<id>/``: the job, for ``asyncjobs.view_job``, its owner or the holder of
+    its token."""
 
     def get_permissions(self) -> list[Any]:
         return [cls() for cls in _classes("API_READ_PERMISSION_CLASSES")]
 
     @extend_schema(
-        parameters=[TOKEN_PARAMETER],
+        parameters=TOKEN_PARAMETERS,
         responses={200: JobSerializer, 404: ERROR},
     )
     def get(self, request: Request, job_id: str) -> Response:
@@ -125,31 +165,50 @@ class JobEventsView(HiddenJobMixin):
     progress; the stream ends with the job (or after ``API_EVENTS_MAX_DURATION``)."""
 
     poll_interval = 0.5
+    keepalive_interval = 15.0  # seconds without an event before a comment line is sent
 
     def get_permissions(self) -> list[Any]:
         return [cls() for cls in _classes("API_READ_PERMISSION_CLASSES")]
 
+    def get_throttles(self) -> list[Any]:
+        return [*super().get_throttles(), EventsThrottle()]
+
     @extend_schema(
-        parameters=[TOKEN_PARAMETER],
+        parameters=TOKEN_PARAMETERS,
         responses={
             (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR),
             404: ERROR,
+            429: OpenApiResponse(
+                ERROR.response,
+                description="Too many streams opened lately (API_THROTTLE_RATES) or open "
+                "at once (API_EVENTS_MAX_STREAMS).",
+            ),
         },
     )
-    def get(self, request: Request, job_id: str) -> StreamingHttpResponse:
+    def get(self, request: Request, job_id: str) -> Any:
         job = self.get_job()
-        response = StreamingHttpResponse(
-            self._stream(job.pk, request), content_type="text/event-stream"
-        )
+        slot = StreamSlot.acquire(request)
+        if slot is None:
+            limit = jobs_settings.API_EVENTS_MAX_STREAMS
+            detail = (
+                f"Too many open event streams (at most {limit} at once); close one, or "
+                f"poll /jobs/<id>/."
+            )
+            return _no_store(Response({"detail": detail}, status=429))
+        events = _SlotStream(self._stream(job.pk, request, slot), slot)
+        response = StreamingHttpResponse(events, content_type="text/event-stream")
         response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
         return _no_store(response)
 
-    def _stream(self, job_id: uuid.UUID, request: Request) -> Iterator[bytes]:
+    def _stream(self, job_id: uuid.UUID, request: Request, slot: StreamSlot) -> Generator[bytes]:
         deadline = time.monotonic() + events_max_duration()
         last: Any = None
-        last_sent = time.monotonic()
+        last_sent = last_refresh = time.monotonic()
         yield b"retry: 2000\n\n"
         while True:
+            if time.monotonic() - last_refresh > SLOT_REFRESH:
+                slot.refresh()
+                last_refresh = time.monotonic()
             job = Job.objects.using(_database()).filter(pk=job_id).first()
             if job is None:
                 yield b"event: gone\ndata: {}\n\n"
@@ -164,7 +223,7 @@ class JobEventsView(HiddenJobMixin):
                 last_sent = time.monotonic()
                 if event == "end":
                     return
-            elif time.monotonic() - last_sent > 15:
+            elif time.monotonic() - last_sent > self.keepalive_interval:
                 yield b": keep-alive\n\n"
                 last_sent = time.monotonic()
             if time.monotonic() > deadline:
@@ -173,38 +232,90 @@ class JobEventsView(HiddenJobMixin):
             time.sleep(self.poll_interval)
 
 
+class _SlotStream:
+    """An event stream that gives its ``StreamSlot`` back when the server closes the
+    response: at its end, and when the client went away (WSGI and ASGI servers close every
+    response, even one whose stream never started)."""
+
+    def __init__(self, events: Generator[bytes], slot: StreamSlot) -> None:
+        self.events = events
+        self.slot = slot
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.events
+
+    def close(self) -> None:
+        try:
+            self.events.close()
+        finally:
+            self.slot.release()
+
+
 class _JobActionView(JobMixin):
-    """Retry or cancel through the same services the Python API and the admin use."""
+    """Retry or cancel through the same services the Python API and the admin use.
+
+    The same existence rule as reading: a caller who may neither read the job nor act on it
+    gets 404, as for an id that does not exist; one who may read it but not act gets 403.
+    A caller who may act but not read gets the outcome without the job: ``id`` and
+    ``status`` only (and 409's reason).
+    """
 
     service: Any = None  # services.retry_job or services.cancel_job
+    action_permission: Any = None  # CanRetryJob or CanCancelJob
+
+    def get_permissions(self) -> list[Any]:
+        return []  # decided per job in post(): reading and acting are both needed to tell
 
     @extend_schema(
+        parameters=TOKEN_PARAMETERS,
         request=None,
-        responses={200: JobSerializer, 403: ERROR, 404: ERROR, 409: ERROR},
+        responses={
+            200: OpenApiResponse(
+                JOB_OR_OUTCOME,
+                description="The job; only its id and status for callers who may act on it "
+                "but not read it.",
+            ),
+            403: ERROR,
+            404: ERROR,
+            409: ERROR,
+        },
     )
     def post(self, request: Request, job_id: str) -> Response:
         job = self.get_job()
+        may_read = _may_read(self, request, job)
+        action = type(self).action_permission()
+        may_act = action.has_permission(request, self) and action.has_object_permission(
+            request, self, job
+        )
+        if not may_act:
+            if not may_read:
+                raise NotFound("No such job.")
+            self.permission_denied(request, message=getattr(action, "message", None))
         try:
             job = type(self).service(job.pk, using=_database())
         except InvalidTransitionError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+            return _no_store(Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT))
         except JobNotFoundError as exc:
             raise NotFound("No such job.") from exc
+        if not may_read:
+            return _no_store(Response({"id": str(job.pk), "status": job.status}))
         return _no_store(Response(JobSerializer(job, context={"request": request}).data), job)
 
 
 class JobRetryView(_JobActionView):
-    """``POST /jobs/<id>/retry/``: a failed or cancelled job back to queued."""
+    """``POST /jobs/<id>/retry/``: a failed or cancelled job back to queued
+    (``asyncjobs.retry_job``)."""
 
     service = staticmethod(services.retry_job)
-    permission_classes = (CanRetryJob,)
+    action_permission = CanRetryJob
 
 
 class JobCancelView(_JobActionView):
-    """``POST /jobs/<id>/cancel/``: cancel a waiting job, ask a running one to stop."""
+    """``POST /jobs/<id>/cancel/``: cancel a waiting job, ask a running one to stop
+    (``asyncjobs.cancel_job``, or the user the job was enqueued for)."""
 
     service = staticmethod(services.cancel_job)
-    permission_classes = (CanCancelJob,)
+    action_permission = CanCancelJob
 
 
 class JobPagination(CursorPagination):
@@ -244,13 +355,15 @@ class JobPagination(CursorPagination):
 
 
 class JobListCreateView(generics.GenericAPIView[Job]):
-    """``GET /jobs/``: jobs for staff, filtered by ``status``, ``queue``, ``task``.
-    ``POST /jobs/``: create an HTTP callback job (202 Accepted)."""
+    """``GET /jobs/``: jobs for ``asyncjobs.view_job``, filtered by ``status``, ``queue``,
+    ``task``. ``POST /jobs/``: create an HTTP callback job (202 Accepted)."""
 
     pagination_class = JobPagination
     serializer_class = JobListSerializer
     parser_classes = (BoundedJSONParser,)
-    throttle_scope = "asyncjobs"
+
+    def get_throttles(self) -> list[Any]:
+        return [*super().get_throttles(), CreateJobThrottle()]
 
     def get_permissions(self) -> list[Any]:
         setting = (
@@ -305,7 +418,11 @@ class JobListCreateView(generics.GenericAPIView[Job]):
             400: FIELD_ERRORS,
             403: ERROR,
             413: ERROR,
-            429: OpenApiResponse(ERROR.response, description="The queue is full (MAX_QUEUED)."),
+            429: OpenApiResponse(
+                ERROR.response,
+                description="The queue is full (MAX_QUEUED), or too many jobs created lately "
+                "(API_THROTTLE_RATES).",
+            ),
         },
     )
     def post(self, request: Request) -> Response:
@@ -343,6 +460,7 @@ class JobListCreateView(generics.GenericAPIView[Job]):
             return _no_store(response)
         body = JobSerializer(job, context={"request": request}).data
         body["status_url"] = status_url(job.pk, request=request)
+        body["status_token"] = make_token(job.pk)  # for the X-Job-Token header
         response = Response(body, status=status.HTTP_202_ACCEPTED if created else 200)
         response["Location"] = body["status_url"]
         if not created:
@@ -351,8 +469,9 @@ class JobListCreateView(generics.GenericAPIView[Job]):
 
 
 class StatsView(APIView):
-    """``GET /jobs/stats/``: per queue the jobs waiting, running and failed, the lag, and the
-    live workers (staff)."""
+    """``GET /jobs/stats/``: for every queue (``monitoring.queue_snapshots``, as the dashboard)
+    the jobs waiting, running and failed, the lag, and the live workers
+    (``asyncjobs.view_job``)."""
 
     def get_permissions(self) -> list[Any]:
         return [cls() for cls in _classes("API_ADMIN_PERMISSION_CLASSES")]
@@ -360,47 +479,21 @@ class StatsView(APIView):
     @extend_schema(responses={200: StatsSerializer, 403: ERROR})
     def get(self, request: Request) -> Response:
         now = timezone.now()
-        jobs = Job.objects.using(_database())
-        counted = (
-            jobs.filter(
-                status__in=[
-                    JobStatus.SCHEDULED,
-                    JobStatus.QUEUED,
-                    JobStatus.RUNNING,
-                    JobStatus.FAILED,
-                ]
-            )
-            .values("queue_name", "status")
-            .annotate(n=Count("pk"))
-            .order_by()
-        )
-        queues: dict[str, dict[str, Any]] = {}
-        for row in counted:
-            entry = queues.setdefault(
-                row["queue_name"],
-                {
-                    "queue": row["queue_name"],
-                    "scheduled": 0,
-                    "queued": 0,
-                    "running": 0,
-                    "failed": 0,
-                },
-            )
-            entry[row["status"]] = row["n"]
-        oldest = jobs.ready().values("queue_name").annotate(oldest=Min("run_after")).order_by()
-        lags = {row["queue_name"]: row["oldest"] for row in oldest}
-        for name, entry in queues.items():
-            due = lags.get(name)
-            entry["lag_seconds"] = max((now - due).total_seconds(), 0.0) if due else None
-        paused = services.paused_queues(using=_database())
-        for name in paused - set(queues):
-            queues[name] = {"queue": name, "scheduled": 0, "queued": 0, "running": 0, "failed": 0}
-        for name, entry in queues.items():
-            entry["paused"] = name in paused
-            entry.setdefault("lag_seconds", None)
+        queues = [
+            {
+                "queue": q.name,
+                "scheduled": q.scheduled,
+                "queued": q.queued,
+                "running": q.running,
+                "failed": q.failed,
+                "lag_seconds": q.lag_seconds,
+                "paused": q.paused,
+            }
+            for q in monitoring.queue_snapshots(now=now, using=_database())
+        ]
         workers = Worker.objects.using(_database()).alive(now, jobs_settings.LEASE_DURATION)
         data = {
-            "queues": sorted(queues.values(), key=lambda q: q["queue"]),
+            "queues": queues,
             "workers": [
                 {
                     "id": w.id,
@@ -436,10 +529,10 @@ class QueuePauseView(APIView):
         },
     )
     def post(self, request: Request, name: str) -> Response:
-        from django.tasks import task_backends
-
-        queues = task_backends["default"].queues
-        if queues and name not in queues:
-            return Response({"detail": f"Unknown queue {name!r}."}, status=400)
-        services.set_queue_paused(name, self.paused, now=timezone.now(), using=_database())
+        try:
+            services.set_queue_paused(
+                name, self.paused, now=timezone.now(), using=_database(), user=request.user
+            )
+        except UnknownQueueError as exc:
+            return _no_store(Response({"detail": str(exc)}, status=400))
         return _no_store(Response({"queue": name, "paused": self.paused}))

@@ -129,7 +129,7 @@ def test_owner_is_recorded_by_the_middleware(client, users):
 
 @pytest.mark.parametrize(
     ("who", "expected"),
-    {"anonymous": 403, "other": 403, "owner": 403, "staff": 403, "operator": 200}.items(),
+    {"anonymous": 404, "other": 404, "owner": 403, "staff": 403, "operator": 200}.items(),
 )
 def test_retry_permission_matrix(api, users, owned_job, runner, who, expected):
     runner().drain()
@@ -150,7 +150,7 @@ def test_retry_of_a_queued_job_is_a_conflict(api, users):
 
 @pytest.mark.parametrize(
     ("who", "expected"),
-    {"anonymous": 403, "other": 403, "owner": 200, "staff": 403, "operator": 200}.items(),
+    {"anonymous": 404, "other": 404, "owner": 200, "staff": 403, "operator": 200}.items(),
 )
 def test_cancel_permission_matrix(api, users, owned_job, who, expected):
     response = api(users[who]).post(f"/jobs/{owned_job.pk}/cancel/")
@@ -211,3 +211,23 @@ def test_stats(api, users, runner, worker_row):
     assert by_queue["low"]["failed"] == 1
     assert Job.objects.get(pk=failed.id).status == JobStatus.FAILED
     assert [w["id"] for w in data["workers"]] == ["w1"]
+
+
+def test_stats_list_every_configured_queue_as_the_dashboard_does(api, users, settings, client):
+    """TASKS QUEUES, ASYNCJOBS QUEUES and queues holding jobs, with jobs or without; the
+    dashboard and the stats read the same list (asyncjobs.monitoring.queue_snapshots)."""
+    import re
+
+    from django.contrib.auth.models import User
+
+    tasks.add.using(queue_name="reports").enqueue(1, 1)
+    api(users["staff"]).get("/jobs/stats/")  # the URLconf (and the demo's tasks) load first
+    settings.TASKS = {"default": {**settings.TASKS["default"], "QUEUES": ["default", "emails"]}}
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "QUEUES": {"bulk": {"MAX_ATTEMPTS": 2}}}
+    stats = api(users["staff"]).get("/jobs/stats/").json()
+    names = [q["queue"] for q in stats["queues"]]
+    assert names == ["bulk", "default", "emails", "reports"]
+    assert {q["queue"]: q["queued"] for q in stats["queues"]}["reports"] == 1
+    client.force_login(User.objects.create_superuser("root", password="pw"))
+    page = client.get("/admin/asyncjobs/dashboard/", {"fragment": 1}).content.decode()
+    assert re.findall(r'data-queue="([^"]+)"', page) == names

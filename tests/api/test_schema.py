@@ -37,7 +37,7 @@ schema = schemathesis.openapi.from_wsgi("/schema/?format=json", get_wsgi_applica
 @pytest.fixture
 def operator_auth(db):
     user = User.objects.create_user("fuzz", password="fuzz-pw", is_staff=True)
-    for codename in ("retry_job", "cancel_job", "add_job"):
+    for codename in ("retry_job", "cancel_job", "add_job", "view_job"):
         user.user_permissions.add(Permission.objects.get(codename=codename))
     return ("fuzz", "fuzz-pw")
 

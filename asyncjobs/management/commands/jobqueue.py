@@ -7,7 +7,8 @@ from django.db.models import Count
 from django.tasks import task_backends
 from django.utils import timezone
 
-from asyncjobs import services
+from asyncjobs import monitoring, services
+from asyncjobs.exceptions import UnknownQueueError
 from asyncjobs.models import Job
 
 
@@ -36,16 +37,19 @@ class Command(BaseCommand):
                 .values_list("queue_name", "n")
                 .order_by()
             )
-            for name in sorted(set(backend.queues) | paused | set(depth)):
+            for name in sorted(monitoring.configured_queues(using=using) | paused | set(depth)):
                 state = "paused" if name in paused else "active"
                 self.stdout.write(f"{name}\t{state}\t{depth.get(name, 0)} queued")
             return
         name = options["queue"]
         if not name:
             raise CommandError(f"jobqueue {options['action']} needs a queue name.")
-        if backend.queues and name not in backend.queues:
-            raise CommandError(f"Unknown queue {name!r}; one of {sorted(backend.queues)}.")
-        services.set_queue_paused(
-            name, options["action"] == "pause", now=timezone.now(), using=using
-        )
+        try:
+            # The operator's shell: no user to check, the same service and queue check as
+            # the admin and the API.
+            services.set_queue_paused(
+                name, options["action"] == "pause", now=timezone.now(), using=using
+            )
+        except UnknownQueueError as exc:
+            raise CommandError(str(exc)) from exc
         self.stdout.write(f"Queue {name} {options['action']}d.")
