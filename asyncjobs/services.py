@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import time
 import traceback as tb
@@ -133,6 +134,18 @@ def resolve_options(
 
 # json.dumps(allow_nan=False) builds an encoder per call; this one is built once.
 _STRICT_JSON = json.JSONEncoder(allow_nan=False)
+# A lone surrogate is not Unicode text: it cannot be encoded as UTF-8, and PostgreSQL's
+# jsonb refuses its \u escape.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unstorable_text(text: str) -> str | None:
+    """Why ``text`` cannot be stored in a JSON column on every database, or None."""
+    if "\x00" in text:
+        return "strings cannot hold the NUL character (\\u0000)"
+    if not text.isascii() and _SURROGATE.search(text):
+        return "strings cannot hold lone surrogates (\\ud800-\\udfff), which are not text"
+    return None
 
 
 def _flat_copy(value: Any) -> list[Any] | dict[str, Any] | None:
@@ -145,7 +158,7 @@ def _flat_copy(value: Any) -> list[Any] | dict[str, Any] | None:
         items = value
     elif kind is dict:
         for key in value:
-            if type(key) is not str or "\x00" in key:
+            if type(key) is not str or "\x00" in key or not key.isascii():
                 return None
         items = value.values()
     else:
@@ -153,7 +166,7 @@ def _flat_copy(value: Any) -> list[Any] | dict[str, Any] | None:
     for item in items:
         item_kind = type(item)
         if item_kind is str:
-            if "\x00" in item:
+            if "\x00" in item or (not item.isascii() and _SURROGATE.search(item)):
                 return None
         elif item_kind is float:
             if not math.isfinite(item):
@@ -168,22 +181,25 @@ def storable_json(value: Any) -> Any:
 
     Raises ``TypeError`` or ``ValueError`` for what is not JSON, for NaN and infinities (not
     JSON; PostgreSQL's jsonb refuses them) and for strings holding the NUL character
-    (jsonb cannot store it), on every database alike.
+    (jsonb cannot store it) or a lone surrogate (not Unicode), on every database alike.
     """
     flat = _flat_copy(value)
     if flat is not None:  # checked without encoding it
         return flat
     normalized = normalize_json(value)
-    # The encoder escapes NUL as \u0000 (ensure_ascii), so text without that escape holds
-    # no NUL; with it (possibly a literal backslash-u0000 in a string), look exactly.
-    if "\\u0000" not in _STRICT_JSON.encode(normalized):
+    # The encoder escapes NUL as \u0000 and surrogates as \ud800-\udfff (ensure_ascii), so
+    # text without those escapes holds neither; with them (a character beyond the BMP, or a
+    # literal backslash-u in a string), look exactly.
+    encoded = _STRICT_JSON.encode(normalized)
+    if "\\u0000" not in encoded and "\\ud" not in encoded:
         return normalized
     stack = [normalized]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if "\x00" in item:
-                raise ValueError("strings cannot hold the NUL character (\\u0000)")
+            reason = _unstorable_text(item)
+            if reason:
+                raise ValueError(reason)
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())

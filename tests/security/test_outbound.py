@@ -14,7 +14,8 @@ import pytest
 from django.utils import timezone
 
 from asyncjobs import retry
-from asyncjobs.models import JobStatus
+from asyncjobs.exceptions import InvalidArgumentsError
+from asyncjobs.models import Job, JobStatus
 from asyncjobs.services import cancel_job, enqueue_callback
 from tests.conftest import start_in_thread
 
@@ -225,6 +226,50 @@ REFUSED_IPV4 = [
     "240.0.0.1",
     "255.255.255.255",
 ]
+
+
+# --- 3. Bad input never gives a 500 -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ('"payload": "\\ud800"', "payload"),
+        ('"payload": {"a": ["ok", "\\udfff"]}', "payload"),
+        ('"payload": {"\\ud800": 1}', "payload"),
+        ('"idempotency_key": "\\ud800"', "idempotency_key"),
+        ('"headers": {"X-A": "\\ud800"}', "headers"),
+        ('"queue": "\\ud800"', "queue"),
+    ],
+)
+def test_lone_surrogates_are_a_400(api, users, receiver, raw, field):
+    """Expected: 400 with a field error on every database (PostgreSQL's jsonb answered a
+    500)."""
+    body = f'{{"callback_url": "{receiver.url}/ok", {raw}}}'.encode()
+    response = api(users["client"]).post("/jobs/", body, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert field in response.json()
+    assert not Job.objects.exists()
+
+
+def test_lone_surrogates_fail_at_enqueue(backend):
+    """Expected: InvalidArgumentsError at enqueue(), before anything is stored."""
+    from tests.tasks import record
+
+    with pytest.raises(InvalidArgumentsError, match="surrogate"):
+        record.enqueue("\ud800")
+    with pytest.raises(InvalidArgumentsError, match="surrogate"):
+        record.enqueue({"nested": ["\udc00"]})
+    assert not Job.objects.exists()
+    record.enqueue("😀 beyond the BMP is fine")
+
+
+@pytest.mark.parametrize("token", ["Bearer é", "Bearer \u00ff\u00fe", "Bearer s\u00e9cret"])
+def test_a_non_ascii_metrics_token_is_refused(client, settings, token):
+    """Expected: 403, as for any wrong token (it was a 500: compare_digest's TypeError)."""
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "METRICS_TOKEN": "scrape-me"}
+    assert client.get("/metrics/", HTTP_AUTHORIZATION=token).status_code == 403
+    assert client.get("/metrics/", HTTP_AUTHORIZATION="Bearer scrape-me").status_code == 200
 
 
 SECRET = "s3cret"
