@@ -565,7 +565,8 @@ def _schedule_webhook(job: Job, *, now: datetime, using: str) -> None:
             retry_on=(Exception,),
             fail_on=OUTBOUND_FAIL_ON,
         ),
-        timeout=None,  # each request has OUTBOUND_TIMEOUT
+        # The request has its own deadline, OUTBOUND_TIMEOUT; this bounds the whole job.
+        timeout=jobs_settings.OUTBOUND_TIMEOUT * 2,
     )
     delivery = build_job(
         task_path=WEBHOOK_TASK,
@@ -605,9 +606,11 @@ def enqueue_callback(
     2xx succeeds; 408, 425, 429, 5xx, timeouts and connection errors are retried with
     ``backoff``; other 4xx and refused URLs fail at once. With ``unique_key``, an existing job
     with that key is returned instead. Returns (job, created). Raises
-    ``OutboundURLRefusedError`` for a URL that may not be called.
+    ``OutboundURLRefusedError`` for a URL that may not be called and ``InvalidHeaderError``
+    for headers that cannot be sent.
     """
     outbound.validate_url(url)
+    headers = outbound.check_headers(headers or {})
     options = JobOptions(
         max_attempts=max_attempts,
         backoff=backoff or retry.DEFAULT_BACKOFF,
@@ -618,7 +621,7 @@ def enqueue_callback(
     job = build_job(
         task_path=CALLBACK_TASK,
         args=(),
-        kwargs={"url": url, "method": method, "headers": headers or {}, "payload": payload},
+        kwargs={"url": url, "method": method, "headers": headers, "payload": payload},
         queue_name=queue_name,
         priority=priority,
         run_after=run_after,

@@ -5,16 +5,20 @@ PostgreSQL. The receivers are real HTTP servers on 127.0.0.1, in threads."""
 import contextlib
 import hashlib
 import hmac
+import json
 import threading
+import time
+import tracemalloc
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
-from asyncjobs import retry
-from asyncjobs.exceptions import InvalidArgumentsError
+from asyncjobs import outbound, retry
+from asyncjobs.exceptions import InvalidArgumentsError, JobCancelled
 from asyncjobs.models import Job, JobStatus
 from asyncjobs.services import cancel_job, enqueue_callback
 from tests.conftest import start_in_thread
@@ -156,6 +160,81 @@ def callback(url, **kwargs):
     return job
 
 
+# --- 1. Outbound calls are bounded ------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/drip-headers", "/drip-body"])
+def test_a_dripping_receiver_is_cut_off_at_the_deadline(receiver, runner, deadline, path):
+    """Expected: the attempt ends after OUTBOUND_TIMEOUT (1 s) as a retryable timeout,
+    although a byte arrives every 0.2 s (the drip lasts 8 s or more)."""
+    job = callback(receiver.url + path)
+    started = time.monotonic()
+    runner().drain()
+    elapsed = time.monotonic() - started
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED
+    attempt = job.attempt_set.get()
+    assert attempt.error_class == "asyncjobs.outbound.OutboundTimeoutError"
+    assert 0.9 < elapsed < 3.0
+
+
+def test_send_has_one_deadline_for_the_whole_call(receiver):
+    """Expected: send() itself raises OutboundTimeoutError at its deadline."""
+    started = time.monotonic()
+    with pytest.raises(outbound.OutboundTimeoutError):
+        outbound.send("GET", receiver.url + "/drip-body", timeout=timedelta(seconds=0.6))
+    assert time.monotonic() - started < 2.0
+
+
+def test_webhook_deliveries_have_a_job_timeout(receiver, runner, settings):
+    """Expected: a delivery job carries a timeout (twice OUTBOUND_TIMEOUT), as callbacks do."""
+    callback(receiver.url + "/ok", webhook_url=receiver.url + "/ok")
+    runner().run_once()
+    delivery = Job.objects.get(task_path="asyncjobs.outbound.deliver_webhook")
+    assert delivery.timeout == timedelta(seconds=4)  # OUTBOUND_TIMEOUT is 2 s in the tests
+
+
+def test_a_huge_response_is_not_read(receiver, runner):
+    """Expected: a 400 MB answer succeeds with an excerpt; reading stops at
+    OUTBOUND_MAX_RESPONSE_BYTES (64 KiB), so memory stays flat and the receiver gets to send
+    little more than the socket buffers hold."""
+    job = callback(receiver.url + "/huge", method="GET")
+    tracemalloc.start()
+    try:
+        started = time.monotonic()
+        runner().drain()
+        elapsed = time.monotonic() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED
+    assert job.return_value["status"] == 200
+    assert job.return_value["body"] == "z" * 4096  # CALLBACK_RESPONSE_LIMIT
+    assert job.return_value["truncated"] is True
+    assert peak < 8 * 1024 * 1024
+    assert receiver.sent < 64 * 1024 * 1024
+    assert elapsed < 2.0
+
+
+def test_an_endless_response_head_is_refused(receiver):
+    """Expected: OutboundConnectionError once the head passes 100 KiB (httpcore's limit),
+    not a read until the deadline or memory runs out."""
+    started = time.monotonic()
+    with pytest.raises(outbound.OutboundConnectionError):
+        outbound.send("GET", receiver.url + "/endless-headers", timeout=timedelta(seconds=10))
+    assert time.monotonic() - started < 2.0
+
+
+def test_the_excerpt_is_capped_in_bytes(receiver, settings):
+    """Expected: send() keeps exactly OUTBOUND_MAX_RESPONSE_BYTES of a longer body."""
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "OUTBOUND_MAX_RESPONSE_BYTES": 1000}
+    response = outbound.send("GET", receiver.url + "/huge")
+    assert (response.status_code, len(response.content), response.truncated) == (200, 1000, True)
+    short = outbound.send("GET", receiver.url + "/ok")
+    assert (short.content, short.truncated) == (b'{"ok": true}', False)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_cancelled_callback_is_not_retried(receiver, runner):
     """Expected: cancelling a callback job while its request is in flight (the API answers
@@ -174,6 +253,26 @@ def test_a_cancelled_callback_is_not_retried(receiver, runner):
     assert job.attempt_set.get().http_status == 500
 
 
+def test_a_cancel_request_stops_a_call_in_flight(receiver):
+    """Expected: a call whose job is asked to cancel stops within CANCEL_POLL (0.5 s) with
+    JobCancelled, long before its deadline; and one cancelled before it starts sends
+    nothing."""
+    event = threading.Event()
+    timer = threading.Timer(0.3, event.set)
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(JobCancelled):
+        outbound.send(
+            "GET", receiver.url + "/drip-body", timeout=timedelta(seconds=10), cancel_event=event
+        )
+    assert time.monotonic() - started < 2.0
+    timer.join()
+    count = len(receiver.requests)
+    with pytest.raises(JobCancelled):
+        outbound.send("GET", receiver.url + "/ok", cancel_event=event)
+    assert len(receiver.requests) == count
+
+
 CREDENTIALS = {
     "Authorization": "Bearer s3cr3t",
     "Cookie": "session=s3cr3t",
@@ -184,6 +283,65 @@ CREDENTIALS = {
 
 def redirect(server, status, to):
     return f"{server.url}/redirect?status={status}&to={quote(to, safe='')}"
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_cross_origin_redirect_drops_credentials_and_custom_headers(
+    receiver, other_receiver, status
+):
+    """Expected (browser fetch semantics): after a redirect to another origin no header the
+    caller set is sent but Content-Type; 307/308 keep the method and the body (now without
+    credentials); 301/302 after POST and 303 become a GET without a body."""
+    url = redirect(receiver, status, other_receiver.url + "/ok")
+    response = outbound.send(
+        "POST",
+        url,
+        headers={"Content-Type": "application/json", **CREDENTIALS},
+        content=b'{"order": 1}',
+    )
+    assert response.status_code == 200
+    (first,) = receiver.requests
+    assert first["headers"]["Authorization"] == "Bearer s3cr3t"
+    (second,) = other_receiver.requests
+    for name in CREDENTIALS:
+        assert name not in second["headers"], name
+    if status in (307, 308):
+        assert (second["method"], second["body"]) == ("POST", b'{"order": 1}')
+        assert second["headers"]["Content-Type"] == "application/json"
+    else:
+        assert (second["method"], second["body"]) == ("GET", b"")
+        assert "Content-Type" not in second["headers"]
+
+
+def test_a_same_origin_redirect_keeps_the_headers(receiver):
+    """Expected: a redirect within the origin keeps every header, and a 307 the body."""
+    outbound.send("POST", redirect(receiver, 307, "/ok"), headers=CREDENTIALS, content=b"body")
+    _first, second = receiver.requests
+    assert second["path"] == "/ok"
+    assert second["headers"]["Authorization"] == "Bearer s3cr3t"
+    assert second["headers"]["X-Trace"] == "custom"
+    assert (second["method"], second["body"]) == ("POST", b"body")
+
+
+def test_headers_dropped_once_stay_dropped(receiver, other_receiver):
+    """Expected: A -> B -> A: the credentials dropped for B are not sent back to A."""
+    back = redirect(other_receiver, 307, receiver.url + "/ok")
+    outbound.send("POST", redirect(receiver, 307, back), headers=CREDENTIALS, content=b"x")
+    assert [r["path"] for r in receiver.requests][-1] == "/ok"
+    assert "Authorization" not in receiver.requests[-1]["headers"]
+
+
+def test_a_webhook_signature_does_not_follow_a_cross_origin_redirect(
+    receiver, other_receiver, runner
+):
+    """Expected: the webhook's signature (replayable for 5 minutes) reaches only the URL
+    that was configured, not the origin it redirects to."""
+    callback(receiver.url + "/ok", webhook_url=redirect(receiver, 307, other_receiver.url + "/ok"))
+    runner().drain()
+    signed = [r for r in receiver.requests if outbound.SIGNATURE_HEADER in r["headers"]]
+    assert len(signed) == 1
+    (forwarded,) = other_receiver.requests
+    assert outbound.SIGNATURE_HEADER not in forwarded["headers"]
 
 
 TRANSITION_ADDRESSES = [
@@ -228,6 +386,80 @@ REFUSED_IPV4 = [
 ]
 
 
+@pytest.mark.parametrize("address", TRANSITION_ADDRESSES + REFUSED_IPV4)
+def test_special_addresses_are_refused(settings, address):
+    """Expected: refused at enqueue (validate_url) and when sending, whatever
+    ``ipaddress.is_global`` says in this Python."""
+    settings.ASYNCJOBS = {
+        **settings.ASYNCJOBS,
+        "OUTBOUND_ALLOWED_URLS": (r"^https?://",),
+        "OUTBOUND_ALLOWED_NETWORKS": (),
+    }
+    literal = f"[{address}]" if ":" in address else address
+    with pytest.raises(outbound.OutboundURLRefusedError):
+        outbound.validate_url(f"http://{literal}/")
+    with pytest.raises(outbound.OutboundURLRefusedError):
+        outbound.send("GET", f"http://{literal}/")
+    assert outbound.address_refusal(address)
+
+
+@pytest.mark.parametrize(
+    "address", ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "::ffff:93.184.216.34"]
+)
+def test_public_addresses_pass(settings, address):
+    """Expected: public unicast addresses (IPv4-mapped judged as IPv4) may be called."""
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "OUTBOUND_ALLOWED_NETWORKS": ()}
+    assert outbound.address_refusal(address) is None
+
+
+def test_an_embedded_address_is_named_in_the_refusal():
+    assert "127.0.0.1" in outbound.address_refusal("2002:7f00:1::1")
+    assert "169.254.169.254" in outbound.address_refusal("64:ff9b::a9fe:a9fe")
+
+
+@pytest.mark.parametrize("field", ["callback_url", "webhook_url"])
+@pytest.mark.parametrize("port", ["65536", "99999", "0"])
+def test_a_port_out_of_range_is_a_400(api, users, receiver, field, port):
+    """Expected: 400 with a field error (it was a 500)."""
+    body = {"callback_url": receiver.url + "/ok", field: f"http://127.0.0.1:{port}/ok"}
+    response = api(users["client"]).post("/jobs/", body, format="json")
+    assert response.status_code == 400
+    assert field in response.json()
+    assert not Job.objects.exists()
+
+
+def test_credential_headers_are_redacted_in_the_admin(admin_client, receiver):
+    """Expected: the job page shows the header names, never the credential values."""
+    job = callback(receiver.url + "/ok", headers=CREDENTIALS)
+    page = admin_client.get(reverse("admin:asyncjobs_job_change", args=[job.pk]))
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "s3cr3t" not in text
+    assert "Authorization" in text and "[redacted]" in text
+    assert "custom" in text  # X-Trace is not a credential
+
+
+def test_the_api_never_shows_the_call_headers(api, users, receiver):
+    """Expected: the creation answer and the job's page carry no header value."""
+    body = {"callback_url": receiver.url + "/ok", "headers": CREDENTIALS}
+    created = api(users["client"]).post("/jobs/", body, format="json")
+    assert created.status_code == 202
+    polled = api(users["client"]).get(f"/jobs/{created.json()['id']}/")
+    assert polled.status_code == 200
+    assert b"s3cr3t" not in created.content + polled.content
+
+
+def test_redact_headers():
+    assert outbound.redact_headers(
+        {"Authorization": "a", "proxy-authorization": "b", "X-Auth-Token": "c", "Accept": "d"}
+    ) == {
+        "Authorization": "[redacted]",
+        "proxy-authorization": "[redacted]",
+        "X-Auth-Token": "[redacted]",
+        "Accept": "d",
+    }
+
+
 # --- 3. Bad input never gives a 500 -----------------------------------------------------
 
 
@@ -239,6 +471,7 @@ REFUSED_IPV4 = [
         ('"payload": {"\\ud800": 1}', "payload"),
         ('"idempotency_key": "\\ud800"', "idempotency_key"),
         ('"headers": {"X-A": "\\ud800"}', "headers"),
+        ('"headers": {"X-\\ud800": "v"}', "headers"),
         ('"queue": "\\ud800"', "queue"),
     ],
 )
@@ -275,6 +508,50 @@ def test_a_non_ascii_metrics_token_is_refused(client, settings, token):
 SECRET = "s3cret"
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Evil: injected": "v"},
+        {"X-A:": "v"},
+        {"X A": "v"},
+        {"": "v"},
+        {"X-\u00e9": "v"},
+        {"X-A\r\nX-B": "v"},
+        {"Host": "evil"},
+        {"transfer-encoding": "chunked"},
+        {"Accept-Encoding": "gzip"},
+        {"X-A": "one\r\nX-Injected: two"},
+        {"X-A": "nul\u0000"},
+        {"X-A": "snow \u2603"},
+        {"X-A": "x" * 5000},
+    ],
+)
+def test_invalid_headers_are_refused_at_creation(api, users, receiver, headers):
+    """Expected: 400 with a ``headers`` field error from the API, InvalidHeaderError from
+    enqueue_callback; nothing stored (a name with ``:`` used to be stored and fail later)."""
+    body = {"callback_url": receiver.url + "/ok", "headers": headers}
+    response = api(users["client"]).post("/jobs/", body, format="json")
+    assert response.status_code == 400
+    assert "headers" in response.json()
+    with pytest.raises(outbound.InvalidHeaderError):
+        enqueue_callback(url=receiver.url + "/ok", headers=headers, now=timezone.now())
+    assert not Job.objects.exists()
+
+
+def test_valid_headers_are_sent(receiver, runner):
+    callback(receiver.url + "/ok", headers={"X-Request-Id": "abc-1", "Accept": "*/*"})
+    runner().drain()
+    (request,) = receiver.requests
+    assert request["headers"]["X-Request-Id"] == "abc-1"
+
+
 def _v1(secret, header, body):
     t = header.split(",")[0].removeprefix("t=")
     return hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def test_receiver_json_roundtrip(receiver):
+    """The receivers answer what the probes above expect of them."""
+    response = outbound.send("GET", receiver.url + "/ok")
+    assert json.loads(response.text) == {"ok": True}
+    assert urlsplit(response.url).path == "/ok"
