@@ -81,8 +81,9 @@ DEFAULTS: dict[str, Any] = {
     "OUTBOUND_MAX_RESPONSE_BYTES": 64 * 1024,
     # How much of a callback's response body is stored on the job (characters).
     "CALLBACK_RESPONSE_LIMIT": 4096,
-    # Webhooks on completion: the HMAC-SHA256 key (required to use webhooks), delivery retries,
-    # the queue deliveries go to (None: the finished job's queue).
+    # Webhooks on completion: the HMAC-SHA256 key (required to use webhooks; a list of keys
+    # while rotating: the first signs), delivery retries, the queue deliveries go to (None:
+    # the finished job's queue).
     "WEBHOOK_SECRET": None,
     "WEBHOOK_MAX_ATTEMPTS": 5,
     "WEBHOOK_QUEUE": None,

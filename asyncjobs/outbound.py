@@ -25,7 +25,8 @@ it does call:
 - a callback job asked to cancel stops reading within half a second and sends nothing more.
 
 Webhooks are signed: ``AsyncJobs-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of
-"<t>.<body>">`` with ``WEBHOOK_SECRET``; receivers check it with ``verify_signature()``.
+"<t>.<body>">`` with the first of the ``WEBHOOK_SECRET`` keys; receivers check it with
+``verify_signature()``, which accepts any of several keys (rotation).
 """
 
 import codecs
@@ -672,54 +673,99 @@ def _classify(response: OutboundResponse, what: str) -> None:
 # --- Signatures --------------------------------------------------------------------------
 
 
-def _secret(secret: str | bytes | None = None) -> bytes:
+def _secrets(secret: str | bytes | Sequence[str | bytes] | None = None) -> list[bytes]:
+    """The webhook keys, as bytes: ``secret``, else ``WEBHOOK_SECRET`` (one key or a list,
+    the first signing). Raises ``ConfigurationError`` if there is none."""
     value = secret if secret is not None else jobs_settings.WEBHOOK_SECRET
-    if not value:
-        raise ConfigurationError("Webhooks need ASYNCJOBS['WEBHOOK_SECRET'].")
-    return value.encode() if isinstance(value, str) else value
+    keys = [value] if isinstance(value, str | bytes) else value
+    if (
+        not isinstance(keys, list | tuple)
+        or not keys
+        or not all(isinstance(k, str | bytes) and k for k in keys)
+    ):
+        raise ConfigurationError(
+            "Webhooks need ASYNCJOBS['WEBHOOK_SECRET']: a non-empty string, or a list of them "
+            "(the first signs, any verifies)."
+        )
+    return [k.encode() if isinstance(k, str) else k for k in keys]
 
 
-def sign(body: bytes, *, secret: str | bytes | None = None, timestamp: int | None = None) -> str:
-    """The ``AsyncJobs-Signature`` header value for ``body``."""
+def _secret(secret: str | bytes | Sequence[str | bytes] | None = None) -> bytes:
+    """The key that signs: the first of ``_secrets``."""
+    return _secrets(secret)[0]
+
+
+def _digest(key: bytes, timestamp: int, body: bytes) -> str:
+    return hmac.new(key, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def sign(
+    body: bytes,
+    *,
+    secret: str | bytes | Sequence[str | bytes] | None = None,
+    timestamp: int | None = None,
+) -> str:
+    """The ``AsyncJobs-Signature`` header value for ``body``, signed with ``secret`` (default
+    ``WEBHOOK_SECRET``; of a list, the first key)."""
     t = int(time.time()) if timestamp is None else timestamp
-    digest = hmac.new(_secret(secret), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={t},v1={digest}"
+    return f"t={t},v1={_digest(_secret(secret), t, body)}"
+
+
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def verify_signature(
     body: bytes,
     header: str | None,
     *,
-    secret: str | bytes,
+    secret: str | bytes | Sequence[str | bytes],
     tolerance: timedelta = timedelta(minutes=5),
     now: float | None = None,
 ) -> None:
     """Check a webhook's ``AsyncJobs-Signature`` header against its raw body.
 
-    Raises ``WebhookSignatureError`` if the header is missing or malformed, the HMAC does not
-    match (tampered body, wrong secret), or the timestamp is further than ``tolerance`` from
-    ``now`` (a replay).
+    Raises ``WebhookSignatureError`` (and nothing else, whatever the header holds) if the
+    header is missing or malformed, no ``v1`` signature matches any of the keys (tampered
+    body, wrong secret), or the timestamp is further than ``tolerance`` from ``now`` (a
+    replay). An empty or malformed ``secret`` raises ``ConfigurationError``.
 
     Parameters:
         body: the request body, as received (bytes, before any JSON parsing).
         header: the ``AsyncJobs-Signature`` header.
-        secret: the shared ``WEBHOOK_SECRET``.
+        secret: the shared ``WEBHOOK_SECRET``, or a list of keys during a rotation: the
+            signature is accepted if it matches any of them.
         tolerance: how old (or early) a signature may be.
         now: the current Unix time (default ``time.time()``).
     """
-    if not header:
+    keys = _secrets(secret)  # a receiver's misconfiguration is not a bad signature
+    if not header or not isinstance(header, str):
         raise WebhookSignatureError("Missing signature header.")
-    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
-    try:
-        timestamp = int(fields["t"])
-        given = fields["v1"]
-    except (KeyError, ValueError) as exc:
-        raise WebhookSignatureError("Malformed signature header.") from exc
+    if len(header) > 4096:
+        raise WebhookSignatureError("Malformed signature header.")
+    timestamps, given = [], []
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t":
+            timestamps.append(value)
+        elif key == "v1":
+            given.append(value)
+    if len(timestamps) != 1 or not _TIMESTAMP.fullmatch(timestamps[0]) or not given:
+        raise WebhookSignatureError("Malformed signature header.")
+    timestamp = int(timestamps[0])
     current = time.time() if now is None else now
     if abs(current - timestamp) > tolerance.total_seconds():
         raise WebhookSignatureError("Signature timestamp outside the tolerance (replay?).")
-    expected = sign(body, secret=secret, timestamp=timestamp).split("v1=", 1)[1]
-    if not hmac.compare_digest(expected, given):
+    expected = [_digest(key, timestamp, body) for key in keys]
+    # Compare every pair (ASCII only: compare_digest refuses other text) so that the time
+    # taken says nothing about which key or signature came close.
+    matched = False
+    for value in given:
+        if not _HEX_DIGEST.fullmatch(value):
+            continue
+        for digest in expected:
+            matched |= hmac.compare_digest(digest, value)
+    if not matched:
         raise WebhookSignatureError("Signature does not match.")
 
 

@@ -16,9 +16,12 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 from django.urls import reverse
 from django.utils import timezone
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from asyncjobs import outbound, retry
-from asyncjobs.exceptions import InvalidArgumentsError, JobCancelled
+from asyncjobs.exceptions import ConfigurationError, InvalidArgumentsError, JobCancelled
 from asyncjobs.models import Job, JobStatus
 from asyncjobs.services import cancel_job, enqueue_callback
 from tests.conftest import start_in_thread
@@ -509,6 +512,40 @@ SECRET = "s3cret"
 
 
 @pytest.mark.parametrize(
+    "header",
+    [
+        "t=" + "9" * 400 + ",v1=" + "0" * 64,  # a 400-digit timestamp
+        "t={now},v1=" + "é" * 64,  # non-ASCII signature
+        "t={now},v1=\u2603",
+        "t={now},v1=",
+        "t=,v1=" + "0" * 64,
+        "t=-5,v1=" + "0" * 64,
+        "t=1e9,v1=" + "0" * 64,
+        "t=\u0661\u0662,v1=" + "0" * 64,  # Arabic-Indic digits: int() would take them
+        "t={now},t={now},v1=" + "0" * 64,
+        "v1=" + "0" * 64,
+        "t={now}",
+        "=,=,=",
+        ",,,",
+        "t={now},v1=" + "0" * 100_000,
+    ],
+)
+def test_verify_signature_raises_only_its_own_error(header):
+    """Expected: WebhookSignatureError, never OverflowError, TypeError or ValueError."""
+    header = header.replace("{now}", str(int(time.time())))
+    with pytest.raises(outbound.WebhookSignatureError):
+        outbound.verify_signature(b"{}", header, secret=SECRET)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(header=st.text(max_size=200), body=st.binary(max_size=50))
+def test_verify_signature_on_any_text_raises_only_its_own_error(header, body):
+    """Expected: whatever the header holds, WebhookSignatureError or nothing."""
+    with contextlib.suppress(outbound.WebhookSignatureError):
+        outbound.verify_signature(body, header, secret=SECRET)
+
+
+@pytest.mark.parametrize(
     "headers",
     [
         {"X-Evil: injected": "v"},
@@ -548,6 +585,40 @@ def test_valid_headers_are_sent(receiver, runner):
 def _v1(secret, header, body):
     t = header.split(",")[0].removeprefix("t=")
     return hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def test_webhook_secrets_rotate(settings, receiver, runner):
+    """Expected: with WEBHOOK_SECRET a list, deliveries are signed with the first key, and
+    verify_signature given the list accepts a signature made with any of them."""
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "WEBHOOK_SECRET": ["new-key", "old-key"]}
+    callback(receiver.url + "/ok", webhook_url=receiver.url + "/ok")
+    runner().drain()
+    (delivery,) = [r for r in receiver.requests if outbound.SIGNATURE_HEADER in r["headers"]]
+    header, body = delivery["headers"][outbound.SIGNATURE_HEADER], delivery["body"]
+    assert header.endswith("v1=" + _v1("new-key", header, body))
+    outbound.verify_signature(body, header, secret="new-key")
+    outbound.verify_signature(body, header, secret=["old-key", "new-key"])
+    with pytest.raises(outbound.WebhookSignatureError):
+        outbound.verify_signature(body, header, secret="old-key")
+    old = outbound.sign(body, secret="old-key")
+    outbound.verify_signature(body, old, secret=("new-key", "old-key"))
+
+
+def test_verify_signature_refuses_an_unusable_secret():
+    """Expected: ConfigurationError (the receiver's mistake), not a signature verdict."""
+    body = b"{}"
+    for secret in ("", [], [""], [b"ok", 3]):
+        with pytest.raises(ConfigurationError):
+            outbound.verify_signature(body, outbound.sign(body, secret="k"), secret=secret)
+
+
+@pytest.mark.parametrize("secret", ["", [], [""], ["ok", 3], 5, {"a": "b"}])
+def test_an_unusable_webhook_secret_is_a_400_not_a_500(api, users, receiver, settings, secret):
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "WEBHOOK_SECRET": secret}
+    body = {"callback_url": receiver.url + "/ok", "webhook_url": receiver.url + "/ok"}
+    response = api(users["client"]).post("/jobs/", body, format="json")
+    assert response.status_code == 400
+    assert "webhook_url" in response.json()
 
 
 def test_receiver_json_roundtrip(receiver):
