@@ -291,6 +291,12 @@ def _getaddrinfo(host: str, port: int, deadline: _Deadline) -> list[Any]:
     """``socket.getaddrinfo`` within the deadline. The system resolver cannot be
     interrupted, so it runs in a daemon thread that is abandoned (and ends on its own) if
     the deadline passes first."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:  # an address literal: nothing to look up, no thread needed
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     box: dict[str, Any] = {}
     done = threading.Event()
 
@@ -664,7 +670,8 @@ def _classify(response: OutboundResponse, what: str) -> None:
     message = f"{what} answered HTTP {status}"
     if status in RETRYABLE_STATUSES:
         retry_after = response.headers.get("retry-after", "").strip()
-        if retry_after.isdigit() and len(retry_after) < 10:
+        # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+        if re.fullmatch(r"[0-9]{1,9}", retry_after):
             raise Retry(delay=timedelta(seconds=min(int(retry_after), 3600)), reason=message)
         raise RetryableHTTPError(status, message)
     raise PermanentHTTPError(status, message)

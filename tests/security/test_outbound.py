@@ -113,6 +113,9 @@ class Receiver(BaseHTTPRequestHandler):
             self.wfile.write(b"X-Padding: " + b"a" * 1000 + b"\r\n")
             self.server.sent += 1000
 
+    def answer_retry_after(self, query):
+        self._send(503, headers=[("Retry-After", parse_qs(query)["value"][0])])
+
     def answer_redirect(self, query):
         params = {k: v[0] for k, v in parse_qs(query).items()}
         self._send(int(params["status"]), headers=[("Location", params["to"])])
@@ -227,6 +230,25 @@ def test_an_endless_response_head_is_refused(receiver):
     with pytest.raises(outbound.OutboundConnectionError):
         outbound.send("GET", receiver.url + "/endless-headers", timeout=timedelta(seconds=10))
     assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.parametrize(
+    ("value", "delay"),
+    [("7", timedelta(seconds=7)), ("\u00b2", None), ("99999999999", None), ("-1", None)],
+)
+def test_a_strange_retry_after_is_a_plain_retry(receiver, runner, value, delay):
+    """Expected: a Retry-After of ASCII digits delays the retry; anything else ("²", which
+    str.isdigit() accepts, or absurdly long) is an ordinary retryable 503."""
+    job = callback(f"{receiver.url}/retry-after?value={quote(value)}", max_attempts=2)
+    now = timezone.now()
+    runner().run_once(now=now)
+    job.refresh_from_db()
+    attempt = job.attempt_set.get()
+    assert attempt.http_status == 503
+    if delay is None:
+        assert attempt.error_class == "asyncjobs.outbound.RetryableHTTPError"
+    else:
+        assert job.run_after == now + delay
 
 
 def test_the_excerpt_is_capped_in_bytes(receiver, settings):
