@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 
 from asyncjobs import outbound, retry
 from asyncjobs.exceptions import ConfigurationError, InvalidArgumentsError, JobCancelled
-from asyncjobs.models import Job, JobStatus
+from asyncjobs.models import AttemptOutcome, Job, JobStatus
 from asyncjobs.services import cancel_job, enqueue_callback
-from tests.conftest import start_in_thread
+from tests.conftest import start_in_thread, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -296,6 +296,51 @@ def test_a_cancel_request_stops_a_call_in_flight(receiver):
     with pytest.raises(JobCancelled):
         outbound.send("GET", receiver.url + "/ok", cancel_event=event)
     assert len(receiver.requests) == count
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_four_drippers_do_not_freeze_a_worker(receiver, worker_process):
+    """Expected: a real runworker with 4 slots, given 4 dripping receivers (20 s of drip
+    each) and one that answers at once, is done with all five in about one OUTBOUND_TIMEOUT
+    (2 s in the tests), not after the drips (the issue measured 93 s frozen)."""
+    drips = [callback(receiver.url + "/drip-body", priority=10) for _ in range(4)]
+    ok = callback(receiver.url + "/ok")
+    started = time.monotonic()
+    worker = worker_process("--burst", "--concurrency", "4")
+    assert worker.wait(60) == 0, worker.output()
+    elapsed = time.monotonic() - started
+    assert elapsed < 10, worker.output()
+    assert Job.objects.get(pk=ok.pk).status == JobStatus.SUCCEEDED
+    for job in drips:
+        job.refresh_from_db()
+        assert job.status == JobStatus.FAILED
+        assert job.attempt_set.get().error_class == "asyncjobs.outbound.OutboundTimeoutError"
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_cancel_reaches_a_call_in_flight_in_a_real_worker(receiver, worker_process):
+    """Expected: with a 30 s deadline and a receiver that holds the request, cancelling the
+    job ends it ``cancelled`` within a heartbeat (0.5 s) plus a read slice (0.5 s), with one
+    request made and the attempt recorded ``cancelled``."""
+    job = callback(receiver.url + "/hold", max_attempts=5, backoff=retry.Fixed(timedelta(0)))
+    worker_process(
+        "--concurrency", "1", heartbeat=0.5, extra_env={"ASYNCJOBS_TEST_OUTBOUND_TIMEOUT": "30"}
+    )
+    assert receiver.arrived.wait(30)
+    started = time.monotonic()
+    cancel_job(job.pk)
+    wait_until(
+        lambda: Job.objects.get(pk=job.pk).status == JobStatus.CANCELLED,
+        timeout=15,
+        message="the cancel to reach the call",
+    )
+    assert time.monotonic() - started < 5
+    job.refresh_from_db()
+    assert job.attempts == 1
+    assert job.attempt_set.get().outcome == AttemptOutcome.CANCELLED
+    assert len(receiver.requests) == 1
 
 
 CREDENTIALS = {
