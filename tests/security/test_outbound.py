@@ -181,7 +181,7 @@ def test_a_dripping_receiver_is_cut_off_at_the_deadline(receiver, runner, deadli
     assert job.status == JobStatus.FAILED
     attempt = job.attempt_set.get()
     assert attempt.error_class == "asyncjobs.outbound.OutboundTimeoutError"
-    assert 0.9 < elapsed < 3.0
+    assert 0.9 < elapsed < 5.0  # the drip lasts 20 s
 
 
 def test_send_has_one_deadline_for_the_whole_call(receiver):
@@ -189,7 +189,7 @@ def test_send_has_one_deadline_for_the_whole_call(receiver):
     started = time.monotonic()
     with pytest.raises(outbound.OutboundTimeoutError):
         outbound.send("GET", receiver.url + "/drip-body", timeout=timedelta(seconds=0.6))
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 3.0
 
 
 def test_webhook_deliveries_have_a_job_timeout(receiver, runner, settings):
@@ -220,7 +220,7 @@ def test_a_huge_response_is_not_read(receiver, runner):
     assert job.return_value["truncated"] is True
     assert peak < 8 * 1024 * 1024
     assert receiver.sent < 64 * 1024 * 1024
-    assert elapsed < 2.0
+    assert elapsed < 5.0
 
 
 def test_an_endless_response_head_is_refused(receiver):
@@ -229,7 +229,7 @@ def test_an_endless_response_head_is_refused(receiver):
     started = time.monotonic()
     with pytest.raises(outbound.OutboundConnectionError):
         outbound.send("GET", receiver.url + "/endless-headers", timeout=timedelta(seconds=10))
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 5.0
 
 
 @pytest.mark.parametrize(
@@ -290,7 +290,7 @@ def test_a_cancel_request_stops_a_call_in_flight(receiver):
         outbound.send(
             "GET", receiver.url + "/drip-body", timeout=timedelta(seconds=10), cancel_event=event
         )
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 3.0
     timer.join()
     count = len(receiver.requests)
     with pytest.raises(JobCancelled):
