@@ -24,7 +24,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from asyncjobs import db, monitoring, services
+from asyncjobs import db, monitoring, outbound, services
 from asyncjobs.conf import jobs_settings
 from asyncjobs.exceptions import InvalidTransitionError, UnknownQueueError
 from asyncjobs.models import (
@@ -275,7 +275,8 @@ class JobAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     @admin.display(description="kwargs")
     def kwargs_json(self, obj: Job) -> str:
-        return pretty_json(obj.kwargs)
+        # A callback job's credential headers are shown redacted.
+        return pretty_json(outbound.redact_call(obj.task_path, obj.kwargs))
 
     @admin.display(description="result")
     def result_json(self, obj: Job) -> str:

@@ -81,12 +81,17 @@ DEFAULTS: dict[str, Any] = {
     # Networks (CIDR) that may be called although they are loopback, private, link-local or
     # otherwise not public, e.g. ("127.0.0.0/8",) for a local test server.
     "OUTBOUND_ALLOWED_NETWORKS": (),
+    # One deadline for each call as a whole: DNS, connect, TLS, request, response headers and
+    # body, and redirects.
     "OUTBOUND_TIMEOUT": timedelta(seconds=10),
     "OUTBOUND_MAX_REDIRECTS": 5,
+    # Bytes of a response body read at most; the rest is never read (the connection closes).
+    "OUTBOUND_MAX_RESPONSE_BYTES": 64 * 1024,
     # How much of a callback's response body is stored on the job (characters).
     "CALLBACK_RESPONSE_LIMIT": 4096,
-    # Webhooks on completion: the HMAC-SHA256 key (required to use webhooks), delivery retries,
-    # the queue deliveries go to (None: the finished job's queue).
+    # Webhooks on completion: the HMAC-SHA256 key (required to use webhooks; a list of keys
+    # while rotating: the first signs), delivery retries, the queue deliveries go to (None:
+    # the finished job's queue).
     "WEBHOOK_SECRET": None,
     "WEBHOOK_MAX_ATTEMPTS": 5,
     "WEBHOOK_QUEUE": None,

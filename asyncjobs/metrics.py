@@ -79,7 +79,9 @@ def _allowed(request: HttpRequest) -> bool:
         return True
     token = jobs_settings.METRICS_TOKEN
     header = request.headers.get("Authorization", "")
-    return bool(token) and hmac.compare_digest(header, f"Bearer {token}")
+    # As bytes: compare_digest refuses str holding non-ASCII characters (a TypeError, a 500).
+    expected = f"Bearer {token}".encode("utf-8", "surrogatepass")
+    return bool(token) and hmac.compare_digest(header.encode("utf-8", "surrogatepass"), expected)
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:

@@ -538,7 +538,8 @@ def _schedule_webhook(job: Job, *, now: datetime, using: str) -> None:
             retry_on=(Exception,),
             fail_on=OUTBOUND_FAIL_ON,
         ),
-        timeout=None,  # each request has OUTBOUND_TIMEOUT
+        # The request has its own deadline, OUTBOUND_TIMEOUT; this bounds the whole job.
+        timeout=jobs_settings.OUTBOUND_TIMEOUT * 2,
     )
     delivery = build_job(
         task_path=WEBHOOK_TASK,
@@ -578,9 +579,11 @@ def enqueue_callback(
     2xx succeeds; 408, 425, 429, 5xx, timeouts and connection errors are retried with
     ``backoff``; other 4xx and refused URLs fail at once. With ``unique_key``, an existing job
     with that key is returned instead. Returns (job, created). Raises
-    ``OutboundURLRefusedError`` for a URL that may not be called.
+    ``OutboundURLRefusedError`` for a URL that may not be called and ``InvalidHeaderError``
+    for headers that cannot be sent.
     """
     outbound.validate_url(url)
+    headers = outbound.check_headers(headers or {})
     options = JobOptions(
         max_attempts=max_attempts,
         backoff=backoff or retry.DEFAULT_BACKOFF,
@@ -591,7 +594,7 @@ def enqueue_callback(
     job = build_job(
         task_path=CALLBACK_TASK,
         args=(),
-        kwargs={"url": url, "method": method, "headers": headers or {}, "payload": payload},
+        kwargs={"url": url, "method": method, "headers": headers, "payload": payload},
         queue_name=queue_name,
         priority=priority,
         run_after=run_after,
@@ -804,8 +807,9 @@ def record_failure(
     """Record a failed attempt of ``job`` and move the job on.
 
     The job is scheduled again (after the backoff, or a ``Retry`` exception's delay) if the
-    error is retryable and attempts are left; it ends ``cancelled`` for a ``cancelled``
-    outcome, else ``failed`` (the dead letter). ``retryable`` overrides the policy check;
+    error is retryable and attempts are left, unless it was asked to cancel; it ends
+    ``cancelled`` for a ``cancelled`` outcome or a retryable failure of a job asked to cancel,
+    else ``failed`` (the dead letter). ``retryable`` overrides the policy check;
     ``started_at`` as for ``record_success``. Returns the job's new status, or None,
     changing nothing, if the attempt is no longer this worker's.
     """
@@ -839,9 +843,21 @@ def record_failure(
             **error_fields(error, traceback_text),
         ):
             return None
-        Job.objects.using(using).filter(
+        mine = Job.objects.using(using).filter(
             pk=job.pk, status=JobStatus.RUNNING, worker_id=worker_id
-        ).update(
+        )
+        # Asked to cancel while this attempt ran (a task that ignored the request): no
+        # further attempt. The row lock orders this read with cancel_job's write.
+        if (
+            new_status not in TERMINAL_STATUSES
+            and mine.select_for_update()
+            .filter(cancel_requested_at__isnull=False)
+            .values_list("pk", flat=True)
+            .first()
+            is not None
+        ):
+            new_status, run_after, finished_at = JobStatus.CANCELLED, job.run_after, now
+        mine.update(
             **job_start,
             status=new_status,
             run_after=run_after,
@@ -1178,24 +1194,33 @@ def cancel_job(
     A scheduled or queued job is cancelled at once. A running job is asked to stop: its task
     sees ``context.cancel_requested`` within a heartbeat and ends ``cancelled`` when it raises
     ``JobCancelled`` (see ``context.raise_if_cancelled()``); a task that ignores the request
-    finishes normally. Cancelling a cancelled job does nothing. Raises ``JobNotFoundError``
-    for an unknown id and ``InvalidTransitionError`` for a job that succeeded or failed.
+    finishes normally if it succeeds, and ends ``cancelled``, not retried, if it fails.
+    Cancelling a cancelled job does nothing. Raises ``JobNotFoundError`` for an unknown id
+    and ``InvalidTransitionError`` for a job that succeeded or failed.
     """
     now = now or timezone.now()
     job = _get(job_id, using)
     if job.status == JobStatus.CANCELLED:
         return job
     jobs = Job.objects.using(using).filter(pk=job.pk)
-    with transaction.atomic(using=using):
-        cancelled = jobs.filter(status__in=WAITING_STATUSES).update(
-            status=JobStatus.CANCELLED, finished_at=now, cancel_requested_at=now, unique_key=None
-        )
+    # Two passes: a running job whose attempt ends between the two updates (retried, so
+    # waiting again) is cancelled on the second.
+    for _ in range(2):
+        with transaction.atomic(using=using):
+            cancelled = jobs.filter(status__in=WAITING_STATUSES).update(
+                status=JobStatus.CANCELLED,
+                finished_at=now,
+                cancel_requested_at=now,
+                unique_key=None,
+            )
+            if cancelled:
+                _schedule_webhook(job, now=now, using=using)
         if cancelled:
-            _schedule_webhook(job, now=now, using=using)
-    if cancelled:
-        logger.info("Job %s cancelled", job.pk, extra={"job_id": str(job.pk)})
-    elif jobs.filter(status=JobStatus.RUNNING).update(cancel_requested_at=now):
-        logger.info("Job %s asked to cancel", job.pk, extra={"job_id": str(job.pk)})
+            logger.info("Job %s cancelled", job.pk, extra={"job_id": str(job.pk)})
+            break
+        if jobs.filter(status=JobStatus.RUNNING).update(cancel_requested_at=now):
+            logger.info("Job %s asked to cancel", job.pk, extra={"job_id": str(job.pk)})
+            break
     else:
         job.refresh_from_db(using=using)
         if job.status != JobStatus.CANCELLED:

@@ -38,3 +38,24 @@ def safe_text(value: object, limit: int | None = None, *, keep: str = "start") -
     if limit is not None and len(text) > limit:
         text = text[-limit:] if keep == "end" else text[:limit]
     return text
+
+
+def has_lone_surrogate(value: object) -> bool:
+    """Whether a JSON value (lists, dicts, strings, scalars) holds an unpaired surrogate in
+    a string or a key: not Unicode text, so refused where text must be Unicode (the job
+    API's bodies, as I-JSON asks), though asyncjobs can store it."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")

@@ -97,7 +97,7 @@ ASYNCJOBS = {
     # The tests' own HTTP server listens on 127.0.0.1.
     "OUTBOUND_ALLOWED_URLS": (r"^http://127\.0\.0\.1:\d+/",),
     "OUTBOUND_ALLOWED_NETWORKS": ("127.0.0.0/8",),
-    "OUTBOUND_TIMEOUT": 2,
+    "OUTBOUND_TIMEOUT": float(os.environ.get("ASYNCJOBS_TEST_OUTBOUND_TIMEOUT", 2)),
     "WEBHOOK_SECRET": "test-webhook-secret",
     "API_EVENTS_MAX_DURATION": 3,
     "LISTEN_DATABASE": "direct" if _POOLER else None,

@@ -111,7 +111,7 @@ def test_timeout_is_retried(api, users, http_server, runner):
     assert job.status == JobStatus.FAILED
     attempts = list(job.attempt_set.all())
     assert len(attempts) == 2
-    assert {a.error_class for a in attempts} == {"httpx.ReadTimeout"}
+    assert {a.error_class for a in attempts} == {"asyncjobs.outbound.OutboundTimeoutError"}
     assert {a.http_status for a in attempts} == {None}
 
 
