@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served by the project, not from a CDN
     "asyncjobs",
     "example_project.demo",
 ]
@@ -52,6 +53,9 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "asyncjobs example API",
     "DESCRIPTION": "Poll jobs, stream their events, create HTTP callback jobs.",
     "VERSION": "0.1.0",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 ROOT_URLCONF = "example_project.urls"

@@ -28,6 +28,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from asyncjobs import retry, services
+from asyncjobs.api.descriptions import DescribedView
 from asyncjobs.api.parsers import BoundedJSONParser
 from asyncjobs.api.permissions import CanCancelJob, CanPauseQueue, CanRetryJob
 from asyncjobs.api.serializers import (
@@ -68,7 +69,7 @@ def _database() -> str:
     return str(getattr(task_backends["default"], "database", "default"))
 
 
-class JobMixin(APIView):
+class JobMixin(DescribedView, APIView):
     """Look a job up by id; unknown or malformed ids are 404."""
 
     parser_classes = (BoundedJSONParser,)
@@ -243,7 +244,7 @@ class JobPagination(CursorPagination):
         return parameters
 
 
-class JobListCreateView(generics.GenericAPIView[Job]):
+class JobListCreateView(DescribedView, generics.GenericAPIView[Job]):
     """``GET /jobs/``: jobs for staff, filtered by ``status``, ``queue``, ``task``.
     ``POST /jobs/``: create an HTTP callback job (202 Accepted)."""
 
@@ -350,7 +351,7 @@ class JobListCreateView(generics.GenericAPIView[Job]):
         return _no_store(response, job)
 
 
-class StatsView(APIView):
+class StatsView(DescribedView, APIView):
     """``GET /jobs/stats/``: per queue the jobs waiting, running and failed, the lag, and the
     live workers (staff)."""
 
@@ -417,7 +418,7 @@ class StatsView(APIView):
         return _no_store(Response(StatsSerializer(data).data))
 
 
-class QueuePauseView(APIView):
+class QueuePauseView(DescribedView, APIView):
     """``POST /jobs/queues/<name>/pause/`` and ``.../resume/`` (``asyncjobs.pause_queue``)."""
 
     permission_classes = (CanPauseQueue,)
