@@ -8,7 +8,7 @@ permission, and reports what it changed and what it skipped and why.
 import json
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django import forms
@@ -59,6 +59,45 @@ def badge(value: str, label: str | None = None) -> str:
         STATUS_COLOURS.get(value, "#374151"),
         label or value,
     )
+
+
+def precise_time(value: datetime | None, *, date: bool = True) -> str:
+    """A moment to the millisecond in the current time zone, ``2026-12-01 22:12:07.512 UTC``
+    (backoff between attempts must be readable; Django's format stops at minutes). With
+    ``date=False`` the time alone, the full moment on hover."""
+    if value is None:
+        return "—"
+    local = timezone.localtime(value)
+    day = f"{local:%Y-%m-%d}"
+    clock = f"{local:%H:%M:%S}.{local.microsecond // 1000:03d}"
+    zone = local.tzname() or ""
+    full = f"{day} {clock} {zone}".rstrip()
+    if not date:
+        return format_html(
+            '<time datetime="{}" title="{}" style="white-space:nowrap">{}</time>',
+            value.isoformat(),
+            full,
+            clock,
+        )
+    # The date and the time each stay whole; a narrow column breaks between them.
+    return format_html(
+        '<time datetime="{}" title="{}"><span style="white-space:nowrap">{}</span> '
+        '<span style="white-space:nowrap">{}</span></time>',
+        value.isoformat(),
+        full,
+        day,
+        f"{clock} {zone}".rstrip(),
+    )
+
+
+def compact_age(delta: timedelta) -> str:
+    """An age in its largest unit, for a narrow column: ``45 s``, ``12 min``, ``5 h``,
+    ``3 d`` (the exact moment is on hover)."""
+    seconds = max(int(delta.total_seconds()), 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
 
 
 def pretty_json(value: Any) -> str:
@@ -130,7 +169,8 @@ class AttemptInline(ReadOnlyMixin, admin.TabularInline):
         "number",
         "outcome_badge",
         "worker_id",
-        "started_at",
+        "started",
+        "waited",
         "duration_s",
         "http_status",
         "error",
@@ -138,23 +178,53 @@ class AttemptInline(ReadOnlyMixin, admin.TabularInline):
     readonly_fields = fields
     ordering = ("number",)
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Attempt]:
+        previous = Attempt.objects.filter(job=OuterRef("job"), number=OuterRef("number") - 1)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(previous_finished_at=Subquery(previous.values("finished_at")[:1]))
+        )
+
+    @admin.display(description="started")
+    def started(self, obj: Attempt) -> str:
+        return precise_time(obj.started_at)
+
+    @admin.display(description="after")
+    def waited(self, obj: Attempt) -> str:
+        """The gap since the previous attempt ended: the backoff, as it happened."""
+        previous = getattr(obj, "previous_finished_at", None)
+        if previous is None or obj.started_at is None:
+            return "—"
+        return format_html(
+            '<span style="white-space:nowrap">{} s</span>',
+            f"{(obj.started_at - previous).total_seconds():.1f}",
+        )
+
     @admin.display(description="outcome")
     def outcome_badge(self, obj: Attempt) -> str:
         return badge(obj.outcome) if obj.outcome else badge("running")
 
     @admin.display(description="duration (s)")
     def duration_s(self, obj: Attempt) -> str:
-        return f"{obj.duration.total_seconds():.3f}" if obj.duration else "—"
+        return f"{obj.duration.total_seconds():.3f}" if obj.duration is not None else "—"
 
     @admin.display(description="error")
     def error(self, obj: Attempt) -> str:
         if not obj.error_class:
             return ""
+        # Long URLs and paths wrap inside the column instead of widening the page; the
+        # column keeps a readable width for the error's class name.
         if not obj.traceback:
-            return format_html("<b>{}</b>: {}", obj.error_class, obj.error_message)
+            return format_html(
+                "<div style='overflow-wrap:anywhere;min-width:18em'><b>{}</b>: {}</div>",
+                obj.error_class,
+                obj.error_message,
+            )
         return format_html(
-            "<details><summary><b>{}</b>: {}</summary><pre style='white-space:pre-wrap'>{}"
-            "</pre></details>",
+            "<details style='overflow-wrap:anywhere;min-width:18em'><summary><b>{}</b>: {}"
+            "</summary>"
+            "<pre style='white-space:pre-wrap'>{}</pre></details>",
             obj.error_class,
             obj.error_message,
             obj.traceback,
@@ -173,17 +243,17 @@ def _report(
 
 @admin.register(Job)
 class JobAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    # Fits a 1280 px screen beside the admin's two sidebars: times without their date and the
+    # task's name without its module (both in full on hover); priority and duration on the
+    # job's page.
     list_display = (
         "short_id",
-        "task_path",
+        "task_name",
         "queue_name",
         "status_badge",
         "attempts_display",
-        "priority",
-        "enqueued_at",
-        "started_at",
-        "finished_at",
-        "duration_display",
+        "age",
+        "enqueued",
     )
     list_filter = ("status", QueueFilter, TaskFilter, ("enqueued_at", admin.DateFieldListFilter))
     search_fields = ("=id", "task_path", "=unique_key")
@@ -201,15 +271,16 @@ class JobAdmin(ReadOnlyMixin, admin.ModelAdmin):
             "Timeline",
             {
                 "fields": (
-                    "enqueued_at",
-                    "run_after",
-                    "started_at",
-                    "last_attempted_at",
-                    "finished_at",
+                    "enqueued_at_display",
+                    "run_after_display",
+                    "started_at_display",
+                    "last_attempted_at_display",
+                    "finished_at_display",
+                    "duration_display",
                     "attempts_display",
                     "worker_id",
-                    "lease_expires_at",
-                    "cancel_requested_at",
+                    "lease_expires_at_display",
+                    "cancel_requested_at_display",
                 )
             },
         ),
@@ -233,10 +304,11 @@ class JobAdmin(ReadOnlyMixin, admin.ModelAdmin):
     )
     readonly_fields = (
         "id", "task_path", "queue_name", "priority", "status_badge", "args_json", "kwargs_json",
-        "result_json", "progress_json", "last_error", "enqueued_at", "run_after", "started_at",
-        "last_attempted_at", "finished_at", "attempts_display", "worker_id", "lease_expires_at",
-        "cancel_requested_at", "max_attempts", "backoff", "retry_on", "fail_on", "timeout",
-        "unique_key", "limit_key", "webhook_url", "enqueued_by",
+        "result_json", "progress_json", "last_error", "enqueued_at_display",
+        "run_after_display", "started_at_display", "last_attempted_at_display",
+        "finished_at_display", "duration_display", "attempts_display", "worker_id",
+        "lease_expires_at_display", "cancel_requested_at_display", "max_attempts", "backoff",
+        "retry_on", "fail_on", "timeout", "unique_key", "limit_key", "webhook_url", "enqueued_by",
     )  # fmt: skip
 
     def get_search_results(
@@ -257,9 +329,60 @@ class JobAdmin(ReadOnlyMixin, admin.ModelAdmin):
     def short_id(self, obj: Job) -> str:
         return str(obj.pk)[:8]
 
+    @admin.display(description="task", ordering="task_path")
+    def task_name(self, obj: Job) -> str:
+        """The function's name; its full dotted path on hover."""
+        return format_html(
+            '<span title="{}">{}</span>', obj.task_path, obj.task_path.rpartition(".")[2]
+        )
+
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: Job) -> str:
         return badge(obj.status)
+
+    @admin.display(description="age", ordering="-enqueued_at")
+    def age(self, obj: Job) -> str:
+        """Time since the job was enqueued."""
+        return format_html(
+            '<span style="white-space:nowrap">{}</span>',
+            compact_age(timezone.now() - obj.enqueued_at),
+        )
+
+    @admin.display(description="enqueued", ordering="enqueued_at")
+    def enqueued(self, obj: Job) -> str:
+        return precise_time(obj.enqueued_at, date=False)
+
+    @admin.display(description="finished", ordering="finished_at")
+    def finished(self, obj: Job) -> str:
+        return precise_time(obj.finished_at, date=False)
+
+    @admin.display(description="enqueued at")
+    def enqueued_at_display(self, obj: Job) -> str:
+        return precise_time(obj.enqueued_at)
+
+    @admin.display(description="run after (the earliest start of the next attempt)")
+    def run_after_display(self, obj: Job) -> str:
+        return precise_time(obj.run_after)
+
+    @admin.display(description="started at")
+    def started_at_display(self, obj: Job) -> str:
+        return precise_time(obj.started_at)
+
+    @admin.display(description="last attempted at")
+    def last_attempted_at_display(self, obj: Job) -> str:
+        return precise_time(obj.last_attempted_at)
+
+    @admin.display(description="finished at")
+    def finished_at_display(self, obj: Job) -> str:
+        return precise_time(obj.finished_at)
+
+    @admin.display(description="lease expires at")
+    def lease_expires_at_display(self, obj: Job) -> str:
+        return precise_time(obj.lease_expires_at)
+
+    @admin.display(description="cancel requested at")
+    def cancel_requested_at_display(self, obj: Job) -> str:
+        return precise_time(obj.cancel_requested_at)
 
     @admin.display(description="attempts")
     def attempts_display(self, obj: Job) -> str:
@@ -365,7 +488,15 @@ class JobAdmin(ReadOnlyMixin, admin.ModelAdmin):
             **self.admin_site.each_context(request),
             "title": "Dead letter",
             "opts": self.model._meta,
-            "groups": list(groups),
+            "groups": [
+                {
+                    **group,
+                    "task_module": group["task_path"].rpartition(".")[0],
+                    "task_name": group["task_path"].rpartition(".")[2],
+                    "latest": precise_time(group["latest_at"]),
+                }
+                for group in groups
+            ],
             "can_retry": self.has_retry_permission(request),
             "can_discard": self.has_delete_permission(request),
         }
@@ -416,8 +547,8 @@ class WorkerAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "health",
         "jobs_in_hand",
         "jobs_processed",
-        "started_at",
-        "last_heartbeat_at",
+        "started",
+        "last_heartbeat",
     )
     list_filter = ("status",)
     ordering = ("-started_at",)
@@ -432,6 +563,14 @@ class WorkerAdmin(ReadOnlyMixin, admin.ModelAdmin):
             .values("n")
         )
         return super().get_queryset(request).annotate(in_hand=Subquery(in_hand))
+
+    @admin.display(description="started at", ordering="started_at")
+    def started(self, obj: Worker) -> str:
+        return precise_time(obj.started_at)
+
+    @admin.display(description="last heartbeat", ordering="last_heartbeat_at")
+    def last_heartbeat(self, obj: Worker) -> str:
+        return precise_time(obj.last_heartbeat_at, date=False)
 
     @admin.display(description="jobs in hand")
     def jobs_in_hand(self, obj: Any) -> int:

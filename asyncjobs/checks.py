@@ -7,6 +7,8 @@ from django.apps import apps
 from django.conf import settings
 from django.core import checks
 from django.db import connections
+from django.urls import URLResolver, get_resolver
+from django.utils.module_loading import import_string
 
 from asyncjobs import db, services
 from asyncjobs.conf import DEFAULTS, QUEUE_OPTION_KEYS, jobs_settings, parse_rate
@@ -204,3 +206,74 @@ def check_api_limits(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
             )
         )
     return errors
+
+
+ENQUEUED_BY_MIDDLEWARE = "asyncjobs.middleware.EnqueuedByMiddleware"
+AUTHENTICATION_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"
+
+
+def _routes_job_api(patterns: Any) -> bool:
+    """Whether a URL pattern list, searched through its includes, routes a view of the
+    job API (``asyncjobs.api``)."""
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            if _routes_job_api(pattern.url_patterns):
+                return True
+            continue
+        view = getattr(pattern.callback, "view_class", None) or pattern.callback
+        if str(getattr(view, "__module__", "")).startswith("asyncjobs.api."):
+            return True
+    return False
+
+
+def _middleware_position(path: str) -> int | None:
+    """The index in ``MIDDLEWARE`` of ``path`` or of a subclass of it, or None."""
+    try:
+        wanted = import_string(path)
+    except ImportError:
+        wanted = None
+    for index, entry in enumerate(getattr(settings, "MIDDLEWARE", None) or ()):
+        if entry == path:
+            return index
+        try:
+            cls = import_string(entry)
+        except ImportError:
+            continue  # Django reports a middleware that does not import
+        if wanted is not None and isinstance(cls, type) and issubclass(cls, wanted):
+            return index
+    return None
+
+
+@checks.register(checks.Tags.urls)
+def check_api_wiring(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """When the project routes the job API, ``EnqueuedByMiddleware`` must run, after
+    ``AuthenticationMiddleware``: without it a job enqueued in a request has no owner, and
+    the user who enqueued it gets a bare 404 from ``GET /jobs/<id>/``."""
+    try:
+        routed = _routes_job_api(get_resolver().url_patterns)
+    except Exception:  # a broken URLconf is reported by Django's own check
+        return []
+    if not routed:
+        return []
+    ours = _middleware_position(ENQUEUED_BY_MIDDLEWARE)
+    if ours is None:
+        return [
+            checks.Warning(
+                f"The job API is routed, but {ENQUEUED_BY_MIDDLEWARE} is not in MIDDLEWARE.",
+                hint="Without it a job enqueued in a request has no owner, and that user gets "
+                "404 from GET /jobs/<id>/ (only staff and status-token holders can read it). "
+                f"Add it after {AUTHENTICATION_MIDDLEWARE!r}.",
+                id="asyncjobs.W030",
+            )
+        ]
+    authentication = _middleware_position(AUTHENTICATION_MIDDLEWARE)
+    if authentication is None or authentication > ours:
+        return [
+            checks.Warning(
+                f"{ENQUEUED_BY_MIDDLEWARE} runs before {AUTHENTICATION_MIDDLEWARE} "
+                "(or without it), so it never sees the request's user.",
+                hint=f"Move it after {AUTHENTICATION_MIDDLEWARE!r} in MIDDLEWARE.",
+                id="asyncjobs.W031",
+            )
+        ]
+    return []

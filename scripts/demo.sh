@@ -8,6 +8,9 @@ cd "$ROOT"
 PY="$VENV/bin/python"
 PORT="${PORT:-8000}"
 export DJANGO_SETTINGS_MODULE=example_project.settings PYTHONPATH="$ROOT"
+# Debug on, explicitly: the settings default is off, and with debug off the project refuses
+# to start without a strong DJANGO_SECRET_KEY. The server listens on 127.0.0.1 only.
+export DJANGO_DEBUG="${DJANGO_DEBUG:-1}"
 
 export DEMO_BASE_URL="http://127.0.0.1:$PORT"
 "$PY" manage.py migrate --verbosity 0

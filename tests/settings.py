@@ -23,6 +23,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # the example project's /api/docs/, tested in tests/api
     "asyncjobs",
     "example_project.demo",
     "tests",
@@ -55,7 +56,14 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.BasicAuthentication",
     ],
 }
-SPECTACULAR_SETTINGS = {"TITLE": "asyncjobs", "VERSION": "0.1.0"}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "asyncjobs",
+    "VERSION": "0.1.0",
+    # As the example project: Swagger UI and ReDoc from the installed sidecar, not a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast tests
 
 _db_dir = Path(os.environ.get("ASYNCJOBS_TEST_DIR", BASE_DIR.parent / ".test-data"))

@@ -22,6 +22,7 @@ def manage(tmp_path, *args):
     }
     env |= {
         "DJANGO_SETTINGS_MODULE": "example_project.settings",
+        "DJANGO_DEBUG": "1",  # as scripts/demo.sh sets it (the settings default is off)
         "PYTHONPATH": str(ROOT),
         "ASYNCJOBS_DB_NAME": str(tmp_path / "demo.sqlite3"),
         "DEMO_MEDIA_ROOT": str(tmp_path / "media"),

@@ -67,6 +67,23 @@ def test_a_flaky_crm_is_retried_with_backoff(client, demo):
     assert [a.outcome for a in crm.attempt_set.order_by("number")] == ["failed", "succeeded"]
 
 
+def test_the_crm_syncs_retries_are_seconds_apart(client, demo):
+    """Watch the retries: the gaps between the flaky CRM sync's attempts read plainly in the
+    admin (3 s, 6 s, 12 s...), not a jittered fraction of a second."""
+    demo.DEMO_CRM_FAILURE_RATE = 1.0
+    client.post(reverse("demo:signup"), {"username": "dee", "email": "dee@example.com"})
+    now = timezone.now()
+    gaps = []
+    for _ in range(4):
+        work_off(now=now)
+        crm = Job.objects.get(task_path=tasks.sync_crm.module_path)
+        gaps.append((crm.run_after - now).total_seconds())
+        now = crm.run_after
+    assert crm.attempts == 4 and crm.status == JobStatus.SCHEDULED
+    assert [round(gap) for gap in gaps] == [3, 6, 12, 24]
+    assert tasks.CRM_BACKOFF.delay(20).total_seconds() == 60  # capped at a minute
+
+
 def test_synchronous_signup_does_the_work_in_the_request_and_is_timed(client, demo):
     response = client.post(
         reverse("demo:signup"),

@@ -27,6 +27,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from asyncjobs import monitoring, retry, services
+from asyncjobs.api.descriptions import DescribedView
 from asyncjobs.api.parsers import BoundedJSONParser
 from asyncjobs.api.permissions import CanCancelJob, CanPauseQueue, CanRetryJob
 from asyncjobs.api.serializers import (
@@ -99,7 +100,7 @@ def _database() -> str:
     return str(getattr(task_backends["default"], "database", "default"))
 
 
-class JobMixin(APIView):
+class JobMixin(DescribedView, APIView):
     """Look a job up by id; unknown or malformed ids are 404."""
 
     parser_classes = (BoundedJSONParser,)
@@ -354,7 +355,7 @@ class JobPagination(CursorPagination):
         return parameters
 
 
-class JobListCreateView(generics.GenericAPIView[Job]):
+class JobListCreateView(DescribedView, generics.GenericAPIView[Job]):
     """``GET /jobs/``: jobs for ``asyncjobs.view_job``, filtered by ``status``, ``queue``,
     ``task``. ``POST /jobs/``: create an HTTP callback job (202 Accepted)."""
 
@@ -468,7 +469,7 @@ class JobListCreateView(generics.GenericAPIView[Job]):
         return _no_store(response, job)
 
 
-class StatsView(APIView):
+class StatsView(DescribedView, APIView):
     """``GET /jobs/stats/``: for every queue (``monitoring.queue_snapshots``, as the dashboard)
     the jobs waiting, running and failed, the lag, and the live workers
     (``asyncjobs.view_job``)."""
@@ -510,7 +511,7 @@ class StatsView(APIView):
         return _no_store(Response(StatsSerializer(data).data))
 
 
-class QueuePauseView(APIView):
+class QueuePauseView(DescribedView, APIView):
     """``POST /jobs/queues/<name>/pause/`` and ``.../resume/`` (``asyncjobs.pause_queue``)."""
 
     permission_classes = (CanPauseQueue,)

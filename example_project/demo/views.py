@@ -1,6 +1,11 @@
 """The demo scenarios: sign-up fan-out (background vs. synchronous), checkout, a report with
 a live progress bar, rate-limited partner calls, and a job for the dead letter. Plus the
-fake services the tasks call (a flaky CRM, a partner API)."""
+fake services the tasks call (a flaky CRM, a partner API).
+
+Ownership is the visitor's session: the demo has no sign-in, so what a browser created (its
+jobs, the users it signed up, its orders) is remembered in its session, and the pages show a
+visitor only those (404 for anything else). Forms validate every value (400, never a 500).
+"""
 
 import random
 import time
@@ -8,6 +13,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+from django import forms
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
@@ -23,6 +29,13 @@ from asyncjobs.conf import jobs_settings
 from asyncjobs.models import Job, JobStatus
 from asyncjobs.tokens import check_token, status_url
 from example_project.demo import tasks
+from example_project.demo.forms import (
+    CheckoutForm,
+    HomeActionForm,
+    PartnerForm,
+    ReportForm,
+    SignupForm,
+)
 from example_project.demo.models import Order, PartnerCall, Product
 
 PRODUCTS = [
@@ -32,23 +45,48 @@ PRODUCTS = [
 ]
 
 
+# How many jobs, sign-ups and orders a visitor's session remembers (the oldest are forgotten).
+WATCHED_JOBS = 100
+REMEMBERED = 20
+
+
+def form_errors(form: forms.Form) -> list[str]:
+    """A form's errors as lines for the page: "field: message"."""
+    return [
+        message if field == "__all__" else f"{field}: {message}"
+        for field, messages in form.errors.items()
+        for message in messages
+    ]
+
+
 def home(request: HttpRequest) -> HttpResponse:
+    """The scenarios, and the latest jobs this visitor started (nobody else's)."""
+    errors: list[str] = []
     if request.method == "POST":
-        if request.POST.get("action") == "fail":
-            tasks.always_fails.enqueue("the demo asked for it")
-        return redirect("demo:home")
-    jobs = Job.objects.order_by("-enqueued_at")[:25]
-    return render(request, "demo/home.html", {"jobs": jobs})
+        form = HomeActionForm(request.POST)
+        if form.is_valid():
+            _watch(request, [tasks.always_fails.enqueue("the demo asked for it")])
+            return redirect("demo:home")
+        errors = form_errors(form)
+    jobs = Job.objects.filter(pk__in=_watched_ids(request)).order_by("-enqueued_at")[:25]
+    return render(
+        request, "demo/home.html", {"jobs": jobs, "errors": errors}, status=400 if errors else 200
+    )
 
 
 def _watch(request: HttpRequest, results: list[Any]) -> None:
-    """Remember the jobs this browser started, with status URLs it may poll."""
+    """Remember the jobs this browser started: it may see them and poll their status."""
     watched = request.session.get("watched", [])
     watched = [{"id": str(r.id), "task": r.task.name} for r in results] + watched
-    request.session["watched"] = watched[:30]
+    request.session["watched"] = watched[:WATCHED_JOBS]
+
+
+def _watched_ids(request: HttpRequest) -> list[str]:
+    return [w["id"] for w in request.session.get("watched", [])]
 
 
 def _watched(request: HttpRequest, ids: list[str]) -> list[dict[str, str]]:
+    """The jobs of ``ids`` that this browser started, each with a status URL (token)."""
     tasks_by_id = {w["id"]: w["task"] for w in request.session.get("watched", [])}
     return [
         {"id": i, "task": tasks_by_id.get(i, ""), "status_url": status_url(i)}
@@ -57,20 +95,35 @@ def _watched(request: HttpRequest, ids: list[str]) -> list[dict[str, str]]:
     ]
 
 
+def _remember(request: HttpRequest, kind: str, pk: int, job_ids: list[str]) -> None:
+    """Remember that this browser created object ``pk`` of ``kind`` ("signups", "orders"),
+    with the ids of its jobs."""
+    remembered = {str(pk): job_ids} | request.session.get(kind, {})
+    request.session[kind] = dict(list(remembered.items())[:REMEMBERED])
+
+
+def _remembered(request: HttpRequest, kind: str, pk: int) -> list[str]:
+    """The job ids of object ``pk`` of ``kind`` if this browser created it; else 404."""
+    job_ids = request.session.get(kind, {}).get(str(pk))
+    if job_ids is None:
+        raise Http404("Not one of yours.")
+    return list(job_ids)
+
+
 # --- 1. sign-up fan-out ----------------------------------------------------------------------
 
 
 def signup(request: HttpRequest) -> HttpResponse:
     """Create a user. In the background mode the follow-up work is five jobs enqueued in the
     user's own transaction; in the synchronous mode the request does it all itself."""
-    error = ""
+    errors: list[str] = []
     if request.method == "POST":
-        username = request.POST.get("username", "").strip()
-        email = request.POST.get("email", "").strip()
-        mode = request.POST.get("mode", "background")
-        if not username or "@" not in email:
-            error = "Give a username and an email address."
+        form = SignupForm(request.POST)
+        if not form.is_valid():
+            errors = form_errors(form)
         else:
+            username, email = form.cleaned_data["username"], form.cleaned_data["email"]
+            mode = form.cleaned_data["mode"]
             started = time.perf_counter()
             try:
                 if mode == "synchronous":
@@ -82,22 +135,22 @@ def signup(request: HttpRequest) -> HttpResponse:
                         results = [t.enqueue(user.pk) for t in tasks.SIGNUP_TASKS]
                     user_id, ids = user.pk, [str(r.id) for r in results]
                     _watch(request, results)
-            except IntegrityError:
-                error = f"The username {username!r} is taken."
+            except IntegrityError:  # taken between the form's check and the insert
+                errors = [f"username: The username {username!r} is taken."]
             except Exception as exc:  # what a synchronous sign-up shows its user
-                error = f"Sign-up failed while doing the follow-up work inline: {exc}"
+                errors = [f"Sign-up failed while doing the follow-up work inline: {exc}"]
             else:
                 elapsed = round((time.perf_counter() - started) * 1000)
                 timings = request.session.get("signup_ms", {})
                 timings[mode] = elapsed
                 request.session["signup_ms"] = timings
-                request.session[f"signup_jobs_{user_id}"] = ids
+                _remember(request, "signups", user_id, ids)
                 return redirect("demo:signup-done", user_id=user_id)
     return render(
         request,
         "demo/signup.html",
-        {"error": error, "timings": request.session.get("signup_ms", {})},
-        status=400 if error else 200,
+        {"errors": errors, "timings": request.session.get("signup_ms", {})},
+        status=400 if errors else 200,
     )
 
 
@@ -119,8 +172,9 @@ def _signup_synchronously(username: str, email: str) -> int:
 
 
 def signup_done(request: HttpRequest, user_id: int) -> HttpResponse:
+    """A user this browser signed up, and its jobs live; 404 for anybody else's."""
+    ids = _remembered(request, "signups", user_id)
     user = get_object_or_404(get_user_model(), pk=user_id)
-    ids = request.session.get(f"signup_jobs_{user_id}", [])
     return render(
         request,
         "demo/signup_done.html",
@@ -153,16 +207,20 @@ def checkout(request: HttpRequest) -> HttpResponse:
         Product.objects.get_or_create(
             sku=sku, defaults={"name": name, "price_cents": price, "stock": stock}
         )
-    error = ""
-    if request.method == "POST":
-        product = get_object_or_404(Product, pk=request.POST.get("product"))
-        quantity = max(1, min(int(request.POST.get("quantity") or 1), 10))
-        email = request.POST.get("email", "").strip() or "customer@example.com"
+    errors: list[str] = []
+    status = 200
+    form = CheckoutForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and not form.is_valid():
+        errors, status = form_errors(form), 400
+    elif request.method == "POST":
+        product = form.cleaned_data["product"]
+        quantity = form.cleaned_data["quantity"]
+        email = form.cleaned_data["email"]
         total = product.price_cents * quantity
         try:
-            authorization = authorize_payment(request.POST.get("card", ""), total)
+            authorization = authorize_payment(form.cleaned_data["card"], total)
         except PaymentDeclined as exc:
-            error = str(exc)
+            errors, status = [str(exc)], 402
         else:
             with transaction.atomic():  # the order and its follow-ups commit together
                 order = Order.objects.create(
@@ -181,19 +239,20 @@ def checkout(request: HttpRequest) -> HttpResponse:
                     ),
                 ]
             _watch(request, results)
-            request.session[f"order_jobs_{order.pk}"] = [str(r.id) for r in results]
+            _remember(request, "orders", order.pk, [str(r.id) for r in results])
             return redirect("demo:order-done", order_id=order.pk)
     return render(
         request,
         "demo/checkout.html",
-        {"products": Product.objects.order_by("pk"), "error": error},
-        status=402 if error else 200,
+        {"products": Product.objects.order_by("pk"), "errors": errors},
+        status=status,
     )
 
 
 def order_done(request: HttpRequest, order_id: int) -> HttpResponse:
+    """An order this browser placed, and its jobs live; 404 for anybody else's."""
+    ids = _remembered(request, "orders", order_id)
     order = get_object_or_404(Order.objects.select_related("product"), pk=order_id)
-    ids = request.session.get(f"order_jobs_{order_id}", [])
     return render(request, "demo/order_done.html", {"order": order, "jobs": _watched(request, ids)})
 
 
@@ -201,19 +260,33 @@ def order_done(request: HttpRequest, order_id: int) -> HttpResponse:
 
 
 def reports(request: HttpRequest) -> HttpResponse:
+    """Start a report; list the reports this browser started."""
+    errors: list[str] = []
     if request.method == "POST":
-        rows = max(10, min(int(request.POST.get("rows") or 200), 5000))
-        flaky = request.POST.get("flaky") == "on"
-        result = tasks.build_report.enqueue(rows, fail_first_attempt=flaky)
-        _watch(request, [result])
-        return redirect("demo:report-status", job_id=result.id)
-    recent = Job.objects.filter(task_path=tasks.build_report.module_path).order_by("-enqueued_at")[
-        :10
-    ]
-    return render(request, "demo/reports.html", {"recent": recent})
+        form = ReportForm(request.POST)
+        if form.is_valid():
+            result = tasks.build_report.enqueue(
+                form.cleaned_data["rows"], fail_first_attempt=form.cleaned_data["flaky"]
+            )
+            _watch(request, [result])
+            return redirect("demo:report-status", job_id=result.id)
+        errors = form_errors(form)
+    recent = Job.objects.filter(
+        pk__in=_watched_ids(request), task_path=tasks.build_report.module_path
+    ).order_by("-enqueued_at")[:10]
+    return render(
+        request,
+        "demo/reports.html",
+        {"recent": recent, "errors": errors},
+        status=400 if errors else 200,
+    )
 
 
 def report_status(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    """A report's progress page, with the job's status token: for the browser that started
+    it only (404 for anybody else, who must not get a token)."""
+    if str(job_id) not in _watched_ids(request):
+        raise Http404("No such report.")
     job = get_object_or_404(Job, pk=job_id, task_path=tasks.build_report.module_path)
     return render(
         request, "demo/report_status.html", {"job": job, "status_url": status_url(job.pk)}
@@ -236,10 +309,15 @@ def report_download(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
 
 
 def partner(request: HttpRequest) -> HttpResponse:
+    """Enqueue a burst of partner calls; show the rate the partner sees (counts only)."""
+    errors: list[str] = []
     if request.method == "POST":
-        count = max(1, min(int(request.POST.get("count") or 30), 500))
-        enqueue_many([(tasks.call_partner, (i,), {}) for i in range(1, count + 1)])
-        return redirect("demo:partner")
+        form = PartnerForm(request.POST)
+        if form.is_valid():
+            count = form.cleaned_data["count"]
+            enqueue_many([(tasks.call_partner, (i,), {}) for i in range(1, count + 1)])
+            return redirect("demo:partner")
+        errors = form_errors(form)
     since = timezone.now() - timedelta(seconds=15)
     per_second = list(
         PartnerCall.objects.filter(received_at__gte=since)
@@ -255,7 +333,8 @@ def partner(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "demo/partner.html",
-        {"per_second": per_second, "waiting": waiting, "limit": limit},
+        {"per_second": per_second, "waiting": waiting, "limit": limit, "errors": errors},
+        status=400 if errors else 200,
     )
 
 
