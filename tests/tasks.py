@@ -171,3 +171,9 @@ def allocate_forever(label):
     while True:
         hoard.append(b"\x01" * (4 << 20))  # written, so resident
         time.sleep(0.005)
+
+
+@task(max_attempts=3)
+def returns_text(size):
+    """Returns a string of ``size`` characters: ``size + 2`` bytes of JSON."""
+    return "x" * size
