@@ -16,7 +16,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, Max, OuterRef, QuerySet, Subquery
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -103,6 +103,28 @@ def compact_age(delta: timedelta) -> str:
 def pretty_json(value: Any) -> str:
     """JSON, indented, in a <pre>."""
     return format_html("<pre style='margin:0'>{}</pre>", json.dumps(value, indent=2, default=str))
+
+
+def bounded_json(value: Any, download_url: str) -> str:
+    """``pretty_json``, or for a value larger than ``MAX_DISPLAY_BYTES`` its beginning with a
+    note saying so and a link to ``download_url`` for the whole value."""
+    limit = jobs_settings.MAX_DISPLAY_BYTES
+    excerpt = services.json_excerpt(value, limit, indent=2)
+    if excerpt is None:
+        return pretty_json(value)
+    return format_html(
+        "<p class='asyncjobs-truncated'>Truncated: {} bytes of JSON, of which the first {} "
+        "characters are shown. <a href='{}'>Download the whole value</a></p>"
+        "<pre style='margin:0'>{}…</pre>",
+        f"{services.json_size(value):,}",
+        f"{limit:,}",
+        download_url,
+        excerpt,
+    )
+
+
+# The parts of a job the admin can download whole: their Job attribute.
+DOWNLOADABLE_JSON = {"args": "args", "kwargs": "kwargs", "result": "return_value"}
 
 
 class ReadOnlyMixin:
@@ -392,18 +414,26 @@ class JobAdmin(ReadOnlyMixin, admin.ModelAdmin):
     def duration_display(self, obj: Job) -> str:
         return f"{obj.duration.total_seconds():.2f}s" if obj.duration else "—"
 
+    @staticmethod
+    def _json_url(obj: Job, part: str) -> str:
+        return reverse("admin:asyncjobs_job_json", args=[str(obj.pk), part])
+
     @admin.display(description="args")
     def args_json(self, obj: Job) -> str:
-        return pretty_json(obj.args)
+        return bounded_json(obj.args, self._json_url(obj, "args"))
 
     @admin.display(description="kwargs")
     def kwargs_json(self, obj: Job) -> str:
-        # A callback job's credential headers are shown redacted.
-        return pretty_json(outbound.redact_call(obj.task_path, obj.kwargs))
+        # A callback job's credential headers are shown redacted (and downloaded so).
+        return bounded_json(
+            outbound.redact_call(obj.task_path, obj.kwargs), self._json_url(obj, "kwargs")
+        )
 
     @admin.display(description="result")
     def result_json(self, obj: Job) -> str:
-        return pretty_json(obj.return_value) if obj.status == JobStatus.SUCCEEDED else "—"
+        if obj.status != JobStatus.SUCCEEDED:
+            return "—"
+        return bounded_json(obj.return_value, self._json_url(obj, "result"))
 
     @admin.display(description="progress")
     def progress_json(self, obj: Job) -> str:
@@ -461,8 +491,32 @@ class JobAdmin(ReadOnlyMixin, admin.ModelAdmin):
                 self.admin_site.admin_view(self.dead_letter_view),
                 name="asyncjobs_job_dead_letter",
             ),
+            path(
+                "<uuid:object_id>/json/<str:part>/",
+                self.admin_site.admin_view(self.json_view),
+                name="asyncjobs_job_json",
+            ),
         ]
         return urls + super().get_urls()
+
+    def json_view(self, request: HttpRequest, object_id: uuid.UUID, part: str) -> HttpResponse:
+        """The whole of a job's ``args``, ``kwargs`` or ``result`` as a JSON file, however
+        large (the job page truncates large values); for users who may view the job."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        job = self.get_object(request, str(object_id))
+        if job is None or part not in DOWNLOADABLE_JSON:
+            raise Http404("No such job or value.")
+        if not self.has_view_permission(request, job):
+            raise PermissionDenied
+        if part == "result" and job.status != JobStatus.SUCCEEDED:
+            raise Http404("The job has no result.")
+        value = getattr(job, DOWNLOADABLE_JSON[part])
+        if part == "kwargs":
+            value = outbound.redact_call(job.task_path, value)
+        response = HttpResponse(json.dumps(value), content_type="application/json")
+        response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-{part}.json"'
+        return response
 
     def dead_letter_view(self, request: HttpRequest) -> HttpResponse:
         """Failed jobs grouped by task and error class, with counts and the latest error;

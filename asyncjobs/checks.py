@@ -69,7 +69,13 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                     id="asyncjobs.E005",
                 )
             )
-    for key, minimum, optional in (("WORKER_PREFETCH", 0, False), ("WORKER_MAX_MEMORY", 1, True)):
+    for key, minimum, optional in (
+        ("WORKER_PREFETCH", 0, False),
+        ("WORKER_MAX_MEMORY", 1, True),
+        ("MAX_ARGUMENTS_BYTES", 1, True),
+        ("MAX_RESULT_BYTES", 1, True),
+        ("MAX_DISPLAY_BYTES", 1, True),
+    ):
         value = getattr(jobs_settings, key)
         if optional and value is None:
             continue

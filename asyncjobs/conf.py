@@ -22,6 +22,14 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_ON": ("builtins.Exception",),
     "FAIL_ON": (),
     "MAX_QUEUED": None,
+    # Size limits, in bytes of the JSON text stored: a job's arguments (args and kwargs
+    # together; enqueueing more raises ArgumentsTooLargeError) and a task's return value
+    # (more fails the attempt at once). None: no limit.
+    "MAX_ARGUMENTS_BYTES": 1024 * 1024,
+    "MAX_RESULT_BYTES": 1024 * 1024,
+    # The admin and the API show a JSON value (arguments, result) larger than this truncated,
+    # with a link to download it whole.
+    "MAX_DISPLAY_BYTES": 64 * 1024,
     # Per queue only (in QUEUES): "RATE_LIMIT": "10/s" (starts per second, minute or hour,
     # across all workers) and "CONCURRENCY": 5 (jobs running at once, cluster-wide).
     "RATE_LIMIT": None,

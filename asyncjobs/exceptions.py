@@ -19,6 +19,22 @@ class InvalidArgumentsError(AsyncJobsError, TypeError):
     """
 
 
+class ArgumentsTooLargeError(InvalidArgumentsError):
+    """Raised at enqueue when a job's arguments, as JSON, are larger than
+    ``MAX_ARGUMENTS_BYTES``.
+
+    Nothing is stored (for a bulk enqueue: none of the jobs). ``size`` and ``limit`` are
+    in bytes.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"Task arguments are {size:,} bytes of JSON; MAX_ARGUMENTS_BYTES is {limit:,}."
+        )
+        self.size = size
+        self.limit = limit
+
+
 class QueueFullError(AsyncJobsError):
     """Raised at enqueue when a queue holds ``MAX_QUEUED`` waiting jobs already.
 
@@ -71,6 +87,19 @@ class ResultNotSerializableError(AsyncJobsError, TypeError):
     The attempt fails at once and is not retried: running the task again would return the
     same kind of value.
     """
+
+
+class ResultTooLargeError(ResultNotSerializableError):
+    """Recorded when a task returns a value whose JSON is larger than ``MAX_RESULT_BYTES``.
+
+    Like any result that cannot be stored, the attempt fails at once and is not retried.
+    ``size`` and ``limit`` are in bytes.
+    """
+
+    def __init__(self, message: str, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
 
 
 class JobTimeoutError(AsyncJobsError):

@@ -243,3 +243,9 @@ def started_at_while_running(context):
     """Returns the started_at that get_result reports while this job runs."""
     result = started_at_while_running.get_result(context.task_result.id)
     return result.started_at.isoformat()
+
+
+@task(max_attempts=3)
+def returns_text(size):
+    """Returns a string of ``size`` characters: ``size + 2`` bytes of JSON."""
+    return "x" * size

@@ -3,8 +3,10 @@
 import math
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from django.tasks import task_backends
+from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -59,6 +61,12 @@ class ErrorSerializer(serializers.Serializer[dict[str, Any]]):
     message = serializers.CharField()
 
 
+class TruncatedSerializer(serializers.Serializer[dict[str, Any]]):
+    size = serializers.IntegerField(help_text="Bytes of JSON of the whole value.")
+    excerpt = serializers.CharField(help_text="The beginning of its JSON text.")
+    url = serializers.CharField(help_text="Where to download it whole.")
+
+
 class JobSerializer(serializers.ModelSerializer[Job]):
     """A job as clients poll it."""
 
@@ -67,6 +75,7 @@ class JobSerializer(serializers.ModelSerializer[Job]):
     next_attempt_at = serializers.SerializerMethodField()
     progress = serializers.SerializerMethodField()
     result = serializers.SerializerMethodField()
+    result_truncated = serializers.SerializerMethodField()
     last_error = serializers.SerializerMethodField()
     history = serializers.SerializerMethodField()
 
@@ -87,6 +96,7 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             "next_attempt_at",
             "progress",
             "result",
+            "result_truncated",
             "last_error",
             "history",
         )
@@ -107,9 +117,41 @@ class JobSerializer(serializers.ModelSerializer[Job]):
     def get_progress(self, obj: Job) -> Any:
         return obj.progress
 
+    def _result_excerpt(self, obj: Job) -> str | None:
+        """The beginning of a result larger than ``MAX_DISPLAY_BYTES``, worked out once;
+        None for a smaller one (or no result)."""
+        cache: dict[Any, str | None] = self.__dict__.setdefault("_excerpt_cache", {})
+        if obj.pk not in cache:
+            cache[obj.pk] = (
+                services.json_excerpt(obj.return_value, jobs_settings.MAX_DISPLAY_BYTES)
+                if obj.status == JobStatus.SUCCEEDED
+                else None
+            )
+        return cache[obj.pk]
+
     @extend_schema_field(OpenApiTypes.ANY)
     def get_result(self, obj: Job) -> Any:
-        return obj.return_value if obj.status == JobStatus.SUCCEEDED else None
+        if obj.status != JobStatus.SUCCEEDED or self._result_excerpt(obj) is not None:
+            return None
+        return obj.return_value
+
+    @extend_schema_field(TruncatedSerializer(allow_null=True))
+    def get_result_truncated(self, obj: Job) -> Any:
+        """For a result too large to show (then ``result`` is null): its size, its beginning
+        and the URL of the whole of it (with the request's ``?token=``, if it had one)."""
+        excerpt = self._result_excerpt(obj)
+        if excerpt is None:
+            return None
+        url = reverse("asyncjobs:job-result", args=[str(obj.pk)])
+        request = self.context.get("request")
+        token = request.query_params.get("token") if request is not None else None
+        if token:
+            url = f"{url}?{urlencode({'token': token}, safe=':')}"
+        return {
+            "size": services.json_size(obj.return_value),
+            "excerpt": excerpt,
+            "url": request.build_absolute_uri(url) if request is not None else url,
+        }
 
     @extend_schema_field(ErrorSerializer(allow_null=True))
     def get_last_error(self, obj: Job) -> Any:

@@ -11,6 +11,7 @@ urlpatterns = [
     ),
     path("<str:job_id>/", views.JobDetailView.as_view(), name="job-detail"),
     path("<str:job_id>/events/", views.JobEventsView.as_view(), name="job-events"),
+    path("<str:job_id>/result/", views.JobResultView.as_view(), name="job-result"),
     path("<str:job_id>/retry/", views.JobRetryView.as_view(), name="job-retry"),
     path("<str:job_id>/cancel/", views.JobCancelView.as_view(), name="job-cancel"),
 ]

@@ -22,6 +22,7 @@ from drf_spectacular.utils import (
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -41,6 +42,7 @@ from asyncjobs.api.serializers import (
 from asyncjobs.api.throttling import SLOT_REFRESH, CreateJobThrottle, EventsThrottle, StreamSlot
 from asyncjobs.conf import jobs_settings
 from asyncjobs.exceptions import (
+    ArgumentsTooLargeError,
     InvalidTransitionError,
     JobNotFoundError,
     QueueFullError,
@@ -159,6 +161,26 @@ class JobDetailView(HiddenJobMixin):
         job = self.get_job()
         data = JobSerializer(job, context={"request": request}).data
         return _no_store(Response(data), job)
+
+
+class JobResultView(HiddenJobMixin):
+    """``GET /jobs/<id>/result/``: the whole return value of a succeeded job, however large
+    (the job's ``result`` is truncated past ``MAX_DISPLAY_BYTES``); for the job's readers."""
+
+    renderer_classes = (JSONRenderer,)  # a download: no browsable page around a large value
+
+    def get_permissions(self) -> list[Any]:
+        return [cls() for cls in _classes("API_READ_PERMISSION_CLASSES")]
+
+    @extend_schema(
+        parameters=TOKEN_PARAMETERS,
+        responses={200: OpenApiResponse(OpenApiTypes.ANY), 404: ERROR},
+    )
+    def get(self, request: Request, job_id: str) -> Response:
+        job = self.get_job()
+        if job.status != JobStatus.SUCCEEDED:
+            raise NotFound(f"The job has no result: it is {job.status}.")
+        return _no_store(Response(job.return_value))
 
 
 class JobEventsView(HiddenJobMixin):
@@ -455,6 +477,8 @@ class JobListCreateView(DescribedView, generics.GenericAPIView[Job]):
                     now=timezone.now(),
                     using=_database(),
                 )
+        except ArgumentsTooLargeError as exc:  # the payload (with URL and headers)
+            raise ValidationError({"payload": [str(exc)]}) from exc
         except QueueFullError as exc:
             response = Response({"detail": str(exc)}, status=status.HTTP_429_TOO_MANY_REQUESTS)
             response["Retry-After"] = str(QUEUE_FULL_RETRY_AFTER)

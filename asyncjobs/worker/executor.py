@@ -243,13 +243,16 @@ class Executor:
 
     @staticmethod
     def _mark_result(value: Any, job: Job) -> Any:
-        """The return value as JSON; ``ResultNotSerializableError`` if it is not JSON."""
+        """The return value as JSON; ``ResultNotSerializableError`` if it is not JSON,
+        ``ResultTooLargeError`` (a subclass) if it is larger than ``MAX_RESULT_BYTES``."""
         try:
-            return services.storable_json(value)
+            stored, bound = services.storable_json_sized(value)
         except (TypeError, ValueError) as exc:
             raise ResultNotSerializableError(
                 f"Task {job.task_path} returned a value that is not JSON-serializable: {exc}"
             ) from exc
+        services.check_result_size(stored, bound, job.task_path)
+        return stored
 
     def _first_attempt_result(self, job: Job, task: Task) -> TaskResult:
         """The result of a job on its first attempt: the history is just this attempt, so
