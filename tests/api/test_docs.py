@@ -54,5 +54,5 @@ def test_browsable_api_shows_no_raw_markup(client):
         assert "``" not in html, url
         assert code in html, url
     options = client.options("/jobs/", HTTP_ACCEPT="application/json").json()
-    assert options["description"].startswith("GET /jobs/: jobs for staff")
+    assert options["description"].startswith("GET /jobs/: jobs for asyncjobs.view_job")
     assert "``" not in options["description"]
