@@ -1378,7 +1378,7 @@ def paused_queues(*, using: str = "default") -> set[str]:
 # which leaves START_ALLOWANCE - START_TOLERANCE for the step from the slot thread's last look
 # at the clock to the task's first line (a few Python calls).
 START_HANDOFF = timedelta(milliseconds=20)
-START_LEAD = timedelta(milliseconds=50)
+START_LEAD = timedelta(milliseconds=100)
 START_TOLERANCE = timedelta(milliseconds=15)
 START_ALLOWANCE = timedelta(milliseconds=30)
 
