@@ -4,7 +4,8 @@ Threads of one worker process:
 
 - the main thread claims ready jobs into free slots, promotes due scheduled jobs, enforces
   timeouts (the watchdog) and handles signals;
-- ``concurrency`` slot threads each run one job at a time (``Executor``);
+- ``concurrency`` slot threads each run one job at a time (``Executor``); a job under a rate
+  limit at its start slot, or given back unstarted if the thread got there late;
 - a completer thread records successes in batches (``Completer``), one transaction each;
 - a heartbeat thread renews the worker's row and its jobs' leases, relays cancellation
   requests to running tasks, and does maintenance (rescue, pruning) when it holds the lock;
