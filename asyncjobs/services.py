@@ -1505,6 +1505,8 @@ def claim_keyed(
     are ``start_spacing`` apart), and at most ``rated_limit`` such jobs are taken (None: no
     cap beyond ``limit``). ``start_at``: the slot the queue's own rate limit gave this claim;
     a key's job is then taken only if the key allows a start at that slot, which it gets.
+    ``retry_at``: when a key's rate limit may let a waiting job be claimed (None if no job
+    waits for one, or ``rated_limit`` is 0).
     """
     jobs = Job.objects.using(using)
     now = clock()
@@ -1519,23 +1521,36 @@ def claim_keyed(
             .order_by()
             if row["cap"] is not None and row["n"] >= row["cap"]
         }
-        throttled = set(
-            LimitState.objects.using(using)
+        throttled: dict[str, datetime] = {
+            key: at
+            for key, at in LimitState.objects.using(using)
             .filter(rate_next_at__gt=horizon)
-            .values_list("key", flat=True)
-        )
+            .values_list("key", "rate_next_at")
+            if at is not None
+        }
         ready = jobs.ready().filter(queue_name=queue).exclude(limit_key="")
+        retry_at: datetime | None = None
         if rated_limit is not None and rated_limit <= 0:
             ready = ready.filter(limit_rate="")  # no idle slot for a job under a rate
+        elif throttled:
+            # When a rate limit lets a waiting job of a throttled key be claimed: the worker
+            # sleeps until then, not a whole poll interval (and not at all for idle keys).
+            waiting = (
+                ready.filter(limit_key__in=list(throttled))
+                .values_list("limit_key", flat=True)
+                .distinct()
+                .order_by()
+            )
+            retry_at = min((throttled[key] - START_LEAD for key in waiting), default=None)
         pending = (
-            ready.exclude(limit_key__in=saturated | throttled)
+            ready.exclude(limit_key__in=saturated | set(throttled))
             .order_by("-priority", "run_after", "enqueued_at")
             .values_list("pk", "limit_key", "limit_concurrency", "limit_rate")[:candidates]
         )
         rows = list(pending)
         keys = sorted({key for _, key, _, _ in rows})
         if not keys:
-            return LimitedClaim()
+            return LimitedClaim(retry_at=retry_at)
         for key in keys:
             LimitState.objects.using(using).get_or_create(key=key)
         states = {
@@ -1576,10 +1591,13 @@ def claim_keyed(
                 state.rate_next_at = slot + (start_spacing(rate) or timedelta(0))
                 state.save(update_fields=["rate_next_at"])
                 slots[pk] = slot
+                # (the key may have more jobs waiting: look again when its next slot nears)
+                later = max(state.rate_next_at - START_LEAD, now)
+                retry_at = later if retry_at is None else min(retry_at, later)
             running[key] = running.get(key, 0) + 1
             chosen.append(pk)
         if not chosen:
-            return LimitedClaim()
+            return LimitedClaim(retry_at=retry_at)
         jobs.filter(pk__in=chosen, status=JobStatus.QUEUED).update(
             status=JobStatus.RUNNING,
             worker_id=worker_id,
@@ -1597,5 +1615,7 @@ def claim_keyed(
         )
     claimed.sort(key=lambda j: (-j.priority, j.run_after, j.enqueued_at))
     return LimitedClaim(
-        jobs=claimed, start_at={j.pk: slots[j.pk] for j in claimed if j.pk in slots}
+        jobs=claimed,
+        start_at={j.pk: slots[j.pk] for j in claimed if j.pk in slots},
+        retry_at=retry_at,
     )

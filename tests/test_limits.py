@@ -341,6 +341,27 @@ def test_per_task_concurrency_and_rate(runner):
     assert sorted(j.task_path.rsplit(".", 1)[1] for j in again) == ["two_at_a_time"] * 2
 
 
+@pytest.mark.django_db
+def test_a_worker_wakes_for_the_next_slot_of_a_task_or_key_rate_limit(runner):
+    """A worker sleeps until a per-task or per-key rate limit may let a waiting job start
+    (START_LEAD before its next slot), not a whole poll interval; nothing waiting, no wake."""
+    for _ in range(2):
+        tasks.rated.enqueue(1)  # 2/s
+    r = runner()
+    now = timezone.now()
+    first = r._claim(now, 10, idle=10, frozen=True)
+    assert len(first) == 1
+    next_slot = r._start_at[str(first[0].pk)] + start_spacing("2/s")
+    assert r._rate_retry == next_slot - START_LEAD
+    assert r._claim(now + timedelta(seconds=0.1), 10, idle=10, frozen=True) == []
+    assert r._rate_retry == next_slot - START_LEAD  # the key is throttled; its job waits
+    second = r._claim(next_slot - START_LEAD, 10, idle=10, frozen=True)
+    assert len(second) == 1 and r._start_at[str(second[0].pk)] == next_slot
+    # Nothing of that key waits any more: the look after the next slot finds none.
+    assert r._claim(next_slot, 10, idle=10, frozen=True) == []
+    assert r._rate_retry is None
+
+
 def test_invalid_task_limits():
     from django.tasks.exceptions import InvalidTask
 

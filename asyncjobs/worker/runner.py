@@ -438,10 +438,10 @@ class Runner:
                     clock=clock,
                     using=self.alias,
                 )
-                if got.retry_at is not None:
-                    self._rate_retry = min(filter(None, [self._rate_retry, got.retry_at]))
             else:
                 got = claim(room, now, None)
+            if got.retry_at is not None:
+                self._rate_retry = min(filter(None, [self._rate_retry, got.retry_at]))
             claimed += got.jobs
             timed_left -= len(got.start_at)
             self._start_at.update((str(pk), at) for pk, at in got.start_at.items())
