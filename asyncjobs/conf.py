@@ -208,9 +208,10 @@ def _reload_settings(*, setting: str, **kwargs: Any) -> None:
 RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def parse_rate(value: str | None) -> timedelta | None:
-    """The interval between starts for a rate like ``"10/s"``, ``"100/m"``, ``"5/h"`` or
-    ``"3/10s"`` (None for None). Raises ``ValueError`` for anything else."""
+def rate_parts(value: str | None) -> tuple[int, timedelta] | None:
+    """The count and the period of a rate like ``"10/s"``, ``"100/m"``, ``"5/h"`` or
+    ``"3/10s"``: ``(3, timedelta(seconds=10))`` for the last (None for None). Raises
+    ``ValueError`` for anything else."""
     if value is None:
         return None
     import re
@@ -221,4 +222,15 @@ def parse_rate(value: str | None) -> timedelta | None:
     span = float(match[2] or 1) * RATE_UNITS[match[3]]
     if span <= 0:
         raise ValueError(f"Invalid rate {value!r}: the period must be positive.")
-    return timedelta(seconds=span / int(match[1]))
+    return int(match[1]), timedelta(seconds=span)
+
+
+def parse_rate(value: str | None) -> timedelta | None:
+    """The interval between starts for a rate like ``"10/s"``, ``"100/m"``, ``"5/h"`` or
+    ``"3/10s"`` (None for None): the period divided by the count. Raises ``ValueError`` for
+    anything else."""
+    parts = rate_parts(value)
+    if parts is None:
+        return None
+    count, period = parts
+    return timedelta(seconds=period.total_seconds() / count)

@@ -150,6 +150,20 @@ def rated(n):
     return n
 
 
+@task(queue_name="other")
+def stamp(label):
+    """Returns the time its first line saw (rate limits are kept at the task's start)."""
+    started = time.time()
+    return started
+
+
+@task(rate_limit="5/s", concurrency_limit=100)
+def stamp_per_key(key):
+    """As ``stamp``, under a rate limit per key (``.using(concurrency_key=...)``)."""
+    started = time.time()
+    return started
+
+
 @task(concurrency_limit=2)
 def two_at_a_time(seconds):
     time.sleep(seconds)

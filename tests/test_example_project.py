@@ -196,6 +196,25 @@ def test_partner_calls_go_through_the_rate_limited_queue(client, demo):
     assert PartnerCall.objects.filter(item=99).exists()
 
 
+def test_partner_page_shows_the_most_calls_in_any_one_second(client, demo):
+    """Counted over a sliding window, as the partner counts, not per calendar second."""
+    from example_project.demo.views import most_in_one_second
+
+    now = timezone.now()
+    for offset in (0.5, 1.1, 1.7, 1.95, 5.0):
+        call = PartnerCall.objects.create(item=1)  # (received_at is set on creation)
+        PartnerCall.objects.filter(pk=call.pk).update(
+            received_at=now - timedelta(seconds=10 - offset)
+        )
+    page = client.get(reverse("demo:partner"))
+    assert page.context["most"] == 3  # 1.1, 1.7, 1.95
+    assert b'<b id="most">3</b>' in page.content
+    base = now - timedelta(minutes=1)
+    times = [base + timedelta(seconds=s) for s in (0, 0.999, 1.0, 1.5)]
+    assert most_in_one_second(times) == 3  # [0.999, 1.0, 1.5]; 0 and 1.0 are 1 s apart
+    assert most_in_one_second([]) == 0
+
+
 def test_the_dead_letter_job_ends_failed(client, demo):
     from datetime import timedelta
 

@@ -10,7 +10,15 @@ from django.utils import timezone
 from asyncjobs import enqueue_many
 from asyncjobs.checks import check_settings
 from asyncjobs.conf import parse_rate
-from asyncjobs.models import Attempt, Job, JobStatus, Worker
+from asyncjobs.models import Attempt, Job, JobStatus, QueueState, Worker
+from asyncjobs.services import (
+    START_ALLOWANCE,
+    START_HANDOFF,
+    START_LEAD,
+    START_TOLERANCE,
+    start_spacing,
+)
+from asyncjobs.worker.runner import TimedExecution
 from tests import tasks
 from tests.conftest import wait_until
 
@@ -95,35 +103,153 @@ def overlap(attempts):
     return peak
 
 
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.slow
-def test_rate_limit_precision_with_four_workers(worker_process):
-    """10/s with 4 worker processes: 100 ready no-op jobs take 10 s ± 10%."""
-    limits = {"ASYNCJOBS_TEST_QUEUES": json.dumps({"other": {"RATE_LIMIT": "10/s"}})}
-    enqueue_many([(tasks.add.using(queue_name="other"), (i, i), {}) for i in range(100)])
-    workers = [
-        worker_process("--queue", "other", "--concurrency", "2", extra_env=limits) for _ in range(4)
+def most_in_one_window(starts, period=1.0):
+    """The most starts (``time.time()`` values) in any window of ``period`` seconds, as the
+    remote service counts them: ``[t, t + period)`` for every ``t``."""
+    starts = sorted(starts)
+    most, first = 0, 0
+    for last, at in enumerate(starts):
+        while at - starts[first] >= period:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+def test_most_in_one_window():
+    assert most_in_one_window([]) == 0
+    assert most_in_one_window([0.0, 0.5, 0.999, 1.0, 1.5]) == 3
+    assert most_in_one_window([0.0, 1.0, 2.0]) == 1
+    assert most_in_one_window([0.0, 0.1, 0.2], period=0.15) == 2
+
+
+BUSY_JOBS = 170  # per worker process
+
+
+def busy_workers(worker_process, count, extra_env=None):
+    """``count`` worker processes of concurrency 4, every slot also kept busy for about 5 s by
+    jobs of the default queue, of 0.05 to 0.8 s (the worker prefetches the short ones)."""
+    durations = [0.02, 0.02, 0.02, 0.02, 0.5]
+    enqueue_many([(tasks.sleep_for, (durations[i % 5],), {}) for i in range(BUSY_JOBS * count)])
+    return [
+        worker_process("--concurrency", "4", poll=0.1, extra_env=extra_env) for _ in range(count)
     ]
+
+
+def finish(workers, total):
     wait_until(
-        lambda: Job.objects.filter(status=JobStatus.SUCCEEDED).count() == 100,
-        timeout=40,
-        message="100 rate-limited jobs",
+        lambda: Job.objects.filter(status=JobStatus.SUCCEEDED).count() == total,
+        timeout=90,
+        message=f"{total} jobs",
     )
     for w in workers:
         w.signal(signal.SIGTERM)
     for w in workers:
-        assert w.wait(30) == 0
-    attempts = list(Attempt.objects.order_by("started_at"))
-    span = (attempts[-1].finished_at - attempts[0].started_at).total_seconds()
-    assert 9.0 <= span <= 11.0, span
-    # No one-second window holds more than 10 starts. The limit spaces the claims exactly;
-    # an attempt records when its slot began the task, later by the worker's hand-off, which
-    # took up to 16 ms with the rest of the suite on two cores (windows of 0.9986 and 0.984
-    # s). A broken limit is off by whole intervals (0.1 s each).
-    starts = [a.started_at for a in attempts]
-    for i in range(len(starts) - 10):
-        assert starts[i + 10] - starts[i] >= timedelta(seconds=0.95), i
+        assert w.wait(30) == 0, w.output()
+
+
+@pytest.mark.django_db
+def test_a_claim_gives_rate_limited_jobs_start_slots(settings, runner):
+    """Slots lie START_HANDOFF to START_LEAD after the claim, (period + START_ALLOWANCE) / N
+    apart; plain and concurrency-limited jobs get none; none is given while no slot thread
+    is idle."""
+    settings.ASYNCJOBS = {
+        **settings.ASYNCJOBS,
+        "QUEUES": {"other": {"RATE_LIMIT": "10/s"}, "low": {"CONCURRENCY": 5}},
+    }
+    enqueue_many([(tasks.stamp, (i,), {}) for i in range(3)])
+    tasks.add.using(queue_name="low").enqueue(1, 1)
+    r = runner(queues=["other", "low"])
+    assert r._claim(timezone.now(), 5, idle=0) != []  # the concurrency-limited job only
+    assert r._start_at == {}
+    before = timezone.now()
+    first = r._claim(before, 5, idle=5)
+    assert [j.queue_name for j in first] == ["other"]
+    slot = r._start_at[str(first[0].pk)]
+    assert before + START_HANDOFF <= slot <= timezone.now() + START_HANDOFF
+    assert r._rate_retry == slot + start_spacing("10/s") - START_LEAD
+    assert start_spacing("10/s") == (timedelta(seconds=1) + START_ALLOWANCE) / 10
+    # The next slot may be taken START_LEAD ahead of it, not before.
+    early = slot + start_spacing("10/s") - START_LEAD - timedelta(milliseconds=1)
+    assert r._claim(early, 5, idle=5, frozen=True) == []
+    second = r._claim(early + timedelta(milliseconds=1), 5, idle=5, frozen=True)
+    assert r._start_at[str(second[0].pk)] == slot + start_spacing("10/s")
+
+
+@pytest.mark.django_db
+def test_a_rate_limited_job_starts_at_its_slot_or_is_given_back(settings, runner):
+    """The slot thread's side: never before the slot; given back unstarted (no attempt left,
+    attempts as before) when it reaches the slot past START_TOLERANCE or the worker stops."""
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "QUEUES": {"other": {"RATE_LIMIT": "10/s"}}}
+    enqueue_many([(tasks.stamp, (i,), {}) for i in range(2)])
+    r = runner(queues=["other"])
+
+    def claimed():
+        QueueState.objects.filter(name="other").update(rate_next_at=None)
+        job = r._claim(timezone.now(), 1, idle=1)[0]
+        r._dispatch([job])
+        execution = r._inflight[str(job.pk)]
+        assert isinstance(execution, TimedExecution) and execution.state == "timed"
+        return execution
+
+    on_time = claimed()
+    assert r._start_on_time(on_time)
+    assert timezone.now() >= on_time.start_at
+    assert on_time.state == "running" and on_time.thread is not None
+
+    late = claimed()
+    late.start_at = timezone.now() - START_TOLERANCE - timedelta(milliseconds=1)
+    assert not r._start_on_time(late)
+    assert late.state == "released" and str(late.job.pk) not in r._inflight
+    job = Job.objects.get(pk=late.job.pk)
+    assert (job.status, job.attempts, job.worker_id) == (JobStatus.QUEUED, 0, "")
+    assert not Attempt.objects.filter(job=job).exists()
+
+    stopping = claimed()
+    r._stopping.set()
+    assert not r._start_on_time(stopping)
+    assert Job.objects.get(pk=stopping.job.pk).status == JobStatus.QUEUED
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_rate_limit_holds_at_task_starts_with_four_busy_workers(worker_process):
+    """10/s over 4 worker processes of concurrency 4 whose slots are also busy with another
+    queue's jobs: no window of one second holds more than 10 task starts, as the task sees
+    them (``time.time()`` on its first line). Throughput is measured in bench/rate_limit.py,
+    not here: on a loaded machine late jobs are given back, which slows the queue down but
+    never puts an 11th start in a second."""
+    limits = {"ASYNCJOBS_TEST_QUEUES": json.dumps({"other": {"RATE_LIMIT": "10/s"}})}
+    enqueue_many([(tasks.stamp, (i,), {}) for i in range(40)])
+    workers = busy_workers(worker_process, 4, extra_env=limits)
+    finish(workers, 40 + 4 * BUSY_JOBS)
+    rated = list(Job.objects.filter(queue_name="other"))
+    starts = [job.return_value for job in rated]
+    assert most_in_one_window(starts) <= 10, sorted(starts)
+    # Each job ran once: a job given back before its start leaves no attempt behind.
+    attempts = Attempt.objects.filter(job__queue_name="other")
+    assert attempts.count() == 40
     assert len({a.worker_id for a in attempts}) > 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_per_key_rate_limit_holds_at_task_starts_across_busy_workers(worker_process):
+    """A per-key limit_rate of 5/s, two keys, two busy worker processes: no key sees more
+    than 5 starts in any second (the keys are independent: both together may see 10)."""
+    enqueue_many(
+        [
+            (tasks.stamp_per_key.using(concurrency_key=f"partner:{key}"), (key,), {})
+            for key in ("a", "b")
+            for _ in range(15)
+        ]
+    )
+    workers = busy_workers(worker_process, 2)
+    finish(workers, 30 + 2 * BUSY_JOBS)
+    for key in ("a", "b"):
+        rated = Job.objects.filter(limit_key=f"key:partner:{key}")
+        assert most_in_one_window([job.return_value for job in rated]) <= 5
+    both = Job.objects.exclude(limit_key="")
+    assert most_in_one_window([job.return_value for job in both]) > 5  # not one shared limit
 
 
 @pytest.mark.django_db(transaction=True)
@@ -213,6 +339,27 @@ def test_per_task_concurrency_and_rate(runner):
         record_success(job, worker_id=r.worker_id, return_value=None, now=now)
     again = r._claim(now + timedelta(seconds=0.6), 10, frozen=True)
     assert sorted(j.task_path.rsplit(".", 1)[1] for j in again) == ["two_at_a_time"] * 2
+
+
+@pytest.mark.django_db
+def test_a_worker_wakes_for_the_next_slot_of_a_task_or_key_rate_limit(runner):
+    """A worker sleeps until a per-task or per-key rate limit may let a waiting job start
+    (START_LEAD before its next slot), not a whole poll interval; nothing waiting, no wake."""
+    for _ in range(2):
+        tasks.rated.enqueue(1)  # 2/s
+    r = runner()
+    now = timezone.now()
+    first = r._claim(now, 10, idle=10, frozen=True)
+    assert len(first) == 1
+    next_slot = r._start_at[str(first[0].pk)] + start_spacing("2/s")
+    assert r._rate_retry == next_slot - START_LEAD
+    assert r._claim(now + timedelta(seconds=0.1), 10, idle=10, frozen=True) == []
+    assert r._rate_retry == next_slot - START_LEAD  # the key is throttled; its job waits
+    second = r._claim(next_slot - START_LEAD, 10, idle=10, frozen=True)
+    assert len(second) == 1 and r._start_at[str(second[0].pk)] == next_slot
+    # Nothing of that key waits any more: the look after the next slot finds none.
+    assert r._claim(next_slot, 10, idle=10, frozen=True) == []
+    assert r._rate_retry is None
 
 
 def test_invalid_task_limits():

@@ -4,7 +4,8 @@ Threads of one worker process:
 
 - the main thread claims ready jobs into free slots, promotes due scheduled jobs, enforces
   timeouts (the watchdog) and handles signals;
-- ``concurrency`` slot threads each run one job at a time (``Executor``);
+- ``concurrency`` slot threads each run one job at a time (``Executor``); a job under a rate
+  limit at its start slot, or given back unstarted if the thread got there late;
 - a completer thread records successes in batches (``Completer``), one transaction each;
 - a heartbeat thread renews the worker's row and its jobs' leases, relays cancellation
   requests to running tasks, and does maintenance (rescue, pruning) when it holds the lock;
@@ -16,6 +17,7 @@ Each thread has its own database connection (Django's are per thread).
 
 import contextlib
 import ctypes
+import itertools
 import logging
 import os
 import queue
@@ -24,6 +26,7 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import FrameType
 from typing import Any
@@ -65,6 +68,19 @@ PREFETCH_WINDOW = 0.1
 # A running job older than this does not count as a slot that will soon take a prefetched
 # job; and prefetched jobs that waited this long are given back for other workers.
 PREFETCH_MAX_WAIT = 1.0
+# Order of the slots' work queue: jobs with a start slot first (they were claimed for idle
+# slot threads and must start on time), then prefetched jobs, then the stop markers.
+TIMED, BUFFERED, STOP = 0, 1, 2
+
+
+@dataclass(eq=False)
+class TimedExecution(Execution):
+    """A job under a rate limit, claimed for an idle slot thread, that must start at its start
+    slot ``start_at`` and no later than ``services.START_TOLERANCE`` after it (else it is given
+    back unstarted). Its state is ``timed`` until its slot thread starts it (``running``) or
+    gives it back (``released``)."""
+
+    start_at: datetime = datetime.min
 
 
 def resident_mib() -> float | None:
@@ -172,7 +188,8 @@ class Runner:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._heartbeat_stop = threading.Event()
-        self._work: queue.SimpleQueue[Execution | None] = queue.SimpleQueue()
+        self._work: queue.PriorityQueue[tuple[int, int, Execution | None]] = queue.PriorityQueue()
+        self._work_order = itertools.count()
         self._inflight: dict[str, Execution] = {}
         # Threads of timed-out jobs, with the time.monotonic() at which they were abandoned.
         self._stuck: list[tuple[threading.Thread, float]] = []
@@ -191,7 +208,13 @@ class Runner:
         # settings' QUEUES.
         served = jobs_settings.QUEUES if self.queues is None else self.queues
         self._limited = {q for q in served if any(services.queue_limits(q))}
+        self._rated = {q for q in self._limited if services.queue_limits(q)[0] is not None}
         self._rate_retry: datetime | None = None
+        # Start slots of the jobs just claimed under rate limits (by job id), for _dispatch;
+        # and whether a claim left rate-limited jobs for want of an idle slot thread (then a
+        # slot coming free wakes the main loop).
+        self._start_at: dict[str, datetime] = {}
+        self._timed_wanted = False
         # Queues with ready jobs under per-task or per-key limits, and the paused queues:
         # re-read when the database announces a change (PostgreSQL: the listener counts the
         # announcements, and a re-read covers those counted before it began), and at least
@@ -298,6 +321,7 @@ class Runner:
             busy = len(self._inflight)
             held = list(self._inflight.values())
             running_ages = [clock - e.started for e in held if e.state == "running"]
+            waiting = sum(1 for e in held if e.state == "timed")
             buffered = self._buffered
             oldest = min((e.started for e in held if e.state == "buffered"), default=None)
         if oldest is not None and clock - oldest >= PREFETCH_MAX_WAIT:
@@ -308,9 +332,12 @@ class Runner:
         target = self._prefetch_target(running_ages)
         self._low_water = target // 2
         running = len(running_ages)
+        # Jobs under a rate limit are claimed only for slot threads with nothing to do, never
+        # ahead: they must start at their start slot.
+        idle = max(self.concurrency - running - waiting, 0)
         free = min(
-            self.concurrency + target - running - buffered,
-            MAX_COMPLETING - (busy - running - buffered),
+            self.concurrency + target - running - waiting - buffered,
+            MAX_COMPLETING - (busy - running - waiting - buffered),
         )
         if buffered > self._low_water:
             free = 0  # enough in hand; a slot wakes us when it runs low
@@ -326,8 +353,7 @@ class Runner:
             now = timezone.now()
             if time.monotonic() >= self._next_promote:
                 self._promote(now)
-            claimed = self._claim(now, free)
-            self._dispatch(claimed)
+            claimed = self._claim(now, free, idle=idle, dispatch=True)
             if claimed and len(claimed) == free:
                 return 0.0  # more may be waiting; go on when a slot frees
         if self.burst and not claimed and busy == 0 and self._nothing_due():
@@ -341,53 +367,91 @@ class Runner:
             return self._sleep_time(self.poll_interval)
         return self._sleep_time(self.poll_interval * random.uniform(0.8, 1.2))
 
-    def _claim(self, now: datetime, free: int, *, frozen: bool = False) -> list[Any]:
+    def _claim(
+        self,
+        now: datetime,
+        free: int,
+        *,
+        idle: int | None = None,
+        frozen: bool = False,
+        dispatch: bool = False,
+    ) -> list[Any]:
         """Claim up to ``free`` jobs. Queues with a RATE_LIMIT or CONCURRENCY, and jobs under
         per-task or per-key limits, go through the limited paths (under their locks); every
-        other ready job is claimed by one statement."""
+        other ready job is claimed by one statement. At most ``idle`` (default ``free``) of
+        them are jobs under a rate limit; their start slots are left in ``_start_at``. With
+        ``dispatch``, the jobs are handed to the slots too, those with a start slot as soon as
+        their claim commits (the rest of the claim must not make them late)."""
         queues = self._active_queues()
         keyed = self._keyed_queues(queues, frozen=frozen)
         special = sorted(({*queues} if queues is not None else keyed) & (self._limited | keyed))
         claimed: list[Any] = []
+        clock = (lambda: now) if frozen else timezone.now
+        timed_left = free if idle is None else min(idle, free)
         self._rate_retry = None
+        self._start_at = {}
+        self._timed_wanted = False
+        handed: set[Any] = set()  # dispatched already
         for name in special:
-            if len(claimed) >= free:
+            room = free - len(claimed)
+            if room <= 0:
                 break
+            if name in self._rated:
+                if timed_left <= 0:
+                    continue
+                room = min(room, timed_left)
 
-            def claim(n: int, at: datetime, q: str = name) -> list[Any]:
-                jobs: list[Any] = []
+            def claim(
+                n: int,
+                at: datetime,
+                start_at: datetime | None,
+                q: str = name,
+                rated: int = timed_left,
+            ) -> services.LimitedClaim:
+                got = services.LimitedClaim()
                 if q in keyed:
-                    jobs += services.claim_keyed(
+                    got = services.claim_keyed(
                         queue=q,
                         limit=n,
                         worker_id=self.worker_id,
                         clock=(lambda: at) if frozen else timezone.now,
                         lease=self.lease,
                         using=self.alias,
+                        rated_limit=rated,
+                        start_at=start_at,
                     )
-                if q in self._limited and len(jobs) < n:
-                    jobs += self.strategy.claim(
+                if q in self._limited and len(got.jobs) < n:
+                    got.jobs += self.strategy.claim(
                         queues=[q],
-                        limit=n - len(jobs),
+                        limit=n - len(got.jobs),
                         worker_id=self.worker_id,
                         now=at,
                         lease=self.lease,
                     )
-                return jobs
+                return got
 
             if name in self._limited:
-                jobs, retry_at = services.claim_limited(
+                got = services.claim_limited(
                     claim,
                     queue=name,
-                    limit=free - len(claimed),
-                    clock=(lambda: now) if frozen else timezone.now,
+                    limit=room,
+                    clock=clock,
                     using=self.alias,
                 )
-                if retry_at is not None:
-                    self._rate_retry = min(filter(None, [self._rate_retry, retry_at]))
             else:
-                jobs = claim(free - len(claimed), now)
-            claimed += jobs
+                got = claim(room, now, None)
+            if got.retry_at is not None:
+                self._rate_retry = min(filter(None, [self._rate_retry, got.retry_at]))
+            claimed += got.jobs
+            timed_left -= len(got.start_at)
+            self._start_at.update((str(pk), at) for pk, at in got.start_at.items())
+            if dispatch and got.start_at:
+                timed = [job for job in got.jobs if job.pk in got.start_at]
+                self._dispatch(timed)
+                handed.update(job.pk for job in timed)
+        # Jobs may have been left for want of an idle slot thread: let the next slot that
+        # comes free wake the main loop (harmless otherwise: it only wakes while jobs run).
+        self._timed_wanted = timed_left <= 0 and bool(special)
         plain = queues if queues is None else [q for q in queues if q not in self._limited]
         if (plain is None or plain) and len(claimed) < free:
             claimed += self.strategy.claim(
@@ -399,6 +463,8 @@ class Runner:
                 now=now if frozen else timezone.now(),
                 lease=self.lease,
             )
+        if dispatch:
+            self._dispatch([job for job in claimed if job.pk not in handed])
         return claimed
 
     def _keyed_queues(self, queues: list[str] | None, *, frozen: bool) -> set[str]:
@@ -529,17 +595,25 @@ class Runner:
         return moved == 0 and (next_due is None or next_due > timezone.now())
 
     def _dispatch(self, jobs: list[Any]) -> None:
-        """Hand claimed jobs to the slots (through the buffer)."""
+        """Hand claimed jobs to the slots: those with a start slot (``_start_at``) ahead of
+        the rest, which go through the buffer."""
         if not jobs:
             return
-        executions = [Execution(job=job, state="buffered") for job in jobs]
+        executions: list[Execution] = []
+        for job in jobs:
+            start_at = self._start_at.pop(str(job.pk), None)
+            if start_at is None:
+                executions.append(Execution(job=job, state="buffered"))
+            else:
+                executions.append(TimedExecution(job=job, state="timed", start_at=start_at))
         with self._lock:
             for execution in executions:
                 self._inflight[str(execution.job.pk)] = execution
             self._claimed += len(executions)
-            self._buffered += len(executions)
+            self._buffered += sum(1 for e in executions if e.state == "buffered")
         for execution in executions:
-            self._work.put(execution)
+            rank = TIMED if isinstance(execution, TimedExecution) else BUFFERED
+            self._work.put((rank, next(self._work_order), execution))
 
     # --- slots -------------------------------------------------------------------------------
 
@@ -550,20 +624,24 @@ class Runner:
         execution: Execution | None = None
         try:
             while True:
-                execution = self._work.get()
+                execution = self._work.get()[2]
                 if execution is None:
                     return
-                with self._lock:
-                    if execution.state != "buffered":
-                        continue  # given back while it waited
-                    execution.state = "running"
-                    execution.thread = threading.current_thread()
-                    execution.started = time.monotonic()
-                    execution.deadline = watchdog_deadline(execution.job, execution.started)
-                    self._buffered -= 1
-                    low = 0 < self._buffered <= self._low_water
-                if low:
-                    self._wake.set()  # time to claim more ahead
+                if isinstance(execution, TimedExecution):
+                    if not self._start_on_time(execution):
+                        continue
+                else:
+                    with self._lock:
+                        if execution.state != "buffered":
+                            continue  # given back while it waited
+                        execution.state = "running"
+                        execution.thread = threading.current_thread()
+                        execution.started = time.monotonic()
+                        execution.deadline = watchdog_deadline(execution.job, execution.started)
+                        self._buffered -= 1
+                        low = 0 < self._buffered <= self._low_water
+                    if low:
+                        self._wake.set()  # time to claim more ahead
                 try:
                     status = self.executor.run(execution)
                 except Exception:
@@ -581,6 +659,8 @@ class Runner:
                     continue
                 if not self._finish(execution, status):
                     return  # timed out: a replacement slot has taken this one's place
+                if self._timed_wanted:
+                    self._wake.set()  # a rate-limited job may be waiting for an idle slot
                 close_broken_connections()
         except BaseException:
             # A timeout raised into this thread can land just after the job returned; in a
@@ -589,6 +669,51 @@ class Runner:
                 logger.exception("Worker %s: slot thread died", self.worker_id)
         finally:
             connections.close_all()
+
+    def _start_on_time(self, execution: TimedExecution) -> bool:
+        """Wait for a rate-limited job's start slot and mark it running, in its slot thread.
+        If the slot thread reached the slot later than ``services.START_TOLERANCE`` (an
+        overloaded machine), or the worker is stopping, give the job back unstarted instead
+        (``services.unclaim_jobs``) and return False: a late start could put more starts in
+        one period than the rate limit allows."""
+        with contextlib.suppress(Exception):
+            # Import the task now, so that its start is a few Python calls after the check
+            # below (the executor loads it again, from the cache; a failure is its to record).
+            self.backend.load_task(execution.job)
+        while not self._stopping.is_set():
+            ahead = (execution.start_at - timezone.now()).total_seconds()
+            if ahead <= 0:
+                break
+            self._stopping.wait(ahead)
+        with self._lock:
+            late = timezone.now() - execution.start_at
+            if self._stopping.is_set() or late > services.START_TOLERANCE:
+                execution.state = "released"
+                del self._inflight[str(execution.job.pk)]
+                self._claimed -= 1
+            else:
+                execution.state = "running"
+                execution.thread = threading.current_thread()
+                execution.started = time.monotonic()
+                execution.deadline = watchdog_deadline(execution.job, execution.started)
+                return True
+        given = self._until_db(
+            lambda: services.unclaim_jobs(
+                [execution.job], worker_id=self.worker_id, using=self.alias
+            ),
+            "giving back a job that missed its start slot",
+            give_up=timedelta(seconds=10),
+        )
+        logger.info(
+            "Worker %s: gave back job %s unstarted (%s; %.1f ms past its start slot)",
+            self.worker_id,
+            execution.job.pk,
+            "stopping" if self._stopping.is_set() else "late",
+            late.total_seconds() * 1000,
+            extra={"worker_id": self.worker_id, "job_id": str(execution.job.pk), "given": given},
+        )
+        self._wake.set()
+        return False
 
     def _finish(self, execution: Execution, status: Any) -> bool:
         """Forget a finished execution (called by its slot, or by the completer once its
@@ -858,7 +983,7 @@ class Runner:
                 "Worker %s: released %s unfinished jobs back to the queue", self.worker_id, released
             )
         for _ in range(self.concurrency):
-            self._work.put(None)
+            self._work.put((STOP, next(self._work_order), None))
         self._heartbeat_stop.set()
         with contextlib.suppress(DatabaseError, InterfaceError):
             self._beat()
@@ -916,6 +1041,7 @@ class Runner:
         services.promote_due(now=clock_now, queues=self.queues, using=self.alias)
         self._paused_checked = -1e9  # always current in-process
         jobs = self._claim(clock_now, self.concurrency, frozen=True)
+        self._start_at = {}  # (in-process runs start jobs at once, start slot or not)
         for job in jobs:
             executor.run(Execution(job=job))
         return len(jobs)

@@ -10,7 +10,7 @@ visitor only those (404 for anything else). Forms validate every value (400, nev
 import random
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django import forms
@@ -330,12 +330,36 @@ def partner(request: HttpRequest) -> HttpResponse:
         queue_name="partner", status__in=[JobStatus.QUEUED, JobStatus.SCHEDULED]
     ).count()
     limit = (jobs_settings.QUEUES.get("partner") or {}).get("RATE_LIMIT", "none")
+    window_since = timezone.now() - PARTNER_WINDOW_SPAN
+    received = PartnerCall.objects.filter(received_at__gte=window_since).order_by("received_at")
+    most = most_in_one_second(list(received.values_list("received_at", flat=True)))
     return render(
         request,
         "demo/partner.html",
-        {"per_second": per_second, "waiting": waiting, "limit": limit, "errors": errors},
+        {
+            "per_second": per_second,
+            "waiting": waiting,
+            "limit": limit,
+            "most": most,
+            "errors": errors,
+        },
         status=400 if errors else 200,
     )
+
+
+# How far back the partner page looks for the most calls in one second.
+PARTNER_WINDOW_SPAN = timedelta(minutes=10)
+
+
+def most_in_one_second(times: list[datetime]) -> int:
+    """The most of ``times`` (sorted) in any window of one second, ``[t, t + 1 s)`` for every
+    ``t``: what a partner that allows N calls per second counts, not calendar seconds."""
+    most = first = 0
+    for last, at in enumerate(times):
+        while at - times[first] >= timedelta(seconds=1):
+            first += 1
+        most = max(most, last - first + 1)
+    return most
 
 
 # --- the fake services the tasks call --------------------------------------------------------

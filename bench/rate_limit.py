@@ -1,0 +1,147 @@
+"""Rate limits as the remote service counts them: how many task starts a queue under a
+``RATE_LIMIT`` lets into any window of one period, and the rate it achieves.
+
+    python bench/rate_limit.py [--calls 300] [--rate 10/s] [--workers 4] [--concurrency 4]
+                               [--runs 1] [--busy]
+
+Idle ``runworker`` processes first, then ``--calls`` jobs of ``bench.tasks.stamp`` (on the
+``limited`` queue) in one commit; each returns ``time.time()`` from its first line. With
+``--busy`` the workers' slots are also kept busy all along by jobs of another queue (0.02
+to 0.5 s each, prefetched), as in a worker that serves more than the limited queue.
+Reported per run: the most starts in any window of one period (``[t, t + period)``, every
+``t``), which must never pass N, and the achieved rate, (calls - 1) / (last start - first).
+
+PostgreSQL by default (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/asyncjobs_bench,
+dropped and created afresh); BENCH_SQLITE=1 for SQLite. Writes
+bench/results/rate-<time>-<db>.json. Nothing here is asserted in tests.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+
+from bench.common import stop_workers  # noqa: E402
+from bench.run import reset, setup_django, start_workers  # noqa: E402
+
+# The queue's RATE_LIMIT, set from --rate before Django's settings are read (by this process
+# and by the workers it starts).
+RATE = "10/s"
+
+# The other queue's jobs under --busy, in seconds, taken in turn.
+BUSY_DURATIONS = (0.02, 0.02, 0.02, 0.02, 0.5)
+
+
+def most_in_one_window(starts: list[float], period: float) -> int:
+    """The most starts in any window ``[t, t + period)``."""
+    starts = sorted(starts)
+    most = first = 0
+    for last, at in enumerate(starts):
+        while at - starts[first] >= period:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+def run_once(calls: int, workers: int, concurrency: int, busy: bool) -> dict[str, object]:
+    from asyncjobs import enqueue_many
+    from asyncjobs.conf import parse_rate
+    from asyncjobs.models import Job
+    from bench.tasks import pause, stamp
+
+    interval = parse_rate(RATE)  # (parse_rate: in every version, for A/B runs)
+    assert interval is not None
+    count = int(RATE.split("/")[0])
+    period = interval.total_seconds() * count
+    reset()
+    procs = start_workers(workers, concurrency)
+    try:
+        expected = calls * period / count
+        if busy:
+            # Enough to keep every slot busy for the whole run, and then some.
+            mean = sum(BUSY_DURATIONS) / len(BUSY_DURATIONS)
+            others = int(workers * concurrency * (expected + 5) / mean)
+            enqueue_many([(pause, (BUSY_DURATIONS[i % 5],), {}) for i in range(others)])
+        enqueue_many([(stamp, (), {}) for _ in range(calls)])
+        deadline = time.monotonic() + expected * 3 + 60
+        limited = Job.objects.filter(queue_name="limited")
+        while limited.filter(status__in=["queued", "running"]).exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the limited queue did not drain in time")
+            time.sleep(0.1)
+    finally:
+        stop_workers(procs)
+    if limited.exclude(status="succeeded").exists():
+        raise RuntimeError("some rate-limited jobs did not succeed")
+    starts = sorted(float(v) for v in limited.values_list("return_value", flat=True))
+    span = starts[-1] - starts[0]
+    achieved = (len(starts) - 1) / span if span > 0 else float("inf")
+    tightest = min(
+        (starts[i + count] - starts[i] for i in range(len(starts) - count)), default=None
+    )
+    return {
+        "most_in_one_period": most_in_one_window(starts, period),
+        # The shortest time N + 1 consecutive starts took (under the period: a broken limit).
+        "tightest_n_plus_1_s": tightest,
+        "limit": count,
+        "achieved_per_second": achieved,
+        "nominal_per_second": count / period,
+        "span_s": span,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--rate", default="10/s", help="the queue's RATE_LIMIT")
+    parser.add_argument("--workers", type=int, default=4, help="worker processes")
+    parser.add_argument("--concurrency", type=int, default=4, help="threads per worker")
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument(
+        "--busy", action="store_true", help="keep the slots busy with another queue's jobs too"
+    )
+    args = parser.parse_args()
+    global RATE
+    RATE = os.environ["BENCH_RATE_LIMIT"] = args.rate
+    setup_django()
+    from django.db import connection
+
+    results = []
+    for run in range(args.runs):
+        result = run_once(args.calls, args.workers, args.concurrency, args.busy)
+        results.append(result)
+        print(
+            f"run {run + 1}/{args.runs}: {args.calls} calls at {RATE}"
+            f"{' (busy slots)' if args.busy else ''}, {args.workers} x {args.concurrency}: "
+            f"most in one period {result['most_in_one_period']} (limit {result['limit']}), "
+            f"N + 1 starts took at least {result['tightest_n_plus_1_s'] or 0:.3f} s, "
+            f"achieved {result['achieved_per_second']:.2f}/s of "
+            f"{result['nominal_per_second']:.2f}/s",
+            flush=True,
+        )
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%S%z")
+    out = ROOT / "bench" / "results" / f"rate-{stamp}-{connection.vendor}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+    print(f"wrote {out.relative_to(ROOT)}")
+    return 0 if all(r["most_in_one_period"] <= r["limit"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
