@@ -37,7 +37,7 @@ from django.utils.json import normalize_json
 from django.utils.module_loading import import_string
 
 from asyncjobs import db, monitoring, outbound, retry
-from asyncjobs.conf import as_timedelta, jobs_settings, parse_rate, rate_parts
+from asyncjobs.conf import as_timedelta, jobs_settings, rate_parts
 from asyncjobs.exceptions import (
     ArgumentsTooLargeError,
     ConfigurationError,
