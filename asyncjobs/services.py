@@ -1588,8 +1588,8 @@ def start_slot(next_at: datetime | None, *, now: datetime) -> datetime | None:
 class LimitedClaim:
     """What a claim under limits took: the jobs, the start slot of each job under a rate
     limit (by primary key; the slot thread must not start it before, nor much after), and
-    when a rate limit may let the next claim take more (``retry_at``, in the future), or None
-    when nothing more is expected from the rate limit."""
+    when a rate limit may let the next claim take more (``retry_at``, not before the claim),
+    or None when nothing more is expected from the rate limit."""
 
     jobs: list[Job] = dataclasses.field(default_factory=list)
     start_at: dict[Any, datetime] = dataclasses.field(default_factory=dict)
@@ -1625,8 +1625,10 @@ def claim_limited(
     of a dead worker keep their concurrency slot until their lease expires and they are
     rescued.
 
-    ``retry_at`` is always a time in the future, and None when nothing was claimed for want
-    of ready jobs (an idle queue must not make its worker poll faster than its poll interval).
+    ``retry_at`` is when to claim again: in the future when the rate limit holds ready jobs
+    back, not before now right after a claim (more may wait), and None when nothing was
+    claimed for want of ready jobs (an idle queue must not make its worker poll faster than
+    its poll interval).
     """
     spacing, concurrency = queue_limits(queue)
     with transaction.atomic(using=using):
