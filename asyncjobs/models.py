@@ -13,9 +13,9 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
-from django.tasks import TaskResultStatus
-from django.tasks.base import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY
 from django.utils.translation import gettext_lazy as _
+
+from asyncjobs.tasks_api import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, TaskResultStatus
 
 
 class JobStatus(models.TextChoices):

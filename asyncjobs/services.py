@@ -33,7 +33,6 @@ from django.db.models.functions import Coalesce
 from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 from django.utils.crypto import get_random_string
-from django.utils.json import normalize_json
 from django.utils.module_loading import import_string
 
 from asyncjobs import db, outbound, retry
@@ -63,6 +62,7 @@ from asyncjobs.models import (
     Worker,
     WorkerStatus,
 )
+from asyncjobs.tasks_api import normalize_json
 
 logger = logging.getLogger(__name__)
 

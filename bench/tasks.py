@@ -1,7 +1,6 @@
 """Tasks the benchmarks run."""
 
-from django.tasks import task
-
+from asyncjobs.tasks_api import task
 from bench.latency import record
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import connection, connections
-from django.tasks import task_backends
 from rest_framework.test import APIClient
 
+from asyncjobs.tasks_api import task_backends
 from asyncjobs.worker.runner import Runner
 
 ROOT = Path(__file__).resolve().parent.parent

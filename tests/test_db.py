@@ -9,11 +9,11 @@ from datetime import timedelta
 import pytest
 from django.db import IntegrityError, connection, connections, models, transaction
 from django.db.models.signals import post_init
-from django.tasks import task_backends
 from django.utils import timezone
 
 from asyncjobs import db, enqueue_many, services
 from asyncjobs.models import Attempt, Job, JobStatus
+from asyncjobs.tasks_api import task_backends
 from tests import tasks
 from tests.conftest import in_thread
 

@@ -216,7 +216,7 @@ def test_per_task_concurrency_and_rate(runner):
 
 
 def test_invalid_task_limits():
-    from django.tasks.exceptions import InvalidTask
+    from asyncjobs.tasks_api import InvalidTask
 
     with pytest.raises(InvalidTask, match="Invalid rate"):
         tasks.rated.using(queue_name="default").__class__(func=tasks.rated.func, rate_limit="fast")

@@ -4,7 +4,6 @@ import math
 from datetime import timedelta
 from typing import Any
 
-from django.tasks import task_backends
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -13,6 +12,7 @@ from rest_framework import serializers
 from asyncjobs import outbound, services
 from asyncjobs.conf import jobs_settings
 from asyncjobs.models import Attempt, Job, JobStatus
+from asyncjobs.tasks_api import task_backends
 
 
 class AttemptSerializer(serializers.ModelSerializer[Attempt]):

@@ -63,7 +63,7 @@ def _classes(setting: str) -> list[Any]:
 
 
 def _database() -> str:
-    from django.tasks import task_backends
+    from asyncjobs.tasks_api import task_backends
 
     return str(getattr(task_backends["default"], "database", "default"))
 
@@ -436,7 +436,7 @@ class QueuePauseView(APIView):
         },
     )
     def post(self, request: Request, name: str) -> Response:
-        from django.tasks import task_backends
+        from asyncjobs.tasks_api import task_backends
 
         queues = task_backends["default"].queues
         if queues and name not in queues:

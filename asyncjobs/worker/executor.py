@@ -14,8 +14,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DatabaseError, InterfaceError, connections
-from django.tasks import Task, TaskResult, TaskResultStatus
-from django.tasks.signals import task_finished, task_started
 
 from asyncjobs import services
 from asyncjobs.backend import JobContext, JobsBackend, observed
@@ -26,6 +24,7 @@ from asyncjobs.exceptions import (
     TaskImportError,
 )
 from asyncjobs.models import AttemptOutcome, Job, JobStatus
+from asyncjobs.tasks_api import Task, TaskResult, TaskResultStatus, task_finished, task_started
 
 logger = logging.getLogger(__name__)
 

@@ -4,11 +4,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Count
-from django.tasks import task_backends
 from django.utils import timezone
 
 from asyncjobs import services
 from asyncjobs.models import Job
+from asyncjobs.tasks_api import task_backends
 
 
 class Command(BaseCommand):
