@@ -1054,9 +1054,6 @@ class _CopySource:
             self.error = exc
             raise
 
-    def readline(self, size: int = -1) -> str:
-        return self.read(size)
-
 
 def _copy_jobs_psycopg2(
     connection: BaseDatabaseWrapper, given: list[Job], rest: Iterator[Job]

@@ -11,6 +11,7 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
+from asyncjobs import backend as backend_module
 from asyncjobs import db, enqueue_many, services
 from asyncjobs.backend import JobsBackend, observed
 from asyncjobs.exceptions import InvalidArgumentsError
@@ -212,6 +213,13 @@ def test_a_stored_jobs_result_equals_the_one_taskresults_init_builds():
     assert built == expected
     assert built.return_value == {"sum": 6}
     assert [f.name for f in fields(built)] == [f.name for f in fields(expected)]
+
+
+def test_every_supported_django_takes_the_results_fast_path():
+    """On Django 5.2 (the backport's TaskResult), 6.0 and 6.1 TaskResult has exactly the
+    fields to_result sets, so the matrix's sessions run the direct path that the test above
+    compares with TaskResult's init; a version whose TaskResult differs takes the init."""
+    assert backend_module._RESULT_FIELDS_KNOWN
 
 
 def test_a_worker_loads_each_task_once_per_queue_and_priority(monkeypatch):
