@@ -15,6 +15,11 @@
 SQLite).
 
 Nothing outside this module looks at ``connection.vendor`` or writes SQL.
+
+On PostgreSQL the hot statements use psycopg 3's own API (server-side binding, a kept cursor,
+binary arrays, its ``COPY`` and ``notifies``). With psycopg2 as Django's driver
+(``psycopg3()`` is false) the same statements run on Django's cursors, through
+``copy_expert`` and through ``poll()``: nothing else differs.
 """
 
 import contextlib
