@@ -1,7 +1,16 @@
-.PHONY: test demo lint bench bench-quick bench-compare bench-compare-quick chaos chaos-quick
+.PHONY: test matrix smoke wheel-check demo lint bench bench-quick bench-compare bench-compare-quick chaos chaos-quick
 
 test:  ## set up .venv, run the whole test suite on SQLite, then PostgreSQL
 	bash scripts/test.sh
+
+matrix:  ## every supported (Python, Django, database, driver) with nox (noxfile.py; venvs in .nox/)
+	bash scripts/matrix.sh
+
+smoke:  ## the matrix's smoke subset on Django 5.2 + Python 3.11 + psycopg2 and Django 6.0 + Python 3.12 (CI)
+	bash scripts/matrix.sh -s smoke
+
+wheel-check:  ## build sdist + wheel, twine check, install the wheel in a clean venv, migrate and drain a job (CI)
+	bash scripts/wheel_check.sh
 
 demo:  ## set up .venv, the example project on SQLite, then run server + worker + demo jobs
 	bash scripts/demo.sh

@@ -172,7 +172,7 @@ class QueueFilter(admin.SimpleListFilter):
     parameter_name = "queue_name"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        from django.tasks import task_backends
+        from asyncjobs.tasks_api import task_backends
 
         names = set(QueueState.objects.values_list("name", flat=True))
         for backend in task_backends.all():

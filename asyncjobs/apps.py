@@ -9,12 +9,13 @@ class AsyncJobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.tasks.signals import task_enqueued
-
         from asyncjobs import checks  # noqa: F401  (registers the checks)
         from asyncjobs.backend import receiver_acts_when
         from asyncjobs.conf import jobs_settings
+        from asyncjobs.tasks_api import connect_backport, task_enqueued
         from asyncjobs.testing import run_inline
+
+        connect_backport()
 
         task_enqueued.connect(run_inline, dispatch_uid="asyncjobs.testing.run_inline")
         # (So that enqueueing skips the signal when nothing else listens.)

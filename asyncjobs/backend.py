@@ -27,12 +27,6 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.signals import setting_changed
 from django.dispatch import Signal, receiver
-from django.tasks import Task, TaskContext, TaskResult, task_backends
-from django.tasks import signals as task_signals
-from django.tasks.backends.base import BaseTaskBackend
-from django.tasks.base import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, TaskError
-from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
-from django.tasks.signals import task_enqueued
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -41,6 +35,20 @@ from asyncjobs.conf import as_timedelta, parse_rate
 from asyncjobs.exceptions import ConfigurationError, JobCancelled, TaskImportError
 from asyncjobs.models import Job
 from asyncjobs.overrides import apply_overrides, task_overrides
+from asyncjobs.tasks_api import (
+    TASK_MAX_PRIORITY,
+    TASK_MIN_PRIORITY,
+    BaseTaskBackend,
+    InvalidTask,
+    Task,
+    TaskContext,
+    TaskError,
+    TaskResult,
+    TaskResultDoesNotExist,
+    task_backends,
+    task_enqueued,
+)
+from asyncjobs.tasks_api import signals as task_signals
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

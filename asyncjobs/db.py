@@ -15,6 +15,11 @@
 SQLite).
 
 Nothing outside this module looks at ``connection.vendor`` or writes SQL.
+
+On PostgreSQL the hot statements use psycopg 3's own API (server-side binding, a kept cursor,
+binary arrays, its ``COPY`` and ``notifies``). With psycopg2 as Django's driver
+(``psycopg3()`` is false) the same statements run on Django's cursors, through
+``copy_expert`` and through ``poll()``: nothing else differs.
 """
 
 import contextlib
@@ -23,12 +28,15 @@ import json
 import logging
 import operator
 import os
+import select
 import socket
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any, Protocol
 
 from django.db import connections, models, transaction
@@ -327,9 +335,12 @@ def _plain_json_dumps(
     if type(field) not in _PLAIN_JSON_FIELDS or field.encoder is not None:
         return None
     sample = prepare([], connection)
-    if not (hasattr(sample, "obj") and hasattr(sample, "dumps")):
+    if hasattr(sample, "obj") and hasattr(sample, "dumps"):  # psycopg 3's Jsonb
+        dumps = sample.dumps or json.dumps
+    elif hasattr(sample, "adapted") and hasattr(sample, "_dumps"):  # psycopg2's Json
+        dumps = sample._dumps or json.dumps
+    else:
         return None
-    dumps = sample.dumps or json.dumps
     if dumps is json.dumps:  # the same text, without its per-call argument checks
         dumps = json.JSONEncoder().encode
     if type(field) is models.JSONField:
@@ -395,6 +406,8 @@ def _copy_text(value: Any) -> str:
         text = value
     elif hasattr(value, "obj") and hasattr(value, "dumps"):  # psycopg's Jsonb wrapper
         text = (value.dumps or json.dumps)(value.obj)
+    elif hasattr(value, "adapted") and hasattr(value, "dumps"):  # psycopg2's Json wrapper
+        text = value.dumps(value.adapted)
     else:
         raise TypeError(f"No COPY text format for {type(value).__name__}.")
     return _copy_escaped(text)
@@ -507,7 +520,9 @@ def insert_jobs(alias: str, jobs: Iterable[Job]) -> list[Job]:
     given = list(itertools.islice(rest, COPY_MIN_ROWS)) if postgres else list(rest)
     if not given:
         return given
-    if postgres and len(given) >= COPY_MIN_ROWS:
+    if postgres and len(given) >= COPY_MIN_ROWS and not psycopg3():
+        given = _copy_jobs_psycopg2(connection, given, rest)
+    elif postgres and len(given) >= COPY_MIN_ROWS:
         statement = f"COPY {table} ({', '.join(_copy_layout(connection)[0])}) FROM STDIN"
         memo: dict[tuple[int, ...], str] = {}  # (``given`` keeps the jobs alive meanwhile)
         with (
@@ -526,7 +541,7 @@ def insert_jobs(alias: str, jobs: Iterable[Job]) -> list[Job]:
             marks = ", ".join(["%s"] * len(columns))
             insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
             _INSERT_CACHE[alias] = insert
-        if postgres:  # one job
+        if postgres and psycopg3():  # one job
             with _query_logged(connection, insert), _bound_cursor(connection, keep=True) as cursor:
                 cursor.execute(insert, _row(given[0], connection))
         else:
@@ -573,6 +588,11 @@ def _bound_cursor(connection: BaseDatabaseWrapper, *, keep: bool = False) -> Ite
     about a tenth of its time). Its user must leave its adapters alone. A use inside
     another gets a cursor of its own.
     """
+    if not psycopg3():
+        # psycopg2 binds on the client, and keeps nothing worth keeping in a cursor.
+        with connection.cursor() as wrapper:
+            yield wrapper
+        return
     import psycopg
 
     connection.ensure_connection()
@@ -595,7 +615,9 @@ def _load_timestamps_natively(cursor: Any, connection: BaseDatabaseWrapper) -> N
     Django's does. Django wraps psycopg's loader to set each value's tzinfo to the
     connection's; with ``USE_TZ`` and the session in UTC (Django's default), psycopg's
     already sets ``datetime.UTC``, and the wrapper is a Python call per value (a claimed job
-    holds several)."""
+    holds several). Nothing to do on psycopg2, which loads them as Django's cursors do."""
+    if not psycopg3():
+        return
     from psycopg import adapters, pq
     from psycopg.postgres import types
 
@@ -737,6 +759,8 @@ def _complete_succeeded_pg(
         ],
         "worker": worker_id,
     }
+    if not psycopg3():  # psycopg2 has no binary parameters: arrays as ARRAY[...] literals
+        sql = sql.replace(")b::", ")s::")
     with _bound_cursor(connection) as cursor:
         cursor.execute(sql, params)
         return {row[0] for row in cursor.fetchall()}
@@ -1013,12 +1037,14 @@ class PostgresListener:
         self._closed = threading.Event()
 
     def _connect(self) -> Any:
-        import psycopg
-        from psycopg import sql
-
         params = connections[self.alias].get_connection_params()
         for key in ("cursor_factory", "context", "prepare_threshold"):
             params.pop(key, None)
+        if not psycopg3():
+            return Psycopg2Listening(params, self.channel)
+        import psycopg
+        from psycopg import sql
+
         conn = psycopg.connect(**params, autocommit=True)
         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
         return conn
@@ -1051,6 +1077,105 @@ class PostgresListener:
         """Close the connection; further waits return at once."""
         self._closed.set()
         self._drop()
+
+
+@cache
+def psycopg3() -> bool:
+    """Whether Django's PostgreSQL backend runs on psycopg 3 (it takes psycopg 3 when it is
+    installed, else psycopg2). The fast paths (server-side binding, kept cursors, binary
+    arrays, psycopg's own ``COPY`` and ``notifies``) are psycopg 3's; on psycopg2 the same
+    statements run through Django's cursors, ``copy_expert`` and ``poll()``."""
+    try:
+        from django.db.backends.postgresql.psycopg_any import is_psycopg3
+    except ImportError:  # neither driver: there is no PostgreSQL connection to ask about
+        return False
+    return bool(is_psycopg3)
+
+
+class _CopySource:
+    """A file-like source of ``COPY`` text for psycopg2's ``copy_expert``: each ``read``
+    hands over the next chunk of lines (psycopg2 sends what it gets, whatever its size)."""
+
+    def __init__(self, chunks: Iterator[str]) -> None:
+        self._chunks = chunks
+        # What making the next chunk raised (psycopg2 reports it as its own error).
+        self.error: Exception | None = None
+
+    def read(self, size: int = -1) -> str:
+        try:
+            return next(self._chunks, "")
+        except Exception as exc:
+            self.error = exc
+            raise
+
+
+def _copy_jobs_psycopg2(
+    connection: BaseDatabaseWrapper, given: list[Job], rest: Iterator[Job]
+) -> list[Job]:
+    """``insert_jobs``' ``COPY`` on psycopg2: the same statement and text, streamed through
+    ``copy_expert`` ``COPY_CHUNK`` jobs at a time (the next jobs are built while PostgreSQL
+    stores the last ones). Returns every job stored."""
+    table = connection.ops.quote_name(Job._meta.db_table)
+    statement = f"COPY {table} ({', '.join(_copy_layout(connection)[0])}) FROM STDIN"
+    memo: dict[tuple[int, ...], str] = {}  # (``stored`` keeps the jobs alive meanwhile)
+    stored: list[Job] = []
+
+    def chunks() -> Iterator[str]:
+        chunk = given + list(itertools.islice(rest, COPY_CHUNK - len(given)))
+        while chunk:
+            stored.extend(chunk)
+            yield _copy_lines(chunk, connection, memo)
+            chunk = list(itertools.islice(rest, COPY_CHUNK))
+
+    source = _CopySource(chunks())
+    try:
+        with (
+            _query_logged(connection, statement),
+            connection.cursor() as wrapper,
+            connection.wrap_database_errors,
+        ):
+            wrapper.cursor.copy_expert(statement, source)
+    except Exception:
+        if source.error is not None:  # a bad job, as psycopg 3's COPY would raise it
+            raise source.error from None
+        raise
+    return stored
+
+
+class Psycopg2Listening:
+    """A psycopg2 connection that LISTENs on ``channel``, with what ``PostgresListener``
+    uses of a psycopg 3 one: ``notifies(timeout=..., stop_after=...)`` and ``close()``.
+    It waits with ``select`` on the connection's socket and reads with ``poll()``."""
+
+    def __init__(self, params: dict[str, Any], channel: str) -> None:
+        import psycopg2
+        from psycopg2 import sql
+
+        self._conn = psycopg2.connect(**params)
+        self._conn.autocommit = True
+        with self._conn.cursor() as cursor:
+            cursor.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+
+    def notifies(self, *, timeout: float, stop_after: int | None = None) -> list[Any]:
+        """The notifications received within ``timeout`` seconds: as soon as there is one,
+        it and any that came with it (``stop_after`` is taken as 1, as the listener asks)."""
+        conn = self._conn
+        deadline = time.monotonic() + timeout
+        conn.poll()  # (what arrived since the last wait)
+        while not conn.notifies:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            readable, _, _ = select.select([conn], [], [], remaining)
+            if readable:
+                conn.poll()
+        received = list(conn.notifies)
+        conn.notifies.clear()
+        return received
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
 
 
 def for_alias(alias: str) -> ClaimStrategy:

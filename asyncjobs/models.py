@@ -16,9 +16,10 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q
-from django.tasks import TaskResultStatus
-from django.tasks.base import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY
 from django.utils.translation import gettext_lazy as _
+
+from asyncjobs.tasks_api import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, TaskResultStatus
+
 
 # --- JSON that every database stores --------------------------------------------------------
 #

@@ -45,7 +45,7 @@ class Snapshot:
 
 def _job_backends(using: str) -> list[Any]:
     """The task backends that store their jobs in database ``using``."""
-    from django.tasks import task_backends
+    from asyncjobs.tasks_api import task_backends
 
     return [b for b in task_backends.all() if getattr(b, "database", None) == using]
 

@@ -33,7 +33,6 @@ from django.db.models.functions import Coalesce
 from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 from django.utils.crypto import get_random_string
-from django.utils.json import normalize_json
 from django.utils.module_loading import import_string
 
 from asyncjobs import db, monitoring, outbound, retry
@@ -67,6 +66,7 @@ from asyncjobs.models import (
     WorkerStatus,
 )
 from asyncjobs.text import safe_text
+from asyncjobs.tasks_api import normalize_json
 
 logger = logging.getLogger(__name__)
 

@@ -29,11 +29,11 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django.tasks import Task, TaskResult, task_backends
 from django.utils import timezone
 
 from asyncjobs.conf import jobs_settings
 from asyncjobs.models import Job, JobStatus
+from asyncjobs.tasks_api import Task, TaskResult, task_backends
 
 __all__ = [
     "WorkOff",

@@ -1,5 +1,6 @@
 """Helpers shared by the benchmark, the peer comparison and the chaos run. Standard library
-and psycopg only: bench/peers/run_peer.py imports this in the peers' virtualenv too."""
+and psycopg (or psycopg2) only: bench/peers/run_peer.py imports this in the peers' virtualenv
+too."""
 
 import signal
 import subprocess
@@ -8,15 +9,36 @@ from urllib.parse import urlsplit, urlunsplit
 
 def recreate_database(url: str) -> None:
     """Drop and create the PostgreSQL database ``url`` names, so that a run starts from an
-    empty schema whatever an earlier run (or an older schema) left behind."""
-    import psycopg
-    from psycopg import sql
-
+    empty schema whatever an earlier run (or an older schema) left behind. psycopg 3, or
+    psycopg2 where that is the driver installed (the benchmark's psycopg2 runs)."""
     parts = urlsplit(url)
-    name = sql.Identifier(parts.path.lstrip("/"))
-    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
+    server = urlunsplit(parts._replace(path="/postgres"))
+    try:
+        import psycopg
+        from psycopg import sql
+    except ImportError:
+        import psycopg2
+        from psycopg2 import sql
+
+        conn = psycopg2.connect(server)
+        conn.autocommit = True
+        statements = _recreate(sql, parts.path.lstrip("/"))
+        with conn.cursor() as cursor:
+            for statement in statements:
+                cursor.execute(statement)
+        conn.close()
+        return
+    with psycopg.connect(server, autocommit=True) as conn:
+        for statement in _recreate(sql, parts.path.lstrip("/")):
+            conn.execute(statement)
+
+
+def _recreate(sql, name: str) -> list:
+    identifier = sql.Identifier(name)
+    return [
+        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(identifier),
+        sql.SQL("CREATE DATABASE {}").format(identifier),
+    ]
 
 
 def stop_workers(procs: list[subprocess.Popen], timeout: float = 60) -> None:

@@ -2,8 +2,7 @@
 
 import time
 
-from django.tasks import task
-
+from asyncjobs.tasks_api import task
 from bench.latency import record
 
 

@@ -5,9 +5,9 @@ import time
 from datetime import timedelta
 
 from django.db import connection
-from django.tasks import task
 
 from asyncjobs import Fixed
+from asyncjobs.tasks_api import task
 
 
 @task(takes_context=True, max_attempts=50, backoff=Fixed(timedelta(milliseconds=200)))

@@ -1,4 +1,6 @@
-# Sourced by the other scripts: find a Python >= 3.12 and make .venv with the project installed.
+# Sourced by the other scripts: find a Python >= 3.11 and make .venv with the project installed
+# (README's main combination: the newest Django on the newest Python found; Django 6 needs
+# 3.12, on 3.11 the project gets Django 5.2 and the django-tasks backport).
 # Set ASYNCJOBS_PYTHON to force an interpreter.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -9,16 +11,20 @@ find_python() {
     [ -n "${ASYNCJOBS_PYTHON:-}" ] && candidates+=("$ASYNCJOBS_PYTHON")
     candidates+=(python3.13 python3.12 python3.14 python3)
     # pyenv shims answer "command not found" for versions that are installed but not selected.
-    for v in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[2-9]*/bin/python3; do
+    for v in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[1-9]*/bin/python3; do
         [ -x "$v" ] && candidates+=("$v")
     done
-    for c in "${candidates[@]}"; do
-        if "$c" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1; then
-            echo "$c"
-            return 0
-        fi
+    # Prefer 3.12+ (Django 6), wherever it is in the list; else 3.11 (Django 5.2).
+    local minor
+    for minor in 12 11; do
+        for c in "${candidates[@]}"; do
+            if "$c" -c "import sys; sys.exit(0 if sys.version_info >= (3, $minor) else 1)" >/dev/null 2>&1; then
+                echo "$c"
+                return 0
+            fi
+        done
     done
-    echo "asyncjobs needs Python >= 3.12 (Django 6); none found. Set ASYNCJOBS_PYTHON=/path/to/python3.12" >&2
+    echo "asyncjobs needs Python >= 3.11; none found. Set ASYNCJOBS_PYTHON=/path/to/python3.12" >&2
     return 1
 }
 

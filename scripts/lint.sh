@@ -7,6 +7,13 @@ echo "==> ruff check" >&2
 "$VENV/bin/ruff" check .
 echo "==> ruff format --check" >&2
 "$VENV/bin/ruff" format --check .
+echo "==> tasks framework imported only through asyncjobs/tasks_api.py" >&2
+# (ruff's TID251 says so too, but asyncjobs/api/ is exempt from it for rest_framework.)
+if grep -rnE "^\s*(from|import)\s+(django\.tasks|django_tasks)\b" --include=*.py asyncjobs \
+    | grep -v "^asyncjobs/tasks_api.py:"; then
+    echo "import these from asyncjobs.tasks_api instead" >&2
+    exit 1
+fi
 echo "==> mypy" >&2
 "$VENV/bin/mypy"
 echo "==> import-linter" >&2

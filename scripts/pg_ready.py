@@ -1,29 +1,34 @@
 """Exit 0 when the PostgreSQL server named by the URL argument accepts connections.
 
-Connects to the maintenance database so it works before the test database exists.
+Connects to the maintenance database so it works before the test database exists. Uses
+psycopg 3, or psycopg2 where that is the driver installed (the matrix's psycopg2 sessions).
 ``pg_ready.py URL --drop NAME`` drops database NAME (closing its connections) instead.
 """
 
 import sys
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
-import psycopg.sql
-
 
 def main(url: str, drop: str | None = None) -> int:
     parts = urlsplit(url)
     admin_url = urlunsplit(parts._replace(path="/postgres"))
     try:
-        with psycopg.connect(admin_url, connect_timeout=3, autocommit=True) as conn:
-            conn.execute("SELECT 1")
+        import psycopg as driver
+    except ImportError:
+        import psycopg2 as driver  # type: ignore[no-redef]
+    try:
+        conn = driver.connect(admin_url, connect_timeout=3)
+        conn.autocommit = True
+        try:
+            cursor = conn.cursor()
+            cursor.execute("SELECT 1")
             if drop:
-                conn.execute(
-                    psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                        psycopg.sql.Identifier(drop)
-                    )
-                )
-    except psycopg.Error as exc:
+                # (A database name from our own scripts, quoted as an identifier.)
+                quoted = '"' + drop.replace('"', '""') + '"'
+                cursor.execute(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
+        finally:
+            conn.close()
+    except driver.Error as exc:
         print(f"PostgreSQL unavailable: {exc}", file=sys.stderr)
         return 1
     return 0

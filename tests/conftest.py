@@ -11,26 +11,38 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import connection, connections
-from django.tasks import task_backends
 from rest_framework.test import APIClient
 
+from asyncjobs.db import psycopg3
+from asyncjobs.tasks_api import task_backends
 from asyncjobs.worker.runner import Runner
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def pytest_report_header(config):
-    return f"asyncjobs database: {os.environ.get('DATABASE_URL') or 'SQLite (default)'}"
+    import django
+
+    from asyncjobs import db, tasks_api
+
+    driver = "psycopg 3" if db.psycopg3() else "psycopg2"
+    return [
+        f"asyncjobs database: {os.environ.get('DATABASE_URL') or 'SQLite (default)'}",
+        f"Django {django.get_version()}, tasks from {tasks_api.SOURCE}, PostgreSQL via {driver}",
+    ]
 
 
 @pytest.fixture(autouse=True)
 def _vendor_markers(request):
-    """``@pytest.mark.postgres`` / ``@pytest.mark.sqlite`` tests run on their vendor only."""
+    """``@pytest.mark.postgres`` / ``@pytest.mark.sqlite`` tests run on their vendor only,
+    ``@pytest.mark.psycopg3`` ones on PostgreSQL through psycopg 3 only."""
     vendor = connection.vendor
     if request.node.get_closest_marker("postgres") and vendor != "postgresql":
         pytest.skip("PostgreSQL only")
     if request.node.get_closest_marker("sqlite") and vendor != "sqlite":
         pytest.skip("SQLite only")
+    if request.node.get_closest_marker("psycopg3") and (vendor != "postgresql" or not psycopg3()):
+        pytest.skip("PostgreSQL on psycopg 3 only")
 
 
 def wait_until(predicate, *, timeout=20.0, interval=0.05, message="condition"):

@@ -5,9 +5,8 @@ import os
 import time
 from datetime import timedelta
 
-from django.tasks import task
-
 from asyncjobs import Fixed, Retry
+from asyncjobs.tasks_api import task
 from tests.models import Execution
 
 

@@ -9,17 +9,27 @@ from datetime import timedelta
 
 import pytest
 from django.db import transaction
-from django.tasks import TaskResult, TaskResultStatus, default_task_backend, task_backends
-from django.tasks.base import TaskError
-from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
-from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils import timezone
-from django.utils.json import normalize_json
 
+from asyncjobs import backend as backend_module
 from asyncjobs import db, enqueue_many, services
 from asyncjobs.backend import JobsBackend, observed
 from asyncjobs.exceptions import InvalidArgumentsError
 from asyncjobs.models import Attempt, Job, JobStatus
+from asyncjobs.tasks_api import (
+    LOGGER_NAME,
+    InvalidTask,
+    TaskError,
+    TaskResult,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    default_task_backend,
+    normalize_json,
+    task_backends,
+    task_enqueued,
+    task_finished,
+    task_started,
+)
 from tests import tasks
 from tests.models import Account
 
@@ -236,6 +246,13 @@ def test_a_stored_jobs_result_equals_the_one_taskresults_init_builds():
     assert [f.name for f in fields(built)] == [f.name for f in fields(expected)]
 
 
+def test_every_supported_django_takes_the_results_fast_path():
+    """On Django 5.2 (the backport's TaskResult), 6.0 and 6.1 TaskResult has exactly the
+    fields to_result sets, so the matrix's sessions run the direct path that the test above
+    compares with TaskResult's init; a version whose TaskResult differs takes the init."""
+    assert backend_module._RESULT_FIELDS_KNOWN
+
+
 def test_a_worker_loads_each_task_once_per_queue_and_priority(monkeypatch):
     """load_task gives the same (frozen) Task for jobs of one task, queue and priority, a
     new one when those differ, and follows the task path to whatever it names now."""
@@ -262,7 +279,7 @@ def test_get_result_unknown_or_malformed_id():
 def test_get_result_through_the_task_checks_the_task():
     result = tasks.add.enqueue(1, 2)
     assert tasks.add.get_result(result.id).id == result.id
-    from django.tasks.exceptions import TaskResultMismatch
+    from asyncjobs.tasks_api import TaskResultMismatch
 
     with pytest.raises(TaskResultMismatch):
         tasks.noop.get_result(result.id)
@@ -414,19 +431,19 @@ def test_django_logs_each_jobs_start_and_end_when_its_logger_takes_info(runner, 
     signals' results when django.tasks would drop the records, and still logs them when
     it would not."""
     sender = type(default_task_backend)
-    caplog.set_level(logging.WARNING, logger="django.tasks")
+    caplog.set_level(logging.WARNING, logger=LOGGER_NAME)
     assert not observed(task_started, sender, logging.INFO)
     assert not observed(task_finished, sender, logging.INFO)
     assert observed(task_finished, sender, logging.ERROR)
     result = tasks.add.enqueue(1, 1)
     runner().drain()
-    assert not [r for r in caplog.records if r.name == "django.tasks"]
+    assert not [r for r in caplog.records if r.name == LOGGER_NAME]
 
-    caplog.set_level(logging.INFO, logger="django.tasks")
+    caplog.set_level(logging.INFO, logger=LOGGER_NAME)
     assert observed(task_started, sender, logging.INFO)
     result = tasks.add.enqueue(2, 2)
     runner().drain()
-    logged = [r.getMessage() for r in caplog.records if r.name == "django.tasks"]
+    logged = [r.getMessage() for r in caplog.records if r.name == LOGGER_NAME]
     assert logged == [
         f"Task id={result.id} path=tests.tasks.add state=RUNNING",
         f"Task id={result.id} path=tests.tasks.add state=SUCCESSFUL",
@@ -435,7 +452,7 @@ def test_django_logs_each_jobs_start_and_end_when_its_logger_takes_info(runner, 
 
 def test_a_receiver_of_the_workers_signals_is_always_sent_them(caplog):
     sender = type(default_task_backend)
-    caplog.set_level(logging.WARNING, logger="django.tasks")
+    caplog.set_level(logging.WARNING, logger=LOGGER_NAME)
 
     def receiver(**kwargs):
         pass
@@ -455,7 +472,7 @@ def test_task_enqueued_is_sent_when_it_could_have_an_effect(caplog, settings):
     receiver would drop its DEBUG record and RUN_INLINE is off; a receiver, DEBUG logging or
     RUN_INLINE each have it sent, for one job and for a batch."""
     sender = type(default_task_backend)
-    caplog.set_level(logging.INFO, logger="django.tasks")
+    caplog.set_level(logging.INFO, logger=LOGGER_NAME)
     assert not observed(task_enqueued, sender, logging.DEBUG)
     received = []
 
@@ -470,13 +487,13 @@ def test_task_enqueued_is_sent_when_it_could_have_an_effect(caplog, settings):
         task_enqueued.disconnect(receiver)
     assert received == [one.id, *(r.id for r in batch)]
 
-    caplog.set_level(logging.DEBUG, logger="django.tasks")
+    caplog.set_level(logging.DEBUG, logger=LOGGER_NAME)
     assert observed(task_enqueued, sender, logging.DEBUG)
     logged = tasks.add.enqueue(2, 2)
     assert f"Task id={logged.id} path=tests.tasks.add enqueued backend=default" in [
-        r.getMessage() for r in caplog.records if r.name == "django.tasks"
+        r.getMessage() for r in caplog.records if r.name == LOGGER_NAME
     ]
-    caplog.set_level(logging.INFO, logger="django.tasks")
+    caplog.set_level(logging.INFO, logger=LOGGER_NAME)
     settings.ASYNCJOBS = {**settings.ASYNCJOBS, "RUN_INLINE": True}
     assert observed(task_enqueued, sender, logging.DEBUG)
 
@@ -590,7 +607,7 @@ def test_get_result_gives_back_the_task_as_enqueued_with_every_using_attribute()
 def test_a_priority_that_is_not_an_integer_is_refused_clearly(priority):
     import dataclasses
 
-    from django.tasks.exceptions import InvalidTask
+    from asyncjobs.tasks_api import InvalidTask
 
     with pytest.raises(InvalidTask, match="priority must be an integer from -100 to 100"):
         dataclasses.replace(tasks.add, priority=priority)

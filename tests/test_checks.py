@@ -5,12 +5,12 @@ from datetime import timedelta
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.tasks import task_backends
 
 from asyncjobs.checks import check_backend, check_settings
 from asyncjobs.conf import jobs_settings
 from asyncjobs.retry import Fixed
 from asyncjobs.services import resolve_options
+from asyncjobs.tasks_api import task_backends
 
 
 def ids(messages):

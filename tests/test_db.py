@@ -9,11 +9,11 @@ from datetime import timedelta
 import pytest
 from django.db import IntegrityError, connection, connections, models, transaction
 from django.db.models.signals import post_init
-from django.tasks import task_backends
 from django.utils import timezone
 
 from asyncjobs import db, enqueue_many, services
 from asyncjobs.models import Attempt, Job, JobStatus
+from asyncjobs.tasks_api import task_backends
 from tests import tasks
 from tests.conftest import in_thread
 
@@ -87,7 +87,7 @@ def test_claimed_jobs_hold_what_the_orm_loads(strategy, listen):
                 assert value is not getattr(b, f.attname), f.attname
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
+@pytest.mark.psycopg3
 def test_claim_loads_timestamps_with_psycopgs_own_loader_in_utc():
     """In UTC, psycopg's own timestamptz loader gives what Django's wrapper gives (the
     claim test above compares values and tzinfo); elsewhere Django's stays."""
@@ -345,7 +345,7 @@ def test_a_copy_batch_of_several_tasks_stores_each_job_as_the_orm_would(django_u
     assert Job.objects.count() == len(batch) + len(twins) + len(singles)
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
+@pytest.mark.psycopg3
 def test_single_inserts_keep_one_cursor_per_connection():
     """The single-job INSERT reuses its psycopg cursor while Django's connection holds the
     same psycopg connection; a use inside another, a failed statement and a new connection
@@ -445,7 +445,9 @@ def test_new_jobs_are_built_and_prepared_as_the_orm_would(make, django_user_mode
         values = []
         for f, v in zip(Job._meta.concrete_fields, row, strict=True):
             if connection.vendor == "postgresql" and isinstance(f, models.JSONField):
+                # (psycopg 3's Jsonb keeps the value as ``obj``, psycopg2's Json as ``adapted``)
                 v = json.loads(v) if type(v) is str else getattr(v, "obj", v)
+                v = getattr(v, "adapted", v)
             elif connection.vendor == "postgresql" and isinstance(v, int) and type(v) is not bool:
                 v = int(v)
             values.append((type(v), v))

@@ -305,7 +305,7 @@ def test_running_worker_honours_pause_within_a_poll_interval(worker_process):
 
 
 def test_runner_with_every_queue_paused_claims_nothing(runner):
-    from django.tasks import task_backends
+    from asyncjobs.tasks_api import task_backends
 
     for name in task_backends["default"].queues:
         services.set_queue_paused(name, True, now=timezone.now())

@@ -5,7 +5,6 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from django.tasks import task_backends
 from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -17,6 +16,7 @@ from asyncjobs.conf import jobs_settings
 from asyncjobs.exceptions import ConfigurationError
 from asyncjobs.models import Attempt, Job, JobStatus
 from asyncjobs.text import has_lone_surrogate
+from asyncjobs.tasks_api import task_backends
 
 
 class AttemptSerializer(serializers.ModelSerializer[Attempt]):

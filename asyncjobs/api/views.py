@@ -97,7 +97,7 @@ def _classes(setting: str) -> list[Any]:
 
 
 def _database() -> str:
-    from django.tasks import task_backends
+    from asyncjobs.tasks_api import task_backends
 
     return str(getattr(task_backends["default"], "database", "default"))
 

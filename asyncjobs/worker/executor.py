@@ -23,8 +23,6 @@ from django.db import (
     ProgrammingError,
     connections,
 )
-from django.tasks import Task, TaskResult, TaskResultStatus
-from django.tasks.signals import task_finished, task_started
 
 from asyncjobs import services
 from asyncjobs.backend import JobContext, JobsBackend, observed
@@ -37,6 +35,7 @@ from asyncjobs.exceptions import (
 )
 from asyncjobs.models import AttemptOutcome, Job, JobStatus
 from asyncjobs.text import safe_text
+from asyncjobs.tasks_api import Task, TaskResult, TaskResultStatus, task_finished, task_started
 
 logger = logging.getLogger(__name__)
 

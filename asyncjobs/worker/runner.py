@@ -32,7 +32,6 @@ from types import FrameType
 from typing import Any
 
 from django.db import DatabaseError, InterfaceError, connections
-from django.tasks import task_backends
 from django.utils import timezone
 
 from asyncjobs import db, services
@@ -40,6 +39,7 @@ from asyncjobs.backend import JobsBackend
 from asyncjobs.conf import jobs_settings
 from asyncjobs.exceptions import ConfigurationError, JobTimeoutError, WorkerMemoryError
 from asyncjobs.models import AttemptOutcome, WorkerStatus
+from asyncjobs.tasks_api import task_backends
 from asyncjobs.worker.executor import (
     PENDING,
     Completer,

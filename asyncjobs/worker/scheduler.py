@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.tasks import Task
 from django.utils.module_loading import import_string
 
 from asyncjobs import services
@@ -20,6 +19,7 @@ from asyncjobs.conf import jobs_settings
 from asyncjobs.exceptions import ConfigurationError
 from asyncjobs.models import Schedule, ScheduleTick
 from asyncjobs.schedules import ScheduleSpec, load_schedules
+from asyncjobs.tasks_api import Task
 
 logger = logging.getLogger(__name__)
 

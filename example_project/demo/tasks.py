@@ -16,11 +16,11 @@ from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import F
-from django.tasks import task
 from django.urls import reverse
 from django.utils import timezone
 
 from asyncjobs import Exponential, Fixed
+from asyncjobs.tasks_api import task
 from example_project.demo.models import AnalyticsEvent, Order, Product, Profile
 
 

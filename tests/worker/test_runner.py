@@ -6,7 +6,6 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
-from django.tasks import TaskResultStatus
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from freezegun import freeze_time
@@ -14,6 +13,7 @@ from freezegun import freeze_time
 from asyncjobs import cancel_job, retry_job
 from asyncjobs.exceptions import InvalidTransitionError, JobNotFoundError
 from asyncjobs.models import Attempt, AttemptOutcome, Job, JobStatus
+from asyncjobs.tasks_api import TaskResultStatus
 from tests import tasks
 from tests.models import Execution
 

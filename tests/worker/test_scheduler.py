@@ -5,12 +5,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connections
-from django.tasks import task_backends
 from freezegun import freeze_time
 
 from asyncjobs.checks import check_settings
 from asyncjobs.exceptions import ConfigurationError
 from asyncjobs.models import Job, Schedule, ScheduleTick, Worker
+from asyncjobs.tasks_api import task_backends
 from asyncjobs.worker.scheduler import Scheduler
 from tests.conftest import wait_until
 from tests.models import Execution

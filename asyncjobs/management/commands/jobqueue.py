@@ -4,12 +4,12 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Count
-from django.tasks import task_backends
 from django.utils import timezone
 
 from asyncjobs import monitoring, services
 from asyncjobs.exceptions import UnknownQueueError
 from asyncjobs.models import Job
+from asyncjobs.tasks_api import task_backends
 
 
 class Command(BaseCommand):
