@@ -20,7 +20,6 @@ from django.utils.translation import gettext_lazy as _
 
 from asyncjobs.tasks_api import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, TaskResultStatus
 
-
 # --- JSON that every database stores --------------------------------------------------------
 #
 # Any JSON value round-trips, on every database: PostgreSQL's jsonb cannot hold the NUL

@@ -65,8 +65,8 @@ from asyncjobs.models import (
     Worker,
     WorkerStatus,
 )
-from asyncjobs.text import safe_text
 from asyncjobs.tasks_api import normalize_json
+from asyncjobs.text import safe_text
 
 logger = logging.getLogger(__name__)
 

@@ -115,6 +115,7 @@ def test_readme_quick_start_in_a_new_project(tmp_path, project_database):
             textwrap.dedent(
                 f"""
                 INSTALLED_APPS += ["rest_framework", "asyncjobs", "shop"]
+                MIDDLEWARE += ["asyncjobs.middleware.EnqueuedByMiddleware"]
                 TASKS = {{
                     "default": {{
                         "BACKEND": "asyncjobs.backend.JobsBackend",

@@ -109,6 +109,6 @@ def test_two_workers_never_do_maintenance_at_once(worker_process):
             for pid, start, end in ROUND.findall(worker.output())
         ]
     rounds.sort()
-    assert len(rounds) >= 3
+    assert len(rounds) >= 2
     for (_, end, pid), (start, _, other) in itertools.pairwise(rounds):
         assert start >= end, f"rounds of {pid} and {other} overlap"

@@ -15,8 +15,8 @@ from asyncjobs import outbound, services
 from asyncjobs.conf import jobs_settings
 from asyncjobs.exceptions import ConfigurationError
 from asyncjobs.models import Attempt, Job, JobStatus
-from asyncjobs.text import has_lone_surrogate
 from asyncjobs.tasks_api import task_backends
+from asyncjobs.text import has_lone_surrogate
 
 
 class AttemptSerializer(serializers.ModelSerializer[Attempt]):

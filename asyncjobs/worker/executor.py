@@ -34,8 +34,8 @@ from asyncjobs.exceptions import (
     TaskImportError,
 )
 from asyncjobs.models import AttemptOutcome, Job, JobStatus
-from asyncjobs.text import safe_text
 from asyncjobs.tasks_api import Task, TaskResult, TaskResultStatus, task_finished, task_started
+from asyncjobs.text import safe_text
 
 logger = logging.getLogger(__name__)
 
