@@ -1,4 +1,4 @@
-.PHONY: test matrix smoke wheel-check demo lint bench bench-quick bench-compare bench-compare-quick chaos chaos-quick
+.PHONY: test matrix smoke wheel-check demo lint bench bench-quick bench-compare bench-compare-quick chaos chaos-quick chaos-quick-pooled
 
 test:  ## set up .venv, run the whole test suite on SQLite, then PostgreSQL
 	bash scripts/test.sh
@@ -35,3 +35,6 @@ chaos:  ## 5,000 jobs, 3 workers, random SIGKILLs, a PostgreSQL restart: proves 
 
 chaos-quick:  ## a shorter chaos run (CI)
 	bash scripts/chaos.sh --jobs 1500 --kill-every 1.5
+
+chaos-quick-pooled:  ## the shorter chaos run with the workers behind PgBouncer in transaction mode (CI)
+	bash scripts/chaos.sh --pooled --jobs 1500 --kill-every 1.5

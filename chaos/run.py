@@ -70,6 +70,16 @@ def with_retry(what: str, action: Callable[[], Any], give_up: float = 120.0) -> 
             time.sleep(0.5)
 
 
+# CHAOS_POOLED_URL: the workers reach the database through a connection pooler in
+# transaction mode (scripts/chaos.sh --pooled starts a PgBouncer); the run itself (setup,
+# connection kills, checks) stays on DATABASE_URL, the server directly.
+POOLED_ENV = (
+    {"DATABASE_URL": os.environ["CHAOS_POOLED_URL"], "ASYNCJOBS_CHAOS_POOLER": "transaction"}
+    if os.environ.get("CHAOS_POOLED_URL")
+    else {}
+)
+
+
 class Workers:
     """The worker processes: start, kill at random, replace."""
 
@@ -94,7 +104,7 @@ class Workers:
                     str(self.concurrency),
                 ],
                 cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                env={**os.environ, "PYTHONPATH": str(ROOT), **POOLED_ENV},
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )

@@ -15,6 +15,8 @@ INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "asyncjo
 
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/asyncjobs_chaos")
 DATABASES = {"default": database_from_env(BASE_DIR / "chaos.sqlite3")}
+if os.environ.get("ASYNCJOBS_CHAOS_POOLER"):  # workers behind PgBouncer (chaos.sh --pooled)
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 
 TASKS = {"default": {"BACKEND": "asyncjobs.backend.JobsBackend", "QUEUES": ["default"]}}
 ASYNCJOBS = {

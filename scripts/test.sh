@@ -59,7 +59,7 @@ if [ -z "${ASYNCJOBS_SKIP_POOLER:-}" ]; then
         set +e
         ASYNCJOBS_TEST_POOLER=transaction ASYNCJOBS_TEST_DIRECT_PORT="$("$PY" scripts/pg_url.py port "$PG_URL")" \
             DATABASE_URL="$POOL_URL" run_pytest "PostgreSQL through PgBouncer (transaction mode)" \
-            --reuse-db --create-db tests/test_pooler.py tests/test_db.py tests/worker tests/test_limits.py tests/test_flow.py "$@"
+            --reuse-db --create-db tests/test_pooler.py tests/test_db.py tests/worker/test_e2e.py tests/worker/test_scheduler.py tests/test_limits.py tests/test_flow.py "$@"
         rc=$?
         set -e
         bash scripts/pgbouncer.sh stop "$POOL_DIR"
