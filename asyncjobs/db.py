@@ -71,9 +71,8 @@ NOTIFY_CHANNEL = "asyncjobs"
 NOTIFY_READY = "ready"
 NOTIFY_KEYED = "keyed"
 NOTIFY_QUEUE = "queue"
-# The lease row of the workers' maintenance, and the least it is taken for.
+# The lease row of the workers' maintenance.
 MAINTENANCE_LEASE = "maintenance"
-MAINTENANCE_LEASE_MIN = timedelta(seconds=60)
 
 
 class Listener(Protocol):
@@ -992,7 +991,8 @@ class PostgresStrategy:
     @contextlib.contextmanager
     def maintenance_lock(self, *, now: datetime) -> Iterator[bool]:
         """One worker at a time does maintenance: a lease row (``Lease``), taken in one short
-        transaction and ended after the block, or at its expiry if the worker dies first.
+        transaction for ``LEASE_DURATION`` and ended after the block, or at its expiry if the
+        worker dies first.
         Not a session advisory lock: behind a transaction-pooling pooler (PgBouncer) a
         session belongs to whichever client has the server connection next, so two workers
         could both hold it, or nobody take it again."""
@@ -1000,7 +1000,9 @@ class PostgresStrategy:
         won = leases.take(
             MAINTENANCE_LEASE,
             holder=self.holder,
-            duration=max(jobs_settings.LEASE_DURATION, MAINTENANCE_LEASE_MIN),
+            # As long as a job's lease: a worker that dies holding it delays no rescue (its
+            # jobs' leases expire no sooner), and a round takes a second or two at most.
+            duration=jobs_settings.LEASE_DURATION,
             now=now,
         )
         try:
