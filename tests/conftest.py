@@ -57,6 +57,36 @@ def wait_until(predicate, *, timeout=20.0, interval=0.05, message="condition"):
         time.sleep(interval)
 
 
+def old_finished_jobs(count):
+    """Store ``count`` jobs that succeeded 30 days ago, each with its attempt: a backlog
+    past every default retention, for the pruning tests."""
+    import uuid
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from asyncjobs.models import Attempt, Job, JobStatus
+
+    old = timezone.now() - timedelta(days=30)
+    jobs = [
+        Job(
+            id=uuid.uuid4(),
+            task_path="tests.tasks.add",
+            status=JobStatus.SUCCEEDED,
+            enqueued_at=old,
+            run_after=old,
+            started_at=old,
+            finished_at=old + timedelta(milliseconds=i),
+            attempts=1,
+        )
+        for i in range(count)
+    ]
+    Job.objects.bulk_create(jobs, batch_size=500)
+    Attempt.objects.bulk_create(
+        [Attempt(job=j, number=1, worker_id="w", started_at=old) for j in jobs], batch_size=500
+    )
+
+
 def start_in_thread(fn):
     """Start ``fn`` in another thread (so on another database connection). Returns a function
     that waits for it (30 s at most) and returns its value or raises its exception."""

@@ -13,7 +13,7 @@ from asyncjobs import db, services
 from asyncjobs.models import Attempt, Job, JobStatus, QueueState, Worker
 from asyncjobs.worker.runner import Runner
 from tests import tasks
-from tests.conftest import wait_until
+from tests.conftest import old_finished_jobs, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -155,26 +155,7 @@ def test_a_worker_prunes_a_backlog_faster_than_one_batch_per_round(worker_proces
     """5,000 jobs past their retention, pruned 100 at a time: the worker keeps going while
     old jobs are left, so they are gone in about one maintenance interval (6 s). At 5 batches
     a round, as before, 10 rounds would have taken 45 s or more."""
-    import uuid
-
-    old = timezone.now() - timedelta(days=30)
-    jobs = [
-        Job(
-            id=uuid.uuid4(),
-            task_path="tests.tasks.add",
-            status=JobStatus.SUCCEEDED,
-            enqueued_at=old,
-            run_after=old,
-            started_at=old,
-            finished_at=old + timedelta(milliseconds=i),
-            attempts=1,
-        )
-        for i in range(5000)
-    ]
-    Job.objects.bulk_create(jobs, batch_size=500)
-    Attempt.objects.bulk_create(
-        [Attempt(job=j, number=1, worker_id="w", started_at=old) for j in jobs], batch_size=500
-    )
+    old_finished_jobs(5000)
     worker = worker_process(
         "--concurrency", "1", maintenance=6, extra_env={"ASYNCJOBS_TEST_PRUNE_BATCH": "100"}
     )

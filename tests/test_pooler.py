@@ -6,7 +6,6 @@ import itertools
 import logging
 import re
 import signal
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -14,8 +13,8 @@ from django.db import connection
 from django.utils import timezone
 
 from asyncjobs import db
-from asyncjobs.models import Attempt, Job, JobStatus, Lease
-from tests.conftest import in_thread, wait_until
+from asyncjobs.models import Job, Lease
+from tests.conftest import in_thread, old_finished_jobs, wait_until
 
 
 @pytest.mark.django_db(transaction=True)
@@ -56,27 +55,6 @@ def test_behind_a_transaction_pooler_the_worker_polls_unless_given_a_direct_conn
     settings.ASYNCJOBS = {**settings.ASYNCJOBS, "POOL_MODE": None, "LISTEN_DATABASE": None}
     pooled = connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS", False)
     assert strategy.pooled() is bool(pooled)
-
-
-def old_finished_jobs(count):
-    old = timezone.now() - timedelta(days=30)
-    jobs = [
-        Job(
-            id=uuid.uuid4(),
-            task_path="tests.tasks.add",
-            status=JobStatus.SUCCEEDED,
-            enqueued_at=old,
-            run_after=old,
-            started_at=old,
-            finished_at=old + timedelta(milliseconds=i),
-            attempts=1,
-        )
-        for i in range(count)
-    ]
-    Job.objects.bulk_create(jobs, batch_size=500)
-    Attempt.objects.bulk_create(
-        [Attempt(job=j, number=1, worker_id="w", started_at=old) for j in jobs], batch_size=500
-    )
 
 
 ROUND = re.compile(r"Maintenance round of process (\d+): ([\d.]+)-([\d.]+)")
