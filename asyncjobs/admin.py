@@ -239,12 +239,12 @@ class AttemptInline(ReadOnlyMixin, admin.TabularInline):
         # column keeps a readable width for the error's class name.
         if not obj.traceback:
             return format_html(
-                "<div style='overflow-wrap:anywhere;min-width:18em'><b>{}</b>: {}</div>",
+                "<div style='overflow-wrap:anywhere;min-width:15em'><b>{}</b>: {}</div>",
                 obj.error_class,
                 obj.error_message,
             )
         return format_html(
-            "<details style='overflow-wrap:anywhere;min-width:18em'><summary><b>{}</b>: {}"
+            "<details style='overflow-wrap:anywhere;min-width:15em'><summary><b>{}</b>: {}"
             "</summary>"
             "<pre style='white-space:pre-wrap'>{}</pre></details>",
             obj.error_class,

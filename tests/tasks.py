@@ -262,3 +262,12 @@ def started_at_while_running(context):
 def returns_text(size):
     """Returns a string of ``size`` characters: ``size + 2`` bytes of JSON."""
     return "x" * size
+
+
+@task()
+def sleep_recorded(label, seconds):
+    """Records that its slot began it, then sleeps: tests that signal a worker mid-job wait
+    for the record (a job is `running` from its claim, before a slot may have started it)."""
+    Execution.objects.create(label=label, pid=os.getpid())
+    time.sleep(seconds)
+    return seconds

@@ -95,9 +95,9 @@ def test_sigkill_mid_job_is_rescued_by_another_worker(worker_process):
 
 
 def test_sigterm_lets_running_jobs_finish(worker_process):
-    result = tasks.sleep_for.enqueue(1.5)
+    result = tasks.sleep_recorded.enqueue("finish", 1.5)
     worker = worker_process("--concurrency", "1")
-    wait_until(lambda: status_of(result) == JobStatus.RUNNING, message="running")
+    wait_until(lambda: Execution.objects.filter(label="finish").exists(), message="running")
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0, worker.output()
     assert status_of(result) == JobStatus.SUCCEEDED
@@ -105,9 +105,9 @@ def test_sigterm_lets_running_jobs_finish(worker_process):
 
 
 def test_sigterm_past_the_grace_period_releases_the_job(worker_process):
-    result = tasks.sleep_for.using(max_attempts=1).enqueue(60)
+    result = tasks.sleep_recorded.using(max_attempts=1).enqueue("grace", 60)
     worker = worker_process("--concurrency", "1", "--shutdown-timeout", "0.5")
-    wait_until(lambda: status_of(result) == JobStatus.RUNNING, message="running")
+    wait_until(lambda: Execution.objects.filter(label="grace").exists(), message="running")
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0, worker.output()
     job = Job.objects.get(pk=result.id)
@@ -119,9 +119,9 @@ def test_sigterm_past_the_grace_period_releases_the_job(worker_process):
 
 
 def test_second_signal_exits_at_once(worker_process):
-    result = tasks.sleep_for.enqueue(60)
+    tasks.sleep_recorded.enqueue("second-signal", 60)
     worker = worker_process("--concurrency", "1")
-    wait_until(lambda: status_of(result) == JobStatus.RUNNING, message="running")
+    wait_until(lambda: Execution.objects.filter(label="second-signal").exists(), message="running")
     worker.signal(signal.SIGTERM)
     time.sleep(0.3)
     worker.signal(signal.SIGINT)
