@@ -1,6 +1,6 @@
 .PHONY: test demo lint bench bench-quick bench-compare bench-compare-quick chaos chaos-quick
 
-test:  ## set up .venv, run the whole test suite on SQLite, then PostgreSQL
+test:  ## set up .venv, run the whole test suite on SQLite, then PostgreSQL, then MariaDB
 	bash scripts/test.sh
 
 demo:  ## set up .venv, the example project on SQLite, then run server + worker + demo jobs

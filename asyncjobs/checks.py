@@ -122,7 +122,7 @@ def check_backend(backend: Any) -> list[checks.CheckMessage]:
     if not db.vendor_supported(backend.database):
         errors.append(
             checks.Error(
-                f"asyncjobs supports PostgreSQL and SQLite, not "
+                f"asyncjobs supports PostgreSQL, MariaDB/MySQL and SQLite, not "
                 f"{connections[backend.database].vendor}.",
                 id="asyncjobs.E012",
             )

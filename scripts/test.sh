@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Run the whole test suite on SQLite, then on PostgreSQL.
+# Run the whole test suite on SQLite, then on PostgreSQL, then on MariaDB.
 #   scripts/test.sh [pytest args...]
-# PostgreSQL comes from DATABASE_URL (default postgres://postgres@127.0.0.1:5432/asyncjobs).
-# If PostgreSQL is not reachable the script tries to start the local cluster; under CI=true an
-# unreachable PostgreSQL is a failure, elsewhere it is reported and skipped.
+# PostgreSQL comes from DATABASE_URL (default postgres://postgres@127.0.0.1:5432/asyncjobs),
+# MariaDB (or MySQL) from MYSQL_DATABASE_URL (default mysql://root@127.0.0.1:3306/asyncjobs; the
+# tests use the database "<name>_test" on that server). A server that is not reachable is
+# started if it is installed locally; under CI=true one that still cannot be reached is a
+# failure, elsewhere it is reported and its run skipped.
 source "$(dirname "${BASH_SOURCE[0]}")/_python.sh"
 ensure_venv
 cd "$ROOT"
 PY="$VENV/bin/python"
 PG_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/asyncjobs}"
+case "$PG_URL" in
+    mysql://*|mariadb://*)  # DATABASE_URL names MariaDB: that run only, after SQLite
+        MYSQL_URL="$PG_URL"; PG_URL="" ;;
+    *) MYSQL_URL="${MYSQL_DATABASE_URL:-mysql://root@127.0.0.1:3306/asyncjobs}" ;;
+esac
 
 run_pytest() {
     local label="$1"; shift
@@ -24,23 +31,44 @@ run_pytest() {
     return "$rc"
 }
 
+# unavailable LABEL URL: fail under CI, else say the run is skipped.
+unavailable() {
+    if [ "${CI:-}" = "true" ]; then
+        echo "==> $1 at $2 is unavailable: failing under CI" >&2
+        exit 1
+    fi
+    echo "==> $1 at $2 is unavailable: $1 run SKIPPED" >&2
+}
+
 pg_up() { "$PY" scripts/pg_ready.py "$PG_URL" >/dev/null 2>&1; }
+mysql_up() { "$PY" scripts/mysql_ready.py "$MYSQL_URL" >/dev/null 2>&1; }
 
 DATABASE_URL= run_pytest "SQLite" "$@"
 
-if ! pg_up; then
-    if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
-        echo "==> starting the local PostgreSQL cluster" >&2
-        pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
-        for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+if [ -n "$PG_URL" ]; then
+    if ! pg_up; then
+        if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+            echo "==> starting the local PostgreSQL cluster" >&2
+            pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+            for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+        fi
+    fi
+    if pg_up; then
+        DATABASE_URL="$PG_URL" run_pytest "PostgreSQL" "$@"
+    else
+        unavailable PostgreSQL "$PG_URL"
     fi
 fi
-if ! pg_up; then
-    if [ "${CI:-}" = "true" ]; then
-        echo "==> PostgreSQL at $PG_URL is unavailable: failing under CI" >&2
-        exit 1
+
+if ! mysql_up; then
+    if [ -x /etc/init.d/mariadb ]; then
+        echo "==> starting the local MariaDB server" >&2
+        /etc/init.d/mariadb start >&2 || true
+        for _ in $(seq 1 30); do mysql_up && break; sleep 1; done
     fi
-    echo "==> PostgreSQL at $PG_URL is unavailable: PostgreSQL run SKIPPED (set DATABASE_URL)" >&2
-    exit 0
 fi
-DATABASE_URL="$PG_URL" run_pytest "PostgreSQL" "$@"
+if mysql_up; then
+    DATABASE_URL="$MYSQL_URL" run_pytest "MariaDB" "$@"
+else
+    unavailable MariaDB "$MYSQL_URL"
+fi

@@ -25,12 +25,15 @@ def pytest_report_header(config):
 
 @pytest.fixture(autouse=True)
 def _vendor_markers(request):
-    """``@pytest.mark.postgres`` / ``@pytest.mark.sqlite`` tests run on their vendor only."""
+    """``@pytest.mark.postgres`` / ``@pytest.mark.sqlite`` / ``@pytest.mark.mysql`` tests run on
+    their vendor only."""
     vendor = connection.vendor
     if request.node.get_closest_marker("postgres") and vendor != "postgresql":
         pytest.skip("PostgreSQL only")
     if request.node.get_closest_marker("sqlite") and vendor != "sqlite":
         pytest.skip("SQLite only")
+    if request.node.get_closest_marker("mysql") and vendor != "mysql":
+        pytest.skip("MariaDB/MySQL only")
 
 
 def wait_until(predicate, *, timeout=20.0, interval=0.05, message="condition"):
