@@ -26,8 +26,11 @@ def pytest_report_header(config):
 @pytest.fixture(autouse=True)
 def _vendor_markers(request):
     """``@pytest.mark.postgres`` / ``@pytest.mark.sqlite`` / ``@pytest.mark.mysql`` tests run on
-    their vendor only."""
+    their vendor only; ``@pytest.mark.server`` tests on a database server with row locks
+    (PostgreSQL, MariaDB/MySQL), not on SQLite."""
     vendor = connection.vendor
+    if request.node.get_closest_marker("server") and vendor == "sqlite":
+        pytest.skip("PostgreSQL and MariaDB/MySQL only")
     if request.node.get_closest_marker("postgres") and vendor != "postgresql":
         pytest.skip("PostgreSQL only")
     if request.node.get_closest_marker("sqlite") and vendor != "sqlite":
