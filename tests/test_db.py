@@ -542,3 +542,21 @@ def test_mysql_claim_from_several_queues_takes_the_best_of_all(strategy):
     assert [str(j.pk) for j in jobs] == [best.id, mid.id]
     assert Job.objects.get(pk=low.id).status == JobStatus.QUEUED
     assert Attempt.objects.filter(job_id__in=[best.id, mid.id], worker_id="w").count() == 2
+
+
+def test_estimated_row_count_is_the_servers_statistic():
+    """The admin's unfiltered job list counts with it: PostgreSQL's reltuples, InnoDB's
+    table_rows; SQLite keeps no such statistic."""
+    enqueue_many([(tasks.add, (i, i), {}) for i in range(30)])
+    if connection.vendor == "sqlite":
+        assert db.estimated_row_count(Job, "default") is None
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "ANALYZE TABLE asyncjobs_job"
+            if connection.vendor == "mysql"
+            else "ANALYZE asyncjobs_job"
+        )
+        if connection.vendor == "mysql":
+            cursor.fetchall()
+    assert 15 <= db.estimated_row_count(Job, "default") <= 60
