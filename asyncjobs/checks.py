@@ -137,6 +137,18 @@ def check_backend(backend: Any) -> list[checks.CheckMessage]:
                 id="asyncjobs.W010",
             )
         )
+    elif (level := db.mysql_isolation_level(backend.database)) not in (None, "read committed"):
+        errors.append(
+            checks.Warning(
+                f"Database {backend.database!r} is MariaDB/MySQL with the isolation level "
+                f"{level!r}.",
+                hint="Claims lock rows with SELECT ... FOR UPDATE SKIP LOCKED; above READ "
+                "COMMITTED that also takes gap locks, which block enqueues and deadlock "
+                "workers. Set OPTIONS['isolation_level'] = 'read committed' (Django's "
+                "default) in DATABASES.",
+                id="asyncjobs.W012",
+            )
+        )
     unknown = set(jobs_settings.QUEUES) - set(backend.queues)
     if backend.queues and unknown:
         errors.append(

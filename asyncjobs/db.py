@@ -1453,3 +1453,16 @@ def _mysql_row_estimate(model: Any, connection: BaseDatabaseWrapper) -> int | No
         )
         row = cursor.fetchone()
     return int(row[0]) if row and row[0] is not None else None
+
+
+def mysql_isolation_level(alias: str) -> str | None:
+    """The isolation level Django's connections to ``alias`` use, in lowercase, if it is
+    MariaDB/MySQL (None elsewhere): ``OPTIONS["isolation_level"]``, Django's default
+    ``"read committed"`` without it, or the server's default (``"server default"``, InnoDB's
+    being REPEATABLE READ) when it is set to None."""
+    connection = connections[alias]
+    if connection.vendor != "mysql":
+        return None
+    options = connection.settings_dict.get("OPTIONS") or {}
+    level = options.get("isolation_level", "read committed")
+    return str(level).lower() if level else "server default"
