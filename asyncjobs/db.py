@@ -1271,6 +1271,18 @@ def _mysql_claim_sql(connection: BaseDatabaseWrapper, *, one_queue: bool) -> str
     return cached
 
 
+# How long an idle worker sleeps between looks at the queue on MariaDB/MySQL unless the
+# project sets POLL_INTERVAL: polling is the only way it learns of new jobs there, and a look
+# is one indexed read per queue (see MySQLStrategy.claim).
+MYSQL_POLL_INTERVAL = timedelta(seconds=0.2)
+
+
+def default_poll_interval(strategy: ClaimStrategy) -> timedelta | None:
+    """The poll interval ``strategy``'s database calls for where the project sets none
+    (None: ``POLL_INTERVAL``'s default)."""
+    return MYSQL_POLL_INTERVAL if isinstance(strategy, MySQLStrategy) else None
+
+
 class MySQLStrategy:
     """MariaDB (10.6 and later) and MySQL 8: ``SELECT … FOR UPDATE SKIP LOCKED``, then an
     ``UPDATE`` of the rows it locked, in one short transaction.
@@ -1280,7 +1292,7 @@ class MySQLStrategy:
     a row this transaction holds). Several queues are claimed from with one ordered read per
     queue, and the best ``limit`` of those rows are kept: one read over all of them would
     sort, and lock, every ready job of those queues. There is no LISTEN/NOTIFY: workers poll
-    (``POLL_INTERVAL``).
+    (every ``MYSQL_POLL_INTERVAL`` unless the project sets ``POLL_INTERVAL``).
     """
 
     announces = False

@@ -437,3 +437,13 @@ def test_the_claim_rereads_paused_and_keyed_queues_when_announced_or_due(runner)
         worker._next_promote = time.monotonic() + 60
         assert worker._sleep_time(30) == pytest.approx(10 if worker.strategy.announces else 30)
         assert worker._sleep_time(30, claiming=False) == 30
+
+
+def test_the_poll_interval_defaults_by_database_unless_the_project_sets_it(settings, runner):
+    """MariaDB/MySQL announce nothing: workers there look every 0.2 s unless POLL_INTERVAL is
+    set; elsewhere the setting's default, 1 s. An explicit interval always wins."""
+    settings.ASYNCJOBS = {k: v for k, v in settings.ASYNCJOBS.items() if k != "POLL_INTERVAL"}
+    assert runner().poll_interval == (0.2 if connection.vendor == "mysql" else 1.0)
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "POLL_INTERVAL": 3}
+    assert runner().poll_interval == 3.0
+    assert runner(poll_interval=timedelta(seconds=0.5)).poll_interval == 0.5
