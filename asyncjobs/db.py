@@ -1246,27 +1246,33 @@ def drop_mysql_indexes(schema_editor: Any) -> None:
         schema_editor.execute(f"DROP INDEX {qn(name)} ON {table}")
 
 
-# Per (alias, whether one queue is claimed from): the claim's SELECT.
-_MYSQL_CLAIM_SQL: dict[tuple[str, bool], str] = {}
+# Per (alias, number of queues claimed from, 0 for every queue): the claim's locking read.
+_MYSQL_CLAIM_SQL: dict[tuple[str, int], str] = {}
 
 
-def _mysql_claim_sql(connection: BaseDatabaseWrapper, *, one_queue: bool) -> str:
-    """The text of ``MySQLStrategy.claim``'s locking read, built once per database."""
-    key = (connection.alias, one_queue)
+def _mysql_claim_sql(connection: BaseDatabaseWrapper, *, queues: int) -> str:
+    """The text of ``MySQLStrategy.claim``'s locking read of ``queues`` queues (0: of every
+    queue), built once per database and number of queues."""
+    key = (connection.alias, queues)
     cached = _MYSQL_CLAIM_SQL.get(key)
     if cached is None:
         qn = connection.ops.quote_name
         columns, _ = _job_columns(connection)
-        index = qn("asyncjobs_job_claim_m" if one_queue else "asyncjobs_job_claim_all_m")
-        in_queue = "AND queue_name = %s " if one_queue else ""
+        index = qn("asyncjobs_job_claim_m" if queues else "asyncjobs_job_claim_all_m")
+        in_queue = "AND queue_name = %s " if queues else ""
         # The status is a literal, as on PostgreSQL. FORCE INDEX: an ordered index scan that
         # stops at LIMIT is what keeps the locks few (see MYSQL_INDEXES), whatever the
         # optimizer's statistics say. Only identifiers from the model's metadata are
         # interpolated; values are parameters.
-        cached = _MYSQL_CLAIM_SQL[key] = (
+        read = (
             f"SELECT {', '.join(columns)} FROM {qn(Job._meta.db_table)} FORCE INDEX ({index}) "  # noqa: S608
             f"WHERE status = 'queued' AND limit_key = '' {in_queue}"
             "ORDER BY priority DESC, run_after, enqueued_at LIMIT %s FOR UPDATE SKIP LOCKED"
+        )
+        # Several queues: one such read per queue, each locking what it returns, in one
+        # statement (one round trip).
+        cached = _MYSQL_CLAIM_SQL[key] = (
+            " UNION ALL ".join([f"({read})"] * queues) if queues > 1 else read
         )
     return cached
 
@@ -1290,9 +1296,10 @@ class MySQLStrategy:
     Neither has ``UPDATE … RETURNING``: the locking read returns the jobs' rows, and the
     claim's changes are applied to them as the ``UPDATE`` writes them (nobody else can change
     a row this transaction holds). Several queues are claimed from with one ordered read per
-    queue, and the best ``limit`` of those rows are kept: one read over all of them would
-    sort, and lock, every ready job of those queues. There is no LISTEN/NOTIFY: workers poll
-    (every ``MYSQL_POLL_INTERVAL`` unless the project sets ``POLL_INTERVAL``).
+    queue (``UNION ALL``, one statement), and the best ``limit`` of those rows are kept: one
+    read over all of them would sort, and lock, every ready job of those queues. There is no
+    LISTEN/NOTIFY: workers poll (every ``MYSQL_POLL_INTERVAL`` unless the project sets
+    ``POLL_INTERVAL``).
     """
 
     announces = False
@@ -1314,18 +1321,14 @@ class MySQLStrategy:
             return []
         connection = connections[self.alias]
         table = connection.ops.quote_name(Job._meta.db_table)
-        reads: list[list[Any]] = (
-            [[limit]] if queues is None else [[name, limit] for name in dict.fromkeys(queues)]
-        )
-        sql = _mysql_claim_sql(connection, one_queue=queues is not None)
+        names = [] if queues is None else list(dict.fromkeys(queues))
+        params: list[Any] = [limit] if queues is None else [v for n in names for v in (n, limit)]
+        sql = _mysql_claim_sql(connection, queues=len(names))
         with transaction.atomic(using=self.alias), connection.cursor() as cursor:
-            rows: list[tuple] = []
-            for params in reads:
-                cursor.execute(sql, params)
-                rows += cursor.fetchall()
+            cursor.execute(sql, params)
             # Best first; rows of other queues past ``limit`` stay unclaimed (their locks go
             # at commit, a moment later).
-            jobs = _rows_to_jobs(self.alias, connection, rows)[:limit]
+            jobs = _rows_to_jobs(self.alias, connection, cursor.fetchall())[:limit]
             if not jobs:
                 return []
             lease_expires_at = now + lease
