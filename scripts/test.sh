@@ -61,7 +61,9 @@ if [ -n "$PG_URL" ]; then
 fi
 
 if ! mysql_up; then
-    if [ -x /etc/init.d/mariadb ]; then
+    # Only a local server that is not running at all is started (a running one that does not
+    # answer at MYSQL_DATABASE_URL is a configuration problem, not a stopped server).
+    if [ -x /etc/init.d/mariadb ] && ! pgrep -x 'mariadbd|mysqld' >/dev/null 2>&1; then
         echo "==> starting the local MariaDB server" >&2
         /etc/init.d/mariadb start >&2 || true
         for _ in $(seq 1 30); do mysql_up && break; sleep 1; done
