@@ -560,3 +560,23 @@ def test_estimated_row_count_is_the_servers_statistic():
         if connection.vendor == "mysql":
             cursor.fetchall()
     assert 15 <= db.estimated_row_count(Job, "default") <= 60
+
+
+@pytest.mark.server
+def test_a_claim_locks_only_the_jobs_it_takes(strategy):
+    """While a claim's transaction is open, another worker can claim every other ready job:
+    the claim reads the claim index in order and stops at its limit (a sort of every ready
+    job, as MariaDB would do without an index led by the status, locks them all)."""
+    enqueue_many([(tasks.add, (i, i), {}) for i in range(10)])
+    enqueue_many([(tasks.add.using(queue_name="emails"), (i, i), {}) for i in range(3)])
+    now = timezone.now()
+    with transaction.atomic():
+        mine = strategy.claim(queues=["default"], limit=2, worker_id="a", now=now, lease=LEASE)
+        others = in_thread(
+            lambda: db.for_alias("default").claim(
+                queues=["default", "emails"], limit=100, worker_id="b", now=now, lease=LEASE
+            )
+        )
+    assert len(mine) == 2
+    assert len(others) == 11
+    assert not {j.pk for j in mine} & {j.pk for j in others}
