@@ -6,13 +6,13 @@
   start of their attempts, in one short transaction, and returns them best first.
 - ``listen()`` returns a ``Listener`` whose ``wait()`` blocks until jobs may have become ready
   or a queue was paused or resumed (PostgreSQL ``LISTEN``), or the timeout passes (SQLite,
-  or any fallback); it returns what was announced (``notification_kind``).
+  MariaDB/MySQL, or any fallback); it returns what was announced (``notification_kind``).
 - ``maintenance_lock()`` is a context manager that yields whether this process won the
   cluster-wide lock for maintenance work.
 
-``insert_jobs()`` stores a batch of new jobs (``COPY`` on PostgreSQL for large batches), and
-``complete_succeeded()`` records a batch of successful attempts in one statement (two on
-SQLite).
+``insert_jobs()`` stores a batch of new jobs (``COPY`` on PostgreSQL for large batches, a
+multi-row ``INSERT`` on MariaDB/MySQL), and ``complete_succeeded()`` records a batch of
+successful attempts in one statement (two on SQLite, three on MariaDB/MySQL).
 
 Nothing outside this module looks at ``connection.vendor`` or writes SQL.
 """
@@ -485,9 +485,11 @@ def insert_jobs(alias: str, jobs: Iterable[Job]) -> list[Job]:
     rebuilds it for every save, and prepares every value through the ORM, which cost more
     than the insert's round trip). More jobs: on PostgreSQL ``COPY … FROM STDIN``, which
     streams the rows; on SQLite that ``INSERT`` once per job, compiled once
-    (``executemany``). The insert trigger fires for both, so workers are notified at commit
-    either way. ``jobs`` may be a generator: ``COPY`` takes ``COPY_CHUNK`` jobs from it at a
-    time, so that the next jobs are built while PostgreSQL stores the last ones.
+    (``executemany``), which mysqlclient sends to MariaDB/MySQL as multi-row statements of
+    up to 64 KiB each. On PostgreSQL the insert trigger fires for both, so workers are
+    notified at commit either way. ``jobs`` may be a generator: ``COPY`` takes
+    ``COPY_CHUNK`` jobs from it at a time, so that the next jobs are built while PostgreSQL
+    stores the last ones.
 
     On PostgreSQL the statements run on psycopg's cursor: Django's query log (``DEBUG``, a
     test's query count) gets an entry for each, its ``execute_wrapper`` hooks do not see them.
