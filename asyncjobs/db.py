@@ -1197,7 +1197,8 @@ def ready_queues(alias: str, *, plain: bool = True, keyed: bool = True) -> set[s
 # what the queries below need instead (``install_mysql_indexes``):
 #
 # - ``asyncjobs_job_claim_m`` (status, limit_key, queue_name, priority DESC, run_after,
-#   enqueued_at) and ``asyncjobs_job_claim_all_m`` (the same without the queue): a claim
+#   enqueued_at) and ``asyncjobs_job_claim_all_m`` (the same without the queue; descending
+#   index parts need MariaDB 10.8+ or MySQL 8, older servers sort instead): a claim
 #   reads the ready jobs of a queue (or of every queue) in claim order from the index and
 #   stops after ``limit`` rows, so that InnoDB locks only the rows it hands out (a sort
 #   would lock every ready job first) and finished jobs are never read.
@@ -1292,7 +1293,7 @@ def default_poll_interval(strategy: ClaimStrategy) -> timedelta | None:
 
 
 class MySQLStrategy:
-    """MariaDB (10.6 and later) and MySQL 8: ``SELECT … FOR UPDATE SKIP LOCKED``, then an
+    """MariaDB (10.8 and later) and MySQL 8: ``SELECT … FOR UPDATE SKIP LOCKED``, then an
     ``UPDATE`` of the rows it locked, in one short transaction.
 
     Neither has ``UPDATE … RETURNING``: the locking read returns the jobs' rows, and the
