@@ -287,6 +287,38 @@ def _row(job: Job, connection: BaseDatabaseWrapper) -> list[Any]:
     ]
 
 
+def _rows(jobs: list[Job], connection: BaseDatabaseWrapper) -> list[list[Any]]:
+    """``_row`` for each job of a batch (SQLite, MariaDB/MySQL), with a value object that
+    several jobs share prepared once: a batch's jobs of one task share their enqueue time,
+    policies and options (see ``services.job_maker``), whose preparation (a datetime made
+    naive, a policy dumped to JSON) cost more per job than its own arguments'. Bulk enqueue
+    of 5,000 jobs went from 15,300 to 21,700 jobs/s on SQLite and from 7,200 to 8,000 on
+    MariaDB. The memo is keyed by the objects' identities: ``jobs`` keeps them alive
+    meanwhile."""
+    plan = [
+        (attname, prepare, plain, attname not in _PER_JOB_FIELDS)
+        for attname, prepare, plain in _insert_plan(connection)
+    ]
+    memo: dict[tuple[str, int], Any] = {}
+    rows = []
+    for job in jobs:
+        values = job.__dict__
+        row = []
+        for attname, prepare, plain, shared in plan:
+            value = values[attname]
+            if type(value) in plain:
+                row.append(value)
+            elif not shared:
+                row.append(prepare(value, connection))
+            else:
+                key = (attname, id(value))
+                if key not in memo:
+                    memo[key] = prepare(value, connection)
+                row.append(memo[key])
+        rows.append(row)
+    return rows
+
+
 _INSERT_PLAN: dict[str, list[tuple[str, Any, frozenset[type]]]] = {}
 
 
@@ -529,7 +561,7 @@ def insert_jobs(alias: str, jobs: Iterable[Job]) -> list[Job]:
                 if len(given) == 1:
                     cursor.execute(insert, _row(given[0], connection))
                 else:
-                    cursor.executemany(insert, [_row(job, connection) for job in given])
+                    cursor.executemany(insert, _rows(given, connection))
     _mark_saved(given, alias)
     return given
 
