@@ -1,6 +1,6 @@
 .PHONY: test matrix smoke wheel-check demo lint bench bench-quick bench-compare bench-compare-quick chaos chaos-quick chaos-quick-pooled
 
-test:  ## set up .venv, run the whole test suite on SQLite, then PostgreSQL
+test:  ## set up .venv, run the whole test suite on SQLite, then PostgreSQL, then MariaDB
 	bash scripts/test.sh
 
 matrix:  ## every supported (Python, Django, database, driver) with nox (noxfile.py; venvs in .nox/)

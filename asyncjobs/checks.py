@@ -146,7 +146,7 @@ def check_backend(backend: Any) -> list[checks.CheckMessage]:
     if not db.vendor_supported(backend.database):
         errors.append(
             checks.Error(
-                f"asyncjobs supports PostgreSQL and SQLite, not "
+                f"asyncjobs supports PostgreSQL, MariaDB/MySQL and SQLite, not "
                 f"{connections[backend.database].vendor}.",
                 id="asyncjobs.E012",
             )
@@ -159,6 +159,18 @@ def check_backend(backend: Any) -> list[checks.CheckMessage]:
                 hint="Workers and web requests then fail with 'database is locked' under "
                 "load. Set it, with a 'timeout', in DATABASES.",
                 id="asyncjobs.W010",
+            )
+        )
+    elif (level := db.mysql_isolation_level(backend.database)) not in (None, "read committed"):
+        errors.append(
+            checks.Warning(
+                f"Database {backend.database!r} is MariaDB/MySQL with the isolation level "
+                f"{level!r}.",
+                hint="Claims lock rows with SELECT ... FOR UPDATE SKIP LOCKED; above READ "
+                "COMMITTED that also takes gap locks, which block enqueues and deadlock "
+                "workers. Set OPTIONS['isolation_level'] = 'read committed' (Django's "
+                "default) in DATABASES.",
+                id="asyncjobs.W012",
             )
         )
     unknown = set(jobs_settings.QUEUES) - set(backend.queues)

@@ -6,13 +6,13 @@
   start of their attempts, in one short transaction, and returns them best first.
 - ``listen()`` returns a ``Listener`` whose ``wait()`` blocks until jobs may have become ready
   or a queue was paused or resumed (PostgreSQL ``LISTEN``), or the timeout passes (SQLite,
-  or any fallback); it returns what was announced (``notification_kind``).
+  MariaDB/MySQL, or any fallback); it returns what was announced (``notification_kind``).
 - ``maintenance_lock(now=...)`` is a context manager that yields whether this process won the
   cluster-wide lock for maintenance work.
 
-``insert_jobs()`` stores a batch of new jobs (``COPY`` on PostgreSQL for large batches), and
-``complete_succeeded()`` records a batch of successful attempts in one statement (two on
-SQLite).
+``insert_jobs()`` stores a batch of new jobs (``COPY`` on PostgreSQL for large batches, a
+multi-row ``INSERT`` on MariaDB/MySQL), and ``complete_succeeded()`` records a batch of
+successful attempts in one statement (two on SQLite, three on MariaDB/MySQL).
 
 Nothing outside this module looks at ``connection.vendor`` or writes SQL.
 
@@ -301,6 +301,38 @@ def _row(job: Job, connection: BaseDatabaseWrapper) -> list[Any]:
     ]
 
 
+def _rows(jobs: list[Job], connection: BaseDatabaseWrapper) -> list[list[Any]]:
+    """``_row`` for each job of a batch (SQLite, MariaDB/MySQL), with a value object that
+    several jobs share prepared once: a batch's jobs of one task share their enqueue time,
+    policies and options (see ``services.job_maker``), whose preparation (a datetime made
+    naive, a policy dumped to JSON) cost more per job than its own arguments'. Bulk enqueue
+    of 5,000 jobs went from 15,300 to 21,700 jobs/s on SQLite and from 7,200 to 8,000 on
+    MariaDB. The memo is keyed by the objects' identities: ``jobs`` keeps them alive
+    meanwhile."""
+    plan = [
+        (attname, prepare, plain, attname not in _PER_JOB_FIELDS)
+        for attname, prepare, plain in _insert_plan(connection)
+    ]
+    memo: dict[tuple[str, int], Any] = {}
+    rows = []
+    for job in jobs:
+        values = job.__dict__
+        row = []
+        for attname, prepare, plain, shared in plan:
+            value = values[attname]
+            if type(value) in plain:
+                row.append(value)
+            elif not shared:
+                row.append(prepare(value, connection))
+            else:
+                key = (attname, id(value))
+                if key not in memo:
+                    memo[key] = prepare(value, connection)
+                row.append(memo[key])
+        rows.append(row)
+    return rows
+
+
 _INSERT_PLAN: dict[str, list[tuple[str, Any, frozenset[type]]]] = {}
 
 
@@ -504,9 +536,11 @@ def insert_jobs(alias: str, jobs: Iterable[Job]) -> list[Job]:
     rebuilds it for every save, and prepares every value through the ORM, which cost more
     than the insert's round trip). More jobs: on PostgreSQL ``COPY … FROM STDIN``, which
     streams the rows; on SQLite that ``INSERT`` once per job, compiled once
-    (``executemany``). The insert trigger fires for both, so workers are notified at commit
-    either way. ``jobs`` may be a generator: ``COPY`` takes ``COPY_CHUNK`` jobs from it at a
-    time, so that the next jobs are built while PostgreSQL stores the last ones.
+    (``executemany``), which mysqlclient sends to MariaDB/MySQL as multi-row statements of
+    up to 64 KiB each. On PostgreSQL the insert trigger fires for both, so workers are
+    notified at commit either way. ``jobs`` may be a generator: ``COPY`` takes
+    ``COPY_CHUNK`` jobs from it at a time, so that the next jobs are built while PostgreSQL
+    stores the last ones.
 
     On PostgreSQL the statements run on psycopg's cursor: Django's query log (``DEBUG``, a
     test's query count) gets an entry for each, its ``execute_wrapper`` hooks do not see them.
@@ -548,7 +582,7 @@ def insert_jobs(alias: str, jobs: Iterable[Job]) -> list[Job]:
                 if len(given) == 1:
                     cursor.execute(insert, _row(given[0], connection))
                 else:
-                    cursor.executemany(insert, [_row(job, connection) for job in given])
+                    cursor.executemany(insert, _rows(given, connection))
     _mark_saved(given, alias)
     return given
 
@@ -644,7 +678,7 @@ def complete_succeeded(
     worker_id: str,
 ) -> set[Any]:
     """Record successful attempts inside the caller's transaction: one statement on
-    PostgreSQL, two on SQLite.
+    PostgreSQL, two on SQLite, three on MariaDB/MySQL.
 
     ``items`` are ``(job, JSON return value, HTTP status or None, started at or None,
     finished at)``; a start time replaces the claim time on the attempt (and on the job's
@@ -658,6 +692,8 @@ def complete_succeeded(
     connection = connections[alias]
     if connection.vendor == "postgresql":
         return _complete_succeeded_pg(connection, items, worker_id=worker_id)
+    if connection.vendor == "mysql":
+        return _complete_succeeded_mysql(connection, items, worker_id=worker_id)
     # SQLite: two statements over VALUES lists (it has no arrays to bind).
     qn = connection.ops.quote_name
     attempt_table, job_table = qn(Attempt._meta.db_table), qn(Job._meta.db_table)
@@ -1187,7 +1223,11 @@ def for_alias(alias: str) -> ClaimStrategy:
         return PostgresStrategy(alias)
     if vendor == "sqlite":
         return SQLiteStrategy(alias)
-    raise NotImplementedError(f"asyncjobs supports PostgreSQL and SQLite, not {vendor}.")
+    if vendor == "mysql":
+        return MySQLStrategy(alias)
+    raise NotImplementedError(
+        f"asyncjobs supports PostgreSQL, MariaDB/MySQL and SQLite, not {vendor}."
+    )
 
 
 def is_sqlite_without_immediate(alias: str) -> bool:
@@ -1201,7 +1241,7 @@ def is_sqlite_without_immediate(alias: str) -> bool:
 
 def vendor_supported(alias: str) -> bool:
     """Whether asyncjobs can run on the database behind ``alias``."""
-    return connections[alias].vendor in {"postgresql", "sqlite"}
+    return connections[alias].vendor in {"postgresql", "mysql", "sqlite"}
 
 
 # The NOTIFY triggers, installed by migration 0001 on PostgreSQL only (their functions brought
@@ -1278,9 +1318,12 @@ def drop_notify_triggers(schema_editor: Any) -> None:
 
 
 def estimated_row_count(model: Any, alias: str) -> int | None:
-    """The planner's estimate of a table's row count (PostgreSQL), or None where there is
-    none. Cheap, unlike ``COUNT(*)`` over a million rows; refreshed by (auto)analyze."""
+    """The planner's estimate of a table's row count (PostgreSQL, MariaDB/MySQL), or None
+    where there is none. Cheap, unlike ``COUNT(*)`` over a million rows; refreshed by
+    (auto)analyze, or by InnoDB's persistent statistics."""
     connection = connections[alias]
+    if connection.vendor == "mysql":
+        return _mysql_row_estimate(model, connection)
     if connection.vendor != "postgresql":
         return None
     with connection.cursor() as cursor:
@@ -1340,3 +1383,299 @@ def ready_queues(alias: str, *, plain: bool = True, keyed: bool = True) -> set[s
     with connection.cursor() as cursor:
         cursor.execute(sql)
         return {row[0] for row in cursor.fetchall()}
+
+
+# MariaDB / MySQL ---------------------------------------------------------------------------
+#
+# Neither has partial indexes: Django creates the model's partial indexes there without their
+# conditions and skips the partial unique constraint on ``unique_key``. Migration 0007 adds
+# what the queries below need instead (``install_mysql_indexes``):
+#
+# - ``asyncjobs_job_claim_m`` (status, limit_key, queue_name, priority DESC, run_after,
+#   enqueued_at) and ``asyncjobs_job_claim_all_m`` (the same without the queue; descending
+#   index parts need MariaDB 10.8+ or MySQL 8, older servers sort instead): a claim
+#   reads the ready jobs of a queue (or of every queue) in claim order from the index and
+#   stops after ``limit`` rows, so that InnoDB locks only the rows it hands out (a sort
+#   would lock every ready job first) and finished jobs are never read.
+# - ``asyncjobs_job_unique_key_m``: a plain unique index on ``unique_key``. The partial
+#   constraint elsewhere ("unique where not NULL") is exactly that, since InnoDB's unique
+#   indexes let any number of NULLs in, and a job's key is set to NULL when it stops
+#   holding it (when it ends; with ``unique_for``, by the first enqueue of that key after
+#   it ran out), never left for the index to ignore. A generated column (NULL for finished
+#   jobs) would instead tie uniqueness to the status, which ``unique_for`` deliberately
+#   does not: a succeeded job keeps its key for that long.
+MYSQL_INDEXES = (
+    (
+        "asyncjobs_job_claim_m",
+        "status, limit_key, queue_name, priority DESC, run_after, enqueued_at",
+        False,
+    ),
+    (
+        "asyncjobs_job_claim_all_m",
+        "status, limit_key, priority DESC, run_after, enqueued_at",
+        False,
+    ),
+    ("asyncjobs_job_unique_key_m", "unique_key", True),
+)
+# GET_LOCK names are server-wide (and at most 64 characters): the lock's name carries the
+# database's, so that two projects (or test databases) on one server never share it.
+MYSQL_LOCK_PREFIX = "asyncjobs.maintenance."
+
+
+def install_mysql_indexes(schema_editor: Any) -> None:
+    """Create the indexes MariaDB/MySQL need in place of partial ones (see
+    ``MYSQL_INDEXES``; MariaDB/MySQL only, a no-op elsewhere)."""
+    if schema_editor.connection.vendor != "mysql":
+        return
+    qn = schema_editor.quote_name
+    table = qn(Job._meta.db_table)
+    for name, columns, unique in MYSQL_INDEXES:
+        kind = "UNIQUE INDEX" if unique else "INDEX"
+        schema_editor.execute(f"CREATE {kind} {qn(name)} ON {table} ({columns})")
+
+
+def drop_mysql_indexes(schema_editor: Any) -> None:
+    """Remove the indexes ``install_mysql_indexes`` made (MariaDB/MySQL only)."""
+    if schema_editor.connection.vendor != "mysql":
+        return
+    qn = schema_editor.quote_name
+    table = qn(Job._meta.db_table)
+    for name, _, _ in MYSQL_INDEXES:
+        schema_editor.execute(f"DROP INDEX {qn(name)} ON {table}")
+
+
+# Per (alias, number of queues claimed from, 0 for every queue): the claim's locking read.
+_MYSQL_CLAIM_SQL: dict[tuple[str, int], str] = {}
+
+
+def _mysql_claim_sql(connection: BaseDatabaseWrapper, *, queues: int) -> str:
+    """The text of ``MySQLStrategy.claim``'s locking read of ``queues`` queues (0: of every
+    queue), built once per database and number of queues."""
+    key = (connection.alias, queues)
+    cached = _MYSQL_CLAIM_SQL.get(key)
+    if cached is None:
+        qn = connection.ops.quote_name
+        columns, _ = _job_columns(connection)
+        index = qn("asyncjobs_job_claim_m" if queues else "asyncjobs_job_claim_all_m")
+        in_queue = "AND queue_name = %s " if queues else ""
+        # The status is a literal, as on PostgreSQL. FORCE INDEX: an ordered index scan that
+        # stops at LIMIT is what keeps the locks few (see MYSQL_INDEXES), whatever the
+        # optimizer's statistics say. Only identifiers from the model's metadata are
+        # interpolated; values are parameters.
+        read = (
+            f"SELECT {', '.join(columns)} FROM {qn(Job._meta.db_table)} FORCE INDEX ({index}) "  # noqa: S608
+            f"WHERE status = 'queued' AND limit_key = '' {in_queue}"
+            "ORDER BY priority DESC, run_after, enqueued_at LIMIT %s FOR UPDATE SKIP LOCKED"
+        )
+        # Several queues: one such read per queue, each locking what it returns, in one
+        # statement (one round trip).
+        cached = _MYSQL_CLAIM_SQL[key] = (
+            " UNION ALL ".join([f"({read})"] * queues) if queues > 1 else read
+        )
+    return cached
+
+
+# How long an idle worker sleeps between looks at the queue on MariaDB/MySQL unless the
+# project sets POLL_INTERVAL: polling is the only way it learns of new jobs there, and a look
+# is one indexed read per queue (see MySQLStrategy.claim).
+MYSQL_POLL_INTERVAL = timedelta(seconds=0.2)
+
+
+def default_poll_interval(strategy: ClaimStrategy) -> timedelta | None:
+    """The poll interval ``strategy``'s database calls for where the project sets none
+    (None: ``POLL_INTERVAL``'s default)."""
+    return MYSQL_POLL_INTERVAL if isinstance(strategy, MySQLStrategy) else None
+
+
+class MySQLStrategy:
+    """MariaDB (10.8 and later) and MySQL 8: ``SELECT … FOR UPDATE SKIP LOCKED``, then an
+    ``UPDATE`` of the rows it locked, in one short transaction.
+
+    Neither has ``UPDATE … RETURNING``: the locking read returns the jobs' rows, and the
+    claim's changes are applied to them as the ``UPDATE`` writes them (nobody else can change
+    a row this transaction holds). Several queues are claimed from with one ordered read per
+    queue (``UNION ALL``, one statement), and the best ``limit`` of those rows are kept: one
+    read over all of them would sort, and lock, every ready job of those queues. There is no
+    LISTEN/NOTIFY: workers poll (every ``MYSQL_POLL_INTERVAL`` unless the project sets
+    ``POLL_INTERVAL``).
+    """
+
+    announces = False
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+
+    def claim(
+        self,
+        *,
+        queues: Sequence[str] | None,
+        limit: int,
+        worker_id: str,
+        now: datetime,
+        lease: timedelta,
+    ) -> list[Job]:
+        """See ``ClaimStrategy.claim``."""
+        if limit <= 0 or (queues is not None and not queues):
+            return []
+        connection = connections[self.alias]
+        table = connection.ops.quote_name(Job._meta.db_table)
+        names = [] if queues is None else list(dict.fromkeys(queues))
+        params: list[Any] = [limit] if queues is None else [v for n in names for v in (n, limit)]
+        sql = _mysql_claim_sql(connection, queues=len(names))
+        with transaction.atomic(using=self.alias), connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            # Best first; rows of other queues past ``limit`` stay unclaimed (their locks go
+            # at commit, a moment later).
+            jobs = _rows_to_jobs(self.alias, connection, cursor.fetchall())[:limit]
+            if not jobs:
+                return []
+            lease_expires_at = now + lease
+            cursor.execute(
+                f"UPDATE {table} SET status = 'running', worker_id = %s, "  # noqa: S608
+                "lease_expires_at = %s, attempts = attempts + 1, "
+                "started_at = COALESCE(started_at, %s), last_attempted_at = %s "
+                f"WHERE id IN ({', '.join(['%s'] * len(jobs))})",
+                [
+                    worker_id,
+                    _prep("lease_expires_at", lease_expires_at, connection),
+                    _prep("started_at", now, connection),
+                    _prep("last_attempted_at", now, connection),
+                    *(_prep("id", job.pk, connection) for job in jobs),
+                ],
+            )
+            for job in jobs:
+                job.status = str(JobStatus.RUNNING.value)
+                job.worker_id = worker_id
+                job.lease_expires_at = lease_expires_at
+                job.attempts += 1
+                if job.started_at is None:
+                    job.started_at = now
+                job.last_attempted_at = now
+            _insert_attempts(self.alias, jobs, worker_id, now)
+        return jobs
+
+    def listen(self, on_error: Callable[[BaseException], None] | None = None) -> Listener:
+        """MariaDB/MySQL cannot notify: poll."""
+        return PollingListener()
+
+    @contextlib.contextmanager
+    def maintenance_lock(self, *, now: datetime) -> Iterator[bool]:
+        """A named lock (``GET_LOCK``) on the session: one worker at a time does maintenance,
+        and the server drops the lock if the connection dies. Not a transaction's lock, so
+        that the work inside runs in short transactions of its own."""
+        connection = connections[self.alias]
+        name = mysql_lock_name(str(connection.settings_dict["NAME"]))
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT GET_LOCK(%s, 0)", [name])
+            (won,) = cursor.fetchone()
+        try:
+            yield bool(won)
+        finally:
+            if won:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT RELEASE_LOCK(%s)", [name])
+
+
+def mysql_lock_name(database: str) -> str:
+    """The name of the maintenance lock of ``database`` on a MariaDB/MySQL server: the
+    database's name, or a digest of it where the name would pass GET_LOCK's 64 characters."""
+    name = MYSQL_LOCK_PREFIX + database
+    if len(name) > 64:
+        import hashlib
+
+        name = MYSQL_LOCK_PREFIX + hashlib.sha256(database.encode()).hexdigest()[:40]
+    return name
+
+
+def _as_uuid(value: Any) -> uuid.UUID:
+    """A job's primary key as read raw from MariaDB (its ``uuid`` type: the dashed text) or
+    MySQL (``char(32)``: the hex digits), or as Python holds it."""
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def _complete_succeeded_mysql(
+    connection: BaseDatabaseWrapper,
+    items: Sequence[tuple[Job, Any, int | None, datetime | None, datetime]],
+    *,
+    worker_id: str,
+) -> set[Any]:
+    """``complete_succeeded`` on MariaDB/MySQL: lock the attempts still open and held by
+    ``worker_id``, then two multi-table ``UPDATE``s join them to the batch's values (a derived
+    table of ``SELECT … UNION ALL``: neither server binds arrays, and UPDATE has no
+    RETURNING)."""
+    qn = connection.ops.quote_name
+    attempt_table, job_table = qn(Attempt._meta.db_table), qn(Job._meta.db_table)
+    numbers = {_as_uuid(job.pk): job.attempts for job, *_ in items}
+    with connection.cursor() as cursor:
+        # Values are parameters; only quoted table names from the models are interpolated.
+        cursor.execute(
+            f"SELECT job_id, number FROM {attempt_table} "  # noqa: S608
+            f"WHERE job_id IN ({', '.join(['%s'] * len(numbers))}) AND worker_id = %s "
+            "AND finished_at IS NULL FOR UPDATE",
+            [*(_prep("id", pk, connection) for pk in numbers), worker_id],
+        )
+        closed = {
+            pk
+            for job_id, number in cursor.fetchall()
+            if numbers.get(pk := _as_uuid(job_id)) == number
+        }
+    ours = [item for item in items if _as_uuid(item[0].pk) in closed]
+    if not ours:
+        return set()
+    first = "SELECT %s AS did, %s AS dnumber, %s AS dstatus, %s AS dstart, %s AS dend, %s AS dvalue"
+    values = " UNION ALL ".join([first] + ["SELECT %s, %s, %s, %s, %s, %s"] * (len(ours) - 1))
+    params: list[Any] = []
+    for job, value, http_status, started, finished in ours:
+        params += [
+            _prep("id", job.pk, connection),
+            job.attempts,
+            http_status,
+            _field_prep(Attempt, "started_at", started, connection),
+            _field_prep(Attempt, "finished_at", finished, connection),
+            _field_prep(Job, "return_value", value, connection),
+        ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {attempt_table} AS a JOIN ({values}) AS d "  # noqa: S608
+            "ON a.job_id = d.did AND a.number = d.dnumber "
+            "SET a.finished_at = d.dend, a.started_at = COALESCE(d.dstart, a.started_at), "
+            "a.outcome = 'succeeded', a.http_status = d.dstatus "
+            "WHERE a.worker_id = %s AND a.finished_at IS NULL",
+            [*params, worker_id],
+        )
+        # A unique job keeps its key for unique_for after success, else frees it.
+        cursor.execute(
+            f"UPDATE {job_table} AS j JOIN ({values}) AS d ON j.id = d.did "  # noqa: S608
+            "SET j.status = 'succeeded', j.return_value = d.dvalue, j.finished_at = d.dend, "
+            "j.worker_id = '', j.lease_expires_at = NULL, "
+            "j.last_attempted_at = COALESCE(d.dstart, j.last_attempted_at), "
+            "j.unique_key = CASE WHEN j.unique_for IS NULL THEN NULL ELSE j.unique_key END "
+            "WHERE j.status = 'running' AND j.worker_id = %s",
+            [*params, worker_id],
+        )
+    return {item[0].pk for item in ours}
+
+
+def _mysql_row_estimate(model: Any, connection: BaseDatabaseWrapper) -> int | None:
+    """InnoDB's estimate of a table's row count (``estimated_row_count`` on MariaDB/MySQL)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT table_rows FROM information_schema.tables "
+            "WHERE table_schema = DATABASE() AND table_name = %s",
+            [model._meta.db_table],
+        )
+        row = cursor.fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def mysql_isolation_level(alias: str) -> str | None:
+    """The isolation level Django's connections to ``alias`` use, in lowercase, if it is
+    MariaDB/MySQL (None elsewhere): ``OPTIONS["isolation_level"]``, Django's default
+    ``"read committed"`` without it, or the server's default (``"server default"``, InnoDB's
+    being REPEATABLE READ) when it is set to None."""
+    connection = connections[alias]
+    if connection.vendor != "mysql":
+        return None
+    options = connection.settings_dict.get("OPTIONS") or {}
+    level = options.get("isolation_level", "read committed")
+    return str(level).lower() if level else "server default"

@@ -1048,15 +1048,17 @@ def unclaim_jobs(jobs: Sequence[Job], *, worker_id: str, using: str) -> int:
             Job.objects.using(using)
             .filter(pk__in=[job.pk for job in jobs], status=JobStatus.RUNNING, worker_id=worker_id)
             .update(
-                status=JobStatus.QUEUED,
-                worker_id="",
-                lease_expires_at=None,
-                attempts=F("attempts") - 1,
+                # Before ``attempts``: MariaDB/MySQL assign left to right, each assignment
+                # seeing the ones before it (elsewhere they all see the old row).
                 started_at=Case(
                     When(attempts=1, then=Value(None, output_field=DateTimeField())),
                     default=F("started_at"),
                 ),
                 last_attempted_at=Subquery(previous_start),
+                status=JobStatus.QUEUED,
+                worker_id="",
+                lease_expires_at=None,
+                attempts=F("attempts") - 1,
             )
         )
 

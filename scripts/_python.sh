@@ -28,6 +28,24 @@ find_python() {
     return 1
 }
 
+# mysqlclient (a dev dependency: the suite runs on MariaDB too) builds against the MariaDB
+# client library: install it with apt-get where it is missing, as .ci/run installs Chromium.
+ensure_mysql_build_deps() {
+    if command -v pkg-config >/dev/null 2>&1 \
+        && { pkg-config --exists libmariadb || pkg-config --exists mysqlclient; }; then
+        return 0
+    fi
+    if command -v apt-get >/dev/null 2>&1; then
+        echo "==> installing libmariadb-dev and pkg-config (to build mysqlclient)" >&2
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq libmariadb-dev pkg-config; } >&2
+    else
+        echo "mysqlclient needs the MariaDB (or MySQL) client library and pkg-config:" \
+            "install libmariadb-dev (Debian), mariadb-connector-c (Homebrew) or similar" >&2
+        return 1
+    fi
+}
+
 ensure_venv() {
     local stamp="$VENV/.installed"
     if [ ! -x "$VENV/bin/python" ]; then
@@ -38,6 +56,7 @@ ensure_venv() {
     fi
     # Reinstall when pyproject.toml changed since the last install.
     if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+        ensure_mysql_build_deps
         echo "==> installing asyncjobs and its dev dependencies into $VENV" >&2
         "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
         "$VENV/bin/python" -m pip install --quiet -e "$ROOT[dev]" >&2

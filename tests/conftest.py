@@ -34,15 +34,21 @@ def pytest_report_header(config):
 
 @pytest.fixture(autouse=True)
 def _vendor_markers(request):
-    """``@pytest.mark.postgres`` / ``@pytest.mark.sqlite`` tests run on their vendor only,
-    ``@pytest.mark.psycopg3`` ones on PostgreSQL through psycopg 3 only."""
+    """``@pytest.mark.postgres`` / ``@pytest.mark.sqlite`` / ``@pytest.mark.mysql`` tests run on
+    their vendor only; ``@pytest.mark.server`` tests on a database server with row locks
+    (PostgreSQL, MariaDB/MySQL), not on SQLite; ``@pytest.mark.psycopg3`` ones on PostgreSQL
+    through psycopg 3 only."""
     vendor = connection.vendor
+    if request.node.get_closest_marker("server") and vendor == "sqlite":
+        pytest.skip("PostgreSQL and MariaDB/MySQL only")
     if request.node.get_closest_marker("postgres") and vendor != "postgresql":
         pytest.skip("PostgreSQL only")
     if request.node.get_closest_marker("sqlite") and vendor != "sqlite":
         pytest.skip("SQLite only")
     if request.node.get_closest_marker("psycopg3") and (vendor != "postgresql" or not psycopg3()):
         pytest.skip("PostgreSQL on psycopg 3 only")
+    if request.node.get_closest_marker("mysql") and vendor != "mysql":
+        pytest.skip("MariaDB/MySQL only")
 
 
 def wait_until(predicate, *, timeout=20.0, interval=0.05, message="condition"):

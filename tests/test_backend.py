@@ -312,12 +312,12 @@ def test_enqueue_inside_atomic_is_gone_on_rollback():
     assert not Job.objects.filter(pk=result.id).exists()
 
 
-@pytest.mark.postgres
+@pytest.mark.server
 @pytest.mark.django_db(transaction=True)
 def test_uncommitted_job_is_invisible_to_a_worker_until_commit(runner):
     """A worker (another connection: another thread) cannot claim what is not committed.
 
-    PostgreSQL only: on SQLite the open write transaction holds the database lock, so a
+    Not on SQLite: the open write transaction holds the database lock, so a
     worker's claim waits for the commit instead of running beside it.
     """
     import threading

@@ -87,6 +87,26 @@ def test_sqlite_without_immediate_warns(monkeypatch):
     assert ids(check_backend(task_backends["default"])) == ["asyncjobs.W010"]
 
 
+@pytest.mark.mysql
+@pytest.mark.parametrize("level", ["repeatable read", "SERIALIZABLE", None])
+def test_mysql_above_read_committed_warns(monkeypatch, level):
+    from django.db import connections
+
+    options = {**connections["default"].settings_dict["OPTIONS"], "isolation_level": level}
+    monkeypatch.setitem(connections["default"].settings_dict, "OPTIONS", options)
+    assert ids(check_backend(task_backends["default"])) == ["asyncjobs.W012"]
+
+
+@pytest.mark.mysql
+def test_mysql_read_committed_by_default_is_fine(monkeypatch):
+    from django.db import connections
+
+    options = {**connections["default"].settings_dict["OPTIONS"]}
+    options.pop("isolation_level")
+    monkeypatch.setitem(connections["default"].settings_dict, "OPTIONS", options)
+    assert ids(check_backend(task_backends["default"])) == []
+
+
 def test_queue_options_unknown_to_the_backend_warn(settings):
     settings.ASYNCJOBS = {"QUEUES": {"ghost": {"MAX_ATTEMPTS": 2}}}
     assert ids(check_backend(task_backends["default"])) == ["asyncjobs.W011"]

@@ -4,6 +4,7 @@ unless it is marked for one vendor."""
 import itertools
 import json
 import threading
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -172,7 +173,7 @@ def test_concurrent_claimers_never_share_a_job(strategy):
     assert Attempt.objects.count() == 200
 
 
-@pytest.mark.postgres
+@pytest.mark.skipif(connection.vendor == "sqlite", reason="SQLite has no row locks")
 def test_claim_skips_rows_locked_by_another_transaction(strategy):
     """Proves SKIP LOCKED on a second connection: a row locked elsewhere is neither claimed
     nor waited for."""
@@ -472,8 +473,10 @@ def test_promote_due_moves_due_jobs_and_tells_when_the_next_is_due():
     assert services.promote_due(now=later, queues=["emails", "default"]) == (2, None)
 
 
-@pytest.mark.sqlite
-def test_sqlite_listener_just_sleeps(strategy):
+@pytest.mark.skipif(connection.vendor == "postgresql", reason="PostgreSQL notifies")
+def test_listener_without_notify_just_sleeps(strategy):
+    """SQLite and MariaDB/MySQL have no LISTEN/NOTIFY: workers poll."""
+    assert not strategy.announces
     listener = strategy.listen()
     assert listener.wait(0.01) == []
     listener.close()
@@ -482,4 +485,101 @@ def test_sqlite_listener_just_sleeps(strategy):
 def test_vendor_helpers():
     assert db.vendor_supported("default")
     assert not db.is_sqlite_without_immediate("default")
-    assert connection.vendor in {"sqlite", "postgresql"}
+    assert connection.vendor in {"sqlite", "postgresql", "mysql"}
+
+
+def test_the_mysql_maintenance_lock_is_named_after_the_database_within_64_characters():
+    """GET_LOCK names are server-wide: two databases on one server get two locks."""
+    assert db.mysql_lock_name("shop") == "asyncjobs.maintenance.shop"
+    assert db.mysql_lock_name("shop") != db.mysql_lock_name("shop_test")
+    long_a, long_b = "a" * 60 + "x", "a" * 60 + "y"
+    assert len(db.mysql_lock_name(long_a)) <= 64
+    assert db.mysql_lock_name(long_a) != db.mysql_lock_name(long_b)
+
+
+@pytest.mark.mysql
+def test_mysql_has_the_indexes_that_stand_in_for_partial_ones():
+    """Migration 0007: ordered claim indexes led by the status, and a unique index on
+    unique_key (Django skips the model's partial constraint there)."""
+    with connection.cursor() as cursor:
+        found = connection.introspection.get_constraints(cursor, Job._meta.db_table)
+    assert found["asyncjobs_job_unique_key_m"]["unique"]
+    assert found["asyncjobs_job_unique_key_m"]["columns"] == ["unique_key"]
+    assert found["asyncjobs_job_claim_m"]["columns"][:3] == ["status", "limit_key", "queue_name"]
+    assert found["asyncjobs_job_claim_all_m"]["columns"][:3] == [
+        "status",
+        "limit_key",
+        "priority",
+    ]
+
+
+def test_unique_keys_are_unique_until_released():
+    """A finished job's key is NULL, and any number of NULLs are allowed: the partial unique
+    constraint on PostgreSQL and SQLite, a plain unique index on MariaDB/MySQL."""
+    first = tasks.add.using(unique_key="k").enqueue(1, 1)
+
+    def copy(unique_key):
+        job = Job.objects.get(pk=first.id)
+        job.pk, job.unique_key = uuid.uuid4(), unique_key
+        job._state.adding = True
+        job.save()
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        copy("k")
+    Job.objects.filter(pk=first.id).update(unique_key=None, status=JobStatus.SUCCEEDED)
+    copy(None)
+    copy("k")
+    assert Job.objects.filter(unique_key__isnull=True).count() == 2
+
+
+@pytest.mark.mysql
+def test_mysql_claim_from_several_queues_takes_the_best_of_all(strategy):
+    """One ordered read per queue, then the best ``limit`` rows of them."""
+    now = timezone.now()
+    low = tasks.add.using(queue_name="low", priority=-5).enqueue(1, 1)
+    best = tasks.add.using(queue_name="emails", priority=50).enqueue(2, 2)
+    mid = tasks.add.using(queue_name="low", priority=10).enqueue(3, 3)
+    jobs = strategy.claim(
+        queues=["low", "emails", "low"], limit=2, worker_id="w", now=now, lease=LEASE
+    )
+    assert [str(j.pk) for j in jobs] == [best.id, mid.id]
+    assert Job.objects.get(pk=low.id).status == JobStatus.QUEUED
+    assert Attempt.objects.filter(job_id__in=[best.id, mid.id], worker_id="w").count() == 2
+
+
+def test_estimated_row_count_is_the_servers_statistic():
+    """The admin's unfiltered job list counts with it: PostgreSQL's reltuples, InnoDB's
+    table_rows; SQLite keeps no such statistic."""
+    enqueue_many([(tasks.add, (i, i), {}) for i in range(30)])
+    if connection.vendor == "sqlite":
+        assert db.estimated_row_count(Job, "default") is None
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "ANALYZE TABLE asyncjobs_job"
+            if connection.vendor == "mysql"
+            else "ANALYZE asyncjobs_job"
+        )
+        if connection.vendor == "mysql":
+            cursor.fetchall()
+    assert 15 <= db.estimated_row_count(Job, "default") <= 60
+
+
+@pytest.mark.server
+def test_a_claim_locks_only_the_jobs_it_takes(strategy):
+    """While a claim's transaction is open, another worker can claim every other ready job:
+    the claim reads the claim index in order and stops at its limit (a sort of every ready
+    job, as MariaDB would do without an index led by the status, locks them all)."""
+    enqueue_many([(tasks.add, (i, i), {}) for i in range(10)])
+    enqueue_many([(tasks.add.using(queue_name="emails"), (i, i), {}) for i in range(3)])
+    now = timezone.now()
+    with transaction.atomic():
+        mine = strategy.claim(queues=["default"], limit=2, worker_id="a", now=now, lease=LEASE)
+        others = in_thread(
+            lambda: db.for_alias("default").claim(
+                queues=["default", "emails"], limit=100, worker_id="b", now=now, lease=LEASE
+            )
+        )
+    assert len(mine) == 2
+    assert len(others) == 11
+    assert not {j.pk for j in mine} & {j.pk for j in others}

@@ -106,7 +106,7 @@ def test_maintenance_comes_back_soon_while_old_jobs_are_left(settings, monkeypat
     assert [(r["rescued"], r["more_to_do"]) for r in rounds] == [(1, 1), (1, 1), (0, 0)]
 
 
-@pytest.mark.postgres
+@pytest.mark.server
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("delete", ["prune", "discard"])
 def test_deleting_finished_jobs_leaves_a_job_being_retried_alone(delete):

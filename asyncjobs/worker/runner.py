@@ -128,7 +128,8 @@ class Runner:
         burst: exit 0 once nothing is ready and nothing runs.
         max_jobs: exit 0 after finishing this many jobs.
         poll_interval: how long to sleep when idle between looks at the queue (PostgreSQL
-            wakes earlier on NOTIFY).
+            wakes earlier on NOTIFY); default ``POLL_INTERVAL`` where the project sets it,
+            else the database's own default (MariaDB/MySQL: 0.2 s), else 1 s.
         shutdown_timeout: how long a stopping worker lets running jobs finish before it
             releases them back to the queue.
         max_memory: resident memory in MiB past which the worker fails the attempts it is
@@ -177,10 +178,12 @@ class Runner:
         self.concurrency = concurrency
         self.burst = burst
         self.max_jobs = max_jobs
+        self.strategy = db.for_alias(self.alias)
+        if poll_interval is None and "POLL_INTERVAL" not in jobs_settings.user_settings:
+            poll_interval = db.default_poll_interval(self.strategy)
         self.poll_interval = (poll_interval or jobs_settings.POLL_INTERVAL).total_seconds()
         self.shutdown_timeout = shutdown_timeout or jobs_settings.SHUTDOWN_TIMEOUT
         self.lease = jobs_settings.LEASE_DURATION
-        self.strategy = db.for_alias(self.alias)
         self.scheduler = Scheduler(self.backend)
         self.worker_id = services.new_worker_id()
 

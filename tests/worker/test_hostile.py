@@ -100,6 +100,18 @@ REFUSE_SQL = {
         WHEN NEW.return_value LIKE '%refuse-me%' OR NEW.last_error_message LIKE '%refuse-me%'
         BEGIN SELECT RAISE(ABORT, 'value refused by the test'); END""",
     ],
+    # MYSQL_ERRNO 1406 (data too long): a data error to the driver (DataError), as a real
+    # refusal of a value would be.
+    "mysql": [
+        """CREATE TRIGGER asyncjobs_test_refuse BEFORE UPDATE ON asyncjobs_job
+        FOR EACH ROW BEGIN
+            IF NEW.return_value LIKE '%refuse-me%' OR NEW.last_error_message LIKE '%refuse-me%'
+            THEN
+                SIGNAL SQLSTATE '22001'
+                    SET MYSQL_ERRNO = 1406, MESSAGE_TEXT = 'value refused by the test';
+            END IF;
+        END""",
+    ],
 }
 UNREFUSE_SQL = {
     "postgresql": [
@@ -107,6 +119,7 @@ UNREFUSE_SQL = {
         "DROP FUNCTION asyncjobs_test_refuse()",
     ],
     "sqlite": ["DROP TRIGGER asyncjobs_test_refuse"],
+    "mysql": ["DROP TRIGGER asyncjobs_test_refuse"],
 }
 
 

@@ -1,8 +1,8 @@
 """An idle worker sleeps, whatever limits it serves (issue: the idle spin after a
 rate-limited job). Each case runs a real ``runworker`` subprocess, lets it finish one job,
 leaves it idle for a few seconds and counts what it did to the database over its whole life:
-transactions committed on PostgreSQL (``pg_stat_database``), statements on SQLite (a trace
-callback installed by ``tests.apps``). A spinning worker makes thousands; a sleeping one a
+transactions committed on PostgreSQL (``pg_stat_database``), statements on SQLite and
+MariaDB/MySQL (counted by ``tests.apps``). A spinning worker makes thousands; a sleeping one a
 few dozen (its polls and heartbeats)."""
 
 import json
@@ -31,7 +31,8 @@ def committed_transactions():
 
 def worker_activity(worker_process, tmp_path, queues, enqueue):
     """Run a worker of ``queues`` limits through one job and IDLE_SECONDS of idleness;
-    return how many transactions (PostgreSQL) or statements (SQLite) it made."""
+    return how many transactions (PostgreSQL) or statements (SQLite, MariaDB/MySQL) it
+    made."""
     count_file = tmp_path / f"statements-{len(list(tmp_path.iterdir()))}.txt"
     env = {
         "ASYNCJOBS_TEST_QUEUES": json.dumps(queues),
@@ -85,6 +86,7 @@ def test_an_idle_worker_sleeps_whatever_limits_it_serves(worker_process, tmp_pat
         worker_process, tmp_path, {}, lambda: tasks.add.using(queue_name="other").enqueue(1, 2)
     )
     queues, enqueue = CASES[case]
+    assert plain > 0, "the worker's activity was not counted"
     limited = worker_activity(worker_process, tmp_path, queues, enqueue)
     # Spinning made ~470 transactions a second on PostgreSQL; sleeping, a few dozen in all.
     assert limited <= 3 * plain + 50, (case, plain, limited)

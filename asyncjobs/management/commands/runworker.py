@@ -69,7 +69,7 @@ class Command(BaseCommand):
             "--poll-interval",
             type=_seconds,
             help="Seconds between looks at the queue when idle (default ASYNCJOBS "
-            "POLL_INTERVAL, 1). PostgreSQL also wakes on NOTIFY.",
+            "POLL_INTERVAL, 1; 0.2 on MariaDB/MySQL if unset). PostgreSQL also wakes on NOTIFY.",
         )
         parser.add_argument(
             "--shutdown-timeout",
