@@ -1388,7 +1388,7 @@ def ready_queues(alias: str, *, plain: bool = True, keyed: bool = True) -> set[s
 # MariaDB / MySQL ---------------------------------------------------------------------------
 #
 # Neither has partial indexes: Django creates the model's partial indexes there without their
-# conditions and skips the partial unique constraint on ``unique_key``. Migration 0007 adds
+# conditions and skips the partial unique constraint on ``unique_key``. Migration 0008 adds
 # what the queries below need instead (``install_mysql_indexes``):
 #
 # - ``asyncjobs_job_claim_m`` (status, limit_key, queue_name, priority DESC, run_after,
