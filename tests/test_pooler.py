@@ -63,9 +63,9 @@ ROUND = re.compile(r"Maintenance round of process (\d+): ([\d.]+)-([\d.]+)")
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_never_do_maintenance_at_once(worker_process):
-    """Three workers prune a backlog in rounds of up to a second, as often as they can:
-    the rounds they log never overlap (a session advisory lock behind PgBouncer let two
-    workers hold it at once)."""
+    """Three workers prune a backlog in rounds of up to a second, then keep taking rounds
+    every 0.2 s: the rounds they log never overlap (a session advisory lock behind PgBouncer
+    let two workers hold it at once)."""
     old_finished_jobs(6000)
     workers = [
         worker_process(
@@ -76,17 +76,19 @@ def test_two_workers_never_do_maintenance_at_once(worker_process):
         )
         for _ in range(3)
     ]
+
+    def rounds():
+        return sorted(
+            (float(start), float(end), int(pid))
+            for worker in workers
+            for pid, start, end in ROUND.findall(worker.output())
+        )
+
     wait_until(lambda: not Job.objects.exists(), timeout=60, message="the backlog pruned")
+    wait_until(lambda: len(rounds()) >= 10, timeout=60, message="ten maintenance rounds")
     for worker in workers:
         worker.signal(signal.SIGTERM)
-    rounds = []
     for worker in workers:
         assert worker.wait(30) == 0
-        rounds += [
-            (float(start), float(end), int(pid))
-            for pid, start, end in ROUND.findall(worker.output())
-        ]
-    rounds.sort()
-    assert len(rounds) >= 2
-    for (_, end, pid), (start, _, other) in itertools.pairwise(rounds):
+    for (_, end, pid), (start, _, other) in itertools.pairwise(rounds()):
         assert start >= end, f"rounds of {pid} and {other} overlap"
