@@ -4,7 +4,7 @@
     python bench/rate_limit.py [--calls 300] [--rate 10/s] [--workers 4] [--concurrency 4]
                                [--runs 1] [--busy]
 
-Idle ``runworker`` processes first, then ``--calls`` jobs of ``bench.tasks.stamp`` (on the
+Idle ``runworker`` processes first, then ``--calls`` jobs of ``bench.rate_tasks.stamp`` (on the
 ``limited`` queue) in one commit; each returns ``time.time()`` from its first line. With
 ``--busy`` the workers' slots are also kept busy all along by jobs of another queue (0.02
 to 0.5 s each, prefetched), as in a worker that serves more than the limited queue.
@@ -55,7 +55,7 @@ def run_once(calls: int, workers: int, concurrency: int, busy: bool) -> dict[str
     from asyncjobs import enqueue_many
     from asyncjobs.conf import parse_rate
     from asyncjobs.models import Job
-    from bench.tasks import pause, stamp
+    from bench.rate_tasks import pause, stamp
 
     interval = parse_rate(RATE)  # (parse_rate: in every version, for A/B runs)
     assert interval is not None
