@@ -1,6 +1,8 @@
 """The worker's behaviour, in-process: ``Runner.run_once``/``drain`` with an explicit ``now``
 or freezegun."""
 
+import os
+import signal
 import time
 from datetime import timedelta
 
@@ -447,3 +449,23 @@ def test_the_poll_interval_defaults_by_database_unless_the_project_sets_it(setti
     settings.ASYNCJOBS = {**settings.ASYNCJOBS, "POLL_INTERVAL": 3}
     assert runner().poll_interval == 3.0
     assert runner(poll_interval=timedelta(seconds=0.5)).poll_interval == 0.5
+
+
+def test_a_signal_stops_the_worker_whatever_lock_the_main_thread_holds(runner):
+    """The handler runs in the main thread between two bytecodes, possibly while that thread
+    holds the lock of one of the loop's own Events (it sleeps and wakes on them all the
+    time). It used to set those Events itself and then waited forever on its own thread's
+    lock: an idle worker hung on SIGTERM (seen once in CI). The window is a few bytecodes
+    wide, so this test opens it on purpose, through the runner's internals."""
+    worker = runner()
+    before = signal.getsignal(signal.SIGTERM)
+    worker._install_signal_handlers()
+    try:
+        with worker._wake._cond, worker._stopping._cond:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, in this thread
+            time.sleep(0)
+        assert worker._stopping.wait(10), "SIGTERM did not stop the worker"
+        assert worker._wake.is_set()
+    finally:
+        worker._restore_signal_handlers()
+    assert signal.getsignal(signal.SIGTERM) == before
