@@ -1,4 +1,4 @@
-.PHONY: test matrix smoke wheel-check demo lint bench bench-quick bench-compare bench-compare-quick chaos chaos-quick chaos-quick-pooled
+.PHONY: test matrix smoke wheel-check demo lint bench bench-quick bench-compare bench-compare-quick soak soak-quick chaos chaos-quick chaos-quick-pooled
 
 test:  ## set up .venv, run the whole test suite on SQLite, then PostgreSQL, then MariaDB
 	bash scripts/test.sh
@@ -29,6 +29,12 @@ bench-compare:  ## asyncjobs against django-tasks-db, procrastinate, Celery+Redi
 
 bench-compare-quick:  ## the same, 1 run of 500 jobs: proves the harness runs (CI)
 	bash scripts/bench.sh --compare --quick
+
+soak:  ## 30 min at 1,000 jobs/s, then a 2x surge and recovery: latency, table bloat, autovacuum, RSS per minute (docs/soak.png; not in CI)
+	bash scripts/bench.sh --soak
+
+soak-quick:  ## the soak run in 50 s at 200 jobs/s: proves it runs
+	bash scripts/bench.sh --soak --quick
 
 chaos:  ## 5,000 jobs, 3 workers, random SIGKILLs, a PostgreSQL restart: proves nothing is lost
 	bash scripts/chaos.sh

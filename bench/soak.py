@@ -1,0 +1,431 @@
+"""The soak run: a steady load for a long time, to see whether a database queue degrades.
+
+A job table's enemy in production is bloat: dead tuples in the table and its indexes,
+autovacuum falling behind, the claim slowing down hour after hour. This run enqueues jobs
+one at a time from client threads at a steady rate, has worker processes run them (1% fail
+their first attempt and are retried), keeps succeeded jobs for one minute (the workers'
+maintenance prunes them), and every minute records:
+
+- pickup latency p50/p95 (enqueue call to the task's first line, first attempts only),
+- the rate achieved and the drain lag (ready jobs waiting, age of the oldest),
+- the job and attempt tables' size and their indexes' size,
+- dead tuples and autovacuum/autoanalyze runs (pg_stat_user_tables),
+- each worker's resident memory.
+
+Then the rate doubles for a few minutes (a surge) and falls back (recovery), to show how it
+degrades and recovers. Writes bench/results/soak-<time>.json and a PNG of the four series
+(docs/soak.png by default; matplotlib, the ``bench`` extra), and prints verdicts against the
+goals: p95 of the last 5 minutes within 25% of the first 5 after warm-up, table + index size
+flat (within 20%) after the first 5 minutes, RSS flat. Nothing is asserted: it is a
+measurement.
+
+    python bench/soak.py [--minutes 30] [--rate 1000] [--surge-minutes 5] [--quick]
+
+PostgreSQL only (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/asyncjobs_soak,
+dropped and created at the start).
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/asyncjobs_soak")
+os.environ["BENCH_SOAK"] = "1"  # bench/settings.py: one minute of retention, soak tasks
+
+from bench.common import recreate_database, stop_workers  # noqa: E402
+
+WARM_UP_MINUTES = 2
+GOAL_WINDOW_MINUTES = 5
+TABLES = ("asyncjobs_job", "asyncjobs_attempt")
+
+
+class Enqueuer(threading.Thread):
+    """Enqueues jobs one at a time at ``rate()`` jobs per second, paced by the clock (a
+    thread that falls behind catches up without sleeping, so the rate achieved shows when
+    the clients cannot keep up)."""
+
+    def __init__(self, rate, stop: threading.Event, fail_every: int, offset: int) -> None:
+        super().__init__(daemon=True)
+        self.rate = rate
+        self.stop = stop
+        self.fail_every = fail_every
+        self.offset = offset
+        self.sent = 0
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        from django.db import connection
+
+        from bench.soak_tasks import soak
+
+        due = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                now = time.monotonic()
+                if due > now:
+                    self.stop.wait(due - now)
+                    continue
+                serial = self.offset + self.sent
+                soak.enqueue(time.time(), fail=serial % self.fail_every == 0)
+                self.sent += 1
+                due += 1.0 / self.rate()
+                due = max(due, time.monotonic() - 1.0)  # no burst after a stall
+        except Exception as exc:  # reported with the results, not lost in a thread
+            self.errors.append(repr(exc))
+        finally:
+            connection.close()
+
+
+def start_workers(count: int, concurrency: int, latency_file: Path) -> list[subprocess.Popen]:
+    from asyncjobs.models import Worker
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_LATENCY_FILE": str(latency_file)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "django", "runworker", "--concurrency", str(concurrency)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(count)
+    ]
+    deadline = time.monotonic() + 60
+    while Worker.objects.filter(status="running").count() < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError("workers did not start")
+        time.sleep(0.05)
+    return procs
+
+
+def rss_mib(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        return None
+    return None
+
+
+def table_stats() -> dict[str, dict[str, float]]:
+    from django.db import connection
+
+    stats = {}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        for table in TABLES:
+            cursor.execute(
+                "SELECT pg_relation_size(%s), pg_indexes_size(%s), n_live_tup, n_dead_tup,"
+                " autovacuum_count, autoanalyze_count FROM pg_stat_user_tables"
+                " WHERE relname = %s",
+                [table, table, table],
+            )
+            size, indexes, live, dead, vacuums, analyzes = cursor.fetchone()
+            stats[table] = {
+                "table_mib": size / 2**20,
+                "index_mib": indexes / 2**20,
+                "live": live,
+                "dead": dead,
+                "autovacuums": vacuums,
+                "autoanalyzes": analyzes,
+            }
+    return stats
+
+
+def drain_lag() -> dict[str, float]:
+    from django.db.models import Min
+    from django.utils import timezone
+
+    from asyncjobs.models import Job
+
+    now = timezone.now()
+    ready = Job.objects.filter(status="queued", run_after__lte=now)
+    oldest = ready.aggregate(oldest=Min("run_after"))["oldest"]
+    return {
+        "ready": ready.count(),
+        "oldest_ready_s": (now - oldest).total_seconds() if oldest else 0.0,
+    }
+
+
+def read_new_latencies(path: Path, offset: int) -> tuple[list[float], int]:
+    """The delays (ms) appended to the probe file since ``offset``; the new offset (a line
+    still being written is left for the next read)."""
+    if not path.exists():
+        return [], offset
+    with open(path, "rb") as probe:
+        probe.seek(offset)
+        data = probe.read()
+    end = data.rfind(b"\n") + 1
+    delays = [float(line.split()[1]) * 1000 for line in data[:end].decode().splitlines() if line]
+    return delays, offset + end
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run(args: argparse.Namespace) -> dict:
+    recreate_database(os.environ["DATABASE_URL"])
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+    results_dir = ROOT / "bench" / "results"
+    results_dir.mkdir(exist_ok=True)
+    latency_file = results_dir / "soak-latency.txt"
+    latency_file.unlink(missing_ok=True)
+
+    phases = [("steady", args.minutes, args.rate)]
+    if args.surge_minutes:
+        phases += [
+            ("surge", args.surge_minutes, args.rate * args.surge_factor),
+            ("recovery", args.recovery_minutes, args.rate),
+        ]
+    current = {"rate": float(args.rate)}
+    stop = threading.Event()
+    clients = [
+        Enqueuer(
+            lambda: current["rate"] / args.clients,
+            stop,
+            fail_every=args.fail_every,
+            offset=i * 10**9,
+        )
+        for i in range(args.clients)
+    ]
+    procs = start_workers(args.workers, args.concurrency, latency_file)
+    samples: list[dict] = []
+    offset = 0
+    minute = 0
+    try:
+        for client in clients:
+            client.start()
+        for phase, minutes, rate in phases:
+            current["rate"] = float(rate)
+            for _ in range(minutes):
+                sent_before = sum(c.sent for c in clients)
+                stop.wait(args.sample_seconds)
+                minute += 1
+                delays, offset = read_new_latencies(latency_file, offset)
+                sent = sum(c.sent for c in clients) - sent_before
+                sample = {
+                    "minute": minute,
+                    "phase": phase,
+                    "target_rate": rate,
+                    "enqueued_rate": sent / args.sample_seconds,
+                    "started": len(delays),
+                    "p50_ms": percentile(delays, 0.50),
+                    "p95_ms": percentile(delays, 0.95),
+                    **drain_lag(),
+                    "tables": table_stats(),
+                    "rss_mib": [rss_mib(p.pid) for p in procs],
+                }
+                samples.append(sample)
+                print(summary_line(sample), flush=True)
+                if any(c.errors for c in clients):
+                    raise RuntimeError(f"enqueue failed: {[c.errors for c in clients]}")
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(10)
+        stop_workers(procs)
+    from django.db import connection
+
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "postgresql": connection.pg_version,
+        "settings": {
+            key: getattr(args, key)
+            for key in (
+                "minutes",
+                "rate",
+                "surge_minutes",
+                "surge_factor",
+                "recovery_minutes",
+                "workers",
+                "concurrency",
+                "clients",
+                "fail_every",
+                "sample_seconds",
+            )
+        },
+        "samples": samples,
+        "verdicts": verdicts(samples),
+    }
+
+
+def summary_line(sample: dict) -> str:
+    job = sample["tables"]["asyncjobs_job"]
+    rss = ", ".join(f"{r:.0f}" for r in sample["rss_mib"] if r is not None)
+    p50, p95 = (
+        "-" if sample[key] is None else f"{sample[key]:.1f}" for key in ("p50_ms", "p95_ms")
+    )
+    return (
+        f"min {sample['minute']:>3} {sample['phase']:<8} "
+        f"enq {sample['enqueued_rate']:>6.0f}/s  "
+        f"p50 {p50} p95 {p95} ms  "
+        f"ready {sample['ready']:>6} (oldest {sample['oldest_ready_s']:.1f}s)  "
+        f"job {job['table_mib']:.1f}+{job['index_mib']:.1f} MiB  dead {job['dead']}  "
+        f"autovac {job['autovacuums']}  rss [{rss}] MiB"
+    )
+
+
+def verdicts(samples: list[dict]) -> dict:
+    """The goals, as figures and a yes/no each (reported, never asserted)."""
+    steady = [s for s in samples if s["phase"] == "steady"]
+    if len(steady) < WARM_UP_MINUTES + 2 * GOAL_WINDOW_MINUTES:
+        window = max(1, (len(steady) - WARM_UP_MINUTES) // 2)
+    else:
+        window = GOAL_WINDOW_MINUTES
+    measured = steady[WARM_UP_MINUTES:] or steady
+    first, last = measured[:window], measured[-window:]
+
+    def p95(part: list[dict]) -> float | None:
+        values = [s["p95_ms"] for s in part if s["p95_ms"] is not None]
+        return statistics.median(values) if values else None
+
+    def size(sample: dict) -> float:
+        return sum(t["table_mib"] + t["index_mib"] for t in sample["tables"].values())
+
+    def rss(sample: dict) -> float:
+        return sum(r for r in sample["rss_mib"] if r is not None)
+
+    first_p95, last_p95 = p95(first), p95(last)
+    base = steady[min(GOAL_WINDOW_MINUTES, len(steady)) - 1] if steady else None
+    growth = (
+        max(size(s) for s in steady[GOAL_WINDOW_MINUTES:]) / size(base) - 1
+        if base is not None and len(steady) > GOAL_WINDOW_MINUTES and size(base)
+        else None
+    )
+    rss_growth = rss(steady[-1]) / rss(measured[0]) - 1 if steady and rss(measured[0]) else None
+    return {
+        "p95_first_ms": first_p95,
+        "p95_last_ms": last_p95,
+        "p95_within_25pct": (
+            None if first_p95 is None or last_p95 is None else last_p95 <= first_p95 * 1.25
+        ),
+        "size_growth_after_5_min": growth,
+        "size_flat_within_20pct": None if growth is None else growth <= 0.20,
+        "rss_growth": rss_growth,
+        "rss_flat_within_20pct": None if rss_growth is None else rss_growth <= 0.20,
+    }
+
+
+def plot(result: dict, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is missing (pip install 'django-asyncjobs[bench]'): no plot")
+        return
+    samples = result["samples"]
+    minutes = [s["minute"] for s in samples]
+    fig, axes = plt.subplots(4, 1, figsize=(9, 11), sharex=True)
+    ax = axes[0]
+    ax.plot(minutes, [s["p50_ms"] for s in samples], label="p50")
+    ax.plot(minutes, [s["p95_ms"] for s in samples], label="p95")
+    ax.set_ylabel("pickup latency (ms)")
+    ax.legend()
+    ax = axes[1]
+    for table in TABLES:
+        short = table.removeprefix("asyncjobs_")
+        ax.plot(minutes, [s["tables"][table]["table_mib"] for s in samples], label=f"{short} table")
+        ax.plot(
+            minutes, [s["tables"][table]["index_mib"] for s in samples], label=f"{short} indexes"
+        )
+    ax.set_ylabel("size (MiB)")
+    ax.legend()
+    ax = axes[2]
+    for table in TABLES:
+        short = table.removeprefix("asyncjobs_")
+        ax.plot(
+            minutes, [s["tables"][table]["dead"] for s in samples], label=f"{short} dead tuples"
+        )
+    ax.set_ylabel("dead tuples")
+    twin = ax.twinx()
+    twin.step(
+        minutes,
+        [s["tables"]["asyncjobs_job"]["autovacuums"] for s in samples],
+        color="grey",
+        where="post",
+        label="job autovacuums",
+    )
+    twin.set_ylabel("autovacuum runs (job)")
+    ax.legend(loc="upper left")
+    ax = axes[3]
+    for i in range(len(samples[0]["rss_mib"]) if samples else 0):
+        ax.plot(minutes, [s["rss_mib"][i] for s in samples], label=f"worker {i + 1}")
+    ax.set_ylabel("worker RSS (MiB)")
+    ax.set_xlabel("minute")
+    ax.legend()
+    for ax in axes:
+        for s in samples:
+            if s["phase"] == "surge":
+                ax.axvspan(s["minute"] - 1, s["minute"], color="orange", alpha=0.08)
+    settings = result["settings"]
+    fig.suptitle(
+        f"asyncjobs soak: {settings['rate']} jobs/s, {settings['workers']} workers, "
+        f"{result['when'][:10]} (surge shaded)"
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    print(f"plot: {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=int, default=30, help="steady phase (minutes)")
+    parser.add_argument("--rate", type=float, default=1000, help="jobs enqueued per second")
+    parser.add_argument("--surge-minutes", type=int, default=5)
+    parser.add_argument("--surge-factor", type=float, default=2.0)
+    parser.add_argument("--recovery-minutes", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--clients", type=int, default=2, help="enqueuing threads")
+    parser.add_argument("--fail-every", type=int, default=100, help="1 in N fails once")
+    parser.add_argument("--sample-seconds", type=float, default=60.0)
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "soak.png")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="3 steady 10-second samples, 1 surge, 1 recovery, at 200 jobs/s: proves it runs",
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.minutes, args.surge_minutes, args.recovery_minutes = 3, 1, 1
+        args.rate, args.sample_seconds = 200.0, 10.0
+        if args.plot == ROOT / "docs" / "soak.png":
+            args.plot = ROOT / "bench" / "results" / "soak-quick.png"
+    result = run(args)
+    stamp = result["when"].replace(":", "")
+    out = ROOT / "bench" / "results" / ("soak-quick.json" if args.quick else f"soak-{stamp}.json")
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"results: {out}")
+    print(json.dumps(result["verdicts"], indent=2))
+    plot(result, args.plot)
+
+
+if __name__ == "__main__":
+    main()
