@@ -1,4 +1,4 @@
-.PHONY: test matrix smoke wheel-check demo lint bench bench-quick bench-compare bench-compare-quick soak soak-quick chaos chaos-quick chaos-quick-pooled
+.PHONY: test matrix smoke wheel-check demo lint bench bench-quick bench-compare bench-compare-mariadb bench-compare-pgbouncer bench-compare-quick soak soak-quick chaos chaos-quick chaos-quick-pooled
 
 test:  ## set up .venv, run the whole test suite on SQLite, then PostgreSQL, then MariaDB
 	bash scripts/test.sh
@@ -27,8 +27,16 @@ bench-quick:  ## a small run of the benchmark suite, to prove it runs (no timing
 bench-compare:  ## asyncjobs against django-tasks-db, procrastinate, Celery+Redis and a raw psycopg baseline (installs the peers in bench/.peers)
 	bash scripts/bench.sh --compare
 
-bench-compare-quick:  ## the same, 1 run of 500 jobs: proves the harness runs (CI)
+bench-compare-mariadb:  ## the same on MariaDB: asyncjobs, a raw mysqlclient baseline, django-tasks-db
+	bash scripts/bench.sh --compare --database mariadb
+
+bench-compare-pgbouncer:  ## the same through PgBouncer (transaction mode): asyncjobs polling and with LISTEN direct, a raw psycopg baseline
+	bash scripts/bench.sh --compare --database pgbouncer
+
+bench-compare-quick:  ## the three set-ups, 1 run of 500 jobs each: proves the harness runs (CI)
 	bash scripts/bench.sh --compare --quick
+	bash scripts/bench.sh --compare --quick --database mariadb
+	bash scripts/bench.sh --compare --quick --database pgbouncer
 
 soak:  ## 30 min at 1,000 jobs/s, then a 2x surge and recovery: latency, table bloat, autovacuum, RSS per minute (docs/soak.png; not in CI)
 	bash scripts/bench.sh --soak

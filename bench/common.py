@@ -1,17 +1,21 @@
 """Helpers shared by the benchmark, the peer comparison and the chaos run. Standard library
-and psycopg (or psycopg2) only: bench/peers/run_peer.py imports this in the peers' virtualenv
-too."""
+and psycopg (or psycopg2) or mysqlclient only: bench/peers/run_peer.py imports this in the
+peers' virtualenv too."""
 
 import signal
 import subprocess
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 
 def recreate_database(url: str) -> None:
-    """Drop and create the PostgreSQL database ``url`` names, so that a run starts from an
-    empty schema whatever an earlier run (or an older schema) left behind. psycopg 3, or
-    psycopg2 where that is the driver installed (the benchmark's psycopg2 runs)."""
+    """Drop and create the PostgreSQL or MariaDB/MySQL database ``url`` names, so that a run
+    starts from an empty schema whatever an earlier run (or an older schema) left behind.
+    PostgreSQL: psycopg 3, or psycopg2 where that is the driver installed (the benchmark's
+    psycopg2 runs); MariaDB/MySQL: mysqlclient."""
     parts = urlsplit(url)
+    if parts.scheme in ("mysql", "mariadb"):
+        _recreate_mysql(parts.hostname or "127.0.0.1", parts.port or 3306, parts)
+        return
     server = urlunsplit(parts._replace(path="/postgres"))
     try:
         import psycopg
@@ -39,6 +43,26 @@ def _recreate(sql, name: str) -> list:
         sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(identifier),
         sql.SQL("CREATE DATABASE {}").format(identifier),
     ]
+
+
+def _recreate_mysql(host: str, port: int, parts) -> None:
+    import MySQLdb
+
+    name = parts.path.lstrip("/").replace("`", "``")
+    conn = MySQLdb.connect(
+        host=host,
+        port=port,
+        user=unquote(parts.username or "root"),
+        password=unquote(parts.password or ""),
+    )
+    try:
+        cursor = conn.cursor()
+        cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        # The character set and binary collation example_project.database asks of its test
+        # databases, so that the bench's schema is the one the suite runs on.
+        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+    finally:
+        conn.close()
 
 
 def stop_workers(procs: list[subprocess.Popen], timeout: float = 60) -> None:

@@ -1,5 +1,9 @@
-"""Settings for the benchmark suite: PostgreSQL from DATABASE_URL (default a local
-``asyncjobs_bench`` database), or SQLite with BENCH_SQLITE=1."""
+"""Settings for the benchmark suite: PostgreSQL or MariaDB/MySQL from DATABASE_URL (default a
+local ``asyncjobs_bench`` PostgreSQL database), or SQLite with BENCH_SQLITE=1.
+
+bench/compare.py sets more: BENCH_POLL_INTERVAL (seconds; else 1 s), and behind PgBouncer in
+transaction mode BENCH_DIRECT_PORT (the server's own port, for the workers' LISTEN when
+BENCH_LISTEN_DIRECT is set; without it they poll)."""
 
 import os
 from pathlib import Path
@@ -18,9 +22,16 @@ else:
     os.environ.pop("DATABASE_URL", None)
 DATABASES = {"default": database_from_env(BASE_DIR / "results" / "bench.sqlite3")}
 DATABASES["default"]["CONN_MAX_AGE"] = None
+if direct_port := os.environ.get("BENCH_DIRECT_PORT"):
+    # Django's advice behind a transaction pooler; asyncjobs reads it as POOL_MODE
+    # "transaction" (no LISTEN on the pooled connection).
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+    DATABASES["direct"] = {**DATABASES["default"], "PORT": direct_port}
 
 TASKS = {"default": {"BACKEND": "asyncjobs.backend.JobsBackend", "QUEUES": ["default"]}}
-ASYNCJOBS = {"POLL_INTERVAL": 1}
+ASYNCJOBS = {"POLL_INTERVAL": float(os.environ.get("BENCH_POLL_INTERVAL", 1))}
+if os.environ.get("BENCH_LISTEN_DIRECT"):
+    ASYNCJOBS["LISTEN_DATABASE"] = "direct"
 # bench/rate_limit.py: a queue under a rate limit, only in its own runs (a limited queue
 # adds a claim under its lock to every round of a worker that serves it).
 if os.environ.get("BENCH_RATE_LIMIT"):

@@ -2,20 +2,32 @@
 
     python bench/peers/run_peer.py SYSTEM [--jobs 10000] [--samples 50] [--concurrency 4]
 
-SYSTEM is asyncjobs or psycopg (run with the project's .venv), django-tasks-db,
-procrastinate or celery (run with bench/.peers, which has them installed). psycopg is no
-queue but a baseline: the row asyncjobs stores for a no-op job, written into the same table
-by psycopg directly (one ``INSERT`` per commit; one ``COPY`` with psycopg's ``write_row``),
-which is what the database and its driver cost on this machine. bench/compare.py calls this
-for each system in turn; the measuring code is the same for all of them (``--only`` picks
-workloads; the baseline has no worker, so no drain or latency):
+SYSTEM is asyncjobs, asyncjobs-listen, psycopg or mysqlclient (run with the project's
+.venv), django-tasks-db, procrastinate or celery (run with bench/.peers, which has them
+installed). psycopg and mysqlclient are no queues but baselines: the row asyncjobs stores for
+a no-op job, written into the same table by the driver directly (one ``INSERT`` per commit;
+for the batch one ``COPY`` with psycopg's ``write_row``, one multi-row ``INSERT`` with
+mysqlclient's ``executemany``), and worked off by hand (bench/peers/baseline.py), which is
+what the database and its driver cost on this machine.
 
-- enqueue: ``--jobs`` calls, one at a time, in autocommit;
-- bulk: one batch call, where the system has one (asyncjobs ``enqueue_many``,
-  procrastinate ``batch_defer``);
-- drain with 1 and 2 worker processes: the jobs are stored first with no worker running,
-  then the workers start; the rate is timed from the first job done to the last (so worker
-  start-up is not counted);
+The server comes from the environment bench/compare.py sets: BENCH_SERVER_URL (default the
+local PostgreSQL; mysql://... for MariaDB/MySQL, or a PgBouncer's URL), BENCH_DIRECT_SERVER_URL
+(the same server without a pooler: databases are created there; default BENCH_SERVER_URL),
+BENCH_DIRECT_PORT (set behind a pooler: the server's own port), BENCH_POLL_INTERVAL (seconds
+between an idle worker's looks, for the systems that poll), BENCH_DB_SUFFIX (appended to every
+database's name, so that two sessions on one server keep apart). asyncjobs-listen is asyncjobs
+behind a pooler with its workers' LISTEN on a direct connection (``LISTEN_DATABASE``);
+asyncjobs there polls.
+
+bench/compare.py calls this for each system in turn; the measuring code is the same for all of
+them (``--only`` picks workloads):
+
+- enqueue: ``--enqueue-jobs`` calls (default ``--jobs``), one at a time, in autocommit;
+- bulk: one batch call of ``--jobs``, where the system has one (asyncjobs ``enqueue_many``,
+  procrastinate ``batch_defer``, the baselines);
+- drain with 1 and 2 worker processes: ``--drain-jobs`` jobs (default ``--jobs``) are stored
+  first with no worker running, then the workers start; the rate is timed from the first job
+  done to the last (so worker start-up is not counted);
 - drain with depth: as the drain with 2 worker processes, with ``--depth`` jobs due tomorrow
   in the table too: one is stored through the system's API, then copied by one
   ``INSERT … SELECT`` and not analyzed (as after a burst, before autovacuum comes by); not for
@@ -44,7 +56,12 @@ sys.path.insert(0, str(ROOT))
 from bench import latency  # noqa: E402
 from bench.common import recreate_database, stop_workers  # noqa: E402
 
-PEER_SERVER = "postgresql://postgres@127.0.0.1:5432"
+SERVER = os.environ.get("BENCH_SERVER_URL", "postgres://postgres@127.0.0.1:5432")
+DIRECT_SERVER = os.environ.get("BENCH_DIRECT_SERVER_URL", SERVER)
+MYSQL = SERVER.startswith(("mysql:", "mariadb:"))
+POOLED = bool(os.environ.get("BENCH_DIRECT_PORT"))
+POLL_INTERVAL = os.environ.get("BENCH_POLL_INTERVAL")
+DB_SUFFIX = os.environ.get("BENCH_DB_SUFFIX", "")
 # Where the latency run's tasks write their start delays (bench.latency); the workers inherit it.
 LATENCY_FILE = os.environ.setdefault(
     "BENCH_LATENCY_FILE", os.path.join(tempfile.gettempdir(), f"bench-latency-{os.getpid()}")
@@ -58,18 +75,25 @@ class System:
     settings = ""  # a Django settings module, if the system is a Django app
     database = ""
     concurrency_flag = True  # whether its worker runs several jobs at once
-    has_worker = True  # False: a baseline that only stores jobs
+
+    def url(self) -> str:
+        """The URL of the system's database, as its clients reach it."""
+        return f"{SERVER}/{self.database}{DB_SUFFIX}"
 
     def setup(self) -> None:
         if self.settings:
             os.environ["DJANGO_SETTINGS_MODULE"] = self.settings
-            recreate_database(f"{PEER_SERVER}/{self.database}")
+            recreate_database(f"{DIRECT_SERVER}/{self.database}{DB_SUFFIX}")
             import django
 
             django.setup()
             from django.core.management import call_command
 
             call_command("migrate", verbosity=0)
+
+    def server_version(self) -> str | None:
+        """The database server's version, for the record (None: not a Django system)."""
+        return self.sql("SELECT VERSION()") if self.settings else None
 
     def sql_all(self, statement: str) -> list[tuple]:
         from django.db import connection
@@ -85,6 +109,21 @@ class System:
 
     def reset(self) -> None:
         raise NotImplementedError
+
+    def empty(self, *tables: str) -> None:
+        """Empty ``tables`` (the first is the job table) and refresh the job table's
+        statistics, so that every run starts from the same empty, analyzed table."""
+        if MYSQL:
+            # TRUNCATE takes one table, and none that a foreign key points at unless the
+            # checks are off (for this session only).
+            self.sql("SET FOREIGN_KEY_CHECKS = 0")
+            for table in tables:
+                self.sql(f"TRUNCATE TABLE {table}")
+            self.sql("SET FOREIGN_KEY_CHECKS = 1")
+            self.sql_all(f"ANALYZE TABLE {tables[0]}")
+        else:
+            self.sql(f"TRUNCATE {', '.join(tables)}")
+            self.sql(f"VACUUM ANALYZE {tables[0]}")
 
     def enqueue_one(self) -> None:
         raise NotImplementedError
@@ -155,14 +194,13 @@ class AsyncJobs(System):
     database = "asyncjobs_bench"
 
     def setup(self) -> None:
-        os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{self.database}"
+        os.environ["DATABASE_URL"] = self.url()
         super().setup()
 
     table = "asyncjobs_job"
 
     def reset(self) -> None:
-        self.sql("TRUNCATE asyncjobs_attempt, asyncjobs_job, asyncjobs_worker")
-        self.sql("VACUUM ANALYZE asyncjobs_job")
+        self.empty("asyncjobs_job", "asyncjobs_attempt", "asyncjobs_worker")
 
     def enqueue_future(self) -> Any:
         from bench.tasks import noop
@@ -193,57 +231,98 @@ class AsyncJobs(System):
         noop.enqueue(enqueued_at=enqueued_at)
 
 
-class RawPsycopg(System):
-    """The baseline: asyncjobs' row for a no-op job, with a new id and times for each job,
-    stored by psycopg straight into asyncjobs' table (its indexes and notify trigger)."""
+class AsyncJobsListen(AsyncJobs):
+    """asyncjobs behind a transaction pooler, its workers listening on a direct connection."""
 
-    name = "psycopg"
-    settings = "bench.settings"  # for the schema only: migrate creates asyncjobs' tables
-    database = "peers_psycopg"
-    has_worker = False
-    table = "asyncjobs_job"
+    name = "asyncjobs-listen"
 
     def setup(self) -> None:
-        import uuid
-        from datetime import UTC, datetime
+        if not POOLED:
+            raise SystemExit("asyncjobs-listen runs behind a pooler (BENCH_DIRECT_PORT)")
+        os.environ["BENCH_LISTEN_DIRECT"] = "1"  # read by bench.settings, workers included
+        super().setup()
 
-        import psycopg
-        from psycopg.types.json import Jsonb
 
-        os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{self.database}"
+class Baseline(System):
+    """The baseline: asyncjobs' row for a no-op job, with a new id and times for each job,
+    stored by the bare driver straight into asyncjobs' table (its indexes and, on PostgreSQL,
+    its notify trigger), and worked off by bench/peers/baseline.py."""
+
+    settings = "bench.settings"  # for the schema only: migrate creates asyncjobs' tables
+    table = "asyncjobs_job"
+    concurrency_flag = False  # one claim loop per process
+
+    def setup(self) -> None:
+        from bench.peers import baseline
+
+        os.environ["DATABASE_URL"] = self.url()
         super().setup()
         from bench.tasks import noop
 
         noop.enqueue()  # the template row, as asyncjobs writes it
-        self.connection = psycopg.connect(f"{PEER_SERVER}/{self.database}", autocommit=True)
-        cursor = self.connection.execute("SELECT * FROM asyncjobs_job")
-        names = [column.name for column in cursor.description or ()]
-        template = list(cursor.fetchone() or ())
+        self.connection = baseline.connect(self.url(), pooled=POOLED)
+        cursor = self.connection.cursor()
+        cursor.execute("SELECT * FROM asyncjobs_job")
+        self.names = [column[0] for column in cursor.description or ()]
+        self.template = list(cursor.fetchone() or ())
         self.reset()
-        for i, value in enumerate(template):
-            if isinstance(value, list | dict):
-                template[i] = Jsonb(value)
-        position = {name: names.index(name) for name in ("id", "enqueued_at", "run_after")}
+        self.position = {
+            name: self.names.index(name) for name in ("id", "enqueued_at", "run_after", "kwargs")
+        }
+        placeholders = ", ".join(["%s"] * len(self.names))
+        self.insert = f"INSERT INTO asyncjobs_job ({', '.join(self.names)}) VALUES ({placeholders})"
 
-        def row() -> list[Any]:
-            values = template.copy()
-            values[position["id"]] = uuid.uuid4()
-            values[position["enqueued_at"]] = values[position["run_after"]] = datetime.now(UTC)
-            return values
+    def row(self, kwargs: dict[str, Any] | None = None) -> list[Any]:
+        from bench.peers import baseline
 
-        self.row = row
-        columns = ", ".join(names)
-        self.insert = (
-            f"INSERT INTO asyncjobs_job ({columns}) VALUES ({', '.join(['%s'] * len(names))})"
-        )
-        self.copy = f"COPY asyncjobs_job ({columns}) FROM STDIN"
+        values = self.template.copy()
+        values[self.position["id"]] = baseline.new_id(values[self.position["id"]])
+        now = baseline.now_like(values[self.position["enqueued_at"]])
+        values[self.position["enqueued_at"]] = values[self.position["run_after"]] = now
+        if kwargs is not None:
+            values[self.position["kwargs"]] = self.json(kwargs)
+        return values
+
+    def json(self, value: Any) -> Any:
+        raise NotImplementedError
 
     def reset(self) -> None:
-        self.sql("TRUNCATE asyncjobs_attempt, asyncjobs_job, asyncjobs_worker")
-        self.sql("VACUUM ANALYZE asyncjobs_job")
+        self.empty("asyncjobs_job", "asyncjobs_attempt", "asyncjobs_worker")
 
     def enqueue_one(self) -> None:
-        self.connection.execute(self.insert, self.row())
+        self.connection.cursor().execute(self.insert, self.row())
+
+    def done(self) -> int:
+        return self.sql("SELECT count(*) FROM asyncjobs_job WHERE status = 'succeeded'")
+
+    def worker_command(self, concurrency: int) -> list[str]:
+        # Up to 64 jobs per claim: as many as an asyncjobs worker prefetches at most by
+        # default (WORKER_PREFETCH), so that both pay one claim per batch of no-op jobs.
+        command = [sys.executable, "-m", "bench.peers.baseline", self.url()]
+        command += ["--poll", POLL_INTERVAL or "1", "--batch", "64"]
+        return command + ["--pooled"] * POOLED
+
+    def enqueue_latency(self, enqueued_at: float) -> None:
+        self.connection.cursor().execute(self.insert, self.row({"enqueued_at": enqueued_at}))
+
+
+class RawPsycopg(Baseline):
+    name = "psycopg"
+    database = "peers_psycopg"
+
+    def setup(self) -> None:
+        super().setup()
+        from psycopg.types.json import Jsonb
+
+        for i, value in enumerate(self.template):
+            if isinstance(value, list | dict):
+                self.template[i] = Jsonb(value)
+        self.copy = f"COPY asyncjobs_job ({', '.join(self.names)}) FROM STDIN"
+
+    def json(self, value: Any) -> Any:
+        from psycopg.types.json import Jsonb
+
+        return Jsonb(value)
 
     def bulk(self, n: int) -> Callable[[], None]:
         def batch() -> None:
@@ -257,8 +336,24 @@ class RawPsycopg(System):
 
         return batch
 
-    def done(self) -> int:
-        return 0
+
+class RawMysqlclient(Baseline):
+    name = "mysqlclient"
+    database = "peers_mysqlclient"
+
+    def json(self, value: Any) -> Any:
+        return json.dumps(value)
+
+    def bulk(self, n: int) -> Callable[[], None]:
+        def batch() -> None:
+            # executemany of an INSERT … VALUES: mysqlclient sends multi-row INSERTs, each up
+            # to max_allowed_packet, here in one transaction.
+            cursor = self.connection.cursor()
+            cursor.execute("BEGIN")
+            cursor.executemany(self.insert, [self.row() for _ in range(n)])
+            cursor.execute("COMMIT")
+
+        return batch
 
 
 class DjangoTasksDB(System):
@@ -268,8 +363,7 @@ class DjangoTasksDB(System):
     concurrency_flag = False  # db_worker runs one task at a time per process
 
     def reset(self) -> None:
-        self.sql("TRUNCATE django_tasks_database_dbtaskresult")
-        self.sql("VACUUM ANALYZE django_tasks_database_dbtaskresult")
+        self.empty("django_tasks_database_dbtaskresult")
 
     table = "django_tasks_database_dbtaskresult"
 
@@ -289,7 +383,8 @@ class DjangoTasksDB(System):
         )
 
     def worker_command(self, concurrency: int) -> list[str]:
-        return [sys.executable, "-m", "django", "db_worker", "--no-startup-delay"]
+        command = [sys.executable, "-m", "django", "db_worker", "--no-startup-delay"]
+        return command + ["--interval", POLL_INTERVAL] * bool(POLL_INTERVAL)
 
     def enqueue_latency(self, enqueued_at: float) -> None:
         from bench.peers.djtasks_tasks import noop
@@ -390,7 +485,16 @@ class CeleryRedis(System):
 
 
 SYSTEMS: dict[str, type[System]] = {
-    s.name: s for s in (AsyncJobs, RawPsycopg, DjangoTasksDB, Procrastinate, CeleryRedis)
+    s.name: s
+    for s in (
+        AsyncJobs,
+        AsyncJobsListen,
+        RawPsycopg,
+        RawMysqlclient,
+        DjangoTasksDB,
+        Procrastinate,
+        CeleryRedis,
+    )
 }
 WORKLOADS = ("enqueue", "bulk", "drain_1", "drain_2", "drain_depth", "latency")
 
@@ -498,6 +602,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("system", choices=sorted(SYSTEMS))
     parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--enqueue-jobs", type=int, help="single enqueues (default: --jobs)")
+    parser.add_argument("--drain-jobs", type=int, help="jobs per drain (default: --jobs)")
     parser.add_argument("--samples", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--depth", type=int, default=100_000, help="future jobs; 0: skip")
@@ -509,20 +615,23 @@ def main() -> int:
     if unknown := only - set(WORKLOADS):
         parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
     system = SYSTEMS[args.system]()
-    if not system.has_worker:
-        only -= {"drain_1", "drain_2", "drain_depth", "latency"}
     if not args.depth:
         only.discard("drain_depth")
     system.setup()
-    result: dict[str, Any] = {"system": system.name, "jobs": args.jobs, "depth": args.depth}
+    enqueued, drained = args.enqueue_jobs or args.jobs, args.drain_jobs or args.jobs
+    result: dict[str, Any] = {
+        "system": system.name,
+        "jobs": args.jobs,
+        "enqueue_jobs": enqueued,
+        "drain_jobs": drained,
+        "depth": args.depth,
+    }
     measures: dict[str, Callable[[], float | None]] = {
-        "enqueue": lambda: bench_enqueue(system, args.jobs),
+        "enqueue": lambda: bench_enqueue(system, enqueued),
         "bulk": lambda: bench_bulk(system, args.jobs),
-        "drain_1": lambda: bench_drain(system, args.jobs, 1, args.concurrency),
-        "drain_2": lambda: bench_drain(system, args.jobs, 2, args.concurrency),
-        "drain_depth": lambda: bench_drain(
-            system, args.jobs, 2, args.concurrency, future=args.depth
-        ),
+        "drain_1": lambda: bench_drain(system, drained, 1, args.concurrency),
+        "drain_2": lambda: bench_drain(system, drained, 2, args.concurrency),
+        "drain_depth": lambda: bench_drain(system, drained, 2, args.concurrency, future=args.depth),
     }
     for key, measure in measures.items():
         result[key] = measure() if key in only else None
@@ -535,6 +644,7 @@ def main() -> int:
             "all": [round(v, 2) for v in latencies],
         }
     result["concurrency"] = args.concurrency if system.concurrency_flag else 1
+    result["server_version"] = system.server_version()
     system.reset()
     print(json.dumps(result))
     return 0

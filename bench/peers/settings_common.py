@@ -1,4 +1,5 @@
-"""Shared settings of the peers' Django projects (PostgreSQL from PEER_DATABASE_URL)."""
+"""Shared settings of the peers' Django projects: their databases are on the server
+BENCH_SERVER_URL names (bench/peers/run_peer.py sets it; default the local PostgreSQL)."""
 
 import os
 
@@ -18,7 +19,8 @@ LOGGING = {
 
 
 def database(name: str) -> dict:
-    os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{name}"
+    server = os.environ.get("BENCH_SERVER_URL", "postgres://postgres@127.0.0.1:5432")
+    os.environ["DATABASE_URL"] = f"{server}/{name}{os.environ.get('BENCH_DB_SUFFIX', '')}"
     db = database_from_env(None)  # type: ignore[arg-type]
     db["CONN_MAX_AGE"] = None
     return db
