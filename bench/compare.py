@@ -194,8 +194,8 @@ def main() -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="1 run, 500 jobs, 10 samples, depth 2,000 (200 jobs, 5 samples on mariadb and "
-        "pgbouncer)",
+        help="1 run, 500 jobs, 10 samples, depth 2,000 (on mariadb and pgbouncer 200 jobs, "
+        "5 samples, no drain with 1 worker process)",
     )
     parser.add_argument("--systems", nargs="*", help="default: the set-up's (see SETUPS)")
     parser.add_argument("--only", help="workloads, comma-separated (see bench/peers/run_peer.py)")
@@ -205,6 +205,9 @@ def main() -> int:
         small = args.database != "postgresql"
         args.runs, args.jobs, args.samples = 1, 200 if small else 500, 5 if small else 10
         args.enqueue_jobs = args.drain_jobs = None
+        if small and not args.only:
+            # drain_2 runs the same code as drain_1, with one more worker start-up.
+            args.only = "enqueue,bulk,drain_2,latency"
         args.depth = min(args.depth, 2_000)
     if args.database != "postgresql":
         # The depth drain fills the table with PostgreSQL's SQL; the other set-ups measure
