@@ -33,7 +33,7 @@ bench-compare-mariadb:  ## the same on MariaDB: asyncjobs, a raw mysqlclient bas
 bench-compare-pgbouncer:  ## the same through PgBouncer (transaction mode): asyncjobs polling and with LISTEN direct, a raw psycopg baseline
 	bash scripts/bench.sh --compare --database pgbouncer
 
-bench-compare-quick:  ## the three set-ups, 1 run of 500 jobs each: proves the harness runs (CI)
+bench-compare-quick:  ## the three set-ups, one short run each (500 jobs on PostgreSQL, 200 on the others): proves the harness runs (CI)
 	bash scripts/bench.sh --compare --quick
 	bash scripts/bench.sh --compare --quick --database mariadb
 	bash scripts/bench.sh --compare --quick --database pgbouncer
