@@ -24,7 +24,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from asyncjobs import db, monitoring, outbound, services
+from asyncjobs import monitoring, outbound, services
 from asyncjobs.conf import jobs_settings
 from asyncjobs.exceptions import InvalidTransitionError, UnknownQueueError
 from asyncjobs.models import (
@@ -145,7 +145,7 @@ class EstimatedCountPaginator(Paginator):
     def count(self) -> int:
         qs = self.object_list
         if isinstance(qs, QuerySet) and not qs.query.where:
-            estimate = db.estimated_row_count(qs.model, qs.db)
+            estimate = services.estimated_row_count(qs.model, using=qs.db)
             if estimate is not None and estimate > 10_000:
                 return estimate
         return super().count

@@ -12,11 +12,11 @@ class AsyncJobsConfig(AppConfig):
         from asyncjobs import checks  # noqa: F401  (registers the checks)
         from asyncjobs.backend import receiver_acts_when
         from asyncjobs.conf import jobs_settings
+        from asyncjobs.inline import run_inline
         from asyncjobs.tasks_api import connect_backport, task_enqueued
-        from asyncjobs.testing import run_inline
 
         connect_backport()
 
-        task_enqueued.connect(run_inline, dispatch_uid="asyncjobs.testing.run_inline")
+        task_enqueued.connect(run_inline, dispatch_uid="asyncjobs.inline.run_inline")
         # (So that enqueueing skips the signal when nothing else listens.)
         receiver_acts_when(run_inline, lambda level: bool(jobs_settings.RUN_INLINE))

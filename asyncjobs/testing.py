@@ -28,12 +28,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
 from django.utils import timezone
 
-from asyncjobs.conf import jobs_settings
+from asyncjobs.inline import run_inline as run_inline  # (its home before asyncjobs.inline)
 from asyncjobs.models import Job, JobStatus
-from asyncjobs.tasks_api import Task, TaskResult, task_backends
+from asyncjobs.tasks_api import Task
 
 __all__ = [
     "WorkOff",
@@ -165,33 +164,3 @@ def work_off(
         failed=touched.filter(status=JobStatus.FAILED).count(),
         retrying=touched.filter(status__in=WAITING).count(),
     )
-
-
-def run_inline(sender: Any, task_result: TaskResult, **kwargs: Any) -> None:
-    """``task_enqueued`` receiver: with ``RUN_INLINE``, run the job when its transaction
-    commits (connected by the app config; does nothing otherwise)."""
-    if not jobs_settings.RUN_INLINE:
-        return
-    backend = task_backends[task_result.backend]
-    alias = getattr(backend, "database", None)
-    if alias is None:
-        return
-    transaction.on_commit(lambda: _run_one(task_result.backend, task_result.id), using=alias)
-
-
-def _run_one(backend_alias: str, job_id: str) -> None:
-    from asyncjobs import services
-    from asyncjobs.worker.executor import Execution, Executor
-    from asyncjobs.worker.runner import get_backend
-
-    backend = get_backend(backend_alias)
-    worker_id = "inline"
-    job = services.claim_job(
-        job_id,
-        worker_id=worker_id,
-        now=timezone.now(),
-        lease=jobs_settings.LEASE_DURATION,
-        using=backend.database,
-    )
-    if job is not None:
-        Executor(backend, worker_id, clock=timezone.now).run(Execution(job=job))

@@ -1,0 +1,176 @@
+"""What operators do to jobs (the admin, the API, Python callers): retry, run now, cancel;
+what a running task reports (progress); and the cheap counts the admin's lists need."""
+
+import logging
+import uuid
+from datetime import datetime
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F, Model, QuerySet
+from django.utils import timezone
+
+from asyncjobs import db
+from asyncjobs.exceptions import InvalidTransitionError, JobNotFoundError
+from asyncjobs.models import ACTIVE_STATUSES, WAITING_STATUSES, Job, JobStatus
+from asyncjobs.services.webhooks import schedule_webhook
+from asyncjobs.text import safe_text
+
+logger = logging.getLogger(__name__)
+
+
+def _get(job_id: uuid.UUID | str, using: str) -> Job:
+    try:
+        return Job.objects.using(using).get(pk=job_id)
+    except (Job.DoesNotExist, ValidationError, ValueError, TypeError) as exc:
+        # A malformed id is as unknown as a missing one.
+        raise JobNotFoundError(f"No job with id {job_id!r}.") from exc
+
+
+def _current_status(job: Job, using: str) -> str:
+    """``job``'s status now, for an error saying why it could not move (it may have moved
+    since it was read); raises ``JobNotFoundError`` if it was deleted meanwhile."""
+    status = Job.objects.using(using).filter(pk=job.pk).values_list("status", flat=True).first()
+    if status is None:
+        raise JobNotFoundError(f"No job with id {str(job.pk)!r}.")
+    return status
+
+
+RETRYABLE_STATUSES = (JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def retry_jobs(jobs: QuerySet[Job], *, now: datetime) -> int:
+    """Queue again every failed or cancelled job of the queryset ``jobs``, with a fresh
+    attempt budget and their history kept, in one statement. Returns how many moved; jobs in
+    other statuses are left alone."""
+    return int(
+        jobs.filter(status__in=RETRYABLE_STATUSES).update(
+            status=JobStatus.QUEUED,
+            run_after=now,
+            finished_at=None,
+            return_value=None,
+            cancel_requested_at=None,
+            free_attempts=F("attempts"),
+        )
+    )
+
+
+def retry_job(
+    job_id: uuid.UUID | str, *, now: datetime | None = None, using: str = "default"
+) -> Job:
+    """Queue a failed or cancelled job again with a fresh attempt budget.
+
+    Its attempt history is kept. Raises ``JobNotFoundError`` for an unknown id and
+    ``InvalidTransitionError`` if the job is not failed or cancelled.
+    """
+    now = now or timezone.now()
+    job = _get(job_id, using)
+    if not retry_jobs(Job.objects.using(using).filter(pk=job.pk), now=now):
+        raise InvalidTransitionError(
+            f"Job {job.pk} is {_current_status(job, using)}; only failed or cancelled jobs "
+            "can be retried."
+        )
+    job.refresh_from_db(using=using)
+    logger.info("Job %s queued again by retry", job.pk, extra={"job_id": str(job.pk)})
+    return job
+
+
+def run_job_now(
+    job_id: uuid.UUID | str, *, now: datetime | None = None, using: str = "default"
+) -> Job:
+    """Make a scheduled job (delayed, or waiting for its retry) ready at once.
+
+    Raises ``JobNotFoundError`` for an unknown id and ``InvalidTransitionError`` if the job
+    is not scheduled.
+    """
+    now = now or timezone.now()
+    job = _get(job_id, using)
+    moved = (
+        Job.objects.using(using)
+        .filter(pk=job.pk, status=JobStatus.SCHEDULED)
+        .update(status=JobStatus.QUEUED, run_after=now)
+    )
+    if not moved:
+        raise InvalidTransitionError(
+            f"Job {job.pk} is {_current_status(job, using)}; only scheduled jobs can run now."
+        )
+    job.refresh_from_db(using=using)
+    return job
+
+
+def cancel_job(
+    job_id: uuid.UUID | str, *, now: datetime | None = None, using: str = "default"
+) -> Job:
+    """Cancel a job.
+
+    A scheduled or queued job is cancelled at once. A running job is asked to stop: its task
+    sees ``context.cancel_requested`` within a heartbeat and ends ``cancelled`` when it raises
+    ``JobCancelled`` (see ``context.raise_if_cancelled()``); a task that ignores the request
+    finishes normally if it succeeds, and ends ``cancelled``, not retried, if it fails.
+    Cancelling a cancelled job does nothing. Raises ``JobNotFoundError`` for an unknown id
+    and ``InvalidTransitionError`` for a job that succeeded or failed.
+    """
+    now = now or timezone.now()
+    job = _get(job_id, using)
+    if job.status == JobStatus.CANCELLED:
+        return job
+    jobs = Job.objects.using(using).filter(pk=job.pk)
+    # Two passes: a running job whose attempt ends between the two updates (retried, so
+    # waiting again) is cancelled on the second.
+    for _ in range(2):
+        with transaction.atomic(using=using):
+            cancelled = jobs.filter(status__in=WAITING_STATUSES).update(
+                status=JobStatus.CANCELLED,
+                finished_at=now,
+                cancel_requested_at=now,
+                unique_key=None,
+            )
+            if cancelled:
+                schedule_webhook(job, now=now, using=using)
+        if cancelled:
+            logger.info("Job %s cancelled", job.pk, extra={"job_id": str(job.pk)})
+            break
+        if jobs.filter(status=JobStatus.RUNNING).update(cancel_requested_at=now):
+            logger.info("Job %s asked to cancel", job.pk, extra={"job_id": str(job.pk)})
+            break
+    else:
+        job.refresh_from_db(using=using)
+        if job.status != JobStatus.CANCELLED:
+            raise InvalidTransitionError(
+                f"Job {job.pk} already {job.status}; it cannot be cancelled."
+            )
+    job.refresh_from_db(using=using)
+    return job
+
+
+def set_progress(
+    job_id: uuid.UUID | str,
+    *,
+    current: float,
+    total: float | None = None,
+    message: str = "",
+    using: str = "default",
+) -> dict[str, float | str | None]:
+    """Store a running job's progress and return it.
+
+    ``percent`` is derived when ``total`` is known. Raises ``ValueError`` for values that
+    make no sense (negative, or above ``total``).
+    """
+    if current < 0 or (total is not None and (total <= 0 or current > total)):
+        raise ValueError("progress needs 0 <= current <= total and total > 0.")
+    progress: dict[str, float | str | None] = {
+        "current": current,
+        "total": total,
+        "message": safe_text(message, 500),
+    }
+    if total:
+        progress["percent"] = round(100 * current / total, 2)
+    Job.objects.using(using).filter(pk=job_id, status__in=ACTIVE_STATUSES).update(progress=progress)
+    return progress
+
+
+def estimated_row_count(model: type[Model], *, using: str) -> int | None:
+    """The planner's estimate of the row count of ``model``'s table (PostgreSQL,
+    MariaDB/MySQL), or None where there is none: what the admin shows for a big unfiltered
+    list instead of a ``COUNT(*)`` over every row."""
+    return db.estimated_row_count(model, using)
