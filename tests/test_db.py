@@ -210,7 +210,7 @@ def _try_lock():
 def test_sqlite_maintenance_lock_is_shared_without_flock(strategy, monkeypatch):
     """Without flock (Windows) every worker may do maintenance, as each step is
     conditional."""
-    monkeypatch.setattr(db, "fcntl", None)
+    monkeypatch.setattr(db.sqlite, "fcntl", None)
     with strategy.maintenance_lock(now=timezone.now()) as won:
         assert won
         assert in_thread(lambda: _try_lock()) is True
