@@ -45,10 +45,6 @@ from asyncjobs.db.base import (
     vendor_supported,
 )
 from asyncjobs.db.fastpath import JSON_SCALARS, psycopg3
-from asyncjobs.db.fastpath import KEPT_CURSORS as _KEPT_CURSORS
-from asyncjobs.db.fastpath import bound_cursor as _bound_cursor
-from asyncjobs.db.fastpath import load_timestamps_natively as _load_timestamps_natively
-from asyncjobs.db.fastpath import row as _row
 from asyncjobs.db.mysql import (
     MYSQL_INDEXES,
     MYSQL_LOCK_PREFIX,
@@ -84,7 +80,6 @@ __all__ = [
     "NOTIFY_KEYED",
     "NOTIFY_QUEUE",
     "NOTIFY_READY",
-    "_KEPT_CURSORS",
     "BaseStrategy",
     "ClaimStrategy",
     "Listener",
@@ -94,9 +89,6 @@ __all__ = [
     "PostgresStrategy",
     "Psycopg2Listening",
     "SQLiteStrategy",
-    "_bound_cursor",
-    "_load_timestamps_natively",
-    "_row",
     "announce_queue_change",
     "complete_succeeded",
     "default_poll_interval",
