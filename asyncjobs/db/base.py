@@ -9,6 +9,7 @@ taking the connection, which the module functions below call for the connection'
 """
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -107,8 +108,6 @@ class PollingListener:
     """A listener that only sleeps: where there is no LISTEN/NOTIFY, or as the fallback."""
 
     def __init__(self) -> None:
-        import threading
-
         self._event = threading.Event()
 
     def wait(self, timeout: float) -> list[str]:
@@ -212,7 +211,7 @@ class BaseStrategy:
         sql = _INSERT_SQL.get(connection.alias)
         if sql is None:
             columns = rows.job_columns(connection)
-            sql = _INSERT_SQL[connection.alias] = query(cls.sql, "insert").format(
+            sql = _INSERT_SQL[connection.alias] = query("common", "insert").format(
                 table=connection.ops.quote_name(Job._meta.db_table),
                 columns=", ".join(columns),
                 marks=", ".join(["%s"] * len(columns)),

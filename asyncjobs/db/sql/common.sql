@@ -18,3 +18,7 @@
     )
     FROM {walk} WHERE {walk}.queue IS NOT NULL
 )
+
+-- name: insert
+-- One new job, every column ({marks}: one "%s" per column, generated).
+INSERT INTO {table} ({columns}) VALUES ({marks})

@@ -43,9 +43,6 @@ SET j.status = 'succeeded', j.return_value = d.dvalue, j.finished_at = d.dend,
     j.unique_key = CASE WHEN j.unique_for IS NULL THEN NULL ELSE j.unique_key END
 WHERE j.status = 'running' AND j.worker_id = %s
 
--- name: insert
-INSERT INTO {table} ({columns}) VALUES ({marks})
-
 -- name: estimated_row_count
 SELECT table_rows FROM information_schema.tables
 WHERE table_schema = DATABASE() AND table_name = %s

@@ -68,9 +68,6 @@ WITH d AS (
 )
 SELECT job_id FROM closed
 
--- name: insert
-INSERT INTO {table} ({columns}) VALUES ({marks})
-
 -- name: copy
 COPY {table} ({columns}) FROM STDIN
 

@@ -33,6 +33,3 @@ UPDATE {table} SET status = 'succeeded', return_value = d.dvalue,
     unique_key = CASE WHEN unique_for IS NULL THEN NULL ELSE unique_key END
 FROM d
 WHERE id = d.did AND status = 'running' AND worker_id = %s
-
--- name: insert
-INSERT INTO {table} ({columns}) VALUES ({marks})
