@@ -1,7 +1,10 @@
-.PHONY: test matrix smoke wheel-check demo lint bench bench-quick bench-compare bench-compare-mariadb bench-compare-pgbouncer bench-compare-quick soak soak-quick chaos chaos-quick chaos-quick-pooled
+.PHONY: test test-no-fast-path matrix smoke wheel-check demo lint bench bench-quick bench-compare bench-compare-mariadb bench-compare-pgbouncer bench-compare-quick soak soak-quick chaos chaos-quick chaos-quick-pooled
 
 test:  ## set up .venv, run the whole test suite on SQLite, then PostgreSQL, then MariaDB
 	bash scripts/test.sh
+
+test-no-fast-path:  ## the same suite with ASYNCJOBS["FAST_PATH"] off: asyncjobs.db through the ORM and Django's cursors
+	ASYNCJOBS_TEST_FAST_PATH=0 bash scripts/test.sh
 
 matrix:  ## every supported (Python, Django, database, driver) with nox (noxfile.py; venvs in .nox/)
 	bash scripts/matrix.sh

@@ -41,6 +41,7 @@ DEFAULT_POSTGRES = "postgres://postgres@127.0.0.1:5432/asyncjobs"
 SMOKE_TESTS = [
     "tests/test_backend.py",
     "tests/test_db.py",
+    "tests/test_fastpath.py",
     "tests/test_retry.py",
     "tests/api/test_jobs.py",
     "tests/worker/test_e2e.py::test_burst_worker_drains_and_exits_zero",

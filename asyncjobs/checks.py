@@ -6,7 +6,6 @@ from typing import Any
 from django.apps import apps
 from django.conf import settings
 from django.core import checks
-from django.db import connections
 from django.urls import URLResolver, get_resolver
 from django.utils.module_loading import import_string
 
@@ -147,7 +146,7 @@ def check_backend(backend: Any) -> list[checks.CheckMessage]:
         errors.append(
             checks.Error(
                 f"asyncjobs supports PostgreSQL, MariaDB/MySQL and SQLite, not "
-                f"{connections[backend.database].vendor}.",
+                f"{db.vendor_name(backend.database)}.",
                 id="asyncjobs.E012",
             )
         )

@@ -66,6 +66,10 @@ DEFAULTS: dict[str, Any] = {
     # jobs' recent pace, and none while its slots run long jobs. 0: claim only for free
     # slots. runworker --prefetch.
     "WORKER_PREFETCH": 64,
+    # The speed work of asyncjobs.db (model instances filled in directly, values prepared
+    # without the ORM's per-field calls, psycopg's own cursors, COPY): False runs the same
+    # operations through the ORM and Django's cursors, storing the same rows.
+    "FAST_PATH": True,
     # Tests: run each job in-process as soon as the transaction that enqueued it commits
     # (see asyncjobs.testing). Never in production.
     "RUN_INLINE": False,

@@ -31,12 +31,16 @@ must = [
     "asyncjobs/migrations/0001_initial.py",
     "asyncjobs/templates/admin/asyncjobs/dashboard.html",
     "asyncjobs/tasks_api.py",
+    "asyncjobs/db/sql/postgresql.sql",
+    "asyncjobs/db/sql/sqlite.sql",
+    "asyncjobs/db/sql/mysql.sql",
+    "asyncjobs/db/sql/common.sql",
 ]
 missing = [name for name in must if name not in names]
 stray = [n for n in names if n.split("/")[0] in {"tests", "bench", "chaos", "example_project"}]
 if missing or stray:
     sys.exit(f"wheel: missing {missing}, should not hold {stray}")
-print(f"{len(names)} files; templates, migrations and py.typed present; no tests or bench")
+print(f"{len(names)} files; templates, SQL, migrations and py.typed present; no tests or bench")
 EOF
 
 echo "==> a clean virtualenv with the wheel" >&2

@@ -13,7 +13,7 @@ from django.contrib.auth.models import Permission, User
 from django.db import connection, connections
 from rest_framework.test import APIClient
 
-from asyncjobs.db import psycopg3
+from asyncjobs.db import fastpath, psycopg3
 from asyncjobs.tasks_api import task_backends
 from asyncjobs.worker.runner import Runner
 
@@ -29,6 +29,7 @@ def pytest_report_header(config):
     return [
         f"asyncjobs database: {os.environ.get('DATABASE_URL') or 'SQLite (default)'}",
         f"Django {django.get_version()}, tasks from {tasks_api.SOURCE}, PostgreSQL via {driver}",
+        f"asyncjobs FAST_PATH: {db.fastpath.enabled()}",
     ]
 
 
@@ -36,8 +37,8 @@ def pytest_report_header(config):
 def _vendor_markers(request):
     """``@pytest.mark.postgres`` / ``@pytest.mark.sqlite`` / ``@pytest.mark.mysql`` tests run on
     their vendor only; ``@pytest.mark.server`` tests on a database server with row locks
-    (PostgreSQL, MariaDB/MySQL), not on SQLite; ``@pytest.mark.psycopg3`` ones on PostgreSQL
-    through psycopg 3 only."""
+    (PostgreSQL, MariaDB/MySQL), not on SQLite; ``@pytest.mark.psycopg3`` ones (the fast
+    path's psycopg internals) on PostgreSQL through psycopg 3 with the fast path on only."""
     vendor = connection.vendor
     if request.node.get_closest_marker("server") and vendor == "sqlite":
         pytest.skip("PostgreSQL and MariaDB/MySQL only")
@@ -47,6 +48,8 @@ def _vendor_markers(request):
         pytest.skip("SQLite only")
     if request.node.get_closest_marker("psycopg3") and (vendor != "postgresql" or not psycopg3()):
         pytest.skip("PostgreSQL on psycopg 3 only")
+    if request.node.get_closest_marker("psycopg3") and not fastpath.enabled():
+        pytest.skip("ASYNCJOBS['FAST_PATH'] only")
     if request.node.get_closest_marker("mysql") and vendor != "mysql":
         pytest.skip("MariaDB/MySQL only")
 

@@ -109,6 +109,9 @@ ASYNCJOBS = {
     "WEBHOOK_SECRET": "test-webhook-secret",
     "API_EVENTS_MAX_DURATION": 3,
     "LISTEN_DATABASE": "direct" if _POOLER else None,
+    # ASYNCJOBS_TEST_FAST_PATH=0: the suite with asyncjobs.db's fast paths off (the ORM and
+    # Django's cursors instead).
+    "FAST_PATH": os.environ.get("ASYNCJOBS_TEST_FAST_PATH", "1") != "0",
     "SCHEDULES": (
         {
             "cron": {

@@ -13,6 +13,7 @@ from django.db.models.signals import post_init
 from django.utils import timezone
 
 from asyncjobs import db, enqueue_many, services
+from asyncjobs.db import fastpath
 from asyncjobs.models import Attempt, Job, JobStatus
 from asyncjobs.tasks_api import task_backends
 from tests import tasks
@@ -96,18 +97,18 @@ def test_claim_loads_timestamps_with_psycopgs_own_loader_in_utc():
 
     oid = 1184  # timestamptz
     connection.ensure_connection()
-    with db._bound_cursor(connection) as cursor:
+    with fastpath.bound_cursor(connection) as cursor:
         assert cursor.adapters.get_loader(oid, pq.Format.TEXT) is not adapters.get_loader(
             oid, pq.Format.TEXT
         )
-        db._load_timestamps_natively(cursor, connection)
+        fastpath.load_timestamps_natively(cursor, connection)
         assert cursor.adapters.get_loader(oid, pq.Format.TEXT) is adapters.get_loader(
             oid, pq.Format.TEXT
         )
-    with db._bound_cursor(connection) as cursor:
+    with fastpath.bound_cursor(connection) as cursor:
         cursor.execute("SET TIME ZONE 'Europe/Paris'")
         try:
-            db._load_timestamps_natively(cursor, connection)
+            fastpath.load_timestamps_natively(cursor, connection)
             assert cursor.adapters.get_loader(oid, pq.Format.TEXT) is not adapters.get_loader(
                 oid, pq.Format.TEXT
             )
@@ -210,7 +211,7 @@ def _try_lock():
 def test_sqlite_maintenance_lock_is_shared_without_flock(strategy, monkeypatch):
     """Without flock (Windows) every worker may do maintenance, as each step is
     conditional."""
-    monkeypatch.setattr(db, "fcntl", None)
+    monkeypatch.setattr(db.sqlite, "fcntl", None)
     with strategy.maintenance_lock(now=timezone.now()) as won:
         assert won
         assert in_thread(lambda: _try_lock()) is True
@@ -353,18 +354,18 @@ def test_single_inserts_keep_one_cursor_per_connection():
     are all handled."""
     wrapper = connections["default"]  # (``connection`` is a proxy to it)
     tasks.add.enqueue(1, 2)
-    kept = db._KEPT_CURSORS[wrapper]
+    kept = fastpath.KEPT_CURSORS[wrapper]
     tasks.add.enqueue(1, 2)
-    assert db._KEPT_CURSORS[wrapper] is kept
-    with db._bound_cursor(wrapper, keep=True) as outer:
+    assert fastpath.KEPT_CURSORS[wrapper] is kept
+    with fastpath.bound_cursor(wrapper, keep=True) as outer:
         assert outer is kept
-        with db._bound_cursor(wrapper, keep=True) as inner:
+        with fastpath.bound_cursor(wrapper, keep=True) as inner:
             assert inner is not outer
             inner.execute("SELECT 1")
-    assert db._KEPT_CURSORS[wrapper] is kept and not kept.closed
-    with db._bound_cursor(wrapper) as fresh:
+    assert fastpath.KEPT_CURSORS[wrapper] is kept and not kept.closed
+    with fastpath.bound_cursor(wrapper) as fresh:
         assert fresh is not kept
-    assert fresh.closed and db._KEPT_CURSORS[wrapper] is kept
+    assert fresh.closed and fastpath.KEPT_CURSORS[wrapper] is kept
     job = task_backends["default"].build_job(tasks.add, (1, 2), {}, timezone.now())
     db.insert_jobs("default", [job])
     twin = task_backends["default"].build_job(tasks.add, (1, 2), {}, timezone.now())
@@ -372,10 +373,10 @@ def test_single_inserts_keep_one_cursor_per_connection():
     with pytest.raises(IntegrityError):
         db.insert_jobs("default", [twin])
     tasks.add.enqueue(1, 2)  # the same cursor, still usable
-    assert db._KEPT_CURSORS[wrapper] is kept
+    assert fastpath.KEPT_CURSORS[wrapper] is kept
     wrapper.close()
     tasks.add.enqueue(1, 2)  # a new psycopg connection: a new cursor
-    assert db._KEPT_CURSORS[wrapper] is not kept
+    assert fastpath.KEPT_CURSORS[wrapper] is not kept
     assert Job.objects.count() == 5
 
 
@@ -441,7 +442,7 @@ def test_new_jobs_are_built_and_prepared_as_the_orm_would(make, django_user_mode
 
     def comparable(row):
         """Values with their types; what the ORM wraps for psycopg, unwrapped. On
-        PostgreSQL ``_row`` gives lists and dicts of JSON fields as their text, and
+        PostgreSQL ``fastpath.row`` gives lists and dicts of JSON fields as their text, and
         integers unwrapped (the columns decide the types): those compare by value."""
         values = []
         for f, v in zip(Job._meta.concrete_fields, row, strict=True):
@@ -454,7 +455,7 @@ def test_new_jobs_are_built_and_prepared_as_the_orm_would(make, django_user_mode
             values.append((type(v), v))
         return values
 
-    assert comparable(db._row(job, connection)) == comparable(orm_row)
+    assert comparable(fastpath.row(job, connection)) == comparable(orm_row)
     assert job.enqueued_by_id == user.pk and job.enqueued_by == user
 
 

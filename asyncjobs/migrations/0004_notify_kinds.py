@@ -28,8 +28,7 @@ def install_functions(apps, schema_editor):
 
 
 def restore_functions(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(PREVIOUS_FUNCTIONS_SQL)
+    asyncjobs.db.execute_on_postgresql(schema_editor, PREVIOUS_FUNCTIONS_SQL)
 
 
 class Migration(migrations.Migration):

@@ -109,32 +109,9 @@ def record_success(
     the attempt is no longer this worker's (its lease was lost and the job rescued).
     """
     using = job._state.db or "default"
-    attempt_start, job_start = _started(started_at)
-    with transaction.atomic(using=using):
-        if not _close_attempt(
-            job,
-            worker_id=worker_id,
-            now=now,
-            outcome=AttemptOutcome.SUCCEEDED,
-            http_status=_status_code(http_status),
-            **attempt_start,
-        ):
-            return False
-        Job.objects.using(using).filter(
-            pk=job.pk, status=JobStatus.RUNNING, worker_id=worker_id
-        ).update(
-            **job_start,
-            status=JobStatus.SUCCEEDED,
-            return_value=return_value,
-            finished_at=now,
-            worker_id="",
-            lease_expires_at=None,
-            # A unique job keeps its key for unique_for after success, else frees it.
-            unique_key=job.unique_key if job.unique_for else None,
-        )
-        job.status, job.return_value, job.finished_at = JobStatus.SUCCEEDED, return_value, now
-        schedule_webhook(job, now=now, using=using)
-    return True
+    success = Success(job, return_value, now, http_status=http_status, started_at=started_at)
+    # The batch completion's statements, for a batch of one (one function per transition).
+    return job.pk in record_successes([success], worker_id=worker_id, using=using)
 
 
 @dataclass

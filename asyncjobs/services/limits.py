@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Count, F, Min, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Min
 
 from asyncjobs import db
 from asyncjobs.conf import jobs_settings, rate_parts
-from asyncjobs.models import Attempt, Job, JobStatus, LimitState, QueueState
+from asyncjobs.models import Job, LimitState, QueueState
 
 # Rate limits are kept where the remote service counts: at the task's start, not at the
 # claim. A claim gives each rate-limited job a start slot (wall clock), at least
@@ -248,22 +247,8 @@ def claim_keyed(
             chosen.append(pk)
         if not chosen:
             return LimitedClaim(retry_at=retry_at)
-        jobs.filter(pk__in=chosen, status=JobStatus.QUEUED).update(
-            status=JobStatus.RUNNING,
-            worker_id=worker_id,
-            lease_expires_at=now + lease,
-            attempts=F("attempts") + 1,
-            started_at=Coalesce(F("started_at"), Value(now)),
-            last_attempted_at=now,
-        )
-        claimed = list(jobs.filter(pk__in=chosen, status=JobStatus.RUNNING, worker_id=worker_id))
-        Attempt.objects.using(using).bulk_create(
-            [
-                Attempt(job_id=j.pk, number=j.attempts, worker_id=worker_id, started_at=now)
-                for j in claimed
-            ]
-        )
-    claimed.sort(key=lambda j: (-j.priority, j.run_after, j.enqueued_at))
+        # queued -> running and the attempt rows: the plain claim's own statements.
+        claimed = db.start_jobs(using, chosen, worker_id=worker_id, now=now, lease=lease)
     return LimitedClaim(
         jobs=claimed,
         start_at={j.pk: slots[j.pk] for j in claimed if j.pk in slots},

@@ -264,7 +264,7 @@ class Runner:
             ",".join(self.queues or ["*"]),
             self.concurrency,
             self.alias,
-            connections[self.alias].vendor,
+            db.vendor_name(self.alias),
             extra={"worker_id": self.worker_id},
         )
         self._install_signal_handlers()

@@ -1,0 +1,385 @@
+"""The strategy protocol every database implements, the code its vendors share, and the
+functions that pick a vendor's way for an alias.
+
+``for_alias(alias)`` returns a ``ClaimStrategy``. Each vendor's class (``PostgresStrategy``,
+``SQLiteStrategy``, ``MySQLStrategy``) derives from ``BaseStrategy``, which keeps the checks
+and defaults they share; the operations that need no worker state (inserting jobs, starting
+given jobs, completing a batch, announcing a change, estimating a count) are class methods
+taking the connection, which the module functions below call for the connection's vendor.
+"""
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from asyncjobs.db import fastpath, rows
+from asyncjobs.db.queries import query
+from asyncjobs.models import Job
+
+# The LISTEN/NOTIFY channel the PostgreSQL triggers announce ready jobs on, and
+# ``announce_queue_change`` a paused or resumed queue. A payload is "<kind>:<queue name>":
+# a job became ready; a job under a per-task or per-key limit became ready (see
+# ``services.claim_keyed``); a queue was paused or resumed.
+NOTIFY_CHANNEL = "asyncjobs"
+NOTIFY_READY = "ready"
+NOTIFY_KEYED = "keyed"
+NOTIFY_QUEUE = "queue"
+# The lease row of the workers' maintenance (PostgreSQL).
+MAINTENANCE_LEASE = "maintenance"
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """What moving jobs from queued to running writes, whichever path does it: the worker
+    that takes them, when, and for how long (the lease)."""
+
+    worker_id: str
+    now: datetime
+    lease: timedelta
+
+    @property
+    def lease_expires_at(self) -> datetime:
+        """When the worker's hold on the jobs ends unless its heartbeat extends it."""
+        return self.now + self.lease
+
+
+# A successful attempt for ``complete_succeeded``: (job, JSON return value, HTTP status or
+# None, started at or None, finished at).
+Success = tuple[Job, Any, int | None, datetime | None, datetime]
+
+
+class Listener(Protocol):
+    """Something a worker can sleep on until new jobs may be ready."""
+
+    def wait(self, timeout: float) -> list[str]:
+        """Block up to ``timeout`` seconds; the payloads of the notifications that woke it
+        (none: the time passed)."""
+
+    def close(self) -> None:
+        """Release the listener's resources."""
+
+
+def notification_kind(payload: str) -> str:
+    """What a notification announces: ``NOTIFY_READY``, ``NOTIFY_KEYED`` or
+    ``NOTIFY_QUEUE``. A payload in another form (a bare queue name, as the triggers sent
+    before migration 0004) announces a ready job."""
+    kind, colon, _ = payload.partition(":")
+    return kind if colon and kind in (NOTIFY_KEYED, NOTIFY_QUEUE) else NOTIFY_READY
+
+
+class ClaimStrategy(Protocol):
+    """The vendor-specific operations of the queue that a worker holds on to."""
+
+    alias: str
+
+    @property
+    def announces(self) -> bool:
+        """Whether listeners are told at once of ready jobs and paused or resumed queues
+        (otherwise a worker must look for them)."""
+
+    def claim(
+        self,
+        *,
+        queues: Sequence[str] | None,
+        limit: int,
+        worker_id: str,
+        now: datetime,
+        lease: timedelta,
+    ) -> list[Job]:
+        """Claim up to ``limit`` ready jobs of ``queues`` (None: any queue) for
+        ``worker_id``: move them to ``running`` and record the start of their attempts, in
+        one short transaction; best first. Jobs under a per-task or per-key limit
+        (``limit_key``) are left to ``services.claim_keyed``."""
+
+    def listen(self, on_error: Callable[[BaseException], None] | None = None) -> Listener:
+        """A listener for new-job notifications."""
+
+    def maintenance_lock(self, *, now: datetime) -> contextlib.AbstractContextManager[bool]:
+        """Hold the maintenance lock for the duration of the block, if it can be had."""
+
+
+class PollingListener:
+    """A listener that only sleeps: where there is no LISTEN/NOTIFY, or as the fallback."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def wait(self, timeout: float) -> list[str]:
+        """Sleep ``timeout`` seconds (or until ``close``)."""
+        self._event.wait(timeout)
+        return []
+
+    def close(self) -> None:
+        """Wake any sleeper for good."""
+        self._event.set()
+
+
+class BaseStrategy:
+    """What the vendors' strategies share; each overrides what its database does its own
+    way. ``vendor`` is Django's name for the database (``connection.vendor``), ``sql`` the
+    file of its statements (``sql/<sql>.sql``)."""
+
+    vendor: ClassVar[str]
+    sql: ClassVar[str]
+    # The poll interval the database calls for where the project sets none (None:
+    # ``POLL_INTERVAL``'s default).
+    poll_interval: ClassVar[timedelta | None] = None
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+
+    @property
+    def announces(self) -> bool:
+        """See ``ClaimStrategy.announces``: not unless the database can notify."""
+        return False
+
+    def claim(
+        self,
+        *,
+        queues: Sequence[str] | None,
+        limit: int,
+        worker_id: str,
+        now: datetime,
+        lease: timedelta,
+    ) -> list[Job]:
+        """See ``ClaimStrategy.claim``."""
+        if limit <= 0 or (queues is not None and not queues):
+            return []
+        return self._claim(connections[self.alias], queues, limit, Start(worker_id, now, lease))
+
+    def _claim(
+        self,
+        connection: BaseDatabaseWrapper,
+        queues: Sequence[str] | None,
+        limit: int,
+        start: Start,
+    ) -> list[Job]:
+        """``claim`` for a positive ``limit`` and None or some queues; ``start`` says what
+        the jobs claimed are to hold."""
+        raise NotImplementedError
+
+    def listen(self, on_error: Callable[[BaseException], None] | None = None) -> Listener:
+        """A listener that polls (the database cannot notify)."""
+        return PollingListener()
+
+    def maintenance_lock(self, *, now: datetime) -> contextlib.AbstractContextManager[bool]:
+        """See ``ClaimStrategy.maintenance_lock``."""
+        raise NotImplementedError
+
+    @classmethod
+    def start_jobs(
+        cls, connection: BaseDatabaseWrapper, ids: Sequence[Any], start: Start
+    ) -> list[Job]:
+        """See ``start_jobs``; ``ids`` is not empty."""
+        raise NotImplementedError
+
+    @classmethod
+    def complete_succeeded(
+        cls, connection: BaseDatabaseWrapper, items: Sequence[Success], *, worker_id: str
+    ) -> set[Any]:
+        """See ``complete_succeeded``; ``items`` is not empty."""
+        raise NotImplementedError
+
+    @classmethod
+    def insert_jobs(cls, connection: BaseDatabaseWrapper, jobs: Iterable[Job]) -> list[Job]:
+        """See ``insert_jobs`` (the fast path): one ``INSERT`` whose text is built once per
+        database alias (Django's compiler rebuilds it for every save, and prepares every
+        value through the ORM, which cost more than the insert's round trip), run once per
+        job (``executemany``), which mysqlclient sends to MariaDB/MySQL as multi-row
+        statements of up to 64 KiB each."""
+        given = list(jobs)
+        if not given:
+            return given
+        insert = cls.insert_sql(connection)
+        with connection.cursor() as cursor:
+            if len(given) == 1:
+                cursor.execute(insert, fastpath.row(given[0], connection))
+            else:
+                cursor.executemany(insert, fastpath.rows(given, connection))
+        fastpath.mark_saved(given, connection.alias)
+        return given
+
+    @classmethod
+    def insert_sql(cls, connection: BaseDatabaseWrapper) -> str:
+        """The single-job ``INSERT`` of every column, built once per alias."""
+        sql = _INSERT_SQL.get(connection.alias)
+        if sql is None:
+            columns = rows.job_columns(connection)
+            sql = _INSERT_SQL[connection.alias] = query("common", "insert").format(
+                table=connection.ops.quote_name(Job._meta.db_table),
+                columns=", ".join(columns),
+                marks=", ".join(["%s"] * len(columns)),
+            )
+        return sql
+
+    @classmethod
+    def estimated_row_count(cls, connection: BaseDatabaseWrapper, model: Any) -> int | None:
+        """See ``estimated_row_count``: None unless the database keeps such a statistic."""
+        return None
+
+    @classmethod
+    def announce_queue_change(cls, connection: BaseDatabaseWrapper, name: str) -> None:
+        """See ``announce_queue_change``: nothing, unless the database can notify."""
+
+    @classmethod
+    def index_hint(cls, connection: BaseDatabaseWrapper, index: str) -> str:
+        """What to write after a table's name to have the planner use ``index`` (nothing:
+        the planner finds it)."""
+        return ""
+
+
+# The single-job INSERT statement, per database alias.
+_INSERT_SQL = fastpath.alias_cache()
+
+# Django's vendor names and their strategies (each vendor module registers its own).
+_VENDORS: dict[str, type[BaseStrategy]] = {}
+S = TypeVar("S", bound=type[BaseStrategy])
+
+
+def register(cls: S) -> S:
+    """Make ``cls`` the strategy of the databases of its ``vendor``."""
+    _VENDORS[cls.vendor] = cls
+    return cls
+
+
+def strategy_class(connection: BaseDatabaseWrapper) -> type[BaseStrategy]:
+    """The strategy class of ``connection``'s database; ``NotImplementedError`` for one
+    asyncjobs does not support."""
+    try:
+        return _VENDORS[connection.vendor]
+    except KeyError:
+        raise NotImplementedError(
+            f"asyncjobs supports PostgreSQL, MariaDB/MySQL and SQLite, not {connection.vendor}."
+        ) from None
+
+
+def for_alias(alias: str) -> ClaimStrategy:
+    """The strategy for the database behind ``alias`` (a new one: each holds its own
+    maintenance lock)."""
+    return strategy_class(connections[alias])(alias)
+
+
+def vendor_supported(alias: str) -> bool:
+    """Whether asyncjobs can run on the database behind ``alias``."""
+    return connections[alias].vendor in _VENDORS
+
+
+def vendor_name(alias: str) -> str:
+    """Django's name for the database behind ``alias`` (``connection.vendor``), for
+    messages."""
+    return str(connections[alias].vendor)
+
+
+def default_poll_interval(strategy: ClaimStrategy) -> timedelta | None:
+    """The poll interval ``strategy``'s database calls for where the project sets none
+    (None: ``POLL_INTERVAL``'s default)."""
+    return strategy.poll_interval if isinstance(strategy, BaseStrategy) else None
+
+
+def insert_jobs(alias: str, jobs: Iterable[Job]) -> list[Job]:
+    """Insert new, unsaved jobs in the caller's transaction (or in autocommit), as
+    ``bulk_create`` would, and return them; Django's model signals are not sent
+    (``task_enqueued`` is). ``jobs`` may be a generator.
+
+    With the fast path off, ``bulk_create`` itself. On: one job is one ``INSERT`` whose text
+    is built once per alias; more jobs are that ``INSERT`` once per job (SQLite,
+    MariaDB/MySQL) or ``COPY … FROM STDIN`` (PostgreSQL), which streams the rows. On
+    PostgreSQL the insert trigger fires either way, so workers are notified at commit.
+    """
+    connection = connections[alias]
+    if not fastpath.enabled():
+        return rows.orm_insert(alias, list(jobs))
+    return strategy_class(connection).insert_jobs(connection, jobs)
+
+
+def start_jobs(
+    alias: str, ids: Iterable[Any], *, worker_id: str, now: datetime, lease: timedelta
+) -> list[Job]:
+    """queued → running for the jobs with primary keys ``ids`` that are still queued, with
+    their attempt rows: what a claim does to the jobs it picked, by the same statements, for
+    a caller that picked them itself (``services.claim_keyed``). Returns those jobs, best
+    first. Run it in the transaction that holds the locks the caller chose the jobs under."""
+    given = list(dict.fromkeys(ids))
+    if not given:
+        return []
+    connection = connections[alias]
+    return strategy_class(connection).start_jobs(connection, given, Start(worker_id, now, lease))
+
+
+def complete_succeeded(alias: str, items: Sequence[Success], *, worker_id: str) -> set[Any]:
+    """running → succeeded for a batch, inside the caller's transaction: one statement on
+    PostgreSQL, two on SQLite, three on MariaDB/MySQL.
+
+    ``items`` are ``(job, JSON return value, HTTP status or None, started at or None,
+    finished at)``; a start time replaces the claim time on the attempt (and on the job's
+    ``last_attempted_at``; the job's ``started_at`` stays its first claim's). An attempt is
+    closed only if it is still open and still ``worker_id``'s, and only those jobs move to
+    ``succeeded``; a job's ``unique_key`` is freed unless it has ``unique_for``. Returns
+    the primary keys of the jobs recorded.
+    """
+    if not items:
+        return set()
+    connection = connections[alias]
+    return strategy_class(connection).complete_succeeded(connection, items, worker_id=worker_id)
+
+
+def estimated_row_count(model: Any, alias: str) -> int | None:
+    """The planner's estimate of a table's row count (PostgreSQL, MariaDB/MySQL), or None
+    where there is none. Cheap, unlike ``COUNT(*)`` over a million rows; refreshed by
+    (auto)analyze, or by InnoDB's persistent statistics."""
+    connection = connections[alias]
+    return strategy_class(connection).estimated_row_count(connection, model)
+
+
+def announce_queue_change(alias: str, name: str) -> None:
+    """Tell listening workers, when the current transaction commits, that queue ``name`` was
+    paused or resumed (PostgreSQL only; elsewhere workers re-read the pauses each poll
+    interval)."""
+    connection = connections[alias]
+    strategy_class(connection).announce_queue_change(connection, name)
+
+
+def ready_queues(alias: str, *, plain: bool = True, keyed: bool = True) -> set[str]:
+    """The names of the queues that hold ready jobs: ``plain`` ones, and ``keyed`` ones
+    (under a per-task or per-key limit).
+
+    A loose index scan of each claim index, one index probe per queue, where ``SELECT
+    DISTINCT`` would read every ready job (33 ms with 100,000 of them, against under a
+    millisecond)."""
+    connection = connections[alias]
+    qn = connection.ops.quote_name
+    strategy = strategy_class(connection)
+    walks = []
+    if plain:
+        walks.append(("plain", "asyncjobs_job_claim", "limit_key = ''"))
+    if keyed:
+        walks.append(("keyed", "asyncjobs_job_claim_keyed", "NOT (limit_key = '')"))
+    if not walks:
+        return set()
+    # One CTE per walk and a UNION of them, generated for the walks asked for.
+    ctes = [
+        query("common", "ready_queue_walk").format(
+            walk=walk,
+            table=qn(Job._meta.db_table),
+            index_hint=strategy.index_hint(connection, index),
+            keys=keys,
+        )
+        for walk, index, keys in walks
+    ]
+    selects = [f"SELECT queue FROM {walk} WHERE queue IS NOT NULL" for walk, _, _ in walks]  # noqa: S608
+    sql = f"WITH RECURSIVE {', '.join(ctes)} {' UNION '.join(selects)}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return {row[0] for row in cursor.fetchall()}
+
+
+def marks(count: int) -> str:
+    """``count`` parameter markers, comma-separated (for ``IN`` lists and ``VALUES`` rows,
+    where a database binds no arrays)."""
+    return ", ".join(["%s"] * count)

@@ -1,0 +1,364 @@
+"""PostgreSQL: ``FOR UPDATE SKIP LOCKED`` claims, ``COPY``, ``LISTEN/NOTIFY`` (statements in
+``sql/postgresql.sql``).
+
+On psycopg 3 with the fast path on, the hot statements use psycopg's own API (server-side
+binding, a kept cursor, binary arrays, its ``COPY`` and ``notifies``; see
+``asyncjobs.db.fastpath``). With psycopg2 as Django's driver the same statements run on
+Django's cursors, through ``copy_expert`` and ``poll()`` (``asyncjobs.db.postgresql_psycopg2``).
+"""
+
+import contextlib
+import itertools
+import json
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from asyncjobs.conf import jobs_settings
+from asyncjobs.db import fastpath, rows
+from asyncjobs.db.base import (
+    MAINTENANCE_LEASE,
+    NOTIFY_CHANNEL,
+    NOTIFY_KEYED,
+    NOTIFY_QUEUE,
+    NOTIFY_READY,
+    BaseStrategy,
+    Listener,
+    PollingListener,
+    Start,
+    Success,
+    register,
+)
+from asyncjobs.db.postgresql_psycopg2 import Psycopg2Listening, copy_jobs_psycopg2
+from asyncjobs.db.queries import query
+from asyncjobs.models import Attempt, Job, Lease, storable_json_text
+
+logger = logging.getLogger(__name__)
+
+# From this many jobs on, PostgreSQL gets them through COPY. Two rows by COPY took less time
+# than two by one multi-row INSERT (bulk_create) or by a pipelined executemany; see
+# bench/README.md.
+COPY_MIN_ROWS = 2
+# Rows formatted per write to COPY.
+COPY_CHUNK = 1000
+
+# Per (alias, what picks the jobs): the text of the statement that starts them.
+_START_SQL = fastpath.alias_cache()
+
+
+def _start_sql(connection: BaseDatabaseWrapper, picked: str) -> str:
+    """The ``start`` statement around the ``picked`` query, built once per database."""
+    key = (connection.alias, picked)
+    sql = _START_SQL.get(key)
+    if sql is None:
+        qn = connection.ops.quote_name
+        table = qn(Job._meta.db_table)
+        sql = _START_SQL[key] = query("postgresql", "start").format(
+            picked=query("postgresql", picked).format(table=table),
+            table=table,
+            attempt_table=qn(Attempt._meta.db_table),
+            claimed_columns=rows.columns_sql(connection, "j."),
+            columns=rows.columns_sql(connection),
+        )
+    return sql
+
+
+@register
+class PostgresStrategy(BaseStrategy):
+    """PostgreSQL: one statement claims with ``FOR UPDATE SKIP LOCKED`` and records attempts.
+
+    Concurrent workers skip each other's locked rows instead of queueing behind them. New
+    work is announced by triggers (``install_notify_triggers``) with ``pg_notify``, which
+    PostgreSQL delivers on commit, so a worker never wakes for a job it cannot see yet.
+    """
+
+    vendor = "postgresql"
+    sql = "postgresql"
+
+    def __init__(self, alias: str) -> None:
+        super().__init__(alias)
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+    def _claim(
+        self,
+        connection: BaseDatabaseWrapper,
+        queues: Sequence[str] | None,
+        limit: int,
+        start: Start,
+    ) -> list[Job]:
+        sql = _start_sql(connection, "pick_every_queue" if queues is None else "pick_queues")
+        params: dict[str, Any] = {
+            "queues": list(queues) if queues is not None else None,
+            "limit": limit,
+        }
+        return self._run_start(connection, sql, params, start)
+
+    @classmethod
+    def start_jobs(
+        cls, connection: BaseDatabaseWrapper, ids: Sequence[Any], start: Start
+    ) -> list[Job]:
+        """See ``base.start_jobs``: the claim's statement, over the given ids."""
+        sql = _start_sql(connection, "pick_given")
+        params = {"ids": [rows.prep(Job, "id", pk, connection) for pk in ids]}
+        return cls._run_start(connection, sql, params, start)
+
+    @classmethod
+    def _run_start(
+        cls, connection: BaseDatabaseWrapper, sql: str, params: dict[str, Any], start: Start
+    ) -> list[Job]:
+        params.update(worker=start.worker_id, lease=start.lease_expires_at, now=start.now)
+        with fastpath.bound_cursor(connection) as cursor:
+            fastpath.load_timestamps_natively(cursor, connection)
+            cursor.execute(sql, params)
+            found = cursor.fetchall()
+        return rows.rows_to_jobs(connection.alias, connection, found)
+
+    @classmethod
+    def complete_succeeded(
+        cls, connection: BaseDatabaseWrapper, items: Sequence[Success], *, worker_id: str
+    ) -> set[Any]:
+        """See ``base.complete_succeeded``: one statement of fixed text (the batch travels as
+        arrays), so it can be prepared, and one round trip. With psycopg's own cursor the
+        arrays go in binary format: psycopg writes them in less than half the time of text
+        arrays."""
+        qn = connection.ops.quote_name
+        sql = query(cls.sql, "complete_succeeded").format(
+            attempt_table=qn(Attempt._meta.db_table), table=qn(Job._meta.db_table)
+        )
+        params = {
+            "ids": [job.pk for job, *_ in items],
+            "numbers": [job.attempts for job, *_ in items],
+            "statuses": [status for _, _, status, _, _ in items],
+            "starts": [started for *_, started, _ in items],
+            "ends": [finished for *_, finished in items],
+            # The JSON text the ORM stores (JSONField without an encoder); NULL for None.
+            "values": [
+                None if value is None else storable_json_text(json.dumps(value), value)
+                for _, value, *_ in items
+            ],
+            "worker": worker_id,
+        }
+        if not fastpath.bound(connection):  # Django's cursors: arrays as ARRAY[...] literals
+            sql = sql.replace(")b::", ")s::")
+        with fastpath.bound_cursor(connection) as cursor:
+            cursor.execute(sql, params)
+            return {row[0] for row in cursor.fetchall()}
+
+    @classmethod
+    def insert_jobs(cls, connection: BaseDatabaseWrapper, jobs: Iterable[Job]) -> list[Job]:
+        """See ``base.insert_jobs``: one job by the cached ``INSERT``, on the kept psycopg
+        cursor; more by ``COPY``, ``COPY_CHUNK`` jobs at a time from ``jobs`` (the next jobs
+        are built while PostgreSQL stores the last ones). The statements run on psycopg's
+        cursor: Django's query log (``DEBUG``, a test's query count) gets an entry for each,
+        its ``execute_wrapper`` hooks do not see them."""
+        rest = iter(jobs)
+        given = list(itertools.islice(rest, COPY_MIN_ROWS))
+        if not given:
+            return given
+        if len(given) >= COPY_MIN_ROWS:
+            statement = query(cls.sql, "copy").format(
+                table=connection.ops.quote_name(Job._meta.db_table),
+                columns=", ".join(rows.copy_layout(connection)[0]),
+            )
+            if fastpath.psycopg3():
+                given = _copy_jobs(connection, statement, given, rest)
+            else:
+                given = copy_jobs_psycopg2(connection, statement, given, rest, COPY_CHUNK)
+        else:
+            insert = cls.insert_sql(connection)
+            with (
+                fastpath.query_logged(connection, insert)
+                if fastpath.bound(connection)
+                else contextlib.nullcontext(),
+                fastpath.bound_cursor(connection, keep=True) as cursor,
+            ):
+                cursor.execute(insert, fastpath.row(given[0], connection))
+        fastpath.mark_saved(given, connection.alias)
+        return given
+
+    @classmethod
+    def estimated_row_count(cls, connection: BaseDatabaseWrapper, model: Any) -> int | None:
+        """See ``base.estimated_row_count``: ``pg_class.reltuples``."""
+        with connection.cursor() as cursor:
+            cursor.execute(query(cls.sql, "estimated_row_count"), [model._meta.db_table])
+            row = cursor.fetchone()
+        return int(row[0]) if row and row[0] is not None and row[0] >= 0 else None
+
+    @classmethod
+    def announce_queue_change(cls, connection: BaseDatabaseWrapper, name: str) -> None:
+        """See ``base.announce_queue_change``: a ``pg_notify``, delivered at commit."""
+        with connection.cursor() as cursor:
+            cursor.execute(query(cls.sql, "notify"), [NOTIFY_CHANNEL, f"{NOTIFY_QUEUE}:{name}"])
+
+    def listen(self, on_error: Callable[[BaseException], None] | None = None) -> Listener:
+        """A LISTEN connection of its own (Django's connections are per thread), to
+        ``LISTEN_DATABASE`` if set. Behind a transaction-pooling pooler without one, LISTEN
+        would hear only while it happened to keep its server connection: the worker polls
+        instead (and says so once)."""
+        direct = jobs_settings.LISTEN_DATABASE
+        if direct is None and self.pooled():
+            logger.warning(
+                "asyncjobs: database %r goes through a transaction-pooling pooler and no "
+                "LISTEN_DATABASE is set: workers poll every POLL_INTERVAL instead of "
+                "listening for new jobs",
+                self.alias,
+            )
+            return PollingListener()
+        return PostgresListener(direct or self.alias, NOTIFY_CHANNEL, on_error)
+
+    @contextlib.contextmanager
+    def maintenance_lock(self, *, now: datetime) -> Iterator[bool]:
+        """One worker at a time does maintenance: a lease row (``Lease``), taken in one short
+        transaction for ``LEASE_DURATION`` and ended after the block, or at its expiry if the
+        worker dies first.
+        Not a session advisory lock: behind a transaction-pooling pooler (PgBouncer) a
+        session belongs to whichever client has the server connection next, so two workers
+        could both hold it, or nobody take it again."""
+        leases = Lease.objects.using(self.alias)
+        won = leases.take(
+            MAINTENANCE_LEASE,
+            holder=self.holder,
+            # As long as a job's lease: a worker that dies holding it delays no rescue (its
+            # jobs' leases expire no sooner), and a round takes a second or two at most.
+            duration=jobs_settings.LEASE_DURATION,
+            now=now,
+        )
+        try:
+            yield won
+        finally:
+            if won:
+                leases.end(MAINTENANCE_LEASE, holder=self.holder)
+
+    @property
+    def announces(self) -> bool:
+        """Whether new jobs are announced: unless the worker must poll (see ``listen``)."""
+        return jobs_settings.LISTEN_DATABASE is not None or not self.pooled()
+
+    def pooled(self) -> bool:
+        """Whether connections go through a transaction-pooling pooler (``POOL_MODE``;
+        detected from ``DISABLE_SERVER_SIDE_CURSORS`` when not set)."""
+        mode = jobs_settings.POOL_MODE
+        if mode is None:
+            return bool(connections[self.alias].settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"))
+        return mode == "transaction"
+
+
+def _copy_jobs(
+    connection: BaseDatabaseWrapper, statement: str, given: list[Job], rest: Iterator[Job]
+) -> list[Job]:
+    """``COPY`` on psycopg 3's own cursor. Returns every job stored."""
+    memo: dict[tuple[int, ...], str] = {}  # (``stored`` keeps the jobs alive meanwhile)
+    stored: list[Job] = []
+    with (
+        fastpath.query_logged(connection, statement),
+        fastpath.bound_cursor(connection) as cursor,
+        cursor.copy(statement) as copy,
+    ):
+        chunk = given + list(itertools.islice(rest, COPY_CHUNK - len(given)))
+        while chunk:
+            stored.extend(chunk)
+            copy.write(rows.copy_lines(chunk, connection, memo))
+            chunk = list(itertools.islice(rest, COPY_CHUNK))
+    return stored
+
+
+class PostgresListener:
+    """Waits for NOTIFY on the asyncjobs channel; reconnects on failure, falling back to
+    plain sleeping meanwhile."""
+
+    def __init__(
+        self, alias: str, channel: str, on_error: Callable[[BaseException], None] | None
+    ) -> None:
+        self.alias = alias
+        self.channel = channel
+        self.on_error = on_error
+        self._conn: Any = None
+        self._closed = threading.Event()
+
+    def _connect(self) -> Any:
+        params = connections[self.alias].get_connection_params()
+        for key in ("cursor_factory", "context", "prepare_threshold"):
+            params.pop(key, None)
+        if not fastpath.psycopg3():
+            return Psycopg2Listening(params, self.channel)
+        import psycopg
+        from psycopg import sql
+
+        conn = psycopg.connect(**params, autocommit=True)
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+        return conn
+
+    def wait(self, timeout: float) -> list[str]:
+        """Block until a notification arrives or ``timeout`` seconds pass; the payloads of
+        the notifications received (those that came together with the first one too)."""
+        if self._closed.is_set():
+            return []
+        try:
+            if self._conn is None:
+                self._conn = self._connect()
+            return [note.payload for note in self._conn.notifies(timeout=timeout, stop_after=1)]
+        except Exception as exc:  # any driver error: fall back to sleeping, retry next time
+            if self._closed.is_set():
+                return []  # closed from another thread while waiting
+            if self.on_error:
+                self.on_error(exc)
+            self._drop()
+            self._closed.wait(timeout)
+            return []
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def close(self) -> None:
+        """Close the connection; further waits return at once."""
+        self._closed.set()
+        self._drop()
+
+
+def _on_postgresql(schema_editor: Any) -> bool:
+    return bool(schema_editor.connection.vendor == PostgresStrategy.vendor)
+
+
+def install_notify_functions(schema_editor: Any) -> None:
+    """Create or replace the NOTIFY triggers' functions (PostgreSQL only; a no-op
+    elsewhere)."""
+    if _on_postgresql(schema_editor):
+        schema_editor.execute(
+            query("postgresql", "notify_functions").format(
+                channel=NOTIFY_CHANNEL, ready=NOTIFY_READY, keyed=NOTIFY_KEYED
+            )
+        )
+
+
+def install_notify_triggers(schema_editor: Any) -> None:
+    """Create the NOTIFY triggers (PostgreSQL only; a no-op elsewhere): installed by
+    migration 0001, their functions brought to this version by 0004."""
+    if _on_postgresql(schema_editor):
+        install_notify_functions(schema_editor)
+        table = schema_editor.quote_name(Job._meta.db_table)
+        schema_editor.execute(query("postgresql", "notify_triggers").format(table=table))
+
+
+def drop_notify_triggers(schema_editor: Any) -> None:
+    """Remove the NOTIFY triggers (PostgreSQL only; a no-op elsewhere)."""
+    if _on_postgresql(schema_editor):
+        table = schema_editor.quote_name(Job._meta.db_table)
+        schema_editor.execute(query("postgresql", "drop_notify_triggers").format(table=table))
+
+
+def execute_on_postgresql(schema_editor: Any, sql: str) -> None:
+    """Run ``sql`` through ``schema_editor`` on PostgreSQL only (a migration's own
+    PostgreSQL-only step)."""
+    if _on_postgresql(schema_editor):
+        schema_editor.execute(sql)

@@ -1,0 +1,151 @@
+"""Job rows in and out of the database, shared by every vendor: jobs from raw rows, values
+prepared as the ORM would, the attempt rows of a claim, and the text of a ``COPY``.
+
+The fast ways to do each (``asyncjobs.db.fastpath``) are taken when the switch is on; the
+ORM's own otherwise.
+"""
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field
+from django.db.models.signals import post_init, pre_init
+
+from asyncjobs.db import fastpath
+from asyncjobs.models import Attempt, Job
+
+# Per alias: the job table's quoted columns and, per column, the converters the ORM applies
+# to a raw value of it, with the column expression they take: as the ORM has them, and with
+# the fast path's JSON decoding.
+_COLUMNS = fastpath.alias_cache()
+
+
+def _columns(
+    connection: BaseDatabaseWrapper,
+) -> tuple[list[str], list[tuple[list[Any], Any]], list[tuple[list[Any], Any]]]:
+    cached = _COLUMNS.get(connection.alias)
+    if cached is None:
+        qn = connection.ops.quote_name
+        table = Job._meta.db_table
+        columns, orm, fast = [], [], []
+        for field in Job._meta.concrete_fields:
+            col = field.get_col(table)
+            convs = connection.ops.get_db_converters(col) + field.get_db_converters(connection)
+            columns.append(qn(field.column or field.name))
+            orm.append((convs, col))
+            fast.append((fastpath.fast_converters(field, convs), col))
+        cached = _COLUMNS[connection.alias] = (columns, orm, fast)
+    return cached
+
+
+def job_columns(connection: BaseDatabaseWrapper) -> list[str]:
+    """The job table's columns, quoted, in the model's field order (the order of a row that
+    ``rows_to_jobs`` takes)."""
+    return _columns(connection)[0]
+
+
+def columns_sql(connection: BaseDatabaseWrapper, prefix: str = "") -> str:
+    """``job_columns`` as an SQL list, each after ``prefix`` (a table alias and a dot)."""
+    return ", ".join(prefix + column for column in job_columns(connection))
+
+
+def rows_to_jobs(alias: str, connection: BaseDatabaseWrapper, rows: list[tuple]) -> list[Job]:
+    """Model instances from raw rows of every column (a claim's ``RETURNING`` or locking
+    read), converted as a SELECT would be, best first (``UPDATE … RETURNING`` gives no
+    order)."""
+    _, orm, fast = _columns(connection)
+    through_init = pre_init.has_listeners(Job) or post_init.has_listeners(Job)
+    if fastpath.enabled():
+        jobs = fastpath.rows_to_jobs(alias, connection, rows, fast, through_init=through_init)
+    else:
+        attnames = [f.attname for f in Job._meta.concrete_fields]
+        jobs = []
+        for raw in rows:
+            values = list(raw)
+            for i, (convs, col) in enumerate(orm):
+                for conv in convs:
+                    values[i] = conv(values[i], col, connection)
+            jobs.append(Job.from_db(alias, attnames, values))
+    jobs.sort(key=lambda j: (-j.priority, j.run_after, j.enqueued_at))
+    return jobs
+
+
+def prep(model: Any, field_name: str, value: Any, connection: BaseDatabaseWrapper) -> Any:
+    """A Python value as a query parameter, exactly as the ORM adapts it for the field."""
+    field = model._meta.get_field(field_name)
+    assert isinstance(field, Field)
+    return field.get_db_prep_save(value, connection)
+
+
+def insert_attempts(alias: str, jobs: list[Job], start: Any) -> None:
+    """The open attempt rows of jobs just moved to running by ``start`` (a ``base.Start``;
+    SQLite, MariaDB/MySQL: on PostgreSQL the claim statement writes them)."""
+    worker_id, now = start.worker_id, start.now
+    Attempt.objects.using(alias).bulk_create(
+        [Attempt(job_id=j.pk, number=j.attempts, worker_id=worker_id, started_at=now) for j in jobs]
+    )
+
+
+def orm_insert(alias: str, jobs: list[Job]) -> list[Job]:
+    """``insert_jobs`` through the ORM (the fast path off)."""
+    return Job.objects.using(alias).bulk_create(jobs)
+
+
+# Per alias: the COPY statement's quoted columns, the formatters of the per-job columns
+# (with their attnames) and of the shared ones, and a getter of a job's shared values.
+_COPY_LAYOUT = fastpath.alias_cache()
+
+
+def copy_layout(
+    connection: BaseDatabaseWrapper,
+) -> tuple[list[str], list[Any], list[Any], Callable[[dict], tuple]]:
+    """How ``copy_lines`` writes a job: the per-job columns (``fastpath.PER_JOB_FIELDS``)
+    first, then the rest, formatted once per distinct set of value objects, which a batch's
+    jobs of one task share."""
+    layout = _COPY_LAYOUT.get(connection.alias)
+    if layout is None:
+        columns = job_columns(connection)
+        plan = fastpath.row_plan(connection)
+        fields = list(zip(columns, Job._meta.concrete_fields, plan, strict=True))
+        per_job = [entry for entry in fields if entry[1].attname in fastpath.PER_JOB_FIELDS]
+        shared = [entry for entry in fields if entry[1].attname not in fastpath.PER_JOB_FIELDS]
+        layout = _COPY_LAYOUT[connection.alias] = (
+            [column for column, _, _ in per_job + shared],
+            [(f.attname, fastpath.copy_formatter(f, p, connection)) for _, f, p in per_job],
+            [fastpath.copy_formatter(f, p, connection) for _, f, p in shared],
+            operator.itemgetter(*(f.attname for _, f, _ in shared)),
+        )
+    return layout
+
+
+def copy_lines(
+    jobs: list[Job], connection: BaseDatabaseWrapper, memo: dict[tuple[int, ...], str]
+) -> str:
+    """Jobs as lines of COPY text, in ``copy_layout``'s column order.
+
+    ``memo`` maps the identities of a job's shared values to their formatted text; it must
+    not outlive the jobs (while they live, no other object can take those identities)."""
+    _, per_job, shared, shared_values = copy_layout(connection)
+    lines = []
+    last: tuple = ()
+    tail = ""
+    for job in jobs:
+        values = job.__dict__
+        common = shared_values(values)
+        # Consecutive jobs mostly share the very same objects: comparing with the last
+        # job's is quicker than making the memo's key.
+        if not (last and all(map(operator.is_, common, last))):
+            key = tuple(map(id, common))
+            known = memo.get(key)
+            if known is None:
+                known = memo[key] = "\t".join(
+                    format_value(value) for value, format_value in zip(common, shared, strict=True)
+                )
+            last, tail = common, known
+        cells = [format_value(values[attname]) for attname, format_value in per_job]
+        cells.append(tail)
+        lines.append("\t".join(cells))
+    lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,120 @@
+-- PostgreSQL's statements (see asyncjobs/db/postgresql.py). {table}, {attempt_table}: the
+-- quoted tables; {columns}: the job table's quoted columns, generated from the model.
+
+-- name: pick_every_queue
+-- The best ready jobs that no one else holds. The status is a literal, not a parameter, so
+-- that the planner always matches the partial claim index (even with server-side binding
+-- and generic plans).
+SELECT id FROM {table} WHERE status = 'queued' AND limit_key = ''
+ORDER BY priority DESC, run_after, enqueued_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+
+-- name: pick_queues
+-- Per queue an ordered scan of the claim index, then the best of those. A plain
+-- "queue_name = ANY(...)" makes PostgreSQL sort every ready job on each claim.
+SELECT j.id FROM unnest(%(queues)s::text[]) AS q(name)
+CROSS JOIN LATERAL (
+    SELECT id, priority, run_after, enqueued_at FROM {table}
+    WHERE status = 'queued' AND limit_key = '' AND queue_name = q.name
+    ORDER BY priority DESC, run_after, enqueued_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+) AS j
+ORDER BY j.priority DESC, j.run_after, j.enqueued_at LIMIT %(limit)s
+
+-- name: pick_given
+-- Jobs chosen by the caller (a claim under per-task or per-key limits).
+SELECT id FROM unnest(%(ids)s::uuid[]) AS given(id)
+
+-- name: start
+-- queued -> running, and the attempt rows, for the jobs {picked} selects: one statement, so
+-- it is atomic even in autocommit. A job no longer queued (taken meanwhile) is left alone.
+WITH picked AS ({picked}
+), claimed AS (
+    UPDATE {table} AS j SET status = 'running', worker_id = %(worker)s,
+        lease_expires_at = %(lease)s, attempts = j.attempts + 1,
+        started_at = COALESCE(j.started_at, %(now)s), last_attempted_at = %(now)s
+    FROM picked WHERE j.id = picked.id AND j.status = 'queued'
+    RETURNING {claimed_columns}
+), recorded AS (
+    INSERT INTO {attempt_table}
+        (job_id, number, worker_id, started_at, outcome, error_class, error_message, traceback)
+    SELECT id, attempts, %(worker)s, %(now)s, '', '', '', '' FROM claimed
+)
+SELECT {columns} FROM claimed
+
+-- name: complete_succeeded
+-- running -> succeeded for a batch, which travels as arrays (binary ones: "%(ids)b"; the
+-- caller makes them "%(ids)s" where it cannot bind binary). An attempt is closed only if it
+-- is still open and still the worker's, and only those jobs move. A unique job keeps its
+-- key for unique_for after success, else frees it.
+WITH d AS (
+    SELECT * FROM unnest(%(ids)b::uuid[], %(numbers)b::integer[],
+        %(statuses)b::integer[], %(starts)b::timestamptz[], %(ends)b::timestamptz[],
+        %(values)b::text[]) AS d(did, dnumber, dstatus, dstart, dend, dvalue)
+), closed AS (
+    UPDATE {attempt_table} AS a SET finished_at = d.dend,
+        started_at = COALESCE(d.dstart, a.started_at), outcome = 'succeeded',
+        http_status = d.dstatus
+    FROM d
+    WHERE a.job_id = d.did AND a.number = d.dnumber AND a.worker_id = %(worker)s
+        AND a.finished_at IS NULL
+    RETURNING a.job_id
+), finished AS (
+    UPDATE {table} AS j SET status = 'succeeded', return_value = d.dvalue::jsonb,
+        finished_at = d.dend, worker_id = '', lease_expires_at = NULL,
+        last_attempted_at = COALESCE(d.dstart, j.last_attempted_at),
+        unique_key = CASE WHEN j.unique_for IS NULL THEN NULL ELSE j.unique_key END
+    FROM d JOIN closed ON closed.job_id = d.did
+    WHERE j.id = d.did AND j.status = 'running' AND j.worker_id = %(worker)s
+    RETURNING j.id
+)
+SELECT job_id FROM closed
+
+-- name: copy
+COPY {table} ({columns}) FROM STDIN
+
+-- name: estimated_row_count
+SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass
+
+-- name: notify
+SELECT pg_notify(%s, %s)
+
+-- name: notify_functions
+-- The NOTIFY triggers' functions. New rows that are ready announce their queue once per
+-- statement (bulk inserts send one notification per queue, and one more if some of the jobs
+-- are under a per-task or per-key limit); updates that make a job ready (retry, rescue,
+-- promotion) announce it per row. PostgreSQL folds duplicate notifications within a
+-- transaction. {channel}, {ready}, {keyed}: see asyncjobs/db/base.py.
+CREATE OR REPLACE FUNCTION asyncjobs_notify_inserted() RETURNS trigger AS $$
+BEGIN
+    PERFORM pg_notify('{channel}', q.kind || ':' || q.queue_name)
+    FROM (
+        SELECT DISTINCT
+            CASE WHEN limit_key = '' THEN '{ready}' ELSE '{keyed}' END AS kind, queue_name
+        FROM new_rows WHERE status = 'queued'
+    ) AS q;
+    RETURN NULL;
+END $$ LANGUAGE plpgsql;
+
+CREATE OR REPLACE FUNCTION asyncjobs_notify_ready() RETURNS trigger AS $$
+BEGIN
+    PERFORM pg_notify(
+        '{channel}',
+        CASE WHEN NEW.limit_key = '' THEN '{ready}:' ELSE '{keyed}:' END || NEW.queue_name
+    );
+    RETURN NULL;
+END $$ LANGUAGE plpgsql;
+
+-- name: notify_triggers
+-- Updates are filtered by WHEN, so that claims and completions pay nothing.
+CREATE TRIGGER asyncjobs_job_inserted AFTER INSERT ON {table}
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION asyncjobs_notify_inserted();
+
+CREATE TRIGGER asyncjobs_job_ready AFTER UPDATE OF status ON {table}
+    FOR EACH ROW WHEN (NEW.status = 'queued' AND OLD.status IS DISTINCT FROM 'queued')
+    EXECUTE FUNCTION asyncjobs_notify_ready();
+
+-- name: drop_notify_triggers
+DROP TRIGGER IF EXISTS asyncjobs_job_ready ON {table};
+DROP TRIGGER IF EXISTS asyncjobs_job_inserted ON {table};
+DROP FUNCTION IF EXISTS asyncjobs_notify_ready();
+DROP FUNCTION IF EXISTS asyncjobs_notify_inserted();

@@ -1,0 +1,137 @@
+"""``ASYNCJOBS["FAST_PATH"]``: asyncjobs.db's fast paths and the ORM's ways store the same rows
+and give the same results, on every database.
+
+The same scenario (enqueue one job and a batch, claim, start jobs under a limit, record
+successes and failures) runs with the switch on and off, from an empty table each time at a
+frozen time; the stored jobs and attempts, and what each step returned, must be equal, field
+by field and type by type. (The whole suite runs with the switch off too:
+``ASYNCJOBS_TEST_FAST_PATH=0``; see CONTRIBUTING.md.)
+"""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.test import override_settings
+from freezegun import freeze_time
+
+from asyncjobs import db, enqueue_many, services
+from asyncjobs.db import fastpath, rows
+from asyncjobs.models import Attempt, Job
+from tests import tasks
+
+pytestmark = pytest.mark.django_db(transaction=True)
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+LEASE = timedelta(seconds=30)
+
+
+def fast_path(on: bool) -> Any:
+    return override_settings(ASYNCJOBS={**settings.ASYNCJOBS, "FAST_PATH": on})
+
+
+def fields(job: Job, names: dict[Any, int]) -> dict[str, Any]:
+    """A job's values and their types, its primary key as its place in the scenario."""
+    values = {}
+    for f in Job._meta.concrete_fields:
+        value = getattr(job, f.attname)
+        values[f.attname] = (type(value), names[value] if f.attname == "id" else value)
+    return values
+
+
+def scenario(on: bool) -> dict[str, Any]:
+    """Run every operation of asyncjobs.db on an empty job table; what it stored and
+    returned, with primary keys replaced by the jobs' order of enqueue."""
+    Attempt.objects.all().delete()
+    Job.objects.all().delete()
+    with fast_path(on), freeze_time(T0):
+        assert fastpath.enabled() is on
+        results: dict[str, Any] = {}
+        single = tasks.add.using(priority=50).enqueue(1, "single")  # one INSERT
+        batch = enqueue_many(  # COPY on PostgreSQL, the INSERT for each job elsewhere
+            # (a fixed backoff: the retried job's next run is known)
+            [
+                (tasks.fail_always.using(priority=40 - i), (), {"message": [i, "é\t\n\\"]})
+                for i in range(6)
+            ]
+            + [
+                (tasks.send_welcome_email.using(priority=5), (7,), {}),
+                (tasks.per_account.using(concurrency_key="acct-1", priority=1), ("a",), {}),
+                (tasks.unique_for_a_minute.using(priority=0), (3,), {}),
+            ]
+        )
+        order = [single.id, *(r.id for r in batch)]
+        names = {Job.objects.get(pk=pk).pk: i for i, pk in enumerate(order)}
+        strategy = db.for_alias("default")
+        claimed = strategy.claim(queues=None, limit=4, worker_id="w1", now=T0, lease=LEASE)
+        claimed += strategy.claim(
+            queues=["emails", "default"], limit=3, worker_id="w2", now=T0, lease=LEASE
+        )
+        keyed = Job.objects.get(pk=batch[7].id).pk
+        claimed += db.start_jobs("default", [keyed], worker_id="w3", now=T0, lease=LEASE)
+        results["claimed"] = [fields(job, names) for job in claimed]
+        later = T0 + timedelta(seconds=5)
+        one, two, three, four, five, *_ = claimed
+        results["successes"] = sorted(
+            names[pk]
+            for pk in services.record_successes(
+                [
+                    services.Success(one, {"sum": 3}, later, http_status=200),
+                    services.Success(two, [1, "x"], later, started_at=T0 + timedelta(seconds=1)),
+                    services.Success(five, None, later),  # (not w1's: not recorded)
+                ],
+                worker_id="w1",
+                using="default",
+            )
+        )
+        results["success"] = services.record_success(
+            three, worker_id="w1", return_value="done", now=later
+        )
+        results["failure"] = str(
+            services.record_failure(
+                four, worker_id="w1", error=ValueError("no\x00pe"), now=later, traceback_text="tb"
+            )
+        )
+        results["final"] = str(
+            services.record_failure(
+                five, worker_id="w2", error=KeyError("k"), now=later, retryable=False
+            )
+        )
+        results["jobs"] = sorted(
+            (fields(job, names) for job in Job.objects.all()), key=lambda f: f["id"][1]
+        )
+        results["attempts"] = sorted(
+            (
+                {
+                    **{f.attname: getattr(a, f.attname) for f in Attempt._meta.concrete_fields},
+                    "id": None,
+                    "job_id": names[a.job_id],
+                }
+                for a in Attempt.objects.all()
+            ),
+            key=lambda a: (a["job_id"], a["number"]),
+        )
+    return results
+
+
+def test_the_fast_path_and_the_orm_store_and_return_the_same():
+    fast, slow = scenario(True), scenario(False)
+    assert len(fast["claimed"]) == 8
+    assert fast["successes"] == [0, 1]
+    assert fast["success"] is True
+    for key in fast:
+        assert fast[key] == slow[key], key
+
+
+def test_the_per_alias_caches_are_dropped_when_settings_change():
+    """Statement texts and column plans are computed once per alias, and forgotten on a
+    change of DATABASES or ASYNCJOBS (``override_settings`` in a test)."""
+    tasks.add.enqueue(1, 2)
+    db.for_alias("default").claim(queues=None, limit=1, worker_id="w", now=T0, lease=LEASE)
+    assert "default" in rows._COLUMNS
+    with fast_path(False):
+        assert "default" not in rows._COLUMNS
+        tasks.add.enqueue(1, 2)
+        db.for_alias("default").claim(queues=None, limit=1, worker_id="w", now=T0, lease=LEASE)
+        assert "default" in rows._COLUMNS
+    assert "default" not in rows._COLUMNS
