@@ -181,8 +181,9 @@ def run_inline(sender: Any, task_result: TaskResult, **kwargs: Any) -> None:
 
 def _run_one(backend_alias: str, job_id: str) -> None:
     from asyncjobs import services
-    from asyncjobs.worker.executor import Execution, Executor
+    from asyncjobs.worker.executor import Executor
     from asyncjobs.worker.runner import get_backend
+    from asyncjobs.worker.slots import Execution
 
     backend = get_backend(backend_alias)
     worker_id = "inline"
