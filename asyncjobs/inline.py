@@ -31,8 +31,9 @@ def _run_one(backend_alias: str, job_id: str) -> None:
     """Claim the job as a worker would and run it in this thread (its failure is recorded,
     its retry scheduled, not run)."""
     from asyncjobs import services
-    from asyncjobs.worker.executor import Execution, Executor
+    from asyncjobs.worker.executor import Executor
     from asyncjobs.worker.runner import get_backend
+    from asyncjobs.worker.slots import Execution
 
     backend = get_backend(backend_alias)
     worker_id = "inline"

@@ -1,6 +1,6 @@
 """Cron schedules as configured in ``ASYNCJOBS["SCHEDULES"]``: parsing and validation.
 
-The worker's ``asyncjobs.worker.scheduler`` enqueues their ticks; the system checks use
+The worker's ``asyncjobs.worker.maintenance.cron`` enqueues their ticks; the system checks use
 this module to report a bad schedule at start-up.
 """
 

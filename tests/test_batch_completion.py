@@ -144,7 +144,9 @@ def test_completer_records_in_batches_and_reports_each_job(backend):
     transactions, and each job is reported once, succeeded or (if no longer ours) None."""
     import time
 
-    from asyncjobs.worker.executor import Completer, Execution, Executor, Pending
+    from asyncjobs.worker.completer import Completer, Pending
+    from asyncjobs.worker.executor import Executor
+    from asyncjobs.worker.slots import Execution
 
     now = timezone.now()
     rescued_result = tasks.add.using(max_attempts=2).enqueue(0, 0)

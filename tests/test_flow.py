@@ -81,20 +81,23 @@ def test_prune_time_limit_starts_no_batch_after_the_first():
     assert not Job.objects.exists() and not Attempt.objects.exists()
 
 
-def test_maintenance_comes_back_soon_while_old_jobs_are_left(settings, monkeypatch):
-    """A round stops pruning at its time limit and says so, and the next round goes on; the
-    same when a round rescues as many jobs as it may."""
-    from asyncjobs.worker import maintenance
+def test_maintenance_comes_back_soon_while_old_jobs_are_left(settings):
+    """A Pruner's run stops pruning at its time limit and asks to come back soon, and the
+    next run goes on; the same when a Rescuer's run rescues as many jobs as it may."""
+    from asyncjobs.worker.maintenance import AGAIN_AFTER, Pruner, Rescuer
 
     settings.ASYNCJOBS = {**settings.ASYNCJOBS, "PRUNE_BATCH_SIZE": 2}
-    monkeypatch.setattr(maintenance, "PRUNE_TIME_LIMIT", timedelta(0))
     finished(JobStatus.SUCCEEDED, 10, n=5)
-    strategy = db.for_alias("default")
-    rounds = [maintenance.run_maintenance(strategy, now=timezone.now()) for _ in range(4)]
-    assert [(r["jobs_pruned"], r["more_to_do"]) for r in rounds] == [(2, 1), (2, 1), (1, 1), (0, 0)]
+    pruner = Pruner("default", time_limit=timedelta(0))
+    runs = [pruner.run(now=timezone.now()) for _ in range(4)]
+    assert [(r.counts["jobs_pruned"], r.again_after) for r in runs] == [
+        (2, AGAIN_AFTER),
+        (2, AGAIN_AFTER),
+        (1, AGAIN_AFTER),
+        (0, None),
+    ]
     assert not Job.objects.exists()
 
-    monkeypatch.setattr(maintenance, "RESCUE_LIMIT", 1)
     now = timezone.now()
     for result in (tasks.add.enqueue(1, 1), tasks.add.enqueue(2, 2)):
         Job.objects.filter(pk=result.id).update(
@@ -102,8 +105,13 @@ def test_maintenance_comes_back_soon_while_old_jobs_are_left(settings, monkeypat
         )
         Attempt.objects.create(job_id=result.id, number=1, worker_id="gone", started_at=now)
     later = now + timedelta(seconds=1)
-    rounds = [maintenance.run_maintenance(strategy, now=later) for _ in range(3)]
-    assert [(r["rescued"], r["more_to_do"]) for r in rounds] == [(1, 1), (1, 1), (0, 0)]
+    rescuer = Rescuer("default", limit=1)
+    runs = [rescuer.run(now=later) for _ in range(3)]
+    assert [(r.counts["rescued"], r.again_after) for r in runs] == [
+        (1, AGAIN_AFTER),
+        (1, AGAIN_AFTER),
+        (0, None),
+    ]
 
 
 @pytest.mark.server
@@ -292,4 +300,4 @@ def test_runner_with_every_queue_paused_claims_nothing(runner):
         services.set_queue_paused(name, True, now=timezone.now())
     tasks.add.enqueue(1, 1)
     assert runner().run_once() == 0
-    assert Runner(concurrency=1)._active_queues() == []
+    assert Runner(concurrency=1).claimer.active_queues() == []

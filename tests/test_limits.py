@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import signal
+import threading
 from datetime import timedelta
 
 import pytest
@@ -19,7 +20,9 @@ from asyncjobs.services import (
     START_TOLERANCE,
     start_spacing,
 )
-from asyncjobs.worker.runner import TimedExecution
+from asyncjobs.worker.executor import Executor
+from asyncjobs.worker.prefetch import Prefetch
+from asyncjobs.worker.slots import ExecutionState, Slots, TimedExecution
 from tests import tasks
 from tests.conftest import wait_until
 
@@ -58,7 +61,7 @@ def test_rate_limit_spaces_starts_and_never_fails_jobs(settings, runner, every_q
     t0 = timezone.now()
     if every_queue:
         r = runner()
-        assert r.queues is None and r._limited == {"other"}
+        assert r.queues is None and r.claimer.limited == {"other"}
         assert r.run_once(now=t0) == 2  # the plain job, and one of the limited queue
         assert Job.objects.get(pk=plain.id).status == JobStatus.SUCCEEDED
     else:
@@ -80,15 +83,19 @@ def test_concurrency_limit_counts_running_jobs(settings, runner, every_queue):
     if every_queue:
         settings.TASKS = {"default": {**settings.TASKS["default"], "QUEUES": []}}
     r = runner() if every_queue else runner(queues=["other"])
-    lease = timedelta(seconds=30)
-    first = r._claim(now, 10, frozen=True)
+    first = claim(r, 10, now).jobs
     assert len(first) == 2
-    assert r._claim(now, 10, frozen=True) == []
+    assert claim(r, 10, now).jobs == []
     from asyncjobs.services import record_success
 
     record_success(first[0], worker_id=r.worker_id, return_value=0, now=now)
-    assert len(r._claim(now, 10, frozen=True)) == 1
-    assert lease  # leases of a dead holder release the slot: see the SIGKILL test
+    assert len(claim(r, 10, now).jobs) == 1
+    # (Leases of a dead holder release the slot: see the SIGKILL test.)
+
+
+def claim(r, limit, now, **kwargs):
+    """A claim by runner ``r``'s claimer at the fixed time ``now``."""
+    return r.claimer.claim(limit, clock=lambda: now, **kwargs)
 
 
 def overlap(attempts):
@@ -160,54 +167,65 @@ def test_a_claim_gives_rate_limited_jobs_start_slots(settings, runner):
     enqueue_many([(tasks.stamp, (i,), {}) for i in range(3)])
     tasks.add.using(queue_name="low").enqueue(1, 1)
     r = runner(queues=["other", "low"])
-    assert r._claim(timezone.now(), 5, idle=0) != []  # the concurrency-limited job only
-    assert r._start_at == {}
+    only_concurrency = r.claimer.claim(5, idle=0)
+    assert only_concurrency.jobs != [] and only_concurrency.start_at == {}
     before = timezone.now()
-    first = r._claim(before, 5, idle=5)
+    got = r.claimer.claim(5, idle=5)
+    first = got.jobs
     assert [j.queue_name for j in first] == ["other"]
-    slot = r._start_at[str(first[0].pk)]
+    slot = got.start_at[first[0].pk]
     assert before + START_HANDOFF <= slot <= timezone.now() + START_HANDOFF
-    assert r._rate_retry == slot + start_spacing("10/s") - START_LEAD
+    assert got.retry_at == slot + start_spacing("10/s") - START_LEAD
     assert start_spacing("10/s") == (timedelta(seconds=1) + START_ALLOWANCE) / 10
     # The next slot may be taken START_LEAD ahead of it, not before.
     early = slot + start_spacing("10/s") - START_LEAD - timedelta(milliseconds=1)
-    assert r._claim(early, 5, idle=5, frozen=True) == []
-    second = r._claim(early + timedelta(milliseconds=1), 5, idle=5, frozen=True)
-    assert r._start_at[str(second[0].pk)] == slot + start_spacing("10/s")
+    assert claim(r, 5, early, idle=5).jobs == []
+    second = claim(r, 5, early + timedelta(milliseconds=1), idle=5)
+    assert second.start_at[second.jobs[0].pk] == slot + start_spacing("10/s")
 
 
 @pytest.mark.django_db
-def test_a_rate_limited_job_starts_at_its_slot_or_is_given_back(settings, runner):
+def test_a_rate_limited_job_starts_at_its_slot_or_is_given_back(settings, runner, backend):
     """The slot thread's side: never before the slot; given back unstarted (no attempt left,
     attempts as before) when it reaches the slot past START_TOLERANCE or the worker stops."""
     settings.ASYNCJOBS = {**settings.ASYNCJOBS, "QUEUES": {"other": {"RATE_LIMIT": "10/s"}}}
     enqueue_many([(tasks.stamp, (i,), {}) for i in range(2)])
     r = runner(queues=["other"])
+    stop = threading.Event()
+    slots = Slots(
+        size=1,
+        executor=Executor(backend, r.worker_id, clock=timezone.now),
+        prefetch=Prefetch(slots=1, most=0),
+        worker_id=r.worker_id,
+        wake=threading.Event(),
+        stopping=stop,
+    )
 
     def claimed():
         QueueState.objects.filter(name="other").update(rate_next_at=None)
-        job = r._claim(timezone.now(), 1, idle=1)[0]
-        r._dispatch([job])
-        execution = r._inflight[str(job.pk)]
-        assert isinstance(execution, TimedExecution) and execution.state == "timed"
+        got = r.claimer.claim(1, idle=1)
+        slots.dispatch(got.jobs, got.start_at)
+        execution = slots.inflight[str(got.jobs[0].pk)]
+        assert isinstance(execution, TimedExecution)
+        assert execution.state is ExecutionState.TIMED
         return execution
 
     on_time = claimed()
-    assert r._start_on_time(on_time)
+    assert slots.start_on_time(on_time)
     assert timezone.now() >= on_time.start_at
-    assert on_time.state == "running" and on_time.thread is not None
+    assert on_time.state is ExecutionState.RUNNING and on_time.thread is not None
 
     late = claimed()
     late.start_at = timezone.now() - START_TOLERANCE - timedelta(milliseconds=1)
-    assert not r._start_on_time(late)
-    assert late.state == "released" and str(late.job.pk) not in r._inflight
+    assert not slots.start_on_time(late)
+    assert late.state is ExecutionState.RELEASED and str(late.job.pk) not in slots.inflight
     job = Job.objects.get(pk=late.job.pk)
     assert (job.status, job.attempts, job.worker_id) == (JobStatus.QUEUED, 0, "")
     assert not Attempt.objects.filter(job=job).exists()
 
     stopping = claimed()
-    r._stopping.set()
-    assert not r._start_on_time(stopping)
+    stop.set()
+    assert not slots.start_on_time(stopping)
     assert Job.objects.get(pk=stopping.job.pk).status == JobStatus.QUEUED
 
 
@@ -302,12 +320,12 @@ def test_per_key_concurrency_in_process(runner):
     assert (job.limit_key, job.limit_concurrency) == ("key:account:a", 1)
     r = runner()
     now = timezone.now()
-    first = r._claim(now, 10, frozen=True)
+    first = claim(r, 10, now).jobs
     assert sorted(j.args[0] for j in first) == ["a", "b"]
-    assert r._claim(now, 10, frozen=True) == []
+    assert claim(r, 10, now).jobs == []
     a_job = next(j for j in first if j.args[0] == "a")
     record_success(a_job, worker_id=r.worker_id, return_value="a", now=now)
-    assert [j.args[0] for j in r._claim(now, 10, frozen=True)] == ["a"]
+    assert [j.args[0] for j in claim(r, 10, now).jobs] == ["a"]
 
 
 @pytest.mark.django_db
@@ -316,8 +334,8 @@ def test_a_saturated_key_does_not_hide_free_keys(runner):
     tasks.per_account.using(concurrency_key="account:cold", priority=-50).enqueue("cold")
     r = runner()
     now = timezone.now()
-    assert [j.args[0] for j in r._claim(now, 1, frozen=True)] == ["hot"]
-    assert [j.args[0] for j in r._claim(now, 10, frozen=True)] == ["cold"]
+    assert [j.args[0] for j in claim(r, 1, now).jobs] == ["hot"]
+    assert [j.args[0] for j in claim(r, 10, now).jobs] == ["cold"]
 
 
 @pytest.mark.django_db
@@ -330,15 +348,15 @@ def test_per_task_concurrency_and_rate(runner):
     tasks.add.enqueue(1, 1)  # unlimited jobs still flow past the limited ones
     r = runner()
     now = timezone.now()
-    claimed = r._claim(now, 10, frozen=True)
+    claimed = claim(r, 10, now).jobs
     by_task = sorted(j.task_path.rsplit(".", 1)[1] for j in claimed)
     assert by_task == ["add", "rated", "two_at_a_time", "two_at_a_time"]
-    assert r._claim(now + timedelta(seconds=0.4), 10, frozen=True) == []
-    later = r._claim(now + timedelta(seconds=0.5), 10, frozen=True)
+    assert claim(r, 10, now + timedelta(seconds=0.4)).jobs == []
+    later = claim(r, 10, now + timedelta(seconds=0.5)).jobs
     assert [j.task_path.rsplit(".", 1)[1] for j in later] == ["rated"]
     for job in claimed:
         record_success(job, worker_id=r.worker_id, return_value=None, now=now)
-    again = r._claim(now + timedelta(seconds=0.6), 10, frozen=True)
+    again = claim(r, 10, now + timedelta(seconds=0.6)).jobs
     assert sorted(j.task_path.rsplit(".", 1)[1] for j in again) == ["two_at_a_time"] * 2
 
 
@@ -350,17 +368,18 @@ def test_a_worker_wakes_for_the_next_slot_of_a_task_or_key_rate_limit(runner):
         tasks.rated.enqueue(1)  # 2/s
     r = runner()
     now = timezone.now()
-    first = r._claim(now, 10, idle=10, frozen=True)
-    assert len(first) == 1
-    next_slot = r._start_at[str(first[0].pk)] + start_spacing("2/s")
-    assert r._rate_retry == next_slot - START_LEAD
-    assert r._claim(now + timedelta(seconds=0.1), 10, idle=10, frozen=True) == []
-    assert r._rate_retry == next_slot - START_LEAD  # the key is throttled; its job waits
-    second = r._claim(next_slot - START_LEAD, 10, idle=10, frozen=True)
-    assert len(second) == 1 and r._start_at[str(second[0].pk)] == next_slot
+    first = claim(r, 10, now, idle=10)
+    assert len(first.jobs) == 1
+    next_slot = first.start_at[first.jobs[0].pk] + start_spacing("2/s")
+    assert first.retry_at == next_slot - START_LEAD
+    throttled = claim(r, 10, now + timedelta(seconds=0.1), idle=10)
+    assert throttled.jobs == []
+    assert throttled.retry_at == next_slot - START_LEAD  # the key is throttled; its job waits
+    second = claim(r, 10, next_slot - START_LEAD, idle=10)
+    assert len(second.jobs) == 1 and second.start_at[second.jobs[0].pk] == next_slot
     # Nothing of that key waits any more: the look after the next slot finds none.
-    assert r._claim(next_slot, 10, idle=10, frozen=True) == []
-    assert r._rate_retry is None
+    last = claim(r, 10, next_slot, idle=10)
+    assert last.jobs == [] and last.retry_at is None
 
 
 def test_invalid_task_limits():

@@ -1,18 +1,17 @@
 """Running one claimed job: call the task outside any transaction, then record the outcome
 in one short transaction."""
 
+from __future__ import annotations
+
 import asyncio
 import functools
 import inspect
 import logging
-import queue
-import threading
 import time
 import traceback as tb
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import (
     DatabaseError,
@@ -21,7 +20,6 @@ from django.db import (
     InterfaceError,
     NotSupportedError,
     ProgrammingError,
-    connections,
 )
 
 from asyncjobs import services
@@ -36,6 +34,11 @@ from asyncjobs.exceptions import (
 from asyncjobs.models import AttemptOutcome, Job, JobStatus
 from asyncjobs.tasks_api import Task, TaskResult, TaskResultStatus, task_finished, task_started
 from asyncjobs.text import safe_text
+from asyncjobs.worker.completer import Completer, Pending
+from asyncjobs.worker.recovery import close_broken_connections
+
+if TYPE_CHECKING:  # (slots imports this module: the slot threads run executors)
+    from asyncjobs.worker.slots import Execution
 
 logger = logging.getLogger(__name__)
 
@@ -43,56 +46,6 @@ Clock = Callable[[], datetime]
 
 # Executor.run's answer when a success was handed to the Completer, to be recorded in a batch.
 PENDING = "pending"
-
-
-@dataclass(eq=False)
-class Execution:
-    """A claimed job in a worker's hands."""
-
-    job: Job
-    # time.monotonic() deadline after which the watchdog records a timeout, or None.
-    deadline: float | None = None
-    thread: threading.Thread | None = None
-    # [buffered: claimed ahead, waiting for a slot ->] running -> [completing: success handed
-    # to the Completer] -> done; running -> abandoned (timed out, over --max-memory);
-    # buffered -> released (given back unstarted)
-    state: str = "running"
-    # time.monotonic() when a slot began it (or when it was buffered, until then)
-    started: float = field(default_factory=time.monotonic)
-    # The wall-clock start recorded on the attempt, set by Executor.run.
-    started_at: datetime | None = None
-    # Filled in by the task through its context (e.g. the HTTP status of a callback).
-    attempt_data: dict[str, Any] = field(default_factory=dict)
-    # Made when first asked for (most jobs are never cancelled nor take a context).
-    _cancel_event: threading.Event | None = field(default=None, repr=False)
-
-    @property
-    def cancel_event(self) -> threading.Event:
-        """Set when the job is asked to stop (relayed by the heartbeat)."""
-        event = self._cancel_event
-        if event is None:
-            with _CANCEL_EVENT_LOCK:
-                if self._cancel_event is None:
-                    self._cancel_event = threading.Event()
-                event = self._cancel_event
-        return event
-
-    def cancel_requested(self) -> bool:
-        """Whether the job was asked to stop, without making its event."""
-        event = self._cancel_event
-        return event is not None and event.is_set()
-
-
-_CANCEL_EVENT_LOCK = threading.Lock()
-
-
-def watchdog_deadline(job: Job, started: float) -> float | None:
-    """When the watchdog gives up on an attempt. Async tasks get a grace period past their
-    timeout so that their own cancellation (``asyncio.wait_for``) ends them cleanly first."""
-    if job.timeout is None:
-        return None
-    seconds = job.timeout.total_seconds()
-    return started + seconds + max(1.0, seconds * 0.1)
 
 
 class Executor:
@@ -112,7 +65,6 @@ class Executor:
         # How long to keep retrying the write of an outcome while the database is away; after
         # that the lease will have expired and another worker reruns the job.
         self.record_timeout = record_timeout
-        self.stopping = threading.Event()
         # Set by the worker: successes then go to it and are recorded in batches.
         self.completer: Completer | None = None
 
@@ -176,7 +128,7 @@ class Executor:
             if self.completer is not None:
                 self.completer.submit(Pending(execution, task, value, self.clock(), started))
                 return PENDING
-            status = self._record_success(job, value, execution)
+            status = self.record_success(job, value, execution)
         self.report(job, task, status, started)
         return status
 
@@ -268,13 +220,19 @@ class Executor:
         object.__setattr__(result, "status", TaskResultStatus.RUNNING)
         return result
 
-    def _record_success(self, job: Job, value: Any, execution: Execution) -> JobStatus | None:
+    def record_success(self, job: Job, value: Any, execution: Execution) -> JobStatus | None:
+        """Record one successful attempt whose return value is ``value`` (JSON already).
+
+        Returns SUCCEEDED, None if the attempt was no longer ours, or the failure recorded
+        instead when the database refused the value (``OutcomeNotStoredError``, not retried).
+        """
+
         def not_stored(problem: Exception) -> JobStatus | None:
             # Running the task again would return the same value: fail at once.
             error = OutcomeNotStoredError(f"the task's return value could not be stored: {problem}")
             return self._record(job, error, AttemptOutcome.FAILED, "", False, execution=execution)
 
-        ok = self._with_db_retry(
+        ok = self.with_db_retry(
             job,
             lambda: services.record_success(
                 job,
@@ -325,11 +283,11 @@ class Executor:
             )
             return write(stand_in, "", None)
 
-        return self._with_db_retry(
+        return self.with_db_retry(
             job, lambda: write(error, traceback_text, http_status), on_data_error=not_stored
         )
 
-    def _with_db_retry(
+    def with_db_retry(
         self,
         job: Job,
         write: Callable[[], Any],
@@ -420,133 +378,3 @@ DATA_ERRORS = (
     ValueError,
     TypeError,
 )
-
-
-@dataclass(eq=False)
-class Pending:
-    """A successful attempt waiting for the Completer."""
-
-    execution: Execution
-    task: Task
-    value: Any
-    finished_at: datetime
-    started: float
-
-
-class Completer:
-    """Records successful attempts in batches, on a thread of its own (group commit).
-
-    Slots hand over a success and go on to their next job; the completer writes whatever
-    has accumulated meanwhile (up to ``max_batch``) with ``services.record_successes`` in one
-    transaction, then reports each job to ``on_done``. A job stays in its worker's hands
-    (its lease renewed) until its batch has committed, so a crash before that is a lost
-    attempt like any other and the job runs again: nothing is reported finished before it
-    is durable.
-    """
-
-    def __init__(
-        self,
-        executor: "Executor",
-        on_done: Callable[[Execution, JobStatus | None], object],
-        *,
-        max_batch: int = 500,
-    ) -> None:
-        self.executor = executor
-        self.on_done = on_done
-        self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[Pending | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="asyncjobs-completer", daemon=True)
-        self.batches = 0
-        self.recorded = 0
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def submit(self, pending: Pending) -> None:
-        self._queue.put(pending)
-
-    def stop(self, timeout: float) -> None:
-        """Record what was handed over so far, then end the thread (waits up to ``timeout``)."""
-        self._queue.put(None)
-        self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        try:
-            stopping = False
-            while not stopping:
-                first = self._queue.get()
-                if first is None:
-                    break
-                batch = [first]
-                while len(batch) < self.max_batch:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        stopping = True
-                        break
-                    batch.append(item)
-                self._write(batch)
-        finally:
-            connections.close_all()
-
-    def _write(self, batch: list[Pending]) -> None:
-        executor = self.executor
-        successes = [
-            services.Success(
-                p.execution.job,
-                p.value,
-                p.finished_at,
-                p.execution.attempt_data.get("http_status"),
-                p.execution.started_at,
-            )
-            for p in batch
-        ]
-        singly: dict[Any, JobStatus | None] = {}
-
-        def one_by_one(problem: Exception) -> set[Any]:
-            # One value of the batch was refused: record each job on its own, so that only
-            # that one fails (see Executor._record_success).
-            for p in batch:
-                job = p.execution.job
-                singly[job.pk] = executor._record_success(job, p.value, p.execution)
-            return set()
-
-        recorded = executor._with_db_retry(
-            batch[0].execution.job,
-            lambda: services.record_successes(
-                successes, worker_id=executor.worker_id, using=executor.backend.database
-            ),
-            on_data_error=one_by_one,
-        )
-        self.batches += 1
-        for pending in batch:
-            job = pending.execution.job
-            if job.pk in singly:
-                status = singly[job.pk]
-            else:
-                status = JobStatus.SUCCEEDED if recorded and job.pk in recorded else None
-            self.recorded += status is not None
-            try:
-                executor.report(job, pending.task, status, pending.started)
-            except Exception:
-                logger.exception("Job %s: reporting its outcome failed", job.pk)
-            self.on_done(pending.execution, status)
-        close_broken_connections()
-
-
-def close_broken_connections() -> None:
-    """Close this thread's database connections that errored and are no longer usable, so
-    the next query reconnects. Healthy connections stay open: a worker reuses them."""
-    for conn in connections.all(initialized_only=True):
-        if conn.connection is None:
-            continue
-        try:
-            if conn.errors_occurred and not conn.is_usable():
-                conn.close()
-            else:
-                conn.errors_occurred = False
-        except Exception:
-            logger.debug("closing a broken connection failed", exc_info=True)
-            conn.connection = None

@@ -11,8 +11,10 @@ from asyncjobs import cancel_job, enqueue_many
 from asyncjobs.exceptions import ConfigurationError
 from asyncjobs.models import Attempt, AttemptOutcome, Job, JobStatus, Worker, WorkerStatus
 from asyncjobs.services import record_failure, rescue_expired, unclaim_jobs
-from asyncjobs.worker.executor import Execution, Executor
-from asyncjobs.worker.runner import PREFETCH_MAX_WAIT, PREFETCH_WINDOW, Runner
+from asyncjobs.worker.executor import Executor
+from asyncjobs.worker.prefetch import PREFETCH_MAX_WAIT, PREFETCH_WINDOW, Prefetch
+from asyncjobs.worker.runner import Runner
+from asyncjobs.worker.slots import Execution
 from tests import tasks
 from tests.conftest import wait_until
 from tests.models import Execution as Ran
@@ -77,7 +79,7 @@ def test_a_job_cancelled_while_buffered_never_starts(runner, backend):
     now = timezone.now()
     (job,) = claim(r, r.worker_id, 1, now)
     assert cancel_job(result.id).status == JobStatus.RUNNING  # asked to stop
-    execution = Execution(job=job, state="running")
+    execution = Execution(job=job)
     execution.cancel_event.set()  # as the heartbeat relays it
     status = Executor(backend, r.worker_id, clock=lambda: now + timedelta(seconds=1)).run(execution)
     assert status == JobStatus.CANCELLED
@@ -103,23 +105,31 @@ def test_the_attempt_starts_when_the_task_starts_not_at_the_claim(runner, backen
 
 
 def test_prefetch_target_follows_the_pace_of_recent_jobs():
-    r = Runner(concurrency=4, prefetch=64)
-    assert r._prefetch_target([]) == 0  # nothing ran yet: no pace to go by
-    r._observe(0.0005)
-    assert r._prefetch_target([]) == 64  # fast jobs: up to the cap
-    r._observe(0.05)  # a slower job counts at once
-    assert r._prefetch_target([]) == int(4 * PREFETCH_WINDOW / 0.05)
-    r._observe(2.0)
-    assert r._prefetch_target([]) == 0  # jobs longer than the window: claim only for slots
+    p = Prefetch(slots=4, most=64)
+    assert p.target([]) == 0  # nothing ran yet: no pace to go by
+    p.observe(0.0005)
+    assert p.target([]) == 64  # fast jobs: up to the cap
+    p.observe(0.05)  # a slower job counts at once
+    assert p.target([]) == int(4 * PREFETCH_WINDOW / 0.05)
+    p.observe(2.0)
+    assert p.target([]) == 0  # jobs longer than the window: claim only for slots
     for _ in range(60):
-        r._observe(0.001)  # fast again: it comes back gradually
-    assert r._prefetch_target([]) == 64
+        p.observe(0.001)  # fast again: it comes back gradually
+    assert p.target([]) == 64
     # Slots held by long-running jobs will not take prefetched jobs soon.
-    r._observe(0.01)
-    assert r._prefetch_target([]) == int(4 * PREFETCH_WINDOW / 0.01)
-    assert r._prefetch_target([PREFETCH_MAX_WAIT] * 3) == int(1 * PREFETCH_WINDOW / 0.01)
-    assert r._prefetch_target([PREFETCH_MAX_WAIT] * 4) == 0
-    assert Runner(concurrency=4, prefetch=0)._prefetch_target([]) == 0
+    p.observe(0.01)
+    assert p.target([]) == int(4 * PREFETCH_WINDOW / 0.01)
+    assert p.target([PREFETCH_MAX_WAIT] * 3) == int(1 * PREFETCH_WINDOW / 0.01)
+    assert p.target([PREFETCH_MAX_WAIT] * 4) == 0
+    without = Prefetch(slots=4, most=0)
+    without.observe(0.0005)
+    assert without.target([]) == 0
+
+
+def test_a_worker_sizes_its_prefetch_by_its_concurrency_and_flag():
+    r = Runner(concurrency=4, prefetch=64)
+    assert (r.sizing.slots, r.sizing.most) == (4, 64)
+    assert Runner(concurrency=4, prefetch=0).sizing.most == 0
 
 
 def test_prefetch_must_not_be_negative():

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from freezegun import freeze_time
 
-from asyncjobs import cancel_job, retry_job
+from asyncjobs import cancel_job, db, retry_job
 from asyncjobs.exceptions import InvalidTransitionError, JobNotFoundError
 from asyncjobs.models import Attempt, AttemptOutcome, Job, JobStatus
 from asyncjobs.tasks_api import TaskResultStatus
@@ -414,7 +414,7 @@ def _reads(worker):
     """What a claim by ``worker`` read besides the claim itself: the paused queues, the
     queues with keyed jobs."""
     with CaptureQueriesContext(connection) as captured:
-        worker._claim(timezone.now(), 1)
+        worker.claimer.claim(1)
     sql = [query["sql"] for query in captured]
     paused = {"paused" for q in sql if "asyncjobs_queuestate" in q}
     return paused | {"keyed" for q in sql if "keyed(queue)" in q and "plain(queue)" not in q}
@@ -429,16 +429,17 @@ def test_the_claim_rereads_paused_and_keyed_queues_when_announced_or_due(runner)
         worker = runner(poll_interval=timedelta(seconds=30))
         assert _reads(worker) == {"paused", "keyed"}  # the first look
         assert _reads(worker) == set()
-        worker._keyed_announced += 1
+        worker.claimer.announced({db.NOTIFY_KEYED})
         assert _reads(worker) == {"keyed"}
-        worker._queues_announced += 1
+        worker.claimer.announced({db.NOTIFY_QUEUE})
         assert _reads(worker) == {"paused"}
         frozen.tick(timedelta(seconds=31))
         assert _reads(worker) == {"paused", "keyed"}
         frozen.tick(timedelta(seconds=20))
-        worker._next_promote = time.monotonic() + 60
-        assert worker._sleep_time(30) == pytest.approx(10 if worker.strategy.announces else 30)
-        assert worker._sleep_time(30, claiming=False) == 30
+        # The claimer wants its next look when the re-reads are due (10 s on), where changes
+        # are announced; elsewhere the poll interval alone paces the idle worker.
+        announces = worker.strategy.announces
+        assert worker.claimer.next_look() == pytest.approx(10 if announces else float("inf"))
 
 
 def test_the_poll_interval_defaults_by_database_unless_the_project_sets_it(settings, runner):

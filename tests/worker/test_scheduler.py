@@ -11,7 +11,7 @@ from asyncjobs.checks import check_settings
 from asyncjobs.exceptions import ConfigurationError
 from asyncjobs.models import Job, Schedule, ScheduleTick, Worker
 from asyncjobs.tasks_api import task_backends
-from asyncjobs.worker.scheduler import Scheduler
+from asyncjobs.worker.maintenance.cron import Scheduler
 from tests.conftest import wait_until
 from tests.models import Execution
 

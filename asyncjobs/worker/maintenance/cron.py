@@ -1,5 +1,6 @@
-"""Cron schedules: every worker looks for due ticks; a unique (schedule, tick) row decides
-which one enqueues each tick, so a tick runs exactly once however many workers run.
+"""CronTicker: cron schedules. Every worker looks for due ticks; a unique (schedule, tick)
+row decides which one enqueues each tick, so a tick runs exactly once however many workers
+run.
 
 After downtime, ticks that were missed follow the schedule's ``misfire`` policy:
 ``run_once`` (default) enqueues the latest missed tick once; ``skip`` enqueues a tick only
@@ -7,10 +8,11 @@ within ``SCHEDULE_GRACE`` of its time, so missed ones are dropped.
 """
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from asyncjobs import services
@@ -20,6 +22,7 @@ from asyncjobs.exceptions import ConfigurationError
 from asyncjobs.models import Schedule, ScheduleTick
 from asyncjobs.schedules import ScheduleSpec, load_schedules
 from asyncjobs.tasks_api import Task
+from asyncjobs.worker.maintenance.base import Done
 
 logger = logging.getLogger(__name__)
 
@@ -137,3 +140,33 @@ class Scheduler:
             extra={"schedule": spec.name, "job_id": str(job.pk)},
         )
         return True
+
+
+class CronTicker:
+    """Enqueues due cron ticks, in every worker and without the maintenance lock (a tick's
+    unique row lets one worker enqueue it): at each upcoming tick, and at least every
+    ``HEARTBEAT_INTERVAL`` (a schedule's row may have been changed meanwhile).
+
+    Parameters:
+        scheduler: the worker's schedules.
+    """
+
+    name = "cron"
+    locked = False
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    @property
+    def interval(self) -> timedelta:
+        """``HEARTBEAT_INTERVAL``: the longest time between looks."""
+        return jobs_settings.HEARTBEAT_INTERVAL
+
+    def run(self, *, now: datetime) -> Done:
+        """Enqueue the ticks due at ``now``; run again at the next tick."""
+        enqueued = self.scheduler.run_due(now=now)
+        upcoming = self.scheduler.next_tick(now=now)
+        again = None
+        if upcoming is not None:
+            again = min(max(upcoming - timezone.now(), timedelta(seconds=0.01)), self.interval)
+        return Done({"cron_ticks": len(enqueued)}, again_after=again)

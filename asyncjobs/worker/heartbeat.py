@@ -1,0 +1,79 @@
+"""The heartbeat: a thread that renews the worker's row and the leases of the jobs in its
+hands, and relays cancellation requests to running tasks. It does nothing else, so that no
+other work (maintenance has a thread of its own) delays a lease's renewal."""
+
+import logging
+import random
+import threading
+import time
+from datetime import timedelta
+
+from django.db import DatabaseError, InterfaceError, connections
+from django.utils import timezone
+
+from asyncjobs import services
+from asyncjobs.worker.recovery import close_broken_connections
+from asyncjobs.worker.slots import Slots
+
+logger = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    """Beats every ``interval`` (±10 %) on a thread of its own once ``start``ed.
+
+    Parameters:
+        slots: the worker's slots (the jobs whose leases it renews; the finished count).
+        worker_id: the worker's id.
+        interval: the time between beats (``HEARTBEAT_INTERVAL``).
+        lease: how far each beat extends the jobs' leases (``LEASE_DURATION``).
+    """
+
+    def __init__(
+        self, slots: Slots, *, worker_id: str, interval: timedelta, lease: timedelta
+    ) -> None:
+        self.slots = slots
+        self.worker_id = worker_id
+        self.interval = interval.total_seconds()
+        self.lease = lease
+        self._reported = 0  # jobs finished as of the last beat
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="asyncjobs-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the thread after its current beat (does not wait for it)."""
+        self._stop.set()
+
+    def beat(self) -> None:
+        """Renew the worker's row and its jobs' leases, count the jobs finished since the
+        last beat, and set the cancel event of each running job asked to stop."""
+        finished, held = self.slots.held()
+        processed = finished - self._reported
+        cancel = services.heartbeat(
+            worker_id=self.worker_id,
+            now=timezone.now(),
+            lease=self.lease,
+            processed=processed,
+            job_ids=list(held),
+            using=self.slots.alias,
+        )
+        self._reported += processed
+        for job_id in cancel:
+            if job_id in held:
+                held[job_id].cancel_event.set()
+
+    def _loop(self) -> None:
+        next_beat = time.monotonic() + self.interval * random.uniform(0.9, 1.1)
+        while not self._stop.wait(max(next_beat - time.monotonic(), 0.0)):
+            next_beat = time.monotonic() + self.interval * random.uniform(0.9, 1.1)
+            try:
+                self.beat()
+            except (DatabaseError, InterfaceError) as exc:
+                logger.warning("Worker %s: heartbeat failed (%s)", self.worker_id, exc)
+                close_broken_connections()
+            except Exception:
+                logger.exception("Worker %s: heartbeat failed", self.worker_id)
+        connections.close_all()
