@@ -175,7 +175,10 @@ def test_a_claim_gives_rate_limited_jobs_start_slots(settings, runner):
     assert [j.queue_name for j in first] == ["other"]
     slot = got.start_at[first[0].pk]
     assert before + START_HANDOFF <= slot <= timezone.now() + START_HANDOFF
-    assert got.retry_at == slot + start_spacing("10/s") - START_LEAD
+    # Claim again when the next slot comes within START_LEAD, or now if that moment passed
+    # while this claim ran (a claim slower than the 3 ms between them on a busy machine).
+    due = slot + start_spacing("10/s") - START_LEAD
+    assert due <= got.retry_at <= max(due, timezone.now())
     assert start_spacing("10/s") == (timedelta(seconds=1) + START_ALLOWANCE) / 10
     # The next slot may be taken START_LEAD ahead of it, not before.
     early = slot + start_spacing("10/s") - START_LEAD - timedelta(milliseconds=1)
