@@ -1,7 +1,10 @@
-.PHONY: test matrix smoke wheel-check demo lint bench bench-quick bench-compare bench-compare-quick chaos chaos-quick chaos-quick-pooled
+.PHONY: test test-fast matrix smoke wheel-check demo lint bench bench-quick bench-compare bench-compare-quick chaos chaos-quick chaos-quick-pooled
 
 test:  ## set up .venv, run the whole test suite on SQLite, then PostgreSQL, then MariaDB
 	bash scripts/test.sh
+
+test-fast:  ## SQLite only, no subprocess, browser or slow tests: under a minute (see CONTRIBUTING.md)
+	bash scripts/test_fast.sh
 
 matrix:  ## every supported (Python, Django, database, driver) with nox (noxfile.py; venvs in .nox/)
 	bash scripts/matrix.sh
