@@ -21,10 +21,11 @@ DATABASES["default"]["CONN_MAX_AGE"] = None
 
 TASKS = {"default": {"BACKEND": "asyncjobs.backend.JobsBackend", "QUEUES": ["default"]}}
 ASYNCJOBS = {"POLL_INTERVAL": 1}
-# bench/rate_limit.py: a queue under a rate limit, only in its own runs (a limited queue
-# adds a claim under its lock to every round of a worker that serves it).
+# bench/rate_limit.py: a queue under a rate limit, and one for its per-key runs, only in its
+# own runs (a limited queue adds a claim under its lock to every round of a worker that
+# serves it).
 if os.environ.get("BENCH_RATE_LIMIT"):
-    TASKS["default"]["QUEUES"] = ["default", "limited"]
+    TASKS["default"]["QUEUES"] = ["default", "limited", "keyed"]
     ASYNCJOBS["QUEUES"] = {"limited": {"RATE_LIMIT": os.environ["BENCH_RATE_LIMIT"]}}
 # Every system in the comparison logs at WARNING (Celery runs with --loglevel WARNING):
 # Django's own django.tasks receivers would otherwise build two INFO records per job.
