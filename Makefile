@@ -1,9 +1,9 @@
-.PHONY: test test-fast matrix smoke wheel-check demo lint bench bench-quick bench-compare bench-compare-quick chaos chaos-quick chaos-quick-pooled
+.PHONY: help test test-fast matrix smoke wheel-check demo lint bench bench-quick bench-compare bench-compare-quick chaos chaos-quick chaos-quick-pooled
 
 test:  ## set up .venv, run the whole test suite on SQLite, then PostgreSQL, then MariaDB
 	bash scripts/test.sh
 
-test-fast:  ## SQLite only, no subprocess, browser or slow tests: under a minute (see CONTRIBUTING.md)
+test-fast:  ## SQLite only, no subprocess, browser or slow tests: about a minute (see CONTRIBUTING.md)
 	bash scripts/test_fast.sh
 
 matrix:  ## every supported (Python, Django, database, driver) with nox (noxfile.py; venvs in .nox/)
@@ -41,3 +41,6 @@ chaos-quick:  ## a shorter chaos run (CI)
 
 chaos-quick-pooled:  ## the shorter chaos run with the workers behind PgBouncer in transaction mode (CI)
 	bash scripts/chaos.sh --pooled --jobs 1500 --kill-every 1.5
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 24
