@@ -1,7 +1,10 @@
-.PHONY: test test-no-fast-path matrix pg-versions smoke wheel-check demo lint bench bench-quick bench-compare bench-compare-mariadb bench-compare-pgbouncer bench-compare-quick soak soak-quick chaos chaos-quick chaos-quick-pooled
+.PHONY: help test test-fast test-no-fast-path matrix pg-versions smoke wheel-check demo lint bench bench-quick bench-compare bench-compare-mariadb bench-compare-pgbouncer bench-compare-quick soak soak-quick chaos chaos-quick chaos-quick-pooled
 
 test:  ## set up .venv, run the whole test suite on SQLite, then PostgreSQL, then MariaDB
 	bash scripts/test.sh
+
+test-fast:  ## SQLite only, no subprocess, browser or slow tests: about a minute (see CONTRIBUTING.md)
+	bash scripts/test_fast.sh
 
 test-no-fast-path:  ## the same suite with ASYNCJOBS["FAST_PATH"] off: asyncjobs.db through the ORM and Django's cursors
 	ASYNCJOBS_TEST_FAST_PATH=0 bash scripts/test.sh
@@ -58,3 +61,6 @@ chaos-quick:  ## a shorter chaos run (CI)
 
 chaos-quick-pooled:  ## the shorter chaos run with the workers behind PgBouncer in transaction mode (CI)
 	bash scripts/chaos.sh --pooled --jobs 1500 --kill-every 1.5
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 24

@@ -165,9 +165,9 @@ def observed(signal: Signal, sender: type, level: int) -> bool:
     Not when nothing listens, nor when every receiver is one that would do nothing now
     (Django's log receivers while the ``django.tasks`` logger drops records of ``level``,
     the RUN_INLINE hook while that is off): then the signal need not be sent, nor, in the
-    worker, the ``TaskResult`` it carries built (two per job, a good part of a short job's
-    cost; in a bulk enqueue, a sixth of each job's). Any other receiver, or Django's
-    internals looking different, sends."""
+    worker, the ``TaskResult`` it carries built (two per job; what that costs is in
+    bench/HISTORY.md, "Worker CPU per job" and "Bulk enqueue: no signal nobody hears"). Any
+    other receiver, or Django's internals looking different, sends."""
     try:
         sync, asynchronous = signal._live_receivers(sender)
     except Exception:

@@ -32,10 +32,11 @@ TASKS = {"default": {"BACKEND": "asyncjobs.backend.JobsBackend", "QUEUES": ["def
 ASYNCJOBS = {"POLL_INTERVAL": float(os.environ.get("BENCH_POLL_INTERVAL", 1))}
 if os.environ.get("BENCH_LISTEN_DIRECT"):
     ASYNCJOBS["LISTEN_DATABASE"] = "direct"
-# bench/rate_limit.py: a queue under a rate limit, only in its own runs (a limited queue
-# adds a claim under its lock to every round of a worker that serves it).
+# bench/rate_limit.py: a queue under a rate limit, and one for its per-key runs, only in its
+# own runs (a limited queue adds a claim under its lock to every round of a worker that
+# serves it).
 if os.environ.get("BENCH_RATE_LIMIT"):
-    TASKS["default"]["QUEUES"] = ["default", "limited"]
+    TASKS["default"]["QUEUES"] = ["default", "limited", "keyed"]
     ASYNCJOBS["QUEUES"] = {"limited": {"RATE_LIMIT": os.environ["BENCH_RATE_LIMIT"]}}
 # bench/soak.py: succeeded jobs kept one minute (pruned by the workers meanwhile), as a busy
 # production queue keeps its table small.

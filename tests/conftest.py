@@ -33,6 +33,23 @@ def pytest_report_header(config):
     ]
 
 
+# Fixtures that start other processes or a browser: their tests get the matching marker, so that
+# ``make test-fast`` (``-m "not slow and not subprocess and not browser"``) leaves them out
+# without each test having to say so.
+MARKED_BY_FIXTURE = {
+    "worker_process": "subprocess",
+    "example_project": "subprocess",
+    "browser": "browser",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, marker in MARKED_BY_FIXTURE.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
+
+
 @pytest.fixture(autouse=True)
 def _vendor_markers(request):
     """``@pytest.mark.postgres`` / ``@pytest.mark.sqlite`` / ``@pytest.mark.mysql`` tests run on

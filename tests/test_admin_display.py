@@ -9,7 +9,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from asyncjobs.admin import compact_age, precise_time
+from asyncjobs.admin.display import compact_age, precise_time
 from asyncjobs.models import Job
 from asyncjobs.testing import work_off
 from tests import tasks

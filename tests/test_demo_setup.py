@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-pytestmark = [pytest.mark.sqlite, pytest.mark.slow]
+pytestmark = [pytest.mark.sqlite, pytest.mark.slow, pytest.mark.subprocess]
 
 
 def manage(tmp_path, *args):

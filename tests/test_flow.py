@@ -1,6 +1,7 @@
 """Retention (pruning) and pausing queues."""
 
 import signal
+import time
 from datetime import timedelta
 from io import StringIO
 
@@ -281,10 +282,13 @@ def test_running_worker_honours_pause_within_a_poll_interval(worker_process):
     worker = worker_process("--concurrency", "2", poll=0.3)
     wait_until(lambda: Worker.objects.exists(), message="worker up")
     services.set_queue_paused("default", True, now=timezone.now())
-    import time
-
-    time.sleep(0.8)  # more than two poll intervals
+    wait_until(
+        lambda: "paused queues now default" in worker.output(),
+        timeout=5,
+        message="the worker to see the pause",
+    )
     held = tasks.add.enqueue(1, 1)
+    # The measurement: a paused queue's job stays queued through three poll intervals.
     time.sleep(1.0)
     assert Job.objects.get(pk=held.id).status == JobStatus.QUEUED
     services.set_queue_paused("default", False, now=timezone.now())

@@ -24,7 +24,7 @@ import pytest
 
 from asyncjobs.tasks_api import FORWARDS_TASK_OPTIONS, SOURCE
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
 ADMIN_PASSWORD = "quick-start-only"
 

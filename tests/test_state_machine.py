@@ -165,13 +165,24 @@ class JobLifecycle(RuleBasedStateMachine):
         assert len(numbers) == len(set(numbers))
 
 
-@pytest.mark.django_db
-def test_job_state_machine():
+def run_state_machine(examples):
     JobLifecycle.TestCase.settings = settings(
-        max_examples=40,
+        max_examples=examples,
         stateful_step_count=25,
         deadline=None,
         suppress_health_check=list(HealthCheck),
         derandomize=os.environ.get("HYPOTHESIS_RANDOM") != "1",
     )
     JobLifecycle.TestCase().runTest()
+
+
+@pytest.mark.django_db
+def test_job_state_machine_in_brief():
+    """A few sequences, for ``make test-fast``; the full run below is marked slow."""
+    run_state_machine(4)
+
+
+@pytest.mark.django_db
+@pytest.mark.slow
+def test_job_state_machine():
+    run_state_machine(40)

@@ -76,6 +76,7 @@ def test_bulk_with_duplicates_collapses_to_the_first():
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.subprocess
 def test_concurrent_enqueues_from_several_processes_make_one_job():
     env = {
         **os.environ,

@@ -13,33 +13,43 @@ from tests import tasks
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def events(response):
-    """Parse a text/event-stream body into (event, data) pairs."""
-    text = b"".join(response.streaming_content).decode()
+def parse(chunks):
+    """Parse text/event-stream chunks into (event, data) pairs."""
     parsed = []
-    for block in text.split("\n\n"):
+    for block in b"".join(chunks).decode().split("\n\n"):
         lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
         if "event" in lines:
             parsed.append((lines["event"], lines.get("data")))
     return parsed
 
 
+def events(response):
+    """The whole stream of ``response``, parsed."""
+    return parse(response.streaming_content)
+
+
 def test_stream_follows_the_job_to_its_end(api, users, runner):
     result = tasks.with_context.enqueue(2)
-
-    def work_soon():
-        time.sleep(0.8)
-        runner().drain()
-        connections.close_all()
-
-    worker = threading.Thread(target=work_soon)
-    worker.start()
     response = api(users["staff"]).get(f"/jobs/{result.id}/events/")
     assert response.status_code == 200
     assert response["Content-Type"] == "text/event-stream"
     assert "no-store" in response["Cache-Control"]
-    seen = events(response)
+    # Read the stream as a client would; the job runs once its first event has been sent.
+    chunks, worker = [], None
+    for chunk in response.streaming_content:
+        chunks.append(chunk)
+        if worker is None and parse(chunks):
+
+            def work():
+                runner().drain()
+                connections.close_all()
+
+            worker = threading.Thread(target=work)
+            worker.start()
+    assert worker is not None, "no event before the stream ended"
     worker.join(10)
+    assert not worker.is_alive()
+    seen = parse(chunks)
     assert seen[0][0] == "status" and '"status":"queued"' in seen[0][1].replace(" ", "")
     assert seen[-1][0] == "end"
     assert '"succeeded"' in seen[-1][1]

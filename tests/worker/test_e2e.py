@@ -124,9 +124,10 @@ def test_second_signal_exits_at_once(worker_process):
     worker = worker_process("--concurrency", "1")
     wait_until(lambda: Execution.objects.filter(label="second-signal").exists(), message="running")
     worker.signal(signal.SIGTERM)
-    time.sleep(0.3)
+    wait_until(lambda: "SIGTERM received" in worker.output(), message="the first signal")
     worker.signal(signal.SIGINT)
     assert worker.wait(10) != 0
+    assert "second signal, exiting now" in worker.output()
 
 
 def test_timeout_is_recorded_and_the_worker_keeps_working(worker_process):
@@ -186,7 +187,11 @@ def test_notify_wakes_an_idle_worker_quickly(worker_process):
     """With a 30 s poll interval only LISTEN/NOTIFY can start the job within seconds."""
     worker = worker_process("--concurrency", "1", poll=30)
     wait_until(lambda: Worker.objects.exists(), message="worker registered")
-    time.sleep(1.0)  # let it finish its first look at the queue and go to sleep
+    wait_until(listening, message="the worker's LISTEN")
+    # Not a wait for a result: time for the worker to finish its first look at the queue and
+    # go to sleep, which it shows no sign of. Too short a pause would only let the look find
+    # the job (the test would pass without proving the wake-up); it cannot make it fail.
+    time.sleep(1.0)
     result = tasks.add.enqueue(1, 1)
     wait_until(lambda: status_of(result) == JobStatus.SUCCEEDED, timeout=5, message="notify")
     worker.signal(signal.SIGTERM)
@@ -201,12 +206,18 @@ def test_keyed_jobs_and_pauses_reach_an_idle_worker_at_once(worker_process):
     worker = worker_process("--concurrency", "2", poll=30)
     wait_until(lambda: Worker.objects.exists(), message="worker registered")
     wait_until(listening, message="the worker's LISTEN")
-    time.sleep(1.0)  # let it finish its first look at the queue and go to sleep
+    # Not a wait for a result: time for the worker to go to sleep (see the test above).
+    time.sleep(1.0)
     keyed = tasks.per_account.using(concurrency_key="account:1").enqueue("a")
     wait_until(lambda: status_of(keyed) == JobStatus.SUCCEEDED, timeout=5, message="keyed")
     services.set_queue_paused("default", True, now=timezone.now())
-    time.sleep(1.0)
+    wait_until(
+        lambda: "paused queues now default" in worker.output(),
+        timeout=5,
+        message="the worker to see the pause",
+    )
     held = tasks.add.enqueue(1, 1)
+    # The measurement: the paused queue's job stays queued (a second, past any claim).
     time.sleep(1.0)
     assert status_of(held) == JobStatus.QUEUED
     services.set_queue_paused("default", False, now=timezone.now())
