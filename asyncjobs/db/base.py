@@ -303,8 +303,9 @@ def start_jobs(
 ) -> list[Job]:
     """queued → running for the jobs with primary keys ``ids`` that are still queued, with
     their attempt rows: what a claim does to the jobs it picked, by the same statements, for
-    a caller that picked them itself (``services.claim_keyed``). Returns those jobs, best
-    first. Run it in the transaction that holds the locks the caller chose the jobs under."""
+    a caller that picked them itself (``services.claim_keyed``, ``services.claim_job``).
+    Returns those jobs, best first. Run it in the transaction that holds the locks the caller
+    chose the jobs under."""
     given = list(dict.fromkeys(ids))
     if not given:
         return []

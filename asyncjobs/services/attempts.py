@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.db.models import Case, DateTimeField, F, OuterRef, Q, Subquery, Value, When
-from django.db.models.functions import Coalesce
 
 from asyncjobs import db, retry
 from asyncjobs.exceptions import Retry, WorkerLostError, WorkerShutdownError
@@ -245,26 +244,10 @@ def claim_job(
 ) -> Job | None:
     """Claim one particular queued job for ``worker_id`` (as a worker's claim would: status,
     lease, attempt row); None if it is not queued. For in-process runs (``RUN_INLINE``)."""
+    # queued -> running and the attempt row: the claims' own statements.
     with transaction.atomic(using=using):
-        moved = (
-            Job.objects.using(using)
-            .filter(pk=job_id, status=JobStatus.QUEUED)
-            .update(
-                status=JobStatus.RUNNING,
-                worker_id=worker_id,
-                lease_expires_at=now + lease,
-                attempts=F("attempts") + 1,
-                started_at=Coalesce("started_at", Value(now)),
-                last_attempted_at=now,
-            )
-        )
-        if not moved:
-            return None
-        job = Job.objects.using(using).get(pk=job_id)
-        Attempt.objects.using(using).create(
-            job=job, number=job.attempts, worker_id=worker_id, started_at=now
-        )
-    return job
+        started = db.start_jobs(using, [job_id], worker_id=worker_id, now=now, lease=lease)
+    return started[0] if started else None
 
 
 def release_jobs(jobs: Iterable[Job], *, worker_id: str, now: datetime) -> int:
