@@ -70,6 +70,11 @@ DEFAULTS: dict[str, Any] = {
     # without the ORM's per-field calls, psycopg's own cursors, COPY): False runs the same
     # operations through the ORM and Django's cursors, storing the same rows.
     "FAST_PATH": True,
+    # PostgreSQL: a claim (queued -> running and its attempt row) commits without waiting for
+    # its WAL flush (synchronous_commit off for that transaction only). A claim lost in a
+    # database crash only means the job runs again, as when a worker dies; the enqueue and the
+    # outcome stay durable. True: claims wait for the flush too.
+    "DURABLE_CLAIMS": False,
     # Tests: run each job in-process as soon as the transaction that enqueued it commits
     # (see asyncjobs.testing). Never in production.
     "RUN_INLINE": False,

@@ -287,28 +287,32 @@ def bench_prune_worker(n: int) -> float:
 
 
 def bench_latency(samples: int) -> list[float]:
-    from asyncjobs.models import Attempt
+    """Enqueue-to-start on an idle worker, as the peer comparison defines it: from the
+    client's clock just before ``enqueue()`` to the task's first line (bench/latency.py's
+    probe), so the claim's commit and the hand-off to a slot count too."""
+    import tempfile
+
+    from bench import latency
     from bench.tasks import noop
 
     reset()
+    probe = Path(tempfile.mkstemp(prefix="latency-", suffix=".txt")[1])
+    os.environ["BENCH_LATENCY_FILE"] = str(probe)
     procs = start_workers(1, 1)
-    latencies = []
     try:
-        for _ in range(samples):
-            result = noop.enqueue()
+        for n in range(1, samples + 1):
+            noop.enqueue(time.time())
             deadline = time.monotonic() + 30
-            while True:
-                attempt = Attempt.objects.filter(job_id=result.id).only("started_at").first()
-                if attempt is not None:
-                    break
+            while len(latency.read(str(probe))) < n:
                 if time.monotonic() > deadline:
                     raise RuntimeError("job did not start in 30 s")
                 time.sleep(0.001)
-            latencies.append((attempt.started_at - result.enqueued_at).total_seconds() * 1000)
             time.sleep(0.05)
+        return [delay * 1000 for delay in latency.read(str(probe))]
     finally:
         stop_workers(procs)
-    return latencies
+        os.environ.pop("BENCH_LATENCY_FILE", None)
+        probe.unlink(missing_ok=True)
 
 
 def worker_rss_mib(pid: int) -> float:

@@ -30,6 +30,8 @@ if direct_port := os.environ.get("BENCH_DIRECT_PORT"):
 
 TASKS = {"default": {"BACKEND": "asyncjobs.backend.JobsBackend", "QUEUES": ["default"]}}
 ASYNCJOBS = {"POLL_INTERVAL": float(os.environ.get("BENCH_POLL_INTERVAL", 1))}
+if os.environ.get("BENCH_DURABLE_CLAIMS"):  # the claim's commit waits for its flush (A/B)
+    ASYNCJOBS["DURABLE_CLAIMS"] = True
 if os.environ.get("BENCH_LISTEN_DIRECT"):
     ASYNCJOBS["LISTEN_DATABASE"] = "direct"
 # bench/rate_limit.py: a queue under a rate limit, and one for its per-key runs, only in its

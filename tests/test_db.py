@@ -217,6 +217,44 @@ def test_sqlite_maintenance_lock_is_shared_without_flock(strategy, monkeypatch):
         assert in_thread(lambda: _try_lock()) is True
 
 
+def _synchronous_commit():
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("durable", [False, True], ids=["default", "DURABLE_CLAIMS"])
+def test_a_claim_commits_without_waiting_for_its_flush_unless_durable(strategy, settings, durable):
+    """A claim lost in a crash only means a re-run (at-least-once), so its transaction does
+    not wait for the WAL flush, and only its own: the setting is transaction-local (safe
+    behind a transaction pooler); enqueues and outcomes keep the server's."""
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "DURABLE_CLAIMS": durable}
+    server = _synchronous_commit()
+    assert server == "on"
+    tasks.add.enqueue(1, 1)
+    tasks.per_account.enqueue("acme")
+    with transaction.atomic():
+        (job,) = strategy.claim(
+            queues=["default"], limit=10, worker_id="w1", now=timezone.now(), lease=LEASE
+        )
+        assert _synchronous_commit() == ("on" if durable else "off")
+    assert _synchronous_commit() == server
+    keyed = Job.objects.exclude(limit_key="").get()
+    with transaction.atomic():
+        started = db.start_jobs(
+            "default", [keyed.pk], worker_id="w1", now=timezone.now(), lease=LEASE
+        )
+        assert [j.pk for j in started] == [keyed.pk]
+        assert _synchronous_commit() == ("on" if durable else "off")
+    assert _synchronous_commit() == server
+    services.record_successes(
+        [services.Success(job, 3, timezone.now())], worker_id="w1", using="default"
+    )
+    assert Job.objects.get(pk=job.pk).status == JobStatus.SUCCEEDED
+    assert _synchronous_commit() == server
+
+
 @pytest.mark.postgres
 def test_listener_is_notified_on_commit_not_before(strategy):
     listener = strategy.listen()

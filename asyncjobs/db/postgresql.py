@@ -55,13 +55,16 @@ _START_SQL = fastpath.alias_cache()
 
 
 def _start_sql(connection: BaseDatabaseWrapper, picked: str) -> str:
-    """The ``start`` statement around the ``picked`` query, built once per database."""
-    key = (connection.alias, picked)
+    """The ``start`` statement around the ``picked`` query, built once per database (and
+    ``DURABLE_CLAIMS``)."""
+    commit = "on" if jobs_settings.DURABLE_CLAIMS else "off"
+    key = (connection.alias, picked, commit)
     sql = _START_SQL.get(key)
     if sql is None:
         qn = connection.ops.quote_name
         table = qn(Job._meta.db_table)
         sql = _START_SQL[key] = query("postgresql", "start").format(
+            commit=commit,
             picked=query("postgresql", picked).format(table=table),
             table=table,
             attempt_table=qn(Attempt._meta.db_table),

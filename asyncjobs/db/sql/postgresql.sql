@@ -26,12 +26,17 @@ SELECT id FROM unnest(%(ids)s::uuid[]) AS given(id)
 -- name: start
 -- queued -> running, and the attempt rows, for the jobs {picked} selects: one statement, so
 -- it is atomic even in autocommit. A job no longer queued (taken meanwhile) is left alone.
+-- {commit}: "on", or "off" to commit this transaction without waiting for its WAL flush
+-- (set_config's third argument makes it last for this transaction only: safe behind a
+-- transaction pooler); read only where a job is claimed, when there is something to flush.
 WITH picked AS ({picked}
+), commit_mode AS (
+    SELECT set_config('synchronous_commit', '{commit}', true) AS setting
 ), claimed AS (
     UPDATE {table} AS j SET status = 'running', worker_id = %(worker)s,
         lease_expires_at = %(lease)s, attempts = j.attempts + 1,
         started_at = COALESCE(j.started_at, %(now)s), last_attempted_at = %(now)s
-    FROM picked WHERE j.id = picked.id AND j.status = 'queued'
+    FROM picked CROSS JOIN commit_mode WHERE j.id = picked.id AND j.status = 'queued'
     RETURNING {claimed_columns}
 ), recorded AS (
     INSERT INTO {attempt_table}
