@@ -88,25 +88,11 @@ class Enqueuer(threading.Thread):
 
 
 def start_workers(count: int, concurrency: int, latency_file: Path) -> list[subprocess.Popen]:
-    from asyncjobs.models import Worker
+    """bench/run.py's workers, recording their tasks' pickup latency into ``latency_file``."""
+    from bench import run as bench_run
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_LATENCY_FILE": str(latency_file)}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "django", "runworker", "--concurrency", str(concurrency)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(count)
-    ]
-    deadline = time.monotonic() + 60
-    while Worker.objects.filter(status="running").count() < count:
-        if time.monotonic() > deadline:
-            raise RuntimeError("workers did not start")
-        time.sleep(0.05)
-    return procs
+    os.environ["BENCH_LATENCY_FILE"] = str(latency_file)
+    return bench_run.start_workers(count, concurrency)
 
 
 def rss_mib(pid: int) -> float | None:
