@@ -230,6 +230,18 @@ def test_a_claim_commits_without_waiting_for_its_flush_unless_durable(strategy, 
     not wait for the WAL flush, and only its own: the setting is transaction-local (safe
     behind a transaction pooler); enqueues and outcomes keep the server's."""
     settings.ASYNCJOBS = {**settings.ASYNCJOBS, "DURABLE_CLAIMS": durable}
+    with connection.cursor() as cursor:
+        # The session's own setting, whatever the server's default (the throwaway servers of
+        # `make pg-versions` run with it off).
+        cursor.execute("SET synchronous_commit TO on")
+    try:
+        _claims_and_outcomes(strategy, durable)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET synchronous_commit")
+
+
+def _claims_and_outcomes(strategy, durable):
     server = _synchronous_commit()
     assert server == "on"
     tasks.add.enqueue(1, 1)
