@@ -212,6 +212,18 @@ class Job(models.Model):
         db_constraint=False,  # deleting a user must not touch the hot jobs table
     )
     webhook_url = models.URLField(max_length=2000, blank=True)
+    # The batch the job belongs to, if any (see asyncjobs.models.workflows). No database
+    # constraint and no index of Django's own: adding the column to a live table stays
+    # instant, and the partial index below is built without blocking writes.
+    batch = models.ForeignKey(
+        "asyncjobs.Batch",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="jobs",
+    )
     # NULL, not "", for "no key": NULLs never collide in the unique constraint below.
     unique_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     # How long a succeeded job keeps its unique_key (None: released when the job ends).
@@ -274,6 +286,12 @@ class Job(models.Model):
             ),
             # The admin's newest-first job list.
             models.Index(fields=["-enqueued_at"], name="asyncjobs_job_enqueued"),
+            # A batch's jobs, by status (the batch pages, retrying its failed jobs).
+            models.Index(
+                fields=["batch", "status"],
+                name="asyncjobs_job_batch",
+                condition=Q(batch__isnull=False),
+            ),
         ]
         constraints: ClassVar[list[models.BaseConstraint]] = [
             models.CheckConstraint(
@@ -527,3 +545,8 @@ class Dashboard(Job):
         proxy = True
         verbose_name = _("dashboard")
         verbose_name_plural = _("dashboard")
+
+
+# Registered with the app here, where Django looks for models.
+from asyncjobs.models.workflows import Batch as Batch  # noqa: E402
+from asyncjobs.models.workflows import BatchState as BatchState  # noqa: E402

@@ -56,5 +56,9 @@ SELECT RELEASE_LOCK(%s)
 -- name: create_index
 CREATE {kind} {index} ON {table} ({columns})
 
+-- name: create_index_online
+-- Built in place while the table takes writes (asyncjobs.db.online).
+CREATE INDEX {index} ON {table} ({columns}) ALGORITHM=INPLACE LOCK=NONE
+
 -- name: drop_index
 DROP INDEX {index} ON {table}

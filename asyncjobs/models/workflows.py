@@ -1,0 +1,94 @@
+"""Workflows: batches of jobs, with callbacks once they are done.
+
+A batch keeps its own counters (``pending``, ``succeeded``, ``failed``, ``cancelled``),
+updated in the transaction that records each job's end, so finding out whether a batch is
+done never counts its jobs. While a batch is open (``sealed_at`` unset) jobs may still be
+added and nothing fires; once sealed, the transaction that brings ``pending`` to zero fires
+the callbacks under the batch row's lock, so each fires once however many workers finish
+its last jobs at the same moment.
+"""
+
+import uuid
+from typing import ClassVar
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class BatchState(models.TextChoices):
+    """Where a batch is, derived from its counters (not stored)."""
+
+    OPEN = "open", _("Open")  # jobs may still be added; callbacks wait for the seal
+    RUNNING = "running", _("Running")  # sealed, some jobs not finished
+    SUCCEEDED = "succeeded", _("Succeeded")  # every job succeeded
+    FAILED = "failed", _("Failed")  # every job finished, some failed or were cancelled
+
+
+class Batch(models.Model):
+    """A group of jobs enqueued together, with callbacks when they have all finished."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    backend = models.CharField(max_length=100, default="default")
+    description = models.CharField(max_length=255, blank=True, default="")
+    enqueued_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_constraint=False,
+    )
+    created_at = models.DateTimeField()
+    sealed_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    # Counters, kept in the transactions that add jobs and record their ends.
+    total = models.PositiveIntegerField(default=0)
+    pending = models.PositiveIntegerField(default=0, help_text=_("Jobs not finished yet."))
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    cancelled = models.PositiveIntegerField(default=0)
+
+    # {"on_success": {task spec}, "on_complete": {...}, "on_failure": {...}}: the task path,
+    # arguments and options of each callback, enqueued when it fires.
+    callbacks = models.JSONField(default=dict, blank=True)
+    # When each callback fired: each fires at most once in the life of the batch.
+    success_fired_at = models.DateTimeField(null=True, blank=True)
+    complete_fired_at = models.DateTimeField(null=True, blank=True)
+    failure_fired_at = models.DateTimeField(null=True, blank=True)
+    webhook_url = models.URLField(max_length=2000, blank=True)
+
+    class Meta:
+        verbose_name = _("batch")
+        verbose_name_plural = _("batches")
+        indexes: ClassVar[list[models.Index]] = [
+            models.Index(fields=["-created_at"], name="asyncjobs_batch_created"),
+            models.Index(fields=["finished_at"], name="asyncjobs_batch_finished"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.description or 'batch'} {self.id}"
+
+    @property
+    def state(self) -> BatchState:
+        """Open, running, succeeded or failed (see ``BatchState``)."""
+        if self.sealed_at is None:
+            return BatchState.OPEN
+        if self.pending:
+            return BatchState.RUNNING
+        if self.failed or self.cancelled:
+            return BatchState.FAILED
+        return BatchState.SUCCEEDED
+
+    @property
+    def finished(self) -> int:
+        """Jobs that reached a terminal status."""
+        return self.succeeded + self.failed + self.cancelled
+
+    @property
+    def percent(self) -> float:
+        """Finished jobs as a percentage of all (100 for an empty sealed batch)."""
+        if not self.total:
+            return 0.0 if self.sealed_at is None else 100.0
+        return round(100.0 * self.finished / self.total, 1)
