@@ -4,8 +4,10 @@
 
 Enqueues ``--jobs`` jobs (each records every execution in the ``chaos_execution`` table, then
 works for ``--work-ms``), runs ``--workers`` worker processes, SIGKILLs one at random every
-``--kill-every`` seconds (±50%) and starts a replacement, restarts PostgreSQL once and
-terminates every worker connection once (``pg_terminate_backend``), then checks:
+``--kill-every`` seconds (±50%) and starts a replacement, crashes and restarts PostgreSQL once
+(``-m immediate``: no checkpoint, so claims committed without waiting for their WAL flush, as
+they are by default, may be lost; see ``DURABLE_CLAIMS``) and terminates every worker
+connection once (``pg_terminate_backend``), then checks:
 
 - every job succeeded, none is lost, none is left running;
 - every execution of a job matches an attempt row, exactly one attempt succeeded, and every
@@ -51,7 +53,7 @@ def default_restart_command() -> str:
     clusters = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
     if not clusters:
         return ""
-    return f"pg_ctlcluster --skip-systemctl-redirect {clusters[-1]} main restart -m fast"
+    return f"pg_ctlcluster --skip-systemctl-redirect {clusters[-1]} main restart -m immediate"
 
 
 def with_retry(what: str, action: Callable[[], Any], give_up: float = 120.0) -> Any:
