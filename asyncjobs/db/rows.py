@@ -11,7 +11,6 @@ from typing import Any
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field
-from django.db.models.signals import post_init, pre_init
 
 from asyncjobs.db import fastpath
 from asyncjobs.models import Attempt, Job
@@ -56,8 +55,8 @@ def rows_to_jobs(alias: str, connection: BaseDatabaseWrapper, rows: list[tuple])
     read), converted as a SELECT would be, best first (``UPDATE … RETURNING`` gives no
     order)."""
     _, orm, fast = _columns(connection)
-    through_init = pre_init.has_listeners(Job) or post_init.has_listeners(Job)
     if fastpath.enabled():
+        through_init = not fastpath.direct_jobs()
         jobs = fastpath.rows_to_jobs(alias, connection, rows, fast, through_init=through_init)
     else:
         attnames = [f.attname for f in Job._meta.concrete_fields]
@@ -123,29 +122,7 @@ def copy_layout(
 def copy_lines(
     jobs: list[Job], connection: BaseDatabaseWrapper, memo: dict[tuple[int, ...], str]
 ) -> str:
-    """Jobs as lines of COPY text, in ``copy_layout``'s column order.
-
-    ``memo`` maps the identities of a job's shared values to their formatted text; it must
-    not outlive the jobs (while they live, no other object can take those identities)."""
+    """Jobs as lines of COPY text, in ``copy_layout``'s column order (``memo``: see
+    ``fastpath.copy_lines``)."""
     _, per_job, shared, shared_values = copy_layout(connection)
-    lines = []
-    last: tuple = ()
-    tail = ""
-    for job in jobs:
-        values = job.__dict__
-        common = shared_values(values)
-        # Consecutive jobs mostly share the very same objects: comparing with the last
-        # job's is quicker than making the memo's key.
-        if not (last and all(map(operator.is_, common, last))):
-            key = tuple(map(id, common))
-            known = memo.get(key)
-            if known is None:
-                known = memo[key] = "\t".join(
-                    format_value(value) for value, format_value in zip(common, shared, strict=True)
-                )
-            last, tail = common, known
-        cells = [format_value(values[attname]) for attname, format_value in per_job]
-        cells.append(tail)
-        lines.append("\t".join(cells))
-    lines.append("")
-    return "\n".join(lines)
+    return fastpath.copy_lines(jobs, per_job, shared, shared_values, memo)
