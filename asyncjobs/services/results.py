@@ -54,17 +54,19 @@ def task_result(
     """The ``TaskResult`` of ``job`` run as ``task`` by the backend ``backend``, with the
     errors and workers of its attempts."""
     return fastpath.task_result(
-        task=task,
-        id=str(job.pk),
-        status=job.task_result_status,
-        enqueued_at=job.enqueued_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        last_attempted_at=job.last_attempted_at,
-        args=job.args,
-        kwargs=job.kwargs,
-        backend=backend,
-        errors=errors,
-        worker_ids=worker_ids,
-        return_value=job.return_value,
+        fastpath.ResultFields(
+            task=task,
+            id=str(job.pk),
+            status=job.task_result_status,
+            enqueued_at=job.enqueued_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            last_attempted_at=job.last_attempted_at,
+            args=job.args,
+            kwargs=job.kwargs,
+            backend=backend,
+            errors=errors,
+            worker_ids=worker_ids,
+        ),
+        job.return_value,
     )

@@ -35,6 +35,7 @@ from asyncjobs.db.fastpath.cursors import (
 )
 from asyncjobs.db.fastpath.objects import (
     Receivers,
+    ResultFields,
     direct_jobs,
     job_template,
     live_receivers,
@@ -65,6 +66,7 @@ __all__ = [
     "PER_JOB_FIELDS",
     "PLAIN_JSON_FIELDS",
     "Receivers",
+    "ResultFields",
     "alias_cache",
     "bound",
     "bound_cursor",

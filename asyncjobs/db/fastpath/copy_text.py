@@ -8,8 +8,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field
 
-from asyncjobs.db.fastpath.values import plain_json_dumps
+from asyncjobs.db.fastpath.values import PlanEntry, plain_json_dumps
 from asyncjobs.models import Job
 
 # COPY's text format: these characters in a value are written as escapes (the backslash
@@ -27,7 +28,7 @@ def copy_escaped(text: str) -> str:
     return text
 
 
-def _copy_text(value: Any) -> str:
+def _copy_text(value: object) -> str:
     """A value prepared by the ORM in COPY's text format."""
     if value is None:
         return "\\N"
@@ -53,8 +54,8 @@ def _copy_text(value: Any) -> str:
 
 
 def copy_formatter(
-    field: Any, plan: tuple[str, Any, frozenset[type]], connection: BaseDatabaseWrapper
-) -> Callable[[Any], str]:
+    field: Field, plan: PlanEntry, connection: BaseDatabaseWrapper
+) -> Callable[[object], str]:
     """How ``field``'s values become COPY text: ``_copy_text`` of the ORM's preparation
     (``plan`` is the field's ``row_plan`` entry), which for plain values is the value
     itself, and for a list or a dict in a JSON field is psycopg's ``Jsonb`` around it,
@@ -62,7 +63,7 @@ def copy_formatter(
     _, prepare, plain = plan
     dumps = plain_json_dumps(field, prepare, connection)
 
-    def format_value(value: Any) -> str:
+    def format_value(value: object) -> str:
         if value is None:
             return "\\N"
         kind = type(value)
@@ -79,8 +80,8 @@ def copy_formatter(
 
 def copy_lines(
     jobs: list[Job],
-    per_job: list[tuple[str, Callable[[Any], str]]],
-    shared: list[Callable[[Any], str]],
+    per_job: list[tuple[str, Callable[[object], str]]],
+    shared: list[Callable[[object], str]],
     shared_values: Callable[[dict[str, Any]], tuple[Any, ...]],
     memo: dict[tuple[int, ...], str],
 ) -> str:

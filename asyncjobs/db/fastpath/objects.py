@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import fields
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.base import ModelState
@@ -132,64 +132,43 @@ def uuid4_factory() -> Callable[[], uuid.UUID]:
     return uuid4_direct if enabled() and _DIRECT_UUID_WORKS else uuid.uuid4
 
 
-# Whether TaskResult has exactly the fields ``task_result`` sets directly.
+class ResultFields(TypedDict):
+    """The fields of a ``TaskResult`` that its init takes."""
+
+    task: Task
+    id: str
+    status: TaskResultStatus
+    enqueued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    last_attempted_at: datetime | None
+    args: list[Any]
+    kwargs: dict[str, Any]
+    backend: str
+    errors: list[TaskError]
+    worker_ids: list[str]
+
+
+# Whether TaskResult has exactly these fields and its return value, which ``task_result``
+# then sets directly.
 _RESULT_FIELDS_KNOWN = {f.name for f in fields(TaskResult)} == {
-    "task", "id", "status", "enqueued_at", "started_at", "finished_at", "last_attempted_at",
-    "args", "kwargs", "backend", "errors", "worker_ids", "_return_value",
-}  # fmt: skip
+    *ResultFields.__annotations__,
+    "_return_value",
+}
 
 
-def task_result(
-    *,
-    task: Task,
-    id: str,
-    status: TaskResultStatus,
-    enqueued_at: datetime | None,
-    started_at: datetime | None,
-    finished_at: datetime | None,
-    last_attempted_at: datetime | None,
-    args: list[Any],
-    kwargs: dict[str, Any],
-    backend: str,
-    errors: list[TaskError],
-    worker_ids: list[str],
-    return_value: Any,
-) -> TaskResult:
-    """A ``TaskResult`` of these fields. TaskResult's init would normalise the arguments
-    again, which a job holds as JSON types already, and set its frozen fields one by one:
-    with the switch on, and if TaskResult has the fields this knows, they are set directly
-    instead (``tests/test_backend.py`` compares both ways). The return value is set as
-    Django's own backends set it."""
+def task_result(values: ResultFields, return_value: object) -> TaskResult:
+    """A ``TaskResult`` of ``values`` and ``return_value``. TaskResult's init would normalise
+    the arguments again, which a job holds as JSON types already, and set its frozen fields
+    one by one: with the switch on, and if TaskResult has the fields this knows, they are set
+    directly instead (``tests/test_backend.py`` compares both ways). The return value is set
+    as Django's own backends set it."""
     if enabled() and _RESULT_FIELDS_KNOWN:
         result = object.__new__(TaskResult)
-        put = object.__setattr__  # (TaskResult is frozen)
-        put(result, "task", task)
-        put(result, "id", id)
-        put(result, "status", status)
-        put(result, "enqueued_at", enqueued_at)
-        put(result, "started_at", started_at)
-        put(result, "finished_at", finished_at)
-        put(result, "last_attempted_at", last_attempted_at)
-        put(result, "args", args)
-        put(result, "kwargs", kwargs)
-        put(result, "backend", backend)
-        put(result, "errors", errors)
-        put(result, "worker_ids", worker_ids)
+        for name, value in values.items():
+            object.__setattr__(result, name, value)  # (TaskResult is frozen)
     else:
-        result = TaskResult(
-            task=task,
-            id=id,
-            status=status,
-            enqueued_at=enqueued_at,
-            started_at=started_at,
-            finished_at=finished_at,
-            last_attempted_at=last_attempted_at,
-            args=args,
-            kwargs=kwargs,
-            backend=backend,
-            errors=errors,
-            worker_ids=worker_ids,
-        )
+        result = TaskResult(**values)
     object.__setattr__(result, "_return_value", return_value)
     return result
 

@@ -1,6 +1,7 @@
 """The switch (``ASYNCJOBS["FAST_PATH"]``) and what every fast path shares: the per-alias
 caches, dropped when settings change, and which psycopg Django's PostgreSQL backend runs on."""
 
+from collections.abc import Hashable
 from functools import cache
 from typing import Any
 
@@ -16,19 +17,19 @@ def enabled() -> bool:
 
 
 # Every per-alias cache of asyncjobs.db, to be dropped together (see ``alias_cache``).
-_ALIAS_CACHES: list[dict[Any, Any]] = []
+_ALIAS_CACHES: list[dict[Hashable, Any]] = []
 
 
-def alias_cache() -> dict[Any, Any]:
+def alias_cache() -> dict[Hashable, Any]:
     """A new dict for values computed once per database alias (statement texts, column
     plans), emptied whenever ``DATABASES`` or ``ASYNCJOBS`` change."""
-    cached: dict[Any, Any] = {}
+    cached: dict[Hashable, Any] = {}
     _ALIAS_CACHES.append(cached)
     return cached
 
 
 @receiver(setting_changed)
-def _clear_alias_caches(*, setting: str, **kwargs: Any) -> None:
+def _clear_alias_caches(*, setting: str, **kwargs: object) -> None:
     if setting in ("DATABASES", "ASYNCJOBS", "USE_TZ", "TIME_ZONE"):
         for cached in _ALIAS_CACHES:
             cached.clear()

@@ -6,13 +6,20 @@ import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field
 
 from asyncjobs.db.fastpath.switch import alias_cache
 from asyncjobs.models import Job, StoredJSONField, loaded_json, storable_json_text
+
+# A field's preparation of a value for the database (``Field.get_db_prep_save``).
+Prepare: TypeAlias = Callable[[Any, BaseDatabaseWrapper], Any]
+# Per concrete field of Job: its attname, its preparation, and the types of value that
+# preparation hands to the database unchanged (``row_plan``).
+PlanEntry: TypeAlias = tuple[str, Prepare, frozenset[type]]
 
 # JSON fields without an encoder or decoder of their own: plain JSON text in the database
 # (StoredJSONField's values wrapped when they must be; see asyncjobs.models).
@@ -53,7 +60,7 @@ def _is_plain_json(field: Any, conv: Any) -> bool:
     )
 
 
-def _is_flat(value: Any) -> bool:
+def _is_flat(value: object) -> bool:
     """Whether ``value`` is a list or dict of JSON scalars only (so a shallow copy of it
     shares nothing mutable)."""
     if type(value) is list:
@@ -68,7 +75,7 @@ def _is_flat(value: Any) -> bool:
 _ROW_PLAN = alias_cache()
 
 
-def _plain_types(field: Any, connection: BaseDatabaseWrapper) -> frozenset[type]:
+def _plain_types(field: Field, connection: BaseDatabaseWrapper) -> frozenset[type]:
     """The exact types whose values the ORM passes to ``connection`` as they are for
     ``field``: None where it stays None, and, where the preparation leaves a sample of the
     field's own kind alone, text, integers (SQLite), aware datetimes and UUIDs (PostgreSQL)."""
@@ -89,7 +96,7 @@ def _plain_types(field: Any, connection: BaseDatabaseWrapper) -> frozenset[type]
     return frozenset(types)
 
 
-def row_plan(connection: BaseDatabaseWrapper) -> list[tuple[str, Any, frozenset[type]]]:
+def row_plan(connection: BaseDatabaseWrapper) -> list[PlanEntry]:
     """Per concrete field of Job: its attname, its ORM preparation, its plain types."""
     plan = _ROW_PLAN.get(connection.alias)
     if plan is None:
@@ -103,7 +110,7 @@ def row_plan(connection: BaseDatabaseWrapper) -> list[tuple[str, Any, frozenset[
 _INSERT_PLAN = alias_cache()
 
 
-def insert_plan(connection: BaseDatabaseWrapper) -> list[tuple[str, Any, frozenset[type]]]:
+def insert_plan(connection: BaseDatabaseWrapper) -> list[PlanEntry]:
     """``row_plan`` for one job's ``INSERT``. Where a JSON field's preparation wraps a list or
     a dict in psycopg's ``Jsonb`` (PostgreSQL), it passes the text instead
     (``_json_as_text``), and integers go as they are: the ORM wraps them in psycopg's
@@ -126,8 +133,8 @@ def insert_plan(connection: BaseDatabaseWrapper) -> list[tuple[str, Any, frozens
 
 
 def plain_json_dumps(
-    field: Any, prepare: Any, connection: BaseDatabaseWrapper
-) -> Callable[[Any], str] | None:
+    field: Any, prepare: Prepare, connection: BaseDatabaseWrapper
+) -> Callable[[object], str] | None:
     """For a ``JSONField`` whose preparation wraps a value in psycopg's ``Jsonb`` (on
     PostgreSQL): the function that wrapper makes the value's JSON text with. None for other
     fields and databases."""
@@ -147,13 +154,13 @@ def plain_json_dumps(
     return lambda value: storable_json_text(dumps(value), value)
 
 
-def _json_as_text(prepare: Any, dumps: Callable[[Any], str]) -> Any:
+def _json_as_text(prepare: Prepare, dumps: Callable[[object], str]) -> Prepare:
     """A JSON field's preparation that passes a list or a dict as the text ``Jsonb`` would
     send: an untyped parameter, which the server reads as the column's ``jsonb``. psycopg's
     dumping of the wrapper cost more than the rest of a job's values together. Other values
     get ``prepare``."""
 
-    def prepare_json(value: Any, connection: BaseDatabaseWrapper) -> Any:
+    def prepare_json(value: object, connection: BaseDatabaseWrapper) -> object:
         kind = type(value)
         if kind is list or kind is dict:
             if not value:  # (as arguments often are: not worth the encoder's call)
