@@ -338,8 +338,7 @@ def ready_queues(alias: str, *, plain: bool = True, keyed: bool = True) -> set[s
     (under a per-task or per-key limit).
 
     A loose index scan of each claim index, one index probe per queue, where ``SELECT
-    DISTINCT`` would read every ready job (33 ms with 100,000 of them, against under a
-    millisecond)."""
+    DISTINCT`` would read every ready job (bench/HISTORY.md, "Queue depth")."""
     connection = connections[alias]
     qn = connection.ops.quote_name
     strategy = strategy_class(connection)

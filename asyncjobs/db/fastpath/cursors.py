@@ -48,9 +48,9 @@ def bound_cursor(connection: BaseDatabaseWrapper, *, keep: bool = False) -> Iter
     ``execute_wrapper`` hooks and query log do not see these.
 
     ``keep``: the same cursor again on the next call, for as long as Django's connection
-    holds the same psycopg connection (making and closing a cursor cost a single enqueue
-    about a tenth of its time). Its user must leave its adapters alone. A use inside
-    another gets a cursor of its own.
+    holds the same psycopg connection (making and closing a cursor was a good part of a
+    single enqueue's CPU: bench/HISTORY.md, "Single enqueue: a kept cursor"). Its user
+    must leave its adapters alone. A use inside another gets a cursor of its own.
     """
     if not bound(connection):
         with connection.cursor() as wrapper:
