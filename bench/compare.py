@@ -350,7 +350,8 @@ def main() -> int:
     path = RESULTS / f"{prefix}{when.replace(':', '')}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     # The plots show the PostgreSQL set-up; a partial run keeps those of the last full one.
-    if not args.quick and not args.only and args.database == "postgresql":
+    # (Drawn in the peers' virtualenv, which a run of asyncjobs' systems alone does not make.)
+    if not args.quick and not args.only and args.database == "postgresql" and PEERS_PYTHON.exists():
         subprocess.run(
             [str(PEERS_PYTHON), str(ROOT / "bench" / "peers" / "plot.py"), str(path), str(RESULTS)],
             check=True,
