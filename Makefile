@@ -1,9 +1,9 @@
 .PHONY: help test test-fast test-no-fast-path matrix pg-versions smoke wheel-check demo lint bench bench-quick bench-compare bench-compare-mariadb bench-compare-pgbouncer bench-compare-quick soak soak-quick chaos chaos-quick chaos-quick-pooled
 
-test:  ## set up .venv, run the whole test suite on SQLite, then PostgreSQL, then MariaDB
+test:  ## set up .venv, run the whole test suite on SQLite, PostgreSQL (and PgBouncer) and MariaDB, side by side
 	bash scripts/test.sh
 
-test-fast:  ## SQLite only, no subprocess, browser or slow tests: about a minute (see CONTRIBUTING.md)
+test-fast:  ## SQLite only, no subprocess, browser or slow tests, 2 processes: under a minute (see CONTRIBUTING.md)
 	bash scripts/test_fast.sh
 
 test-no-fast-path:  ## the same suite with ASYNCJOBS["FAST_PATH"] off: asyncjobs.db through the ORM and Django's cursors
@@ -42,7 +42,7 @@ bench-compare-mariadb:  ## the same on MariaDB: asyncjobs, a raw mysqlclient bas
 bench-compare-pgbouncer:  ## the same through PgBouncer (transaction mode): asyncjobs polling and with LISTEN direct, a raw psycopg baseline
 	bash scripts/bench.sh --compare --database pgbouncer
 
-bench-compare-quick:  ## the three set-ups, one short run each (500 jobs on PostgreSQL, 200 on the others): proves the harness runs (CI)
+bench-compare-quick:  ## the three set-ups, one short run each (200 jobs, no 1-process drain): proves the harness runs (CI)
 	bash scripts/bench.sh --compare --quick
 	bash scripts/bench.sh --compare --quick --database mariadb
 	bash scripts/bench.sh --compare --quick --database pgbouncer

@@ -10,9 +10,9 @@ class AsyncJobsConfig(AppConfig):
 
     def ready(self) -> None:
         from asyncjobs import checks  # noqa: F401  (registers the checks)
-        from asyncjobs.backend import receiver_acts_when
         from asyncjobs.conf import jobs_settings
         from asyncjobs.inline import run_inline
+        from asyncjobs.services import receiver_acts_when
         from asyncjobs.tasks_api import connect_backport, task_enqueued
 
         connect_backport()

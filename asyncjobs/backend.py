@@ -20,13 +20,13 @@ options Django's ``Task`` does not have, so both ``@task(...)`` and ``.using(...
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.signals import setting_changed
-from django.dispatch import Signal, receiver
+from django.dispatch import receiver
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -48,7 +48,6 @@ from asyncjobs.tasks_api import (
     task_backends,
     task_enqueued,
 )
-from asyncjobs.tasks_api import signals as task_signals
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,43 +143,6 @@ class JobTask(Task):
         )
 
 
-# Receivers that do nothing in some states, with what tells whether one would act now on a
-# record of the given level: Django's own, which log each task's enqueue (DEBUG), start and
-# end on the django.tasks logger, and asyncjobs' RUN_INLINE hook (see apps.py).
-_RECEIVER_ACTIVE: dict[Callable[..., Any], Callable[[int], bool]] = {
-    task_signals.log_task_enqueued: task_signals.logger.isEnabledFor,
-    task_signals.log_task_started: task_signals.logger.isEnabledFor,
-    task_signals.log_task_finished: task_signals.logger.isEnabledFor,
-}
-
-
-def receiver_acts_when(receiver: Callable[..., Any], active: Callable[[int], bool]) -> None:
-    """Declare that ``receiver`` does nothing unless ``active(level)``; see ``observed``."""
-    _RECEIVER_ACTIVE[receiver] = active
-
-
-def observed(signal: Signal, sender: type, level: int) -> bool:
-    """Whether sending ``signal`` from ``sender`` could have any effect.
-
-    Not when nothing listens, nor when every receiver is one that would do nothing now
-    (Django's log receivers while the ``django.tasks`` logger drops records of ``level``,
-    the RUN_INLINE hook while that is off): then the signal need not be sent, nor, in the
-    worker, the ``TaskResult`` it carries built (two per job; what that costs is in
-    bench/HISTORY.md, "Worker CPU per job" and "Bulk enqueue: no signal nobody hears"). Any
-    other receiver, or Django's internals looking different, sends."""
-    try:
-        sync, asynchronous = signal._live_receivers(sender)
-    except Exception:
-        return True
-    if asynchronous:
-        return True
-    for connected in sync:
-        active = _RECEIVER_ACTIVE.get(connected)
-        if active is None or active(level):
-            return True
-    return False
-
-
 # Per (backend alias, task): the task's shared job fields; see JobsBackend._task_fields.
 _TASK_FIELDS: dict[Any, tuple[Any, Any]] = {}
 
@@ -196,12 +158,6 @@ _LOADED_TASKS: dict[Any, tuple[Any, Any]] = {}
 
 # What builds a task's unsaved jobs from a call's arguments (JobsBackend.job_maker).
 BuildJob = Callable[[Sequence[Any], dict[str, Any]], Job]
-
-# Whether TaskResult has exactly the fields JobsBackend.to_result sets.
-_RESULT_FIELDS_KNOWN = {f.name for f in fields(TaskResult)} == {
-    "task", "id", "status", "enqueued_at", "started_at", "finished_at", "last_attempted_at",
-    "args", "kwargs", "backend", "errors", "worker_ids", "_return_value",
-}  # fmt: skip
 
 
 def _clone(task: Task, changes: dict[str, Any]) -> Task:
@@ -371,7 +327,7 @@ class JobsBackend(BaseTaskBackend):
         if stored is not job:  # a unique job already holds the key
             return self.to_result(stored)
         result = self.to_result(job, task=task, attempts=[])
-        if observed(task_enqueued, type(self), logging.DEBUG):
+        if services.observed(task_enqueued, type(self), logging.DEBUG):
             task_enqueued.send(type(self), task_result=result)
         return result
 
@@ -397,7 +353,7 @@ class JobsBackend(BaseTaskBackend):
                 yield job
 
         stored = services.enqueue_jobs(jobs(), using=self.database, now=now, queues=queues)
-        announce = observed(task_enqueued, type(self), logging.DEBUG)
+        announce = services.observed(task_enqueued, type(self), logging.DEBUG)
         results = []
         for (task, job), kept in zip(pairs, stored, strict=True):
             if kept is job:
@@ -483,44 +439,9 @@ class JobsBackend(BaseTaskBackend):
             if a.error_class
         ]
         worker_ids = [a.worker_id for a in attempts]
-        if not _RESULT_FIELDS_KNOWN:
-            result: TaskResult = TaskResult(
-                task=task,
-                id=str(job.pk),
-                status=job.task_result_status,
-                enqueued_at=job.enqueued_at,
-                started_at=job.started_at,
-                finished_at=job.finished_at,
-                last_attempted_at=job.last_attempted_at,
-                args=job.args,
-                kwargs=job.kwargs,
-                backend=self.alias,
-                errors=errors,
-                worker_ids=worker_ids,
-            )
-            object.__setattr__(result, "_return_value", job.return_value)
-            return result
-        # TaskResult's init would normalise the arguments again, which a job holds as JSON
-        # types already (job_maker made them so), and set its frozen fields one by one: in a
-        # bulk enqueue that cost as much as storing the job. The fields are set directly
-        # instead, if they are the ones this backend knows (tests/test_backend.py compares
-        # both ways).
-        result = object.__new__(TaskResult)
-        put = object.__setattr__  # (TaskResult is frozen)
-        put(result, "task", task)
-        put(result, "id", str(job.pk))
-        put(result, "status", job.task_result_status)
-        put(result, "enqueued_at", job.enqueued_at)
-        put(result, "started_at", job.started_at)
-        put(result, "finished_at", job.finished_at)
-        put(result, "last_attempted_at", job.last_attempted_at)
-        put(result, "args", job.args)
-        put(result, "kwargs", job.kwargs)
-        put(result, "backend", self.alias)
-        put(result, "errors", errors)
-        put(result, "worker_ids", worker_ids)
-        put(result, "_return_value", job.return_value)
-        return result
+        return services.task_result(
+            job, task=task, backend=self.alias, errors=errors, worker_ids=worker_ids
+        )
 
     def check(self, **kwargs: Any) -> list[Any]:
         """System checks for this backend (see ``asyncjobs.checks``)."""

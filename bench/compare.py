@@ -3,6 +3,7 @@
     python bench/compare.py [--database postgresql|mariadb|pgbouncer] [--runs 3] [--jobs 10000]
                             [--samples 50] [--depth 100000] [--quick] [--poll-interval S]
                             [--systems asyncjobs psycopg ...] [--only enqueue,bulk]
+                            [--asyncjobs-checkout PATH]
 
 Next to the peers, a baseline: asyncjobs' row for a no-op job stored into the same table by
 the bare driver, and worked off by a hand-written ``FOR UPDATE SKIP LOCKED`` loop
@@ -24,6 +25,10 @@ at hand, so that figures from machines of different speed can be read as a share
 
 The PostgreSQL server is BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432);
 BENCH_DB_SUFFIX is appended to every database's name (two sessions on one server).
+
+``--asyncjobs-checkout PATH`` adds ``asyncjobs-checkout``: the asyncjobs package of another
+checkout (an older commit, say), run by this harness and interpreter in the same interleaved
+turns, for an A/B of two commits on one machine (see bench/HISTORY.md).
 
 Installs the peers into their own virtualenv (bench/.peers, from bench/peers/requirements.txt)
 on first use, then runs bench/peers/run_peer.py for each system in turn, interleaved
@@ -58,7 +63,7 @@ REQUIREMENTS = ROOT / "bench" / "peers" / "requirements.txt"
 RESULTS = ROOT / "bench" / "results"
 PEERS = ["django-tasks-db", "procrastinate", "celery"]
 # Run with this interpreter (the project's .venv), the others with the peers' virtualenv.
-OURS = ["asyncjobs", "asyncjobs-listen", "psycopg", "mysqlclient"]
+OURS = ["asyncjobs", "asyncjobs-checkout", "asyncjobs-listen", "psycopg", "mysqlclient"]
 # The systems of each set-up (--database), in the order they take turns.
 SETUPS = {
     "postgresql": ["asyncjobs", "psycopg", *PEERS],
@@ -138,6 +143,21 @@ def server_env(args: argparse.Namespace) -> Iterator[dict[str, str]]:
             subprocess.run(["bash", str(script), "stop", directory], check=False)
 
 
+@contextlib.contextmanager
+def checkout_overlay(path: str | None) -> Iterator[dict[str, str]]:
+    """For ``--asyncjobs-checkout``: a directory holding only that checkout's asyncjobs (a
+    link), which bench/peers/run_peer.py puts ahead of this one's."""
+    if path is None:
+        yield {}
+        return
+    package = Path(path).resolve() / "asyncjobs"
+    if not (package / "__init__.py").exists():
+        raise SystemExit(f"no asyncjobs package in {path}")
+    with tempfile.TemporaryDirectory(prefix="bench-checkout-") as directory:
+        (Path(directory) / "asyncjobs").symlink_to(package)
+        yield {"BENCH_ASYNCJOBS_OVERLAY": directory}
+
+
 def run_system(system: str, args: argparse.Namespace, server: dict[str, str]) -> dict[str, Any]:
     python = sys.executable if system in OURS else str(PEERS_PYTHON)
     command = [
@@ -160,10 +180,22 @@ def run_system(system: str, args: argparse.Namespace, server: dict[str, str]) ->
     ]
     env = {**os.environ, **server, "PYTHONPATH": str(ROOT)}
     env.pop("DJANGO_SETTINGS_MODULE", None)
+    if system != "asyncjobs-checkout":
+        env.pop("BENCH_ASYNCJOBS_OVERLAY", None)
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{system} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def checkout_commit(path: str | None) -> str | None:
+    """The commit ``--asyncjobs-checkout`` names (its path if not a git checkout)."""
+    if path is None:
+        return None
+    done = subprocess.run(
+        ["git", "-C", path, "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip() if done.returncode == 0 else path
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -194,20 +226,27 @@ def main() -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="1 run, 500 jobs, 10 samples, depth 2,000 (on mariadb and pgbouncer 200 jobs, "
-        "5 samples, no drain with 1 worker process)",
+        help="1 run, 200 jobs, 5 samples, no drain with 1 worker process, depth 2,000 "
+        "(postgresql only): proves the harness runs",
     )
     parser.add_argument("--systems", nargs="*", help="default: the set-up's (see SETUPS)")
     parser.add_argument("--only", help="workloads, comma-separated (see bench/peers/run_peer.py)")
+    parser.add_argument(
+        "--asyncjobs-checkout",
+        metavar="PATH",
+        help="also run the asyncjobs package of the checkout at PATH (asyncjobs-checkout)",
+    )
     args = parser.parse_args()
     if args.quick:
-        # Smaller on the other set-ups, which CI runs as well (the harness, not the figures).
-        small = args.database != "postgresql"
-        args.runs, args.jobs, args.samples = 1, 200 if small else 500, 5 if small else 10
+        # What proves the harness (CI runs it on each set-up), not figures: every system
+        # through each code path once, small. drain_1 runs the same code as drain_2 with one
+        # worker start-up less; the depth drain fills the table with PostgreSQL's SQL.
+        args.runs, args.jobs, args.samples = 1, 200, 5
         args.enqueue_jobs = args.drain_jobs = None
-        if small and not args.only:
-            # drain_2 runs the same code as drain_1, with one more worker start-up.
+        if not args.only:
             args.only = "enqueue,bulk,drain_2,latency"
+            if args.database == "postgresql":
+                args.only += ",drain_depth"
         args.depth = min(args.depth, 2_000)
     if args.database != "postgresql":
         # The depth drain fills the table with PostgreSQL's SQL; the other set-ups measure
@@ -218,6 +257,10 @@ def main() -> int:
     systems = list(args.systems or SETUPS[args.database])
     if unknown := set(systems) - set(SETUPS[args.database]):
         parser.error(f"not in the {args.database} set-up: {', '.join(sorted(unknown))}")
+    if args.asyncjobs_checkout:
+        systems.insert(
+            systems.index("asyncjobs") + 1 if "asyncjobs" in systems else 0, "asyncjobs-checkout"
+        )
     if any(system not in OURS for system in systems):
         ensure_peers()
     notes = []
@@ -227,7 +270,8 @@ def main() -> int:
         log("==> " + notes[-1])
 
     raw: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
-    with server_env(args) as server:
+    with server_env(args) as server, checkout_overlay(args.asyncjobs_checkout) as overlay:
+        server = {**server, **overlay}
         for run in range(args.runs):
             for system in systems:
                 log(f"==> {args.database} run {run + 1}/{args.runs}: {system}")
@@ -293,6 +337,7 @@ def main() -> int:
         "poll_interval_s": args.poll_interval,
         "pool_size": args.pool_size if args.database == "pgbouncer" else None,
         "systems": systems,
+        "asyncjobs_checkout": checkout_commit(args.asyncjobs_checkout),
         "notes": notes,
         "summary": summary,
         "ratios_asyncjobs_over_peer": ratios.get("asyncjobs", {}),
@@ -307,7 +352,8 @@ def main() -> int:
     path = RESULTS / f"{prefix}{when.replace(':', '')}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     # The plots show the PostgreSQL set-up; a partial run keeps those of the last full one.
-    if not args.quick and not args.only and args.database == "postgresql":
+    # (Drawn in the peers' virtualenv, which a run of asyncjobs' systems alone does not make.)
+    if not args.quick and not args.only and args.database == "postgresql" and PEERS_PYTHON.exists():
         subprocess.run(
             [str(PEERS_PYTHON), str(ROOT / "bench" / "peers" / "plot.py"), str(path), str(RESULTS)],
             check=True,

@@ -11,11 +11,13 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from asyncjobs import backend as backend_module
 from asyncjobs import db, enqueue_many, services
-from asyncjobs.backend import JobsBackend, observed
+from asyncjobs.backend import JobsBackend
+from asyncjobs.db import fastpath
+from asyncjobs.db.fastpath import objects as fastpath_objects
 from asyncjobs.exceptions import InvalidArgumentsError
 from asyncjobs.models import Attempt, Job, JobStatus
+from asyncjobs.services import observed
 from asyncjobs.tasks_api import (
     LOGGER_NAME,
     InvalidTask,
@@ -250,7 +252,7 @@ def test_every_supported_django_takes_the_results_fast_path():
     """On Django 5.2 (the backport's TaskResult), 6.0 and 6.1 TaskResult has exactly the
     fields to_result sets, so the matrix's sessions run the direct path that the test above
     compares with TaskResult's init; a version whose TaskResult differs takes the init."""
-    assert backend_module._RESULT_FIELDS_KNOWN
+    assert fastpath_objects._RESULT_FIELDS_KNOWN
 
 
 def test_a_worker_loads_each_task_once_per_queue_and_priority(monkeypatch):
@@ -432,8 +434,12 @@ def test_django_logs_each_jobs_start_and_end_when_its_logger_takes_info(runner, 
     it would not."""
     sender = type(default_task_backend)
     caplog.set_level(logging.WARNING, logger=LOGGER_NAME)
-    assert not observed(task_started, sender, logging.INFO)
-    assert not observed(task_finished, sender, logging.INFO)
+    assert (
+        observed(task_started, sender, logging.INFO) is not fastpath.enabled()
+    )  # (off: always sent)
+    assert (
+        observed(task_finished, sender, logging.INFO) is not fastpath.enabled()
+    )  # (off: always sent)
     assert observed(task_finished, sender, logging.ERROR)
     result = tasks.add.enqueue(1, 1)
     runner().drain()
@@ -463,7 +469,9 @@ def test_a_receiver_of_the_workers_signals_is_always_sent_them(caplog):
             assert observed(signal, sender, logging.INFO)
         finally:
             signal.disconnect(receiver)
-        assert not observed(signal, sender, logging.INFO)
+        assert (
+            observed(signal, sender, logging.INFO) is not fastpath.enabled()
+        )  # (off: always sent)
 
 
 @pytest.mark.django_db
@@ -473,7 +481,9 @@ def test_task_enqueued_is_sent_when_it_could_have_an_effect(caplog, settings):
     RUN_INLINE each have it sent, for one job and for a batch."""
     sender = type(default_task_backend)
     caplog.set_level(logging.INFO, logger=LOGGER_NAME)
-    assert not observed(task_enqueued, sender, logging.DEBUG)
+    assert (
+        observed(task_enqueued, sender, logging.DEBUG) is not fastpath.enabled()
+    )  # (off: always sent)
     received = []
 
     def receiver(sender, task_result, **kwargs):
@@ -499,10 +509,12 @@ def test_task_enqueued_is_sent_when_it_could_have_an_effect(caplog, settings):
 
 
 def test_new_jobs_get_version_4_uuids():
-    """Job ids are made without UUID's init (services.uuid4): still random version 4 UUIDs
-    that behave as any other, on the Pythons asyncjobs supports."""
-    assert services.uuid4 is services._uuid4_direct
-    made = [services.uuid4() for _ in range(10_000)]
+    """Job ids are made without UUID's init (fastpath.uuid4_direct, with the fast path on):
+    still random version 4 UUIDs that behave as any other, on the Pythons asyncjobs
+    supports."""
+    uuid4 = fastpath.uuid4_factory()
+    assert uuid4 is (fastpath.uuid4_direct if fastpath.enabled() else uuid.uuid4)
+    made = [fastpath.uuid4_direct() for _ in range(10_000)]
     assert len(set(made)) == len(made)
     for value in made[:100]:
         parsed = uuid.UUID(str(value))

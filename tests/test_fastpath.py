@@ -2,12 +2,14 @@
 and give the same results, on every database.
 
 The same scenario (enqueue one job and a batch, claim, start jobs under a limit, record
-successes and failures) runs with the switch on and off, from an empty table each time at a
-frozen time; the stored jobs and attempts, and what each step returned, must be equal, field
-by field and type by type. (The whole suite runs with the switch off too:
-``ASYNCJOBS_TEST_FAST_PATH=0``; see CONTRIBUTING.md.)
+successes and failures, read the results back) runs with the switch on and off, from an
+empty table each time at a frozen time; the stored jobs and attempts, and what each step
+returned, must be equal, field by field and type by type. (The whole suite runs with the
+switch off too: ``make test-no-fast-path``; see CONTRIBUTING.md.)
 """
 
+import uuid
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,6 +21,7 @@ from freezegun import freeze_time
 from asyncjobs import db, enqueue_many, services
 from asyncjobs.db import fastpath, rows
 from asyncjobs.models import Attempt, Job
+from asyncjobs.tasks_api import TaskResult, default_task_backend
 from tests import tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -46,6 +49,18 @@ def fields(job: Job, names: dict[Any, int]) -> dict[str, Any]:
     return values
 
 
+def result_fields(result: TaskResult, names: dict[Any, int]) -> dict[str, Any]:
+    """A TaskResult's fields and their types (its id as its job's place in the scenario), and
+    what its dataclass equality says against the same built by TaskResult's own init."""
+    values = {
+        f.name: (value_type(value := getattr(result, f.name)), value)
+        for f in dataclass_fields(result)
+        if f.name != "id"
+    }
+    values["id"] = names[uuid.UUID(result.id)]
+    return values
+
+
 def scenario(on: bool) -> dict[str, Any]:
     """Run every operation of asyncjobs.db on an empty job table; what it stored and
     returned, with primary keys replaced by the jobs' order of enqueue."""
@@ -69,6 +84,10 @@ def scenario(on: bool) -> dict[str, Any]:
         )
         order = [single.id, *(r.id for r in batch)]
         names = {Job.objects.get(pk=pk).pk: i for i, pk in enumerate(order)}
+        # The results enqueue returned (built without TaskResult's init on the fast path),
+        # and the ids made (without UUID's init): random version 4 UUIDs either way.
+        results["enqueued"] = [result_fields(r, names) for r in [single, *batch]]
+        assert all(uuid.UUID(pk).version == 4 for pk in order)
         strategy = db.for_alias("default")
         claimed = strategy.claim(queues=None, limit=4, worker_id="w1", now=T0, lease=LEASE)
         claimed += strategy.claim(
@@ -104,6 +123,9 @@ def scenario(on: bool) -> dict[str, Any]:
                 five, worker_id="w2", error=KeyError("k"), now=later, retryable=False
             )
         )
+        results["results"] = [
+            result_fields(default_task_backend.get_result(pk), names) for pk in order
+        ]
         results["jobs"] = sorted(
             (fields(job, names) for job in Job.objects.all()), key=lambda f: f["id"][1]
         )
@@ -142,3 +164,39 @@ def test_the_per_alias_caches_are_dropped_when_settings_change():
         db.for_alias("default").claim(queues=None, limit=1, worker_id="w", now=T0, lease=LEASE)
         assert "default" in rows._COLUMNS
     assert "default" not in rows._COLUMNS
+
+
+def test_new_jobs_are_the_same_made_either_way():
+    """A job made by the fast path (filled in through ``__dict__``) equals, field by field
+    and in its instance state, the one the model's init makes with the fast path off."""
+    made = {}
+    for on in (True, False):
+        with fast_path(on), freeze_time(T0):
+            job = default_task_backend.build_job(tasks.add, (1, [2]), {"b": 3}, T0)
+            assert (fastpath.direct_jobs() if on else not fastpath.direct_jobs()) is True
+            made[on] = (
+                {
+                    f.attname: getattr(job, f.attname)
+                    for f in Job._meta.concrete_fields
+                    if f.attname != "id"
+                },
+                (job._state.adding, job._state.db),
+                type(job.pk),
+            )
+    assert made[True] == made[False]
+
+
+def test_signals_are_sent_alike_either_way(caplog):
+    """With the fast path off every signal is sent (no peek at Django's private list of
+    receivers); what the receivers log is the same."""
+    logged = {}
+    for on in (True, False):
+        caplog.clear()
+        with fast_path(on), caplog.at_level("DEBUG", logger="django.tasks"):
+            result = tasks.add.enqueue(1, 2)
+        logged[on] = [
+            r.getMessage().replace(result.id, "<id>")
+            for r in caplog.records
+            if r.name == "django.tasks"
+        ]
+    assert logged[True] == logged[False] != []

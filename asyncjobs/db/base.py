@@ -1,22 +1,25 @@
 """The strategy protocol every database implements, the code its vendors share, and the
 functions that pick a vendor's way for an alias.
 
-``for_alias(alias)`` returns a ``ClaimStrategy``. Each vendor's class (``PostgresStrategy``,
-``SQLiteStrategy``, ``MySQLStrategy``) derives from ``BaseStrategy``, which keeps the checks
-and defaults they share; the operations that need no worker state (inserting jobs, starting
-given jobs, completing a batch, announcing a change, estimating a count) are class methods
-taking the connection, which the module functions below call for the connection's vendor.
+``for_alias(alias)`` returns a ``ClaimStrategy`` (``BaseStrategy``). Each vendor's class
+(``PostgresStrategy``, ``SQLiteStrategy``, ``MySQLStrategy``) derives from ``BaseStrategy``,
+which states the protocol and keeps the checks and defaults they share; the operations that
+need no worker state (inserting jobs, starting given jobs, completing a batch, announcing a
+change, estimating a count) are class methods taking the connection, which the module
+functions below call for the connection's vendor.
 """
 
 import contextlib
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import ClassVar, Protocol, TypeAlias, TypeVar
 
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Model
 
 from asyncjobs.db import fastpath, rows
 from asyncjobs.db.queries import query
@@ -49,9 +52,13 @@ class Start:
         return self.now + self.lease
 
 
-# A successful attempt for ``complete_succeeded``: (job, JSON return value, HTTP status or
+# A successful attempt for ``complete_succeeded``: (job, its JSON return value, HTTP status or
 # None, started at or None, finished at).
-Success = tuple[Job, Any, int | None, datetime | None, datetime]
+Success = tuple[Job, object, int | None, datetime | None, datetime]
+
+# A job's primary key; and a job's id as callers may give it (the key, or its text).
+JobPk: TypeAlias = uuid.UUID
+JobId: TypeAlias = uuid.UUID | str
 
 
 class Listener(Protocol):
@@ -73,37 +80,6 @@ def notification_kind(payload: str) -> str:
     return kind if colon and kind in (NOTIFY_KEYED, NOTIFY_QUEUE) else NOTIFY_READY
 
 
-class ClaimStrategy(Protocol):
-    """The vendor-specific operations of the queue that a worker holds on to."""
-
-    alias: str
-
-    @property
-    def announces(self) -> bool:
-        """Whether listeners are told at once of ready jobs and paused or resumed queues
-        (otherwise a worker must look for them)."""
-
-    def claim(
-        self,
-        *,
-        queues: Sequence[str] | None,
-        limit: int,
-        worker_id: str,
-        now: datetime,
-        lease: timedelta,
-    ) -> list[Job]:
-        """Claim up to ``limit`` ready jobs of ``queues`` (None: any queue) for
-        ``worker_id``: move them to ``running`` and record the start of their attempts, in
-        one short transaction; best first. Jobs under a per-task or per-key limit
-        (``limit_key``) are left to ``services.claim_keyed``."""
-
-    def listen(self, on_error: Callable[[BaseException], None] | None = None) -> Listener:
-        """A listener for new-job notifications."""
-
-    def maintenance_lock(self, *, now: datetime) -> contextlib.AbstractContextManager[bool]:
-        """Hold the maintenance lock for the duration of the block, if it can be had."""
-
-
 class PollingListener:
     """A listener that only sleeps: where there is no LISTEN/NOTIFY, or as the fallback."""
 
@@ -121,9 +97,11 @@ class PollingListener:
 
 
 class BaseStrategy:
-    """What the vendors' strategies share; each overrides what its database does its own
-    way. ``vendor`` is Django's name for the database (``connection.vendor``), ``sql`` the
-    file of its statements (``sql/<sql>.sql``)."""
+    """The vendor-specific operations of the queue that a worker holds on to (the strategy
+    protocol), and what the vendors' strategies share: each derives from this class and
+    overrides what its database does its own way. ``vendor`` is Django's name for the
+    database (``connection.vendor``), ``sql`` the file of its statements
+    (``sql/<sql>.sql``)."""
 
     vendor: ClassVar[str]
     sql: ClassVar[str]
@@ -136,7 +114,8 @@ class BaseStrategy:
 
     @property
     def announces(self) -> bool:
-        """See ``ClaimStrategy.announces``: not unless the database can notify."""
+        """Whether listeners are told at once of ready jobs and paused or resumed queues
+        (otherwise a worker must look for them): not unless the database can notify."""
         return False
 
     def claim(
@@ -148,7 +127,10 @@ class BaseStrategy:
         now: datetime,
         lease: timedelta,
     ) -> list[Job]:
-        """See ``ClaimStrategy.claim``."""
+        """Claim up to ``limit`` ready jobs of ``queues`` (None: any queue) for
+        ``worker_id``: move them to ``running`` and record the start of their attempts, in
+        one short transaction; best first. Jobs under a per-task or per-key limit
+        (``limit_key``) are left to ``services.claim_keyed``."""
         if limit <= 0 or (queues is not None and not queues):
             return []
         return self._claim(connections[self.alias], queues, limit, Start(worker_id, now, lease))
@@ -165,16 +147,17 @@ class BaseStrategy:
         raise NotImplementedError
 
     def listen(self, on_error: Callable[[BaseException], None] | None = None) -> Listener:
-        """A listener that polls (the database cannot notify)."""
+        """A listener for new-job notifications: here one that polls (the database cannot
+        notify)."""
         return PollingListener()
 
     def maintenance_lock(self, *, now: datetime) -> contextlib.AbstractContextManager[bool]:
-        """See ``ClaimStrategy.maintenance_lock``."""
+        """Hold the maintenance lock for the duration of the block, if it can be had."""
         raise NotImplementedError
 
     @classmethod
     def start_jobs(
-        cls, connection: BaseDatabaseWrapper, ids: Sequence[Any], start: Start
+        cls, connection: BaseDatabaseWrapper, ids: Sequence[JobId], start: Start
     ) -> list[Job]:
         """See ``start_jobs``; ``ids`` is not empty."""
         raise NotImplementedError
@@ -182,7 +165,7 @@ class BaseStrategy:
     @classmethod
     def complete_succeeded(
         cls, connection: BaseDatabaseWrapper, items: Sequence[Success], *, worker_id: str
-    ) -> set[Any]:
+    ) -> set[JobPk]:
         """See ``complete_succeeded``; ``items`` is not empty."""
         raise NotImplementedError
 
@@ -219,7 +202,7 @@ class BaseStrategy:
         return sql
 
     @classmethod
-    def estimated_row_count(cls, connection: BaseDatabaseWrapper, model: Any) -> int | None:
+    def estimated_row_count(cls, connection: BaseDatabaseWrapper, model: type[Model]) -> int | None:
         """See ``estimated_row_count``: None unless the database keeps such a statistic."""
         return None
 
@@ -233,6 +216,10 @@ class BaseStrategy:
         the planner finds it)."""
         return ""
 
+
+# What callers hold (``for_alias``): the strategy protocol is the base class itself, so that
+# the operations' signatures and contracts are written once.
+ClaimStrategy: TypeAlias = BaseStrategy
 
 # The single-job INSERT statement, per database alias.
 _INSERT_SQL = fastpath.alias_cache()
@@ -279,7 +266,7 @@ def vendor_name(alias: str) -> str:
 def default_poll_interval(strategy: ClaimStrategy) -> timedelta | None:
     """The poll interval ``strategy``'s database calls for where the project sets none
     (None: ``POLL_INTERVAL``'s default)."""
-    return strategy.poll_interval if isinstance(strategy, BaseStrategy) else None
+    return strategy.poll_interval
 
 
 def insert_jobs(alias: str, jobs: Iterable[Job]) -> list[Job]:
@@ -299,7 +286,7 @@ def insert_jobs(alias: str, jobs: Iterable[Job]) -> list[Job]:
 
 
 def start_jobs(
-    alias: str, ids: Iterable[Any], *, worker_id: str, now: datetime, lease: timedelta
+    alias: str, ids: Iterable[JobId], *, worker_id: str, now: datetime, lease: timedelta
 ) -> list[Job]:
     """queued → running for the jobs with primary keys ``ids`` that are still queued, with
     their attempt rows: what a claim does to the jobs it picked, by the same statements, for
@@ -313,7 +300,7 @@ def start_jobs(
     return strategy_class(connection).start_jobs(connection, given, Start(worker_id, now, lease))
 
 
-def complete_succeeded(alias: str, items: Sequence[Success], *, worker_id: str) -> set[Any]:
+def complete_succeeded(alias: str, items: Sequence[Success], *, worker_id: str) -> set[JobPk]:
     """running → succeeded for a batch, inside the caller's transaction: one statement on
     PostgreSQL, two on SQLite, three on MariaDB/MySQL.
 
@@ -330,7 +317,7 @@ def complete_succeeded(alias: str, items: Sequence[Success], *, worker_id: str) 
     return strategy_class(connection).complete_succeeded(connection, items, worker_id=worker_id)
 
 
-def estimated_row_count(model: Any, alias: str) -> int | None:
+def estimated_row_count(model: type[Model], alias: str) -> int | None:
     """The planner's estimate of a table's row count (PostgreSQL, MariaDB/MySQL), or None
     where there is none. Cheap, unlike ``COUNT(*)`` over a million rows; refreshed by
     (auto)analyze, or by InnoDB's persistent statistics."""
@@ -351,8 +338,7 @@ def ready_queues(alias: str, *, plain: bool = True, keyed: bool = True) -> set[s
     (under a per-task or per-key limit).
 
     A loose index scan of each claim index, one index probe per queue, where ``SELECT
-    DISTINCT`` would read every ready job (33 ms with 100,000 of them, against under a
-    millisecond)."""
+    DISTINCT`` would read every ready job (bench/HISTORY.md, "Queue depth")."""
     connection = connections[alias]
     qn = connection.ops.quote_name
     strategy = strategy_class(connection)

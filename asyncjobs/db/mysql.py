@@ -24,13 +24,14 @@ import hashlib
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.models import Model
 
 from asyncjobs.db import fastpath, rows
-from asyncjobs.db.base import BaseStrategy, Start, Success, marks, register
+from asyncjobs.db.base import BaseStrategy, JobId, JobPk, Start, Success, marks, register
 from asyncjobs.db.queries import query
 from asyncjobs.models import Attempt, Job, JobStatus
 
@@ -102,7 +103,9 @@ class MySQLStrategy(BaseStrategy):
         start: Start,
     ) -> list[Job]:
         names = [] if queues is None else list(dict.fromkeys(queues))
-        params: list[Any] = [limit] if queues is None else [v for n in names for v in (n, limit)]
+        params: list[rows.Param] = (
+            [limit] if queues is None else [v for n in names for v in (n, limit)]
+        )
         with transaction.atomic(using=self.alias), connection.cursor() as cursor:
             cursor.execute(_pick_sql(connection, len(names)), params)
             # Best first; rows of other queues past ``limit`` stay unclaimed (their locks go
@@ -113,7 +116,7 @@ class MySQLStrategy(BaseStrategy):
 
     @classmethod
     def start_jobs(
-        cls, connection: BaseDatabaseWrapper, ids: Sequence[Any], start: Start
+        cls, connection: BaseDatabaseWrapper, ids: Sequence[JobId], start: Start
     ) -> list[Job]:
         """See ``base.start_jobs``: lock the given jobs that are still queued, then start
         them as a claim does."""
@@ -132,7 +135,7 @@ class MySQLStrategy(BaseStrategy):
     @classmethod
     def complete_succeeded(
         cls, connection: BaseDatabaseWrapper, items: Sequence[Success], *, worker_id: str
-    ) -> set[Any]:
+    ) -> set[JobPk]:
         """See ``base.complete_succeeded``: lock the attempts still open and held by
         ``worker_id``, then two multi-table ``UPDATE``s join them to the batch's values (a
         derived table of ``SELECT … UNION ALL``: neither server binds arrays, and UPDATE has
@@ -158,16 +161,10 @@ class MySQLStrategy(BaseStrategy):
             "SELECT %s AS did, %s AS dnumber, %s AS dstatus, %s AS dstart, %s AS dend, %s AS dvalue"
         )
         values = " UNION ALL ".join([first] + [f"SELECT {marks(6)}"] * (len(ours) - 1))
-        params: list[Any] = []
-        for job, value, http_status, started, finished in ours:
-            params += [
-                rows.prep(Job, "id", job.pk, connection),
-                job.attempts,
-                http_status,
-                rows.prep(Attempt, "started_at", started, connection),
-                rows.prep(Attempt, "finished_at", finished, connection),
-                rows.prep(Job, "return_value", value, connection),
-            ]
+        params: list[rows.Param] = []
+        for item in ours:
+            params += rows.closing_values(connection, item)
+            params.append(rows.prep(Job, "return_value", item[1], connection))
         with connection.cursor() as cursor:
             cursor.execute(
                 query(cls.sql, "close_attempts").format(values=values, **tables),
@@ -180,7 +177,7 @@ class MySQLStrategy(BaseStrategy):
         return {item[0].pk for item in ours}
 
     @classmethod
-    def estimated_row_count(cls, connection: BaseDatabaseWrapper, model: Any) -> int | None:
+    def estimated_row_count(cls, connection: BaseDatabaseWrapper, model: type[Model]) -> int | None:
         """See ``base.estimated_row_count``: InnoDB's ``table_rows``."""
         with connection.cursor() as cursor:
             cursor.execute(query(cls.sql, "estimated_row_count"), [model._meta.db_table])
@@ -245,17 +242,17 @@ def mysql_lock_name(database: str) -> str:
     return name
 
 
-def _as_uuid(value: Any) -> uuid.UUID:
+def _as_uuid(value: object) -> uuid.UUID:
     """A job's primary key as read raw from MariaDB (its ``uuid`` type: the dashed text) or
     MySQL (``char(32)``: the hex digits), or as Python holds it."""
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
-def _on_mysql(schema_editor: Any) -> bool:
+def _on_mysql(schema_editor: BaseDatabaseSchemaEditor) -> bool:
     return bool(schema_editor.connection.vendor == MySQLStrategy.vendor)
 
 
-def install_mysql_indexes(schema_editor: Any) -> None:
+def install_mysql_indexes(schema_editor: BaseDatabaseSchemaEditor) -> None:
     """Create the indexes MariaDB/MySQL need in place of partial ones (see
     ``MYSQL_INDEXES``; MariaDB/MySQL only, a no-op elsewhere)."""
     if not _on_mysql(schema_editor):
@@ -272,7 +269,7 @@ def install_mysql_indexes(schema_editor: Any) -> None:
         )
 
 
-def drop_mysql_indexes(schema_editor: Any) -> None:
+def drop_mysql_indexes(schema_editor: BaseDatabaseSchemaEditor) -> None:
     """Remove the indexes ``install_mysql_indexes`` made (MariaDB/MySQL only)."""
     if not _on_mysql(schema_editor):
         return

@@ -17,10 +17,11 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
 
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.models import Model
 
 from asyncjobs.conf import jobs_settings
 from asyncjobs.db import fastpath, rows
@@ -31,13 +32,19 @@ from asyncjobs.db.base import (
     NOTIFY_QUEUE,
     NOTIFY_READY,
     BaseStrategy,
+    JobId,
+    JobPk,
     Listener,
     PollingListener,
     Start,
     Success,
     register,
 )
-from asyncjobs.db.postgresql_psycopg2 import Psycopg2Listening, copy_jobs_psycopg2
+from asyncjobs.db.postgresql_psycopg2 import (
+    ListeningConnection,
+    Psycopg2Listening,
+    copy_jobs_psycopg2,
+)
 from asyncjobs.db.queries import query
 from asyncjobs.models import Attempt, Job, Lease, storable_json_text
 
@@ -98,7 +105,7 @@ class PostgresStrategy(BaseStrategy):
         start: Start,
     ) -> list[Job]:
         sql = _start_sql(connection, "pick_every_queue" if queues is None else "pick_queues")
-        params: dict[str, Any] = {
+        params: dict[str, object] = {
             "queues": list(queues) if queues is not None else None,
             "limit": limit,
         }
@@ -106,16 +113,16 @@ class PostgresStrategy(BaseStrategy):
 
     @classmethod
     def start_jobs(
-        cls, connection: BaseDatabaseWrapper, ids: Sequence[Any], start: Start
+        cls, connection: BaseDatabaseWrapper, ids: Sequence[JobId], start: Start
     ) -> list[Job]:
         """See ``base.start_jobs``: the claim's statement, over the given ids."""
         sql = _start_sql(connection, "pick_given")
-        params = {"ids": [rows.prep(Job, "id", pk, connection) for pk in ids]}
+        params: dict[str, object] = {"ids": [rows.prep(Job, "id", pk, connection) for pk in ids]}
         return cls._run_start(connection, sql, params, start)
 
     @classmethod
     def _run_start(
-        cls, connection: BaseDatabaseWrapper, sql: str, params: dict[str, Any], start: Start
+        cls, connection: BaseDatabaseWrapper, sql: str, params: dict[str, object], start: Start
     ) -> list[Job]:
         params.update(worker=start.worker_id, lease=start.lease_expires_at, now=start.now)
         with fastpath.bound_cursor(connection) as cursor:
@@ -127,11 +134,11 @@ class PostgresStrategy(BaseStrategy):
     @classmethod
     def complete_succeeded(
         cls, connection: BaseDatabaseWrapper, items: Sequence[Success], *, worker_id: str
-    ) -> set[Any]:
+    ) -> set[JobPk]:
         """See ``base.complete_succeeded``: one statement of fixed text (the batch travels as
         arrays), so it can be prepared, and one round trip. With psycopg's own cursor the
-        arrays go in binary format: psycopg writes them in less than half the time of text
-        arrays."""
+        arrays go in binary format, which psycopg writes more cheaply than text arrays
+        (bench/HISTORY.md, "Worker CPU per job")."""
         qn = connection.ops.quote_name
         sql = query(cls.sql, "complete_succeeded").format(
             attempt_table=qn(Attempt._meta.db_table), table=qn(Job._meta.db_table)
@@ -188,7 +195,7 @@ class PostgresStrategy(BaseStrategy):
         return given
 
     @classmethod
-    def estimated_row_count(cls, connection: BaseDatabaseWrapper, model: Any) -> int | None:
+    def estimated_row_count(cls, connection: BaseDatabaseWrapper, model: type[Model]) -> int | None:
         """See ``base.estimated_row_count``: ``pg_class.reltuples``."""
         with connection.cursor() as cursor:
             cursor.execute(query(cls.sql, "estimated_row_count"), [model._meta.db_table])
@@ -283,10 +290,10 @@ class PostgresListener:
         self.alias = alias
         self.channel = channel
         self.on_error = on_error
-        self._conn: Any = None
+        self._conn: ListeningConnection | None = None
         self._closed = threading.Event()
 
-    def _connect(self) -> Any:
+    def _connect(self) -> ListeningConnection:
         params = connections[self.alias].get_connection_params()
         for key in ("cursor_factory", "context", "prepare_threshold"):
             params.pop(key, None)
@@ -329,11 +336,11 @@ class PostgresListener:
         self._drop()
 
 
-def _on_postgresql(schema_editor: Any) -> bool:
+def _on_postgresql(schema_editor: BaseDatabaseSchemaEditor) -> bool:
     return bool(schema_editor.connection.vendor == PostgresStrategy.vendor)
 
 
-def install_notify_functions(schema_editor: Any) -> None:
+def install_notify_functions(schema_editor: BaseDatabaseSchemaEditor) -> None:
     """Create or replace the NOTIFY triggers' functions (PostgreSQL only; a no-op
     elsewhere)."""
     if _on_postgresql(schema_editor):
@@ -344,7 +351,7 @@ def install_notify_functions(schema_editor: Any) -> None:
         )
 
 
-def install_notify_triggers(schema_editor: Any) -> None:
+def install_notify_triggers(schema_editor: BaseDatabaseSchemaEditor) -> None:
     """Create the NOTIFY triggers (PostgreSQL only; a no-op elsewhere): installed by
     migration 0001, their functions brought to this version by 0004."""
     if _on_postgresql(schema_editor):
@@ -353,14 +360,14 @@ def install_notify_triggers(schema_editor: Any) -> None:
         schema_editor.execute(query("postgresql", "notify_triggers").format(table=table))
 
 
-def drop_notify_triggers(schema_editor: Any) -> None:
+def drop_notify_triggers(schema_editor: BaseDatabaseSchemaEditor) -> None:
     """Remove the NOTIFY triggers (PostgreSQL only; a no-op elsewhere)."""
     if _on_postgresql(schema_editor):
         table = schema_editor.quote_name(Job._meta.db_table)
         schema_editor.execute(query("postgresql", "drop_notify_triggers").format(table=table))
 
 
-def execute_on_postgresql(schema_editor: Any, sql: str) -> None:
+def execute_on_postgresql(schema_editor: BaseDatabaseSchemaEditor, sql: str) -> None:
     """Run ``sql`` through ``schema_editor`` on PostgreSQL only (a migration's own
     PostgreSQL-only step)."""
     if _on_postgresql(schema_editor):

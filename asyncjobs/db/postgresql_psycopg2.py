@@ -6,8 +6,8 @@ is false)."""
 import itertools
 import select
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Protocol
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
@@ -67,12 +67,32 @@ def copy_jobs_psycopg2(
     return stored
 
 
+class Notification(Protocol):
+    """A NOTIFY received (psycopg 3's ``Notify``, psycopg2's ``Notify``)."""
+
+    @property
+    def payload(self) -> str:
+        """What the notifier sent with it."""
+        ...
+
+
+class ListeningConnection(Protocol):
+    """What ``PostgresListener`` uses of a connection that LISTENs: a psycopg 3 connection,
+    or ``Psycopg2Listening``."""
+
+    def notifies(
+        self, *, timeout: float, stop_after: int | None = None
+    ) -> Iterable[Notification]: ...
+
+    def close(self) -> None: ...
+
+
 class Psycopg2Listening:
     """A psycopg2 connection that LISTENs on ``channel``, with what ``PostgresListener``
     uses of a psycopg 3 one: ``notifies(timeout=..., stop_after=...)`` and ``close()``.
     It waits with ``select`` on the connection's socket and reads with ``poll()``."""
 
-    def __init__(self, params: dict[str, Any], channel: str) -> None:
+    def __init__(self, params: dict[str, object], channel: str) -> None:
         import psycopg2
         from psycopg2 import sql
 
@@ -81,7 +101,7 @@ class Psycopg2Listening:
         with self._conn.cursor() as cursor:
             cursor.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
 
-    def notifies(self, *, timeout: float, stop_after: int | None = None) -> list[Any]:
+    def notifies(self, *, timeout: float, stop_after: int | None = None) -> list[Notification]:
         """The notifications received within ``timeout`` seconds: as soon as there is one,
         it and any that came with it (``stop_after`` is taken as 1, as the listener asks)."""
         conn = self._conn

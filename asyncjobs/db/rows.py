@@ -6,15 +6,23 @@ ORM's own otherwise.
 """
 
 import operator
+import uuid
 from collections.abc import Callable
-from typing import Any
+from datetime import date
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Field
-from django.db.models.signals import post_init, pre_init
+from django.db.models import Field, Model
 
 from asyncjobs.db import fastpath
 from asyncjobs.models import Attempt, Job
+
+if TYPE_CHECKING:  # (base imports this module)
+    from asyncjobs.db.base import Start, Success
+
+# A query parameter, of a type Django's cursors take.
+Param: TypeAlias = int | float | Decimal | str | bytes | date | uuid.UUID | None
 
 # Per alias: the job table's quoted columns and, per column, the converters the ORM applies
 # to a raw value of it, with the column expression they take: as the ORM has them, and with
@@ -56,8 +64,8 @@ def rows_to_jobs(alias: str, connection: BaseDatabaseWrapper, rows: list[tuple])
     read), converted as a SELECT would be, best first (``UPDATE … RETURNING`` gives no
     order)."""
     _, orm, fast = _columns(connection)
-    through_init = pre_init.has_listeners(Job) or post_init.has_listeners(Job)
     if fastpath.enabled():
+        through_init = not fastpath.direct_jobs()
         jobs = fastpath.rows_to_jobs(alias, connection, rows, fast, through_init=through_init)
     else:
         attnames = [f.attname for f in Job._meta.concrete_fields]
@@ -72,15 +80,31 @@ def rows_to_jobs(alias: str, connection: BaseDatabaseWrapper, rows: list[tuple])
     return jobs
 
 
-def prep(model: Any, field_name: str, value: Any, connection: BaseDatabaseWrapper) -> Any:
+def prep(
+    model: type[Model], field_name: str, value: object, connection: BaseDatabaseWrapper
+) -> Any:
     """A Python value as a query parameter, exactly as the ORM adapts it for the field."""
     field = model._meta.get_field(field_name)
     assert isinstance(field, Field)
     return field.get_db_prep_save(value, connection)
 
 
-def insert_attempts(alias: str, jobs: list[Job], start: Any) -> None:
-    """The open attempt rows of jobs just moved to running by ``start`` (a ``base.Start``;
+def closing_values(connection: BaseDatabaseWrapper, item: "Success") -> list[Param]:
+    """What closing a successful attempt writes, as query parameters: the job's id, the
+    attempt's number, its HTTP status, start and end (``complete_succeeded`` on SQLite and
+    MariaDB/MySQL, which bind no arrays)."""
+    job, _, http_status, started, finished = item
+    return [
+        prep(Job, "id", job.pk, connection),
+        job.attempts,
+        http_status,
+        prep(Attempt, "started_at", started, connection),
+        prep(Attempt, "finished_at", finished, connection),
+    ]
+
+
+def insert_attempts(alias: str, jobs: list[Job], start: "Start") -> None:
+    """The open attempt rows of jobs just moved to running by ``start`` (
     SQLite, MariaDB/MySQL: on PostgreSQL the claim statement writes them)."""
     worker_id, now = start.worker_id, start.now
     Attempt.objects.using(alias).bulk_create(
@@ -123,29 +147,7 @@ def copy_layout(
 def copy_lines(
     jobs: list[Job], connection: BaseDatabaseWrapper, memo: dict[tuple[int, ...], str]
 ) -> str:
-    """Jobs as lines of COPY text, in ``copy_layout``'s column order.
-
-    ``memo`` maps the identities of a job's shared values to their formatted text; it must
-    not outlive the jobs (while they live, no other object can take those identities)."""
+    """Jobs as lines of COPY text, in ``copy_layout``'s column order (``memo``: see
+    ``fastpath.copy_lines``)."""
     _, per_job, shared, shared_values = copy_layout(connection)
-    lines = []
-    last: tuple = ()
-    tail = ""
-    for job in jobs:
-        values = job.__dict__
-        common = shared_values(values)
-        # Consecutive jobs mostly share the very same objects: comparing with the last
-        # job's is quicker than making the memo's key.
-        if not (last and all(map(operator.is_, common, last))):
-            key = tuple(map(id, common))
-            known = memo.get(key)
-            if known is None:
-                known = memo[key] = "\t".join(
-                    format_value(value) for value, format_value in zip(common, shared, strict=True)
-                )
-            last, tail = common, known
-        cells = [format_value(values[attname]) for attname, format_value in per_job]
-        cells.append(tail)
-        lines.append("\t".join(cells))
-    lines.append("")
-    return "\n".join(lines)
+    return fastpath.copy_lines(jobs, per_job, shared, shared_values, memo)

@@ -3,13 +3,12 @@
 import contextlib
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any
 
 from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from asyncjobs.db import rows
-from asyncjobs.db.base import BaseStrategy, Start, Success, marks, register
+from asyncjobs.db.base import BaseStrategy, JobId, JobPk, Start, Success, marks, register
 from asyncjobs.db.queries import query
 from asyncjobs.models import Attempt, Job
 
@@ -56,7 +55,7 @@ class SQLiteStrategy(BaseStrategy):
 
     @classmethod
     def start_jobs(
-        cls, connection: BaseDatabaseWrapper, ids: Sequence[Any], start: Start
+        cls, connection: BaseDatabaseWrapper, ids: Sequence[JobId], start: Start
     ) -> list[Job]:
         """See ``base.start_jobs``."""
         db_ids = [rows.prep(Job, "id", pk, connection) for pk in ids]
@@ -64,7 +63,7 @@ class SQLiteStrategy(BaseStrategy):
 
     @classmethod
     def _start(
-        cls, connection: BaseDatabaseWrapper, db_ids: Sequence[Any], start: Start
+        cls, connection: BaseDatabaseWrapper, db_ids: Sequence[rows.Param], start: Start
     ) -> list[Job]:
         """An ``UPDATE … RETURNING`` of the jobs still queued, then their attempt rows, in
         one transaction (the caller's, if it has one). ``db_ids``: the primary keys as the
@@ -93,19 +92,11 @@ class SQLiteStrategy(BaseStrategy):
     @classmethod
     def complete_succeeded(
         cls, connection: BaseDatabaseWrapper, items: Sequence[Success], *, worker_id: str
-    ) -> set[Any]:
+    ) -> set[JobPk]:
         """See ``base.complete_succeeded``: two statements over ``VALUES`` lists."""
         qn = connection.ops.quote_name
         tables = {"attempt_table": qn(Attempt._meta.db_table), "table": qn(Job._meta.db_table)}
-        params: list[Any] = []
-        for job, _, http_status, started, finished in items:
-            params += [
-                rows.prep(Job, "id", job.pk, connection),
-                job.attempts,
-                http_status,
-                rows.prep(Attempt, "started_at", started, connection),
-                rows.prep(Attempt, "finished_at", finished, connection),
-            ]
+        params = [value for item in items for value in rows.closing_values(connection, item)]
         close = query(cls.sql, "close_attempts").format(
             rows=", ".join([f"({marks(5)})"] * len(items)), **tables
         )

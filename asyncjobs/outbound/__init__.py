@@ -37,6 +37,7 @@ from asyncjobs.outbound.base import (
     Deadline,
     InvalidHeaderError,
     OutboundConnectionError,
+    OutboundError,
     OutboundTimeoutError,
     OutboundURLRefusedError,
     PermanentHTTPError,
@@ -82,20 +83,9 @@ from asyncjobs.outbound.webhooks import (
     webhook_payload,
 )
 
-# Stored rows name these by their dotted path: the two tasks as ``task_path``, the errors in
-# ``fail_on`` and as an attempt's ``error_class``. Their path stays ``asyncjobs.outbound.X``
-# whichever module defines them.
-for _public in (
-    InvalidHeaderError,
-    OutboundConnectionError,
-    OutboundTimeoutError,
-    OutboundURLRefusedError,
-    PermanentHTTPError,
-    RetryableHTTPError,
-    WebhookSignatureError,
-    call_url,
-    deliver_webhook,
-):
+# Stored rows name the two tasks by their dotted path (``task_path``): it stays
+# ``asyncjobs.outbound.X`` whichever module defines them (the errors: see OutboundError).
+for _public in (call_url, deliver_webhook):
     _public.__module__ = __name__
 del _public
 
@@ -117,6 +107,7 @@ __all__ = [
     "Deadline",
     "InvalidHeaderError",
     "OutboundConnectionError",
+    "OutboundError",
     "OutboundResponse",
     "OutboundTimeoutError",
     "OutboundURLRefusedError",

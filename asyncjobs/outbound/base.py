@@ -26,28 +26,38 @@ class TaskContext(Protocol):
         ...
 
 
-class OutboundURLRefusedError(AsyncJobsError, ValueError):
+class OutboundError(AsyncJobsError):
+    """The errors of outbound calls. Stored rows name them by their dotted path (in
+    ``fail_on`` and as an attempt's ``error_class``), which is ``asyncjobs.outbound.<name>``
+    whichever module defines them."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.__module__ = "asyncjobs.outbound"
+
+
+class OutboundURLRefusedError(OutboundError, ValueError):
     """Raised when a callback or webhook URL is not allowed: not http(s), a bad port, not on
     the allow-list, or resolving to an address that is not public. Never retried."""
 
 
-class InvalidHeaderError(AsyncJobsError, ValueError):
+class InvalidHeaderError(OutboundError, ValueError):
     """Raised (by ``check_headers``, at enqueue) for request headers that cannot be sent: a
     name that is not an HTTP token, a reserved name, or a value with control characters or
     characters outside ISO-8859-1."""
 
 
-class OutboundTimeoutError(AsyncJobsError, TimeoutError):
+class OutboundTimeoutError(OutboundError, TimeoutError):
     """Raised when an outbound request (DNS, connect, TLS, request, response headers and
     body, redirects) does not finish within its deadline, ``OUTBOUND_TIMEOUT``. Retried."""
 
 
-class OutboundConnectionError(AsyncJobsError, ConnectionError):
+class OutboundConnectionError(OutboundError, ConnectionError):
     """Raised when an outbound request fails on the network or in the protocol: refused or
     reset connection, TLS failure, a malformed or oversized response head. Retried."""
 
 
-class PermanentHTTPError(AsyncJobsError):
+class PermanentHTTPError(OutboundError):
     """Raised when a callback or webhook answers a 4xx status that retrying will not fix.
     The job fails at once. ``http_status`` is the HTTP status."""
 
@@ -56,7 +66,7 @@ class PermanentHTTPError(AsyncJobsError):
         self.http_status = status
 
 
-class RetryableHTTPError(AsyncJobsError):
+class RetryableHTTPError(OutboundError):
     """Raised when a callback or webhook answers 408, 425, 429 or 5xx: retried with the job's
     backoff. ``http_status`` is the HTTP status."""
 
@@ -65,7 +75,7 @@ class RetryableHTTPError(AsyncJobsError):
         self.http_status = status
 
 
-class WebhookSignatureError(AsyncJobsError, ValueError):
+class WebhookSignatureError(OutboundError, ValueError):
     """Raised by ``verify_signature`` for a missing, malformed, wrong or stale signature."""
 
 

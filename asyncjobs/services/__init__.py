@@ -10,6 +10,7 @@ One module per concern, lower ones first (import-linter holds the order):
 
 - ``policy``: the retry policy a job is enqueued with, and whether an error is retried;
 - ``values``: arguments and results as stored, JSON checks and size limits;
+- ``results``: a job's ``TaskResult``, and whether a signal carrying one is heard;
 - ``enqueue``: building and storing jobs, unique keys, queue caps, scheduled jobs falling due;
 - ``webhooks``: end-of-job webhooks and HTTP callback jobs;
 - ``attempts``: an attempt's claim, success and failure, and jobs given back or rescued;
@@ -40,7 +41,6 @@ from asyncjobs.services.attempts import (
 from asyncjobs.services.enqueue import (
     IDENTITY_CACHE_SIZE,
     JobMaker,
-    _uuid4_direct,
     build_job,
     by_identity,
     call_key,
@@ -49,7 +49,6 @@ from asyncjobs.services.enqueue import (
     enqueued_by,
     job_maker,
     promote_due,
-    uuid4,
 )
 from asyncjobs.services.limits import (
     START_ALLOWANCE,
@@ -82,6 +81,7 @@ from asyncjobs.services.queues import (
     paused_queues,
     set_queue_paused,
 )
+from asyncjobs.services.results import observed, receiver_acts_when, task_result
 from asyncjobs.services.values import (
     check_result_size,
     checked_json,
@@ -123,7 +123,6 @@ __all__ = [
     "JobOptions",
     "LimitedClaim",
     "Success",
-    "_uuid4_direct",
     "build_job",
     "by_identity",
     "call_key",
@@ -153,11 +152,13 @@ __all__ = [
     "keyed_waiting",
     "mark_lost_workers",
     "new_worker_id",
+    "observed",
     "paused_queues",
     "promote_due",
     "prune_jobs",
     "prune_workers",
     "queue_limits",
+    "receiver_acts_when",
     "record_failure",
     "record_success",
     "record_successes",
@@ -177,6 +178,6 @@ __all__ = [
     "start_spacing",
     "storable_json",
     "storable_json_sized",
+    "task_result",
     "unclaim_jobs",
-    "uuid4",
 ]

@@ -7,7 +7,6 @@ import contextvars
 import functools
 import hashlib
 import json
-import os
 import uuid
 from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -16,12 +15,11 @@ from typing import Any, TypeAlias, TypeVar
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.db import IntegrityError, transaction
-from django.db.models.base import ModelState
-from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 
 from asyncjobs import db, outbound
 from asyncjobs.conf import jobs_settings
+from asyncjobs.db import fastpath
 from asyncjobs.exceptions import ArgumentsTooLargeError, InvalidTransitionError, QueueFullError
 from asyncjobs.models import WAITING_STATUSES, Job, JobStatus, QueueState
 from asyncjobs.services.policy import JobOptions
@@ -93,10 +91,10 @@ def job_maker(
     """What builds unsaved Jobs for calls of one task at ``now``, from a call's arguments
     and unique key: what those jobs share is validated and worked out here, once.
 
-    The jobs' fields are filled in directly from a copy of that shared state. Django's
-    model init would set every field and send ``pre_init``/``post_init``; if a project
-    connects a receiver for Job to one of those, the model's own init runs instead,
-    positionally (itself several times faster than by keyword). Raises
+    The jobs are made from a copy of that shared state by ``fastpath.new_job``: filled in
+    directly with the fast path on, where Django's model init would set every field and
+    send ``pre_init``/``post_init``, else (or if a project connects a receiver for Job to one
+    of those) by the model's own init. Raises
     ``OutboundURLRefusedError`` for a webhook URL that may not be called."""
     due = run_after if run_after is not None else now
     if webhook_url:
@@ -122,15 +120,14 @@ def job_maker(
         "task_overrides": task_overrides,
     }
     max_arguments = jobs_settings.MAX_ARGUMENTS_BYTES
-    through_init = pre_init.has_listeners(Job) or post_init.has_listeners(Job)
     defaults, factories = _job_defaults()
-    # In field order (update() keeps it); for a job filled in directly, after its _state,
-    # as the model's init sets them.
-    template = dict(defaults) if through_init else {"_state": None, **defaults}
-    template.update(shared)
-    # Defaults made per job (the id), except for the arguments, which every call gives.
+    template = fastpath.job_template(defaults)
+    template.update(shared)  # (in field order: update() keeps it)
+    # Defaults made per job (the id, by the fast path's uuid4 where it is on), except for the
+    # arguments, which every call gives.
+    uuid4 = fastpath.uuid4_factory()
     factories = tuple(
-        (attname, factory)
+        (attname, uuid4 if factory is uuid.uuid4 else factory)
         for attname, factory in factories
         if attname not in shared and attname not in ("args", "kwargs")
     )
@@ -156,12 +153,7 @@ def job_maker(
         if unique_key is not None:
             state["unique_key"] = unique_key
             state["unique_for"] = unique_for
-        if through_init:
-            job = Job(*state.values())  # type: ignore[misc]
-        else:
-            state["_state"] = ModelState()
-            job = Job.__new__(Job)
-            job.__dict__ = state
+        job = fastpath.new_job(state)
         if owner is not None:
             # (authenticated, so an instance of the user model the foreign key names)
             job.enqueued_by = owner  # type: ignore[assignment]
@@ -219,45 +211,12 @@ def _policy_fields(options: JobOptions) -> dict[str, object]:
 @functools.cache
 def _job_defaults() -> tuple[dict[str, object], tuple[tuple[str, Callable[[], object]], ...]]:
     """Per concrete field of ``Job``, in order, its default by attname; and the fields whose
-    default is a callable to call for each job, with that callable (``uuid4`` for the id,
-    made the quick way)."""
+    default is a callable to call for each job, with that callable."""
     fields = Job._meta.concrete_fields
     return (
         {f.attname: None if callable(f.default) else f.get_default() for f in fields},
-        tuple(
-            (f.attname, uuid4 if f.default is uuid.uuid4 else f.default)
-            for f in fields
-            if f.has_default() and callable(f.default)
-        ),
+        tuple((f.attname, f.default) for f in fields if f.has_default() and callable(f.default)),
     )
-
-
-# A version 4 UUID: 122 random bits, the version (4) and the RFC 4122 variant (10) set.
-_UUID4_RANDOM = ((1 << 128) - 1) & ~(0xF000 << 64) & ~(0xC000 << 48)
-_UUID4_FIXED = (4 << 76) | (0x8000 << 48)
-
-
-def _uuid4_direct() -> uuid.UUID:
-    value = object.__new__(uuid.UUID)
-    object.__setattr__(value, "int", int.from_bytes(os.urandom(16)) & _UUID4_RANDOM | _UUID4_FIXED)
-    object.__setattr__(value, "is_safe", uuid.SafeUUID.unknown)
-    return value
-
-
-def _direct_uuid_works() -> bool:
-    try:
-        made = _uuid4_direct()
-        same = uuid.UUID(str(made))
-        return made == same and hash(made) == hash(same) and same.version == 4
-    except (AttributeError, TypeError, ValueError):
-        return False
-
-
-# ``uuid.uuid4()``, with the same random bits from ``os.urandom``, set on the UUID directly
-# (as Python 3.14's own ``uuid4`` does, CPython gh-128150) rather than through
-# ``UUID.__init__``, whose checks cost half of a uuid4 call on Python 3.12 and a sixth of a
-# bulk enqueue's time per job. If a Python's UUID is laid out otherwise, the standard one.
-uuid4: Callable[[], uuid.UUID] = _uuid4_direct if _direct_uuid_works() else uuid.uuid4
 
 
 def enqueue_jobs(
@@ -386,8 +345,8 @@ def promote_due(
             .update(status=JobStatus.QUEUED)
         )
     # One ordered index probe per queue. A MIN() over all scheduled jobs of the queues read
-    # every one of them when the statistics were stale (38 ms at 100,000 future jobs, every
-    # second, in every worker).
+    # every one of them when the statistics were stale, every second, in every worker
+    # (bench/HISTORY.md, "Queue depth").
     scheduled = Job.objects.using(using).filter(status=JobStatus.SCHEDULED).order_by("run_after")
     firsts = [
         (scheduled if queue is None else scheduled.filter(queue_name=queue))

@@ -23,7 +23,7 @@ from django.db import (
 )
 
 from asyncjobs import services
-from asyncjobs.backend import JobContext, JobsBackend, observed
+from asyncjobs.backend import JobContext, JobsBackend
 from asyncjobs.exceptions import (
     JobCancelled,
     JobTimeoutError,
@@ -100,7 +100,7 @@ class Executor:
             return status
         try:
             sender = type(self.backend)
-            announce = observed(task_started, sender, logging.INFO)
+            announce = services.observed(task_started, sender, logging.INFO)
             result = self._running_result(job, task) if announce or task.takes_context else None
             if announce:
                 task_started.send(sender, task_result=result)
@@ -341,7 +341,7 @@ class Executor:
     def _send_finished(self, job: Job, task: Task) -> None:
         # (Django logs a failed or cancelled job's end as an error, a success as info.)
         level = logging.INFO if job.status == JobStatus.SUCCEEDED else logging.ERROR
-        if not observed(task_finished, type(self.backend), level):
+        if not services.observed(task_finished, type(self.backend), level):
             return
         try:
             if job.attempts <= 1 and job.status == JobStatus.SUCCEEDED:

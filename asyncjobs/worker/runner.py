@@ -412,18 +412,22 @@ class Runner:
         finally:
             os.close(read_fd)
 
+    def _mark(self, status: WorkerStatus) -> None:
+        """Record the worker's ``status``, retrying a lost database for a few seconds."""
+        until_db(
+            lambda: services.set_worker_status(
+                self.worker_id, status, now=timezone.now(), using=self.alias
+            ),
+            f"marking the worker {status}",
+            worker_id=self.worker_id,
+            give_up=timedelta(seconds=5),
+        )
+
     def _shutdown(self, listener: db.Listener) -> None:
         self._stopping.set()
         listener.close()
         self.slots.release_buffered()
-        until_db(
-            lambda: services.set_worker_status(
-                self.worker_id, WorkerStatus.STOPPING, now=timezone.now(), using=self.alias
-            ),
-            "marking the worker stopping",
-            worker_id=self.worker_id,
-            give_up=timedelta(seconds=5),
-        )
+        self._mark(WorkerStatus.STOPPING)
         deadline = time.monotonic() + self.shutdown_timeout.total_seconds()
         while time.monotonic() < deadline:
             self.watchdog.check_timeouts()
@@ -451,14 +455,7 @@ class Runner:
         self.maintenance.stop()
         with contextlib.suppress(DatabaseError, InterfaceError):
             self.heartbeat.beat()
-        until_db(
-            lambda: services.set_worker_status(
-                self.worker_id, WorkerStatus.STOPPED, now=timezone.now(), using=self.alias
-            ),
-            "marking the worker stopped",
-            worker_id=self.worker_id,
-            give_up=timedelta(seconds=5),
-        )
+        self._mark(WorkerStatus.STOPPED)
         logger.info(
             "Worker %s stopped after %d jobs",
             self.worker_id,

@@ -52,6 +52,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+# bench/compare.py --asyncjobs-checkout: a directory holding only another checkout's asyncjobs
+# package, put ahead of ROOT here and in the workers, so that this harness runs that asyncjobs.
+OVERLAY = os.environ.get("BENCH_ASYNCJOBS_OVERLAY")
+if OVERLAY:
+    sys.path.insert(0, OVERLAY)
 
 from bench import latency  # noqa: E402
 from bench.common import recreate_database, stop_workers  # noqa: E402
@@ -229,6 +234,17 @@ class AsyncJobs(System):
         from bench.tasks import noop
 
         noop.enqueue(enqueued_at=enqueued_at)
+
+
+class AsyncJobsCheckout(AsyncJobs):
+    """asyncjobs from another checkout (BENCH_ASYNCJOBS_OVERLAY), for an A/B of two commits."""
+
+    name = "asyncjobs-checkout"
+
+    def setup(self) -> None:
+        if not OVERLAY:
+            raise SystemExit("asyncjobs-checkout needs BENCH_ASYNCJOBS_OVERLAY")
+        super().setup()
 
 
 class AsyncJobsListen(AsyncJobs):
@@ -488,6 +504,7 @@ SYSTEMS: dict[str, type[System]] = {
     s.name: s
     for s in (
         AsyncJobs,
+        AsyncJobsCheckout,
         AsyncJobsListen,
         RawPsycopg,
         RawMysqlclient,
@@ -500,11 +517,12 @@ WORKLOADS = ("enqueue", "bulk", "drain_1", "drain_2", "drain_depth", "latency")
 
 
 def start_workers(system: System, count: int, concurrency: int) -> list[subprocess.Popen]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # (``python -m`` puts its working directory first on the path: the overlay, if any.)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [OVERLAY, str(ROOT)]))}
     return [
         subprocess.Popen(
             system.worker_command(concurrency),
-            cwd=ROOT,
+            cwd=OVERLAY or ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

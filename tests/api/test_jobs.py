@@ -71,7 +71,11 @@ def test_status_url_helper(api, owned_job):
     assert api(None).get(url).status_code == 200
 
 
-@pytest.mark.parametrize("bad", ["not-a-uuid", str(uuid.uuid4()), "1' OR 1=1", "%00"])
+# (A fixed unknown id: parameters must be the same in every pytest-xdist worker.)
+UNKNOWN_ID = "0f5e7c1e-5b0d-4a8e-9d65-3f1f2d7c9a41"
+
+
+@pytest.mark.parametrize("bad", ["not-a-uuid", UNKNOWN_ID, "1' OR 1=1", "%00"])
 def test_unknown_or_malformed_ids_are_404(api, users, bad):
     assert api(users["staff"]).get(f"/jobs/{bad}/").status_code == 404
 

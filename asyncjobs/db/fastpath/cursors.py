@@ -1,0 +1,89 @@
+"""psycopg's own cursor on Django's connection: server-side binding, kept per connection, its
+statements in Django's query log, and psycopg's own ``timestamptz`` loader."""
+
+import contextlib
+import weakref
+from collections.abc import Iterator
+from datetime import UTC
+from typing import Any
+
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from asyncjobs.db.fastpath.switch import enabled, psycopg3
+
+
+@contextlib.contextmanager
+def query_logged(connection: BaseDatabaseWrapper, sql: str) -> Iterator[None]:
+    """An entry in Django's query log, as its own cursors write one, for a statement run on
+    psycopg's cursor, when the log is kept (``DEBUG``, or a test capturing queries)."""
+    if not connection.queries_logged:
+        yield
+        return
+    with connection.cursor() as wrapper:
+        debug_sql = getattr(wrapper, "debug_sql", None)  # Django's CursorDebugWrapper
+        with debug_sql(sql) if debug_sql is not None else contextlib.nullcontext():
+            yield
+
+
+def bound(connection: BaseDatabaseWrapper) -> bool:
+    """Whether ``bound_cursor`` gives psycopg's own cursor (fast path on, psycopg 3)."""
+    return connection.vendor == "postgresql" and psycopg3() and enabled()
+
+
+# Per Django connection (each belongs to one thread): the psycopg cursor that
+# ``bound_cursor(keep=True)`` hands out, kept between calls.
+KEPT_CURSORS: weakref.WeakKeyDictionary[BaseDatabaseWrapper, Any] = weakref.WeakKeyDictionary()
+
+
+@contextlib.contextmanager
+def bound_cursor(connection: BaseDatabaseWrapper, *, keep: bool = False) -> Iterator[Any]:
+    """A psycopg cursor with server-side binding on Django's PostgreSQL connection, in its
+    current transaction, with errors raised as Django's; Django's own cursor where that is
+    not to be had (psycopg2, which binds on the client, or the fast path off).
+
+    For the hot statements: the statement text goes to the server as it is and the values
+    travel apart, so nothing is quoted into the text on every call (Django's cursors bind on
+    the client). The statement is prepared once the connection's ``prepare_threshold`` says
+    so: Django turns that off unless ``OPTIONS`` sets it, for connection poolers. Django's
+    ``execute_wrapper`` hooks and query log do not see these.
+
+    ``keep``: the same cursor again on the next call, for as long as Django's connection
+    holds the same psycopg connection (making and closing a cursor was a good part of a
+    single enqueue's CPU: bench/HISTORY.md, "Single enqueue: a kept cursor"). Its user
+    must leave its adapters alone. A use inside another gets a cursor of its own.
+    """
+    if not bound(connection):
+        with connection.cursor() as wrapper:
+            yield wrapper
+        return
+    import psycopg
+
+    connection.ensure_connection()
+    raw = connection.connection
+    cursor = KEPT_CURSORS.pop(connection, None) if keep else None
+    if cursor is None or cursor.connection is not raw:
+        cursor = psycopg.Cursor(raw)
+    try:
+        with connection.wrap_database_errors:
+            yield cursor
+    finally:
+        if keep:
+            KEPT_CURSORS[connection] = cursor
+        else:
+            cursor.close()
+
+
+def load_timestamps_natively(cursor: Any, connection: BaseDatabaseWrapper) -> None:
+    """Have ``cursor`` (from ``bound_cursor``) load ``timestamptz`` with psycopg's own
+    loader where that gives what Django's does. Django wraps psycopg's loader to set each
+    value's tzinfo to the connection's; with ``USE_TZ`` and the session in UTC (Django's
+    default), psycopg's already sets ``datetime.UTC``, and the wrapper is a Python call per
+    value (a claimed job holds several). Nothing to do on Django's cursors."""
+    if not bound(connection):
+        return
+    from psycopg import adapters, pq
+    from psycopg.postgres import types
+
+    if connection.timezone is UTC and cursor.connection.info.parameter_status("TimeZone") == "UTC":
+        oid = types["timestamptz"].oid
+        cursor.adapters.register_loader(oid, adapters.get_loader(oid, pq.Format.TEXT))
