@@ -1,0 +1,94 @@
+"""The worker's one asyncio event loop, on a thread of its own, where ``async def`` tasks run.
+
+A slot thread that takes an async task hands its coroutine to the loop and waits for it, so
+every async task of the worker shares one loop (and what a task keeps on it between jobs,
+such as an HTTP client's connection pool) and as many run at once as the worker has slots.
+The slot keeps the job's accounting, its timeout and its cancellation exactly as for a
+synchronous task: the task's ``timeout`` is enforced inside the loop by
+``asyncio.wait_for``, and when the watchdog interrupts the waiting slot (a timeout past its
+grace period, ``--max-memory``) the coroutine is cancelled.
+
+A task that blocks the loop (``time.sleep`` or a synchronous query in an ``async def``)
+stalls every async task of the worker; Django's async ORM (``await Model.objects.aget()``)
+runs its queries on a thread of its own, as ``sync_to_async`` does.
+"""
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+from collections.abc import Coroutine
+from typing import Any
+
+from django.db import connections
+
+logger = logging.getLogger(__name__)
+
+# Seconds a slot waits for its coroutine at a time: between two waits the watchdog's
+# interruption of the slot (an exception raised in its thread) can land.
+WAIT_SLICE = 0.25
+
+
+class EventLoop:
+    """One event loop on a daemon thread, started by the first coroutine it is given."""
+
+    def __init__(self, name: str = "asyncjobs-loop") -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        """Run ``coroutine`` on the loop and return its result (or raise its exception).
+        If the calling thread is interrupted meanwhile, the coroutine is cancelled."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._started())
+        try:
+            while True:
+                done, _ = concurrent.futures.wait([future], timeout=WAIT_SLICE)
+                if done:
+                    return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    def _started(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=self._serve, args=(loop,), name=self.name, daemon=True
+                )
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    @staticmethod
+    def _serve(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            try:
+                pending = asyncio.all_tasks(loop)
+                for task in pending:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            except Exception:
+                logger.exception("closing the worker's event loop failed")
+            finally:
+                loop.close()
+                connections.close_all()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loop (cancelling what still runs on it) and wait for its thread."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        with contextlib.suppress(RuntimeError):  # already closed
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
