@@ -42,15 +42,47 @@ class EventLoop:
     def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         """Run ``coroutine`` on the loop and return its result (or raise its exception).
         If the calling thread is interrupted meanwhile, the coroutine is cancelled."""
-        future = asyncio.run_coroutine_threadsafe(coroutine, self._started())
+        # The future exists before anything is scheduled, so that an interruption landing at
+        # any point (even while the loop already starts the coroutine) can cancel it.
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        scheduled = False
         try:
+            self._started().call_soon_threadsafe(self._start, coroutine, future)
+            scheduled = True
             while True:
                 done, _ = concurrent.futures.wait([future], timeout=WAIT_SLICE)
                 if done:
                     return future.result()
         except BaseException:
             future.cancel()
+            if not scheduled:
+                coroutine.close()
             raise
+
+    @staticmethod
+    def _start(coroutine: Coroutine[Any, Any, Any], future: concurrent.futures.Future[Any]) -> None:
+        """On the loop: run ``coroutine`` as a task whose outcome goes to ``future``, and
+        which a cancelled ``future`` cancels."""
+        if future.cancelled():
+            coroutine.close()
+            return
+        task = asyncio.get_running_loop().create_task(coroutine)
+
+        def settle(task: asyncio.Task[Any]) -> None:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                if task.cancelled():
+                    future.set_exception(asyncio.CancelledError())
+                elif (error := task.exception()) is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(task.result())
+
+        def cancel(future: concurrent.futures.Future[Any]) -> None:
+            if future.cancelled():
+                task.get_loop().call_soon_threadsafe(task.cancel)
+
+        task.add_done_callback(settle)
+        future.add_done_callback(cancel)
 
     def _started(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -67,7 +99,14 @@ class EventLoop:
     def _serve(loop: asyncio.AbstractEventLoop) -> None:
         asyncio.set_event_loop(loop)
         try:
-            loop.run_forever()
+            while True:
+                try:
+                    loop.run_forever()
+                    break  # stop()
+                except (KeyboardInterrupt, SystemExit):
+                    # asyncio lets these out of the loop once the task that raised them has
+                    # them as its outcome (which its slot records): the loop goes on.
+                    continue
         finally:
             try:
                 pending = asyncio.all_tasks(loop)

@@ -36,6 +36,23 @@ def test_one_loop_runs_every_coroutine_and_returns_or_raises():
         loop.stop()
 
 
+def test_a_task_raising_system_exit_fails_alone_and_the_loop_goes_on():
+    loop = EventLoop()
+
+    async def leave():
+        raise SystemExit(3)
+
+    async def answer():
+        return 42
+
+    try:
+        with pytest.raises(SystemExit):
+            loop.run(leave())
+        assert loop.run(answer()) == 42
+    finally:
+        loop.stop()
+
+
 def test_interrupting_the_waiting_thread_cancels_the_coroutine():
     """What the watchdog does to a slot past its job's deadline: the coroutine is cancelled."""
     loop = EventLoop()
