@@ -15,8 +15,9 @@ uses: the peers' virtualenv bench/.peers, bench/peers/run_peer.py): asyncjobs (i
 ``MAX_DB_CONNECTIONS``), asyncjobs-pool (the same with Django's psycopg pool,
 ``OPTIONS["pool"]``), Celery with its thread pool and Redis (skipped without Redis at
 PEER_REDIS_URL), procrastinate (its worker's ``--concurrency``). Each system's database
-accepts BENCH_IO_CONNECTION_LIMIT connections (default 50): the stand-in for a server's
-``max_connections`` shared with the web app. PostgreSQL only (BENCH_PG_URL, default the
+gets a connection limit of BENCH_IO_CONNECTION_LIMIT (default 50), the stand-in for a
+server's ``max_connections`` shared with the web app, which PostgreSQL does not enforce
+against superusers (then the server's own limit applies). PostgreSQL only (BENCH_PG_URL, default the
 local server; BENCH_DB_SUFFIX as for bench/compare.py).
 
 Writes bench/results/io-<time>.json and prints medians (min-max) with asyncjobs' ratio to

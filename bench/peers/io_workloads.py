@@ -51,7 +51,8 @@ DEADLINE = float(os.environ.get("BENCH_IO_DEADLINE", "120"))
 # Connections each system's database accepts (ALTER DATABASE ... CONNECTION LIMIT): the
 # stand-in for a server's max_connections shared with other clients, so that a system that
 # opens a connection per thread meets "too many connections" here rather than taking the
-# shared server's last ones.
+# shared server's last ones. PostgreSQL does not enforce it against superusers: connected as
+# one (postgres), the server's own max_connections is the limit.
 CONNECTION_LIMIT = int(os.environ.get("BENCH_IO_CONNECTION_LIMIT", "50"))
 
 
