@@ -1,4 +1,4 @@
-.PHONY: help test test-fast test-no-fast-path matrix pg-versions smoke wheel-check demo lint bench bench-quick bench-compare bench-compare-mariadb bench-compare-pgbouncer bench-compare-quick soak soak-quick chaos chaos-quick chaos-quick-pooled
+.PHONY: help test test-fast test-no-fast-path matrix pg-versions smoke wheel-check demo lint bench bench-quick bench-compare bench-compare-mariadb bench-compare-pgbouncer bench-compare-quick bench-io bench-io-quick soak soak-quick chaos chaos-quick chaos-quick-pooled
 
 test:  ## set up .venv, run the whole test suite on SQLite, PostgreSQL (and PgBouncer) and MariaDB, side by side
 	bash scripts/test.sh
@@ -46,6 +46,12 @@ bench-compare-quick:  ## the three set-ups, one short run each (200 jobs, no 1-p
 	bash scripts/bench.sh --compare --quick
 	bash scripts/bench.sh --compare --quick --database mariadb
 	bash scripts/bench.sh --compare --quick --database pgbouncer
+
+bench-io:  ## I/O-bound jobs (5,000 of 200 ms, concurrency 500): asyncjobs, with Django's pool, Celery, procrastinate; jobs/s and peak connections (not in CI)
+	bash scripts/bench.sh --io
+
+bench-io-quick:  ## the I/O-bound comparison with 200 jobs at concurrency 50, 1 run: proves the harness runs
+	bash scripts/bench.sh --io --quick
 
 soak:  ## 30 min at 1,000 jobs/s, then a 2x surge and recovery: latency, table bloat, autovacuum, RSS per minute (docs/soak.png; not in CI)
 	bash scripts/bench.sh --soak

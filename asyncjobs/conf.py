@@ -66,6 +66,12 @@ DEFAULTS: dict[str, Any] = {
     # jobs' recent pace, and none while its slots run long jobs. 0: claim only for free
     # slots. runworker --prefetch.
     "WORKER_PREFETCH": 64,
+    # Database connections a worker's slot threads hold at once, per database, when its
+    # concurrency is larger: a slot opens one only with a permit (waiting for one meanwhile)
+    # and closes it after each job. 0 or None: no bound, each slot thread keeps its own
+    # connection open. The worker's own threads hold 4 more (5 with LISTEN on PostgreSQL).
+    # runworker --max-connections.
+    "MAX_DB_CONNECTIONS": 10,
     # The speed work of asyncjobs.db (model instances filled in directly, values prepared
     # without the ORM's per-field calls, psycopg's own cursors, COPY): False runs the same
     # operations through the ORM and Django's cursors, storing the same rows.

@@ -63,7 +63,7 @@ REQUIREMENTS = ROOT / "bench" / "peers" / "requirements.txt"
 RESULTS = ROOT / "bench" / "results"
 PEERS = ["django-tasks-db", "procrastinate", "celery"]
 # Run with this interpreter (the project's .venv), the others with the peers' virtualenv.
-OURS = ["asyncjobs", "asyncjobs-checkout", "asyncjobs-listen", "psycopg", "mysqlclient"]
+OURS = ["asyncjobs", "asyncjobs-checkout", "asyncjobs-listen", "asyncjobs-pool", "psycopg", "mysqlclient"]
 # The systems of each set-up (--database), in the order they take turns.
 SETUPS = {
     "postgresql": ["asyncjobs", "psycopg", *PEERS],
@@ -158,12 +158,23 @@ def checkout_overlay(path: str | None) -> Iterator[dict[str, str]]:
         yield {"BENCH_ASYNCJOBS_OVERLAY": directory}
 
 
-def run_system(system: str, args: argparse.Namespace, server: dict[str, str]) -> dict[str, Any]:
+def run_peer(system: str, arguments: list[str], server: dict[str, str]) -> dict[str, Any]:
+    """Run bench/peers/run_peer.py for ``system`` with ``arguments``, in the interpreter that
+    has it (the project's or the peers' virtualenv); its JSON line, parsed."""
     python = sys.executable if system in OURS else str(PEERS_PYTHON)
-    command = [
-        python,
-        str(ROOT / "bench" / "peers" / "run_peer.py"),
-        system,
+    command = [python, str(ROOT / "bench" / "peers" / "run_peer.py"), system, *arguments]
+    env = {**os.environ, **server, "PYTHONPATH": str(ROOT)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    if system != "asyncjobs-checkout":
+        env.pop("BENCH_ASYNCJOBS_OVERLAY", None)
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{system} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_system(system: str, args: argparse.Namespace, server: dict[str, str]) -> dict[str, Any]:
+    arguments = [
         "--jobs",
         str(args.jobs),
         "--enqueue-jobs",
@@ -178,14 +189,7 @@ def run_system(system: str, args: argparse.Namespace, server: dict[str, str]) ->
         str(args.depth),
         *(("--only", args.only) if args.only else ()),
     ]
-    env = {**os.environ, **server, "PYTHONPATH": str(ROOT)}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    if system != "asyncjobs-checkout":
-        env.pop("BENCH_ASYNCJOBS_OVERLAY", None)
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{system} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_peer(system, arguments, server)
 
 
 def checkout_commit(path: str | None) -> str | None:

@@ -22,6 +22,15 @@ else:
     os.environ.pop("DATABASE_URL", None)
 DATABASES = {"default": database_from_env(BASE_DIR / "results" / "bench.sqlite3")}
 DATABASES["default"]["CONN_MAX_AGE"] = None
+if pool := os.environ.get("BENCH_DB_POOL"):
+    # Django's psycopg pool for every thread (bench/io_bound.py's asyncjobs-pool): its
+    # connections go back to the pool when a thread closes them, which needs CONN_MAX_AGE 0.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": int(pool),
+        "timeout": 60,
+    }
 if direct_port := os.environ.get("BENCH_DIRECT_PORT"):
     # Django's advice behind a transaction pooler; asyncjobs reads it as POOL_MODE
     # "transaction" (no LISTEN on the pooled connection).

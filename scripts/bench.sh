@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the benchmark suite (bench/run.py; with --compare, bench/compare.py against the peers)
-# in the project's .venv; with --soak, bench/soak.py. Arguments pass through.
+# in the project's .venv; with --soak, bench/soak.py; with --io, bench/io_bound.py (installing
+# psycopg-pool for its asyncjobs-pool runs). Arguments pass through.
 source "$(dirname "${BASH_SOURCE[0]}")/_python.sh"
 ensure_venv
 cd "$ROOT"
@@ -8,6 +9,11 @@ if [ "${1:-}" = "--soak" ]; then
     shift
     "$VENV/bin/python" -c "import matplotlib" 2>/dev/null || "$VENV/bin/pip" install -q "matplotlib>=3.8"
     exec "$VENV/bin/python" bench/soak.py "$@"
+fi
+if [ "${1:-}" = "--io" ]; then
+    shift
+    "$VENV/bin/python" -c "import psycopg_pool" 2>/dev/null || "$VENV/bin/pip" install -q "psycopg-pool>=3.2"
+    exec "$VENV/bin/python" bench/io_bound.py "$@"
 fi
 if [ "${1:-}" = "--compare" ]; then
     shift

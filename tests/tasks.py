@@ -271,3 +271,76 @@ def sleep_recorded(label, seconds):
     Execution.objects.create(label=label, pid=os.getpid())
     time.sleep(seconds)
     return seconds
+
+
+@task()
+def query_then_sleep(label, seconds):
+    """One query, then a wait with the connection still open (the "load the record, call the
+    API" task)."""
+    Execution.objects.create(label=label, pid=os.getpid())
+    time.sleep(seconds)
+    return label
+
+
+REFUSAL_MESSAGE = (
+    'connection failed: connection to server at "127.0.0.1", port 5432 failed: '
+    "FATAL:  sorry, too many clients already"
+)
+
+
+@task(max_attempts=1)
+def refused_once(label):
+    """On its first run, fails as a task does when the server refuses it a connection
+    (PostgreSQL's message, as Django raises it); then succeeds."""
+    from django.db import OperationalError
+
+    Execution.objects.create(label=label, pid=os.getpid())
+    if Execution.objects.filter(label=label).count() == 1:
+        raise OperationalError(REFUSAL_MESSAGE)
+    return "ok"
+
+
+@task(max_attempts=1)
+def connect_as(label, user):
+    """On its first run, opens a second connection to the same database as ``user`` (whom
+    the server refuses: a connection limit), through Django; then succeeds."""
+    from django.db import connections
+
+    Execution.objects.create(label=label, pid=os.getpid())
+    if Execution.objects.filter(label=label).count() > 1:
+        return "ok"
+    default = connections["default"]
+    settings = {**default.settings_dict, "USER": user, "PASSWORD": ""}
+    other = type(default)(settings, "refusal-probe")
+    try:
+        other.ensure_connection()
+    finally:
+        other.close()
+    return "connected"
+
+
+# async_together's jobs meet here: every one of a worker's async tasks runs on its one loop.
+_together: dict[str, list[int]] = {}
+
+
+@task()
+async def async_together(label, expected):
+    """Waits (10 s at most) until ``expected`` tasks of ``label`` are running at once, then
+    returns how many it saw and the id of the event loop it ran on."""
+    import threading
+
+    seen = _together.setdefault(label, [])
+    seen.append(threading.get_ident())
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(seen) < expected and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    return {"seen": len(seen), "loop_thread": threading.get_ident()}
+
+
+@task(takes_context=True)
+async def async_cancellable(context, label):
+    """Runs on the worker's event loop until it is asked to cancel."""
+    await Execution.objects.acreate(label=label, pid=os.getpid())
+    while True:
+        context.raise_if_cancelled()
+        await asyncio.sleep(0.05)

@@ -46,6 +46,7 @@ from asyncjobs.db.base import (
     vendor_name,
     vendor_supported,
 )
+from asyncjobs.db.errors import is_too_many_connections
 from asyncjobs.db.fastpath import JSON_SCALARS, psycopg3
 from asyncjobs.db.mysql import (
     MYSQL_INDEXES,
@@ -106,6 +107,7 @@ __all__ = [
     "install_notify_functions",
     "install_notify_triggers",
     "is_sqlite_without_immediate",
+    "is_too_many_connections",
     "mysql_isolation_level",
     "mysql_lock_name",
     "notification_kind",

@@ -250,12 +250,26 @@ def claim_job(
     return started[0] if started else None
 
 
-def release_jobs(jobs: Iterable[Job], *, worker_id: str, now: datetime) -> int:
-    """Give back running jobs of a worker that is shutting down.
+def release_jobs(
+    jobs: Iterable[Job],
+    *,
+    worker_id: str,
+    now: datetime,
+    error: BaseException | None = None,
+    delay: timedelta = timedelta(0),
+) -> int:
+    """Give back running jobs whose attempts were interrupted by no fault of theirs: a worker
+    shutting down, or (``error``) a database that refused the task a connection.
 
-    Each interrupted attempt is recorded as lost, the job is queued again at once and the
-    attempt does not count against ``max_attempts``. Returns how many jobs were released.
+    Each interrupted attempt is recorded as lost (with ``error``, default
+    ``WorkerShutdownError``), the job is queued again after ``delay`` (scheduled if that is
+    in the future) and the attempt does not count against ``max_attempts``. Returns how many
+    jobs were released.
     """
+    if error is None:
+        error = WorkerShutdownError(f"worker {worker_id} shut down before the job finished")
+    run_after = now + delay
+    status = JobStatus.SCHEDULED if run_after > now else JobStatus.QUEUED
     released = 0
     for job in jobs:
         using = job._state.db or "default"
@@ -265,23 +279,24 @@ def release_jobs(jobs: Iterable[Job], *, worker_id: str, now: datetime) -> int:
                 worker_id=worker_id,
                 now=now,
                 outcome=AttemptOutcome.LOST,
-                **error_fields(
-                    WorkerShutdownError(f"worker {worker_id} shut down before the job finished"),
-                    traceback_text="",
-                ),
+                **error_fields(error, traceback_text=""),
             ):
                 continue
-            released += (
+            moved = (
                 Job.objects.using(using)
                 .filter(pk=job.pk, status=JobStatus.RUNNING, worker_id=worker_id)
                 .update(
-                    status=JobStatus.QUEUED,
-                    run_after=now,
+                    status=status,
+                    run_after=run_after,
                     free_attempts=F("free_attempts") + 1,
                     worker_id="",
                     lease_expires_at=None,
                 )
             )
+            if moved:
+                job.status, job.run_after = status, run_after
+                job.free_attempts += 1
+            released += moved
     return released
 
 

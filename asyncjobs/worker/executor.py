@@ -22,7 +22,7 @@ from django.db import (
     ProgrammingError,
 )
 
-from asyncjobs import services
+from asyncjobs import db, services
 from asyncjobs.backend import JobContext, JobsBackend
 from asyncjobs.exceptions import (
     JobCancelled,
@@ -35,9 +35,10 @@ from asyncjobs.models import AttemptOutcome, Job, JobStatus
 from asyncjobs.tasks_api import Task, TaskResult, TaskResultStatus, task_finished, task_started
 from asyncjobs.text import safe_text
 from asyncjobs.worker.completer import Completer, Pending
-from asyncjobs.worker.recovery import close_broken_connections
+from asyncjobs.worker.recovery import Refusals, close_broken_connections
 
 if TYPE_CHECKING:  # (slots imports this module: the slot threads run executors)
+    from asyncjobs.worker.eventloop import EventLoop
     from asyncjobs.worker.slots import Execution
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,12 @@ class Executor:
         self.record_timeout = record_timeout
         # Set by the worker: successes then go to it and are recorded in batches.
         self.completer: Completer | None = None
+        # Set by the worker: async tasks then run on its one event loop (else each on an
+        # event loop of its own, asyncio.run, in the calling thread).
+        self.loop: EventLoop | None = None
+        # Set by the worker: a task refused a database connection gives its attempt back
+        # unspent and the worker backs off (else the refusal is the attempt's failure).
+        self.refusals: Refusals | None = None
 
     def run(self, execution: Execution) -> JobStatus | str | None:
         """Run the job, record the outcome, send ``task_finished`` if the job ended.
@@ -117,6 +124,9 @@ class Executor:
                 job, exc, AttemptOutcome.TIMED_OUT, tb.format_exc(), execution=execution
             )
         except BaseException as exc:
+            if self.refusals is not None and db.is_too_many_connections(exc):
+                # The database is full, which says nothing about this job.
+                return self._give_back(job, exc)
             # Task code may raise anything: SystemExit, KeyboardInterrupt, GeneratorExit, a
             # CancelledError of its own. Each is this attempt's failure, never the slot's.
             # (The watchdog's own interruptions are JobTimeoutError and WorkerMemoryError,
@@ -131,6 +141,24 @@ class Executor:
             status = self.record_success(job, value, execution)
         self.report(job, task, status, started)
         return status
+
+    def _give_back(self, job: Job, error: BaseException) -> JobStatus | None:
+        """Release an attempt whose task was refused a database connection: recorded as lost,
+        not counted against ``max_attempts``, the job due again once the worker's backoff
+        has passed. Logged through ``Refusals`` (once per interval for the whole worker)."""
+        assert self.refusals is not None
+        delay = self.refusals.refused(error, f"running job {job.pk} ({job.task_path})")
+        released = self.with_db_retry(
+            job,
+            lambda: services.release_jobs(
+                [job],
+                worker_id=self.worker_id,
+                now=self.clock(),
+                error=error,
+                delay=timedelta(seconds=delay),
+            ),
+        )
+        return JobStatus(job.status) if released else None
 
     def report(self, job: Job, task: Task | None, status: JobStatus | None, started: float) -> None:
         """Log the outcome of an attempt and send ``task_finished`` if the job ended."""
@@ -172,12 +200,17 @@ class Executor:
             )
             args.insert(0, context)
         if inspect.iscoroutinefunction(task.func):
-            return asyncio.run(self._call_async(task, job, args))
+            return self._run_coroutine(self._call_async(task, job, args))
         value = task.func(*args, **job.kwargs)
         if inspect.isawaitable(value):
             # A sync function that returned a coroutine: run it like an async task.
-            return asyncio.run(self._await(value, job))
+            return self._run_coroutine(self._await(value, job))
         return self._mark_result(value, job)
+
+    def _run_coroutine(self, coroutine: Any) -> Any:
+        if self.loop is not None:
+            return self.loop.run(coroutine)
+        return asyncio.run(coroutine)
 
     async def _call_async(self, task: Task, job: Job, args: list[Any]) -> Any:
         return await self._await(task.func(*args, **job.kwargs), job)
@@ -327,13 +360,16 @@ class Executor:
                         extra=self._extra(job),
                     )
                     return None
-                logger.warning(
-                    "Job %s: database error while recording (%s); retrying in %.1fs",
-                    job.pk,
-                    exc,
-                    delay,
-                    extra=self._extra(job),
-                )
+                if self.refusals is not None and db.is_too_many_connections(exc):
+                    self.refusals.refused(exc, "recording outcomes")
+                else:
+                    logger.warning(
+                        "Job %s: database error while recording (%s); retrying in %.1fs",
+                        job.pk,
+                        exc,
+                        delay,
+                        extra=self._extra(job),
+                    )
                 close_broken_connections()
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)

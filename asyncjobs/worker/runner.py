@@ -7,6 +7,10 @@ thread):
   jobs first (``Promoter``), enforces timeouts and ``--max-memory`` (``Watchdog``);
 - ``concurrency`` slot threads each run one job at a time (``Slots``, ``Executor``); a job
   under a rate limit at its start slot, or given back unstarted if the thread got there late;
+  past ``MAX_DB_CONNECTIONS`` they share that many connections per database
+  (``ConnectionGate``);
+- an event loop thread, started by the first ``async def`` task, runs every async task of
+  the worker while its slot waits for it (``EventLoop``);
 - a completer thread records successes in batches (``Completer``), one transaction each;
 - a heartbeat thread renews the worker's row and its jobs' leases and relays cancellation
   requests to running tasks (``Heartbeat``);
@@ -19,15 +23,11 @@ thread):
 
 import contextlib
 import logging
-import os
 import random
-import signal
 import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from types import FrameType
-from typing import Any
 
 from django.db import DatabaseError, InterfaceError, connections
 from django.utils import timezone
@@ -40,6 +40,8 @@ from asyncjobs.models import WorkerStatus
 from asyncjobs.tasks_api import task_backends
 from asyncjobs.worker.claimer import Claimer
 from asyncjobs.worker.completer import Completer
+from asyncjobs.worker.connections import ConnectionGate
+from asyncjobs.worker.eventloop import EventLoop
 from asyncjobs.worker.executor import Executor
 from asyncjobs.worker.heartbeat import Heartbeat
 from asyncjobs.worker.maintenance import (
@@ -51,7 +53,8 @@ from asyncjobs.worker.maintenance import (
     Scheduler,
 )
 from asyncjobs.worker.prefetch import PREFETCH_MAX_WAIT, Prefetch
-from asyncjobs.worker.recovery import close_broken_connections, until_db
+from asyncjobs.worker.recovery import Refusals, close_broken_connections, until_db
+from asyncjobs.worker.signals import StopSignals
 from asyncjobs.worker.slots import Execution, Slots
 from asyncjobs.worker.watchdog import MEMORY_CHECK_EVERY, Watchdog, resident_mib
 
@@ -83,7 +86,8 @@ class Runner:
         backend: the ``TASKS`` alias of an asyncjobs backend.
         queues: the queues to take jobs from; default all of the backend's queues (or every
             queue if the backend lists none).
-        concurrency: how many jobs run at once (threads).
+        concurrency: how many jobs run at once (threads; an async task's slot waits while
+            the task runs on the worker's one event loop).
         burst: exit 0 once nothing is ready and nothing runs.
         max_jobs: exit 0 after finishing this many jobs.
         poll_interval: how long to sleep when idle between looks at the queue (PostgreSQL
@@ -97,6 +101,9 @@ class Runner:
         prefetch: at most this many jobs claimed ahead of free slots (0: none); default
             ``WORKER_PREFETCH``. How many are held adapts to the jobs' recent duration (see
             ``asyncjobs.worker.prefetch``).
+        max_connections: at most this many database connections (per database) held by the
+            slot threads at once, when ``concurrency`` is larger; default
+            ``MAX_DB_CONNECTIONS`` (0 or None: no bound). See ``asyncjobs.worker.connections``.
     """
 
     def __init__(
@@ -111,9 +118,21 @@ class Runner:
         shutdown_timeout: timedelta | None = None,
         max_memory: int | None = None,
         prefetch: int | None = None,
+        max_connections: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1.")
+        if max_connections is None:
+            max_connections = jobs_settings.MAX_DB_CONNECTIONS
+        if max_connections is not None and (
+            isinstance(max_connections, bool)
+            or not isinstance(max_connections, int)
+            or max_connections < 0
+        ):
+            raise ConfigurationError(
+                f"max_connections must be 0 or more (0: no bound), not {max_connections!r}."
+            )
+        self.max_connections = max_connections or None
         self.prefetch = jobs_settings.WORKER_PREFETCH if prefetch is None else prefetch
         if not isinstance(self.prefetch, int) or self.prefetch < 0:
             raise ConfigurationError(f"prefetch must be 0 or more, not {self.prefetch!r}.")
@@ -159,6 +178,13 @@ class Runner:
             self.alias, queues=self.queues, interval=timedelta(seconds=self.poll_interval)
         )
         self.sizing = Prefetch(slots=concurrency, most=self.prefetch)
+        self.refusals = Refusals(self.worker_id)
+        self.gate = (
+            ConnectionGate(self.max_connections)
+            if self.max_connections is not None and self.max_connections < concurrency
+            else None
+        )
+        self.event_loop = EventLoop()
         self.executor = Executor(
             self.backend, self.worker_id, clock=timezone.now, record_timeout=self.lease
         )
@@ -171,6 +197,8 @@ class Runner:
             stopping=self._stopping,
             on_free=self._slot_free,
             on_retry=self.promoter.expect,
+            gate=self.gate,
+            refusals=self.refusals,
         )
         self.completer = Completer(self.executor, self.slots.finish)
         self.watchdog = Watchdog(self.slots, max_memory=self.max_memory)
@@ -189,9 +217,9 @@ class Runner:
             ],
             worker_id=self.worker_id,
         )
-        self._signals = 0
-        self._signal_fd: int | None = None  # written by the signal handler
-        self._old_handlers: dict[int, Any] = {}
+        self._signals = StopSignals(
+            self.stop, worker_id=self.worker_id, grace=self.shutdown_timeout.total_seconds()
+        )
         self.exit_code = EXIT_OK
 
     # --- the loop ----------------------------------------------------------------------------
@@ -199,6 +227,8 @@ class Runner:
     def run(self) -> int:
         """Work until stopped (signal, ``--burst`` drained, ``--max-jobs`` reached)."""
         self.executor.completer = self.completer
+        self.executor.loop = self.event_loop
+        self.executor.refusals = self.refusals
         self.completer.start()
         until_db(
             lambda: services.register_worker(
@@ -211,14 +241,16 @@ class Runner:
             ),
             "registering the worker",
             worker_id=self.worker_id,
+            refusals=self.refusals,
         )
         logger.info(
-            "Worker %s started: queues=%s concurrency=%d database=%s (%s)",
+            "Worker %s started: queues=%s concurrency=%d database=%s (%s) connections=%s",
             self.worker_id,
             ",".join(self.queues or ["*"]),
             self.concurrency,
             self.alias,
             db.vendor_name(self.alias),
+            f"{self.gate.limit} per database for the slots" if self.gate else "one per slot",
             extra={"worker_id": self.worker_id},
         )
         self._install_signal_handlers()
@@ -245,14 +277,17 @@ class Runner:
                 failures = 0
             except (DatabaseError, InterfaceError) as exc:
                 failures += 1
-                delay = min(0.5 * 2 ** (failures - 1), 30.0) * random.uniform(0.8, 1.2)
-                logger.error(
-                    "Worker %s: database error (%s); reconnecting in %.1fs",
-                    self.worker_id,
-                    exc,
-                    delay,
-                    extra={"worker_id": self.worker_id},
-                )
+                if db.is_too_many_connections(exc):
+                    delay = self.refusals.refused(exc, "claiming jobs")
+                else:
+                    delay = min(0.5 * 2 ** (failures - 1), 30.0) * random.uniform(0.8, 1.2)
+                    logger.error(
+                        "Worker %s: database error (%s); reconnecting in %.1fs",
+                        self.worker_id,
+                        exc,
+                        delay,
+                        extra={"worker_id": self.worker_id},
+                    )
                 close_broken_connections()
                 self._stopping.wait(delay)
                 continue
@@ -272,6 +307,9 @@ class Runner:
         if self.watchdog.over_memory_limit():
             self.exit_code = EXIT_MEMORY
             return None
+        if (pause := self.refusals.remaining()) > 0:
+            # The database refuses connections: claim nothing until the backoff has passed.
+            return min([pause, *self.slots.deadlines()])
         clock = time.monotonic()
         load = self.slots.load(clock)
         oldest = load.oldest_buffered
@@ -362,55 +400,12 @@ class Runner:
         self._wake.set()
 
     def _install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT stop the worker gracefully; a second one ends it at once.
-
-        A Python signal handler runs in the main thread between any two bytecodes, possibly
-        while that thread holds a lock, an ``Event``'s own included (the main loop sleeps
-        and wakes on Events all the time). Setting an Event from the handler could then wait
-        forever on a lock its own thread holds: a worker hung on SIGTERM that way. So the
-        handler takes no lock; it writes the signal's number to a pipe, and a thread of its
-        own reads it, logs it and stops the worker."""
-        if threading.current_thread() is not threading.main_thread():
-            return
-        read_fd, self._signal_fd = os.pipe()
-        os.set_blocking(self._signal_fd, False)
-        threading.Thread(
-            target=self._signal_loop, args=(read_fd,), name="asyncjobs-signals", daemon=True
-        ).start()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+        """SIGTERM and SIGINT stop the worker gracefully; a second one ends it at once
+        (``StopSignals``)."""
+        self._signals.install()
 
     def _restore_signal_handlers(self) -> None:
-        for sig, handler in self._old_handlers.items():
-            signal.signal(sig, handler)
-        self._old_handlers.clear()
-        fd, self._signal_fd = self._signal_fd, None
-        if fd is not None:
-            os.close(fd)  # the signal thread reads end-of-file and ends
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        # No lock, no logging here (see _install_signal_handlers).
-        self._signals += 1
-        if self._signals > 1:
-            os.write(2, f"Worker {self.worker_id}: second signal, exiting now\n".encode())
-            os._exit(1)
-        fd = self._signal_fd
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.write(fd, bytes([signum]))
-
-    def _signal_loop(self, read_fd: int) -> None:
-        try:
-            while data := os.read(read_fd, 1):
-                logger.info(
-                    "Worker %s: %s received; finishing running jobs (up to %ss)",
-                    self.worker_id,
-                    signal.Signals(data[0]).name,
-                    self.shutdown_timeout.total_seconds(),
-                )
-                self.stop()
-        finally:
-            os.close(read_fd)
+        self._signals.restore()
 
     def _mark(self, status: WorkerStatus) -> None:
         """Record the worker's ``status``, retrying a lost database for a few seconds."""
@@ -451,6 +446,7 @@ class Runner:
                 "Worker %s: released %s unfinished jobs back to the queue", self.worker_id, released
             )
         self.slots.stop()
+        self.event_loop.stop()
         self.heartbeat.stop()
         self.maintenance.stop()
         with contextlib.suppress(DatabaseError, InterfaceError):

@@ -28,9 +28,10 @@ from django.utils import timezone
 from asyncjobs import services
 from asyncjobs.backend import JobsBackend
 from asyncjobs.models import Job, JobStatus
+from asyncjobs.worker.connections import ConnectionGate
 from asyncjobs.worker.executor import PENDING, Executor
 from asyncjobs.worker.prefetch import Prefetch
-from asyncjobs.worker.recovery import close_broken_connections, until_db
+from asyncjobs.worker.recovery import Refusals, close_broken_connections, until_db
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +131,11 @@ class Slots:
         stopping: set when the worker stops: rate-limited jobs are then given back.
         on_free: called when a slot finished a job and is free for the next one.
         on_retry: called with a retried job's ``run_after`` (to promote it on time).
+        gate: bounds the connections the slot threads hold (``MAX_DB_CONNECTIONS``); each
+            slot closes its thread's connections after each job. None: no bound, and each
+            slot thread keeps its connections open.
+        refusals: the worker's backoff while the database refuses connections; a slot
+            starts no job before it has passed.
     """
 
     def __init__(
@@ -143,8 +149,12 @@ class Slots:
         stopping: threading.Event,
         on_free: Callable[[], None] = lambda: None,
         on_retry: Callable[[datetime], None] = lambda at: None,
+        gate: ConnectionGate | None = None,
+        refusals: Refusals | None = None,
     ) -> None:
         self.size = size
+        self.gate = gate
+        self.refusals = refusals
         self.executor = executor
         self.backend: JobsBackend = executor.backend
         self.alias = executor.backend.database
@@ -258,6 +268,7 @@ class Slots:
             "giving back prefetched jobs",
             worker_id=self.worker_id,
             give_up=timedelta(seconds=10),
+            refusals=self.refusals,
         )
         logger.info(
             "Worker %s: gave back %s prefetched jobs that no slot had started",
@@ -320,6 +331,7 @@ class Slots:
             "giving back a job that missed its start slot",
             worker_id=self.worker_id,
             give_up=timedelta(seconds=10),
+            refusals=self.refusals,
         )
         logger.info(
             "Worker %s: gave back job %s unstarted (%s; %.1f ms past its start slot)",
@@ -332,6 +344,15 @@ class Slots:
         self._wake.set()
         return False
 
+    def _back_off(self) -> None:
+        """Wait while the worker backs off from a database that refuses connections."""
+        refusals = self.refusals
+        while refusals is not None and not self._stopping.is_set():
+            remaining = refusals.remaining()
+            if remaining <= 0:
+                return
+            self._stopping.wait(remaining)
+
     @staticmethod
     def _begin(execution: Execution) -> None:
         # (Under the lock: the watchdog reads the thread and deadline of running executions.)
@@ -342,11 +363,17 @@ class Slots:
 
     def _loop(self) -> None:
         execution: Execution | None = None
+        gate = self.gate
         try:
+            if gate is not None:
+                gate.enter()
             while True:
+                if gate is not None:
+                    gate.release()  # what the last job (or its record) opened
                 execution = self._work.get()[2]
                 if execution is None:
                     return
+                self._back_off()
                 if isinstance(execution, TimedExecution):
                     if not self.start_on_time(execution):
                         continue

@@ -41,6 +41,7 @@ them (``--only`` picks workloads):
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -228,7 +229,9 @@ class AsyncJobs(System):
         return self.sql("SELECT count(*) FROM asyncjobs_job WHERE status = 'succeeded'")
 
     def worker_command(self, concurrency: int) -> list[str]:
-        return [sys.executable, "-m", "django", "runworker", "--concurrency", str(concurrency)]
+        command = [sys.executable, "-m", "django", "runworker", "--concurrency", str(concurrency)]
+        # More runworker options (bench/io_bound.py --worker-args), e.g. "--max-connections 4".
+        return command + shlex.split(os.environ.get("BENCH_WORKER_ARGS", ""))
 
     def enqueue_latency(self, enqueued_at: float) -> None:
         from bench.tasks import noop
@@ -256,6 +259,17 @@ class AsyncJobsListen(AsyncJobs):
         if not POOLED:
             raise SystemExit("asyncjobs-listen runs behind a pooler (BENCH_DIRECT_PORT)")
         os.environ["BENCH_LISTEN_DIRECT"] = "1"  # read by bench.settings, workers included
+        super().setup()
+
+
+class AsyncJobsPool(AsyncJobs):
+    """asyncjobs with Django's psycopg pool (``OPTIONS["pool"]``, BENCH_DB_POOL connections)
+    for every thread of the worker: the I/O-bound benchmark's other way to bound them."""
+
+    name = "asyncjobs-pool"
+
+    def setup(self) -> None:
+        os.environ.setdefault("BENCH_DB_POOL", "16")  # read by bench.settings, workers included
         super().setup()
 
 
@@ -506,6 +520,7 @@ SYSTEMS: dict[str, type[System]] = {
         AsyncJobs,
         AsyncJobsCheckout,
         AsyncJobsListen,
+        AsyncJobsPool,
         RawPsycopg,
         RawMysqlclient,
         DjangoTasksDB,
@@ -628,7 +643,20 @@ def main() -> int:
     parser.add_argument(
         "--only", default=",".join(WORKLOADS), help=f"comma-separated, of: {', '.join(WORKLOADS)}"
     )
+    parser.add_argument(
+        "--io",
+        help="the I/O-bound workloads instead, comma-separated (see bench/peers/io_workloads.py)",
+    )
     args = parser.parse_args()
+    if args.io:
+        from bench.peers import io_workloads
+
+        system = SYSTEMS[args.system]()
+        system.setup()
+        kinds = args.io.split(",")
+        figures = io_workloads.run(system, kinds, args.jobs, args.concurrency)
+        print(json.dumps({"system": system.name, "concurrency": args.concurrency, "io": figures}))
+        return 0
     only = set(args.only.split(","))
     if unknown := only - set(WORKLOADS):
         parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")

@@ -55,7 +55,8 @@ class Command(BaseCommand):
             "-c",
             type=_positive_int,
             default=4,
-            help="Jobs run at once, each in its own thread (default 4).",
+            help="Jobs run at once, each in a thread of its own (async tasks on the worker's "
+            "event loop, their thread waiting) (default 4).",
         )
         parser.add_argument(
             "--burst",
@@ -94,6 +95,15 @@ class Command(BaseCommand):
             "0 claims only for free slots.",
         )
         parser.add_argument(
+            "--max-connections",
+            type=_non_negative_int,
+            metavar="N",
+            help="Database connections the job slots hold at once (per database) when "
+            "--concurrency is larger; a slot then closes its connection after each job "
+            "(default ASYNCJOBS MAX_DB_CONNECTIONS, 10; 0: no bound). The worker's own threads "
+            "hold 4 more (5 with LISTEN on PostgreSQL).",
+        )
+        parser.add_argument(
             "--backend",
             default="default",
             help="The TASKS alias of the asyncjobs backend (default 'default').",
@@ -112,6 +122,7 @@ class Command(BaseCommand):
                 shutdown_timeout=_delta(options["shutdown_timeout"]),
                 max_memory=options["max_memory"],
                 prefetch=options["prefetch"],
+                max_connections=options["max_connections"],
             )
         except (ConfigurationError, ImproperlyConfigured) as exc:
             raise CommandError(str(exc)) from exc
