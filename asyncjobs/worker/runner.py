@@ -171,6 +171,7 @@ class Runner:
             stopping=self._stopping,
             on_free=self._slot_free,
             on_retry=self.promoter.expect,
+            wants_idle_slot=self.claimer.idle_slot_wanted,
         )
         self.completer = Completer(self.executor, self.slots.finish)
         self.watchdog = Watchdog(self.slots, max_memory=self.max_memory)
@@ -241,7 +242,7 @@ class Runner:
         failures = 0
         while not self._stopping.is_set():
             try:
-                idle = self._step()
+                idle = self._round()
                 failures = 0
             except (DatabaseError, InterfaceError) as exc:
                 failures += 1
@@ -261,6 +262,14 @@ class Runner:
             if idle > 0:
                 self._wake.wait(idle)
             self._wake.clear()
+
+    def _round(self) -> float | None:
+        """``_step``, told to the slots (see ``Slots.hold_for_timed``)."""
+        number = self.slots.begin_round()
+        try:
+            return self._step()
+        finally:
+            self.slots.end_round(number)
 
     def _step(self) -> float | None:
         """One round: watchdog, promote, claim. Returns how long to sleep (0: go on at once),
@@ -309,6 +318,13 @@ class Runner:
             claimed = len(claim.jobs)
             if claimed == free:
                 return 0.0  # more may be waiting; go on when a slot frees
+        elif self.claimer.idle_slot_wanted() and (
+            room := min(idle, self.max_jobs - self.slots.claimed if self.max_jobs else idle)
+        ):
+            # The buffer is full, but a slot thread is idle, held for a job under a rate
+            # limit (Slots.hold_for_timed): claim those alone.
+            claim = self.claimer.claim(room, idle=room, on_timed=self.slots.dispatch, plain=False)
+            self.slots.dispatch([job for job in claim.jobs if job.pk not in claim.start_at])
         if self.burst and not claimed and load.busy == 0 and self.promoter.nothing_due():
             logger.info("Worker %s: queue drained (--burst)", self.worker_id)
             return None
@@ -338,7 +354,7 @@ class Runner:
         return min(until)
 
     def _slot_free(self) -> None:
-        if self.claimer.wants_idle_slot:
+        if self.claimer.idle_slot_wanted():
             self._wake.set()  # a rate-limited job may be waiting for an idle slot
 
     # --- notifications -----------------------------------------------------------------------
