@@ -14,20 +14,16 @@ thread):
   cluster-wide lock, cron ticks (``maintenance.Maintenance``);
 - on PostgreSQL a listener thread turns ``NOTIFY`` into an immediate wake-up, and tells the
   claimer of announced jobs under limits and of paused or resumed queues;
-- a signal thread turns SIGTERM and SIGINT into a graceful stop.
+- a signal thread turns SIGTERM and SIGINT into a graceful stop (``StopSignals``).
 """
 
 import contextlib
 import logging
-import os
 import random
-import signal
 import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from types import FrameType
-from typing import Any
 
 from django.db import DatabaseError, InterfaceError, connections
 from django.utils import timezone
@@ -52,6 +48,7 @@ from asyncjobs.worker.maintenance import (
 )
 from asyncjobs.worker.prefetch import PREFETCH_MAX_WAIT, Prefetch
 from asyncjobs.worker.recovery import close_broken_connections, until_db
+from asyncjobs.worker.signals import StopSignals
 from asyncjobs.worker.slots import Execution, Slots
 from asyncjobs.worker.watchdog import MEMORY_CHECK_EVERY, Watchdog, resident_mib
 
@@ -190,9 +187,9 @@ class Runner:
             ],
             worker_id=self.worker_id,
         )
-        self._signals = 0
-        self._signal_fd: int | None = None  # written by the signal handler
-        self._old_handlers: dict[int, Any] = {}
+        self.signals = StopSignals(
+            worker_id=self.worker_id, stop=self.stop, shutdown_timeout=self.shutdown_timeout
+        )
         self.exit_code = EXIT_OK
 
     # --- the loop ----------------------------------------------------------------------------
@@ -222,7 +219,7 @@ class Runner:
             db.vendor_name(self.alias),
             extra={"worker_id": self.worker_id},
         )
-        self._install_signal_handlers()
+        self.signals.install()
         self.slots.start()
         self.heartbeat.start()
         self.maintenance.start()
@@ -235,7 +232,7 @@ class Runner:
             self._loop()
         finally:
             self._shutdown(listener)
-            self._restore_signal_handlers()
+            self.signals.restore()
         return self.exit_code
 
     def _loop(self) -> None:
@@ -376,57 +373,6 @@ class Runner:
         """Ask the worker to stop claiming and shut down gracefully."""
         self._stopping.set()
         self._wake.set()
-
-    def _install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT stop the worker gracefully; a second one ends it at once.
-
-        A Python signal handler runs in the main thread between any two bytecodes, possibly
-        while that thread holds a lock, an ``Event``'s own included (the main loop sleeps
-        and wakes on Events all the time). Setting an Event from the handler could then wait
-        forever on a lock its own thread holds: a worker hung on SIGTERM that way. So the
-        handler takes no lock; it writes the signal's number to a pipe, and a thread of its
-        own reads it, logs it and stops the worker."""
-        if threading.current_thread() is not threading.main_thread():
-            return
-        read_fd, self._signal_fd = os.pipe()
-        os.set_blocking(self._signal_fd, False)
-        threading.Thread(
-            target=self._signal_loop, args=(read_fd,), name="asyncjobs-signals", daemon=True
-        ).start()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
-
-    def _restore_signal_handlers(self) -> None:
-        for sig, handler in self._old_handlers.items():
-            signal.signal(sig, handler)
-        self._old_handlers.clear()
-        fd, self._signal_fd = self._signal_fd, None
-        if fd is not None:
-            os.close(fd)  # the signal thread reads end-of-file and ends
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        # No lock, no logging here (see _install_signal_handlers).
-        self._signals += 1
-        if self._signals > 1:
-            os.write(2, f"Worker {self.worker_id}: second signal, exiting now\n".encode())
-            os._exit(1)
-        fd = self._signal_fd
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.write(fd, bytes([signum]))
-
-    def _signal_loop(self, read_fd: int) -> None:
-        try:
-            while data := os.read(read_fd, 1):
-                logger.info(
-                    "Worker %s: %s received; finishing running jobs (up to %ss)",
-                    self.worker_id,
-                    signal.Signals(data[0]).name,
-                    self.shutdown_timeout.total_seconds(),
-                )
-                self.stop()
-        finally:
-            os.close(read_fd)
 
     def _shutdown(self, listener: db.Listener) -> None:
         self._stopping.set()
