@@ -121,12 +121,14 @@ class Claimer:
             until.append(max(self._keyed_checked + self._keyed_every - clock, 0.0))
         return min(until)
 
-    def idle_slot_wanted(self) -> bool:
+    def idle_slot_wanted(self, *, now: datetime | None = None) -> bool:
         """Whether a claim for an idle slot thread would take a job under a rate limit: the
         last claim left some for want of one, or a rate limit's next start has come near
-        (``retry_at``)."""
+        (``retry_at``) by ``now`` (default: the time now)."""
         retry_at = self.retry_at
-        return self.wants_idle_slot or (retry_at is not None and retry_at <= timezone.now())
+        if self.wants_idle_slot or retry_at is None:
+            return self.wants_idle_slot
+        return retry_at <= (now or timezone.now())
 
     def claim(
         self,

@@ -96,13 +96,14 @@ def test_a_claim_for_no_idle_slot_says_rate_limited_jobs_wait(runner):
     r = runner()
     now = timezone.now()
     busy = r.claimer.claim(4, idle=0, clock=lambda: now)
-    assert busy.jobs == [] and busy.wants_idle_slot and r.claimer.idle_slot_wanted()
+    assert busy.jobs == [] and busy.wants_idle_slot and r.claimer.idle_slot_wanted(now=now)
     one = r.claimer.claim(4, idle=1, clock=lambda: now)
     assert len(one.jobs) == 1 and len(one.start_at) == 1
     # The key's other job waits for its next slot, not for an idle thread.
     assert not one.wants_idle_slot
-    assert not r.claimer.idle_slot_wanted()  # (its next slot is in the future)
+    assert not r.claimer.idle_slot_wanted(now=now)  # (its next slot is in the future)
     assert one.retry_at is not None and one.retry_at > now
+    assert r.claimer.idle_slot_wanted(now=one.retry_at)  # and then it is near
 
 
 def test_a_late_start_within_the_tolerance_starts(runner, backend):
