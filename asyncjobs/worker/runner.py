@@ -12,8 +12,9 @@ thread):
   requests to running tasks (``Heartbeat``);
 - a maintenance thread runs the maintenance services: rescue and pruning when it holds the
   cluster-wide lock, cron ticks (``maintenance.Maintenance``);
-- on PostgreSQL a listener thread turns ``NOTIFY`` into an immediate wake-up, and tells the
-  claimer of announced jobs under limits and of paused or resumed queues;
+- on PostgreSQL a listener thread claims as soon as a ``NOTIFY`` comes (a round of its own,
+  on its own connection, in turn with the main loop's), and tells the claimer of announced
+  jobs under limits and of paused or resumed queues;
 - a signal thread turns SIGTERM and SIGINT into a graceful stop (``StopSignals``).
 """
 
@@ -60,6 +61,9 @@ EXIT_MEMORY = 4  # resident memory passed --max-memory: restart me
 # Successes handed to the completer but not yet recorded, past which no more jobs are claimed
 # (the database is slow or away: do not pile up work that cannot be recorded).
 MAX_COMPLETING = 1000
+# How much sooner than the main loop's sleep ends the listener thread's round must want it
+# awake to wake it (see Runner._claim_announced).
+WAKE_MARGIN = 0.005
 
 
 def get_backend(alias: str) -> JobsBackend:
@@ -145,6 +149,13 @@ class Runner:
 
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        # One round (_step) at a time: the main loop's, or the listener thread's on a
+        # notification (see _listen_loop). _sleep_until: when the main loop's sleep ends
+        # (time.monotonic(); 0 while it does not sleep); _stop_round: a listener's round
+        # ended the worker (as _step returning None does in the main loop).
+        self._round_lock = threading.Lock()
+        self._sleep_until = 0.0
+        self._stop_round = False
         self.claimer = Claimer(
             strategy=self.strategy,
             worker_id=self.worker_id,
@@ -239,7 +250,8 @@ class Runner:
         failures = 0
         while not self._stopping.is_set():
             try:
-                idle = self._round()
+                with self._round_lock:
+                    idle = self._round()
                 failures = 0
             except (DatabaseError, InterfaceError) as exc:
                 failures += 1
@@ -254,14 +266,17 @@ class Runner:
                 close_broken_connections()
                 self._stopping.wait(delay)
                 continue
-            if idle is None:
+            if idle is None or self._stop_round:
                 break
             if idle > 0:
+                self._sleep_until = time.monotonic() + idle
                 self._wake.wait(idle)
+                self._sleep_until = 0.0
             self._wake.clear()
 
     def _round(self) -> float | None:
-        """``_step``, told to the slots (see ``Slots.hold_for_timed``)."""
+        """``_step``, told to the slots (see ``Slots.hold_for_timed``). The caller holds the
+        round lock: the main loop's rounds and the listener thread's take turns."""
         number = self.slots.begin_round()
         try:
             return self._step()
@@ -357,11 +372,47 @@ class Runner:
     # --- notifications -----------------------------------------------------------------------
 
     def _listen_loop(self, listener: db.Listener) -> None:
-        while not self._stopping.is_set():
-            payloads = listener.wait(self.poll_interval)
-            if not payloads:
-                continue
-            self.claimer.announced({db.notification_kind(payload) for payload in payloads})
+        try:
+            while not self._stopping.is_set():
+                payloads = listener.wait(self.poll_interval)
+                if not payloads:
+                    continue
+                self.claimer.announced({db.notification_kind(payload) for payload in payloads})
+                self._claim_announced()
+        finally:
+            connections.close_all()  # (this thread's own, if it claimed)
+
+    def _claim_announced(self) -> None:
+        """Run a round on this thread, right after a notification: a hand-off to the
+        sleeping main loop cost a thread switch (more on a loaded machine) between the
+        ``NOTIFY`` and the claim. If the main loop is in a round, it goes round again
+        instead. The main loop is woken only if this round wants it sooner than its sleep
+        would end (more to claim, a deadline, the worker stopping), so that it does not
+        claim again, for nothing, while the claimed job starts. This thread claims on a
+        connection of its own."""
+        if not self._round_lock.acquire(blocking=False):
+            self._wake.set()
+            return
+        try:
+            if self._stopping.is_set():
+                return
+            sleep: float | None = self._round()
+        except (DatabaseError, InterfaceError):
+            close_broken_connections()
+            sleep = 0.0  # the main loop's round sees it, and backs off
+        except Exception:
+            # Not this thread's to die of: the main loop's next round meets it too.
+            logger.exception("Worker %s: a round on the listener thread failed", self.worker_id)
+            sleep = 0.0
+        finally:
+            self._round_lock.release()
+        if sleep is None:
+            self._stop_round = True
+        # (0: the main loop is not asleep yet, and goes round again.) A round that wants the
+        # main loop no sooner than its sleep ends (the same timers, read a moment later)
+        # leaves it asleep.
+        until = self._sleep_until
+        if sleep is None or not until or time.monotonic() + sleep < until - WAKE_MARGIN:
             self._wake.set()
 
     def _listener_error(self, exc: BaseException) -> None:
@@ -377,6 +428,8 @@ class Runner:
     def _shutdown(self, listener: db.Listener) -> None:
         self._stopping.set()
         listener.close()
+        with self._round_lock:
+            pass  # a round the listener thread began is over (none begins after this)
         self.slots.release_buffered()
         until_db(
             lambda: services.set_worker_status(
