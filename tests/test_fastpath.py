@@ -200,3 +200,17 @@ def test_signals_are_sent_alike_either_way(caplog):
             if r.name == "django.tasks"
         ]
     assert logged[True] == logged[False] != []
+@pytest.mark.parametrize("on", [True, False], ids=["fast-path", "orm"])
+def test_a_claim_writes_every_attempt_row_in_chunks(monkeypatch, on):
+    """The attempt rows of a claim (SQLite, MariaDB/MySQL: a multi-row INSERT per
+    ATTEMPTS_PER_INSERT jobs with the fast path on; PostgreSQL: the claim statement), one
+    per job, whatever the number of chunks."""
+    monkeypatch.setattr(rows, "ATTEMPTS_PER_INSERT", 3)
+    enqueue_many([(tasks.add, (i, i), {}) for i in range(7)])
+    with fast_path(on):
+        claimed = db.for_alias("default").claim(
+            queues=None, limit=7, worker_id="w", now=T0, lease=LEASE
+        )
+    assert len(claimed) == 7
+    stored = Attempt.objects.values_list("job_id", "number", "worker_id", "started_at", "outcome")
+    assert sorted(stored) == sorted((job.pk, 1, "w", T0, "") for job in claimed)

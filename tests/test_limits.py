@@ -69,7 +69,7 @@ def test_rate_limit_spaces_starts_and_never_fails_jobs(settings, runner, every_q
         assert r.run_once(now=t0) == 1
     assert r.run_once(now=t0 + timedelta(seconds=0.2)) == 0  # held back, still queued
     assert r.run_once(now=t0 + timedelta(seconds=0.5)) == 1
-    assert r.run_once(now=t0 + timedelta(seconds=1.0)) == 1
+    assert r.run_once(now=t0 + timedelta(seconds=1.1)) == 1
     assert Job.objects.filter(status=JobStatus.QUEUED).count() == 2
     assert not Job.objects.filter(status=JobStatus.FAILED).exists()
 

@@ -12,10 +12,12 @@ from datetime import date
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
 
 from asyncjobs.db import fastpath
+from asyncjobs.db.queries import query
 from asyncjobs.models import Attempt, Job
 
 if TYPE_CHECKING:  # (base imports this module)
@@ -103,13 +105,44 @@ def closing_values(connection: BaseDatabaseWrapper, item: "Success") -> list[Par
     ]
 
 
+# Attempt rows per INSERT statement: 4 parameters each, well under SQLite's oldest limit of
+# 999 parameters per statement.
+ATTEMPTS_PER_INSERT = 200
+# One attempt's VALUES row: the job, its number, the worker, the start; the rest as a new
+# Attempt's defaults (no finish, no outcome, no error, no HTTP status).
+_ATTEMPT_ROW = "(%s, %s, %s, %s, NULL, '', '', '', '', NULL)"
+
+
 def insert_attempts(alias: str, jobs: list[Job], start: "Start") -> None:
-    """The open attempt rows of jobs just moved to running by ``start`` (
-    SQLite, MariaDB/MySQL: on PostgreSQL the claim statement writes them)."""
+    """The open attempt rows of jobs just moved to running by ``start`` (a ``base.Start``;
+    SQLite, MariaDB/MySQL: on PostgreSQL the claim statement writes them), in the caller's
+    transaction. With the fast path on, one multi-row ``INSERT`` of the values the ORM would
+    write (``bulk_create`` builds a model instance and prepares every field of each row: a
+    tenth of a MariaDB claim's CPU); with it off, ``bulk_create``."""
     worker_id, now = start.worker_id, start.now
-    Attempt.objects.using(alias).bulk_create(
-        [Attempt(job_id=j.pk, number=j.attempts, worker_id=worker_id, started_at=now) for j in jobs]
-    )
+    if not fastpath.enabled():
+        Attempt.objects.using(alias).bulk_create(
+            [
+                Attempt(job_id=j.pk, number=j.attempts, worker_id=worker_id, started_at=now)
+                for j in jobs
+            ]
+        )
+        return
+    connection = connections[alias]
+    started_at = prep(Attempt, "started_at", now, connection)
+    with connection.cursor() as cursor:
+        for first in range(0, len(jobs), ATTEMPTS_PER_INSERT):
+            chunk = jobs[first : first + ATTEMPTS_PER_INSERT]
+            params: list[Any] = []
+            for job in chunk:
+                params += [prep(Job, "id", job.pk, connection), job.attempts, worker_id, started_at]
+            cursor.execute(
+                query("common", "insert_attempts").format(
+                    attempt_table=connection.ops.quote_name(Attempt._meta.db_table),
+                    rows=", ".join([_ATTEMPT_ROW] * len(chunk)),
+                ),
+                params,
+            )
 
 
 def orm_insert(alias: str, jobs: list[Job]) -> list[Job]:

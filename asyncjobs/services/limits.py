@@ -23,11 +23,14 @@ from asyncjobs.models import Job, LimitState, QueueState
 # START_TOLERANCE. Slots are spaced (period + START_ALLOWANCE) / N: N + 1 consecutive starts
 # then span at least the period as long as each begins within START_ALLOWANCE of its slot,
 # which leaves START_ALLOWANCE - START_TOLERANCE for the step from the slot thread's last look
-# at the clock to the task's first line (a few Python calls).
+# at the clock to the task's first line (a few Python calls). The tolerance is what a loaded
+# machine needs: a thread waking for its slot was seen 15-100 ms late at a load of 5-10 on 2
+# cores, and each job given back wastes its key's slot (a 15 ms tolerance gave back most of
+# them there). The cost is the ceiling: at most 1 / 1.1 of a 10/s rate.
 START_HANDOFF = timedelta(milliseconds=20)
 START_LEAD = timedelta(milliseconds=100)
-START_TOLERANCE = timedelta(milliseconds=15)
-START_ALLOWANCE = timedelta(milliseconds=30)
+START_TOLERANCE = timedelta(milliseconds=80)
+START_ALLOWANCE = timedelta(milliseconds=100)
 
 
 def start_spacing(rate: str | None) -> timedelta | None:
@@ -54,11 +57,13 @@ class LimitedClaim:
     """What a claim under limits took: the jobs, the start slot of each job under a rate
     limit (by primary key; the slot thread must not start it before, nor much after), and
     when a rate limit may let the next claim take more (``retry_at``, not before the claim),
-    or None when nothing more is expected from the rate limit."""
+    or None when nothing more is expected from the rate limit; ``held_back``: whether ready
+    jobs under a rate limit were left because the claim was for no idle slot thread."""
 
     jobs: list[Job] = dataclasses.field(default_factory=list)
     start_at: dict[uuid.UUID, datetime] = dataclasses.field(default_factory=dict)
     retry_at: datetime | None = None
+    held_back: bool = False
 
 
 def queue_limits(queue: str) -> tuple[timedelta | None, int | None]:
@@ -179,8 +184,12 @@ def claim_keyed(
         }
         ready = jobs.ready().filter(queue_name=queue).exclude(limit_key="")
         retry_at: datetime | None = None
+        held_back = False
         if rated_limit is not None and rated_limit <= 0:
-            ready = ready.filter(limit_rate="")  # no idle slot for a job under a rate
+            # No idle slot for a job under a rate: leave those, and say whether any waits
+            # (a slot thread coming free then waits for them; see Slots.hold_for_timed).
+            held_back = ready.exclude(limit_rate="").exists()
+            ready = ready.filter(limit_rate="")
         elif throttled:
             # When a rate limit lets a waiting job of a throttled key be claimed: the worker
             # sleeps until then, not a whole poll interval (and not at all for idle keys).
@@ -199,7 +208,7 @@ def claim_keyed(
         rows = list(pending)
         keys = sorted({key for _, key, _, _ in rows})
         if not keys:
-            return LimitedClaim(retry_at=retry_at)
+            return LimitedClaim(retry_at=retry_at, held_back=held_back)
         for key in keys:
             LimitState.objects.using(using).get_or_create(key=key)
         states = {
@@ -219,38 +228,57 @@ def claim_keyed(
             .order_by()
         )
         chosen: list[uuid.UUID] = []
-        slots: dict[uuid.UUID, datetime] = {}
+        rated: dict[uuid.UUID, tuple[str, timedelta]] = {}  # the chosen jobs under a rate
+        next_at = {key: state.rate_next_at for key, state in states.items()}
         for pk, key, cap, rate in rows:
             if len(chosen) >= limit:
                 break
             if cap is not None and running.get(key, 0) >= cap:
                 continue
-            state = states[key]
             if rate:
-                if rated_limit is not None and len(slots) >= rated_limit:
-                    continue
                 if start_at is None:
-                    slot = start_slot(state.rate_next_at, now=now)
-                elif state.rate_next_at is None or state.rate_next_at <= start_at:
+                    slot = start_slot(next_at[key], now=now)
+                elif (previous := next_at[key]) is None or previous <= start_at:
                     slot = start_at
                 else:
                     slot = None
                 if slot is None:
                     continue
-                state.rate_next_at = slot + (start_spacing(rate) or timedelta(0))
-                state.save(update_fields=["rate_next_at"])
-                slots[pk] = slot
-                # (the key may have more jobs waiting: look again when its next slot nears)
-                later = max(state.rate_next_at - START_LEAD, now)
-                retry_at = later if retry_at is None else min(retry_at, later)
+                if rated_limit is not None and len(rated) >= rated_limit:
+                    held_back = True  # the key could start one, but no slot thread is idle
+                    continue
+                spacing = start_spacing(rate) or timedelta(0)
+                next_at[key] = slot + spacing
+                rated[pk] = (key, spacing)
             running[key] = running.get(key, 0) + 1
             chosen.append(pk)
         if not chosen:
-            return LimitedClaim(retry_at=retry_at)
+            return LimitedClaim(retry_at=retry_at, held_back=held_back)
         # queued -> running and the attempt rows: the plain claim's own statements.
         claimed = db.start_jobs(using, chosen, worker_id=worker_id, now=now, lease=lease)
-    return LimitedClaim(
-        jobs=claimed,
-        start_at={j.pk: slots[j.pk] for j in claimed if j.pk in slots},
-        retry_at=retry_at,
-    )
+        # The start slots, from the clock as it is now: the statements since the last reading
+        # take time (tens of ms on a loaded machine), and a slot that has passed by the time a
+        # slot thread gets its job is given back, wasting the key's turn. A later reading only
+        # moves slots later, never closer together, and only jobs actually claimed take one.
+        slots: dict[uuid.UUID, datetime] = {}
+        if any(job.pk in rated for job in claimed):
+            ready_at = clock()
+            for job in claimed:
+                if job.pk not in rated:
+                    continue
+                key, spacing = rated[job.pk]
+                state = states[key]
+                if start_at is None:
+                    slot = max(state.rate_next_at or ready_at, ready_at + START_HANDOFF)
+                else:
+                    slot = start_at
+                slots[job.pk] = slot
+                state.rate_next_at = slot + spacing
+                # (the key may have more jobs waiting: look again when its next slot nears)
+                later = max(state.rate_next_at - START_LEAD, ready_at)
+                retry_at = later if retry_at is None else min(retry_at, later)
+            LimitState.objects.using(using).bulk_update(
+                [states[key] for key in sorted({key for key, _ in rated.values()})],
+                ["rate_next_at"],
+            )
+    return LimitedClaim(jobs=claimed, start_at=slots, retry_at=retry_at, held_back=held_back)

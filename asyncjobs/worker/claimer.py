@@ -28,7 +28,8 @@ class Claim:
     start slot of each job under a rate limit, by primary key (it must not start before, nor
     much after: see ``services.START_TOLERANCE``); ``retry_at``: when a rate limit may let a
     claim take more (None: nothing is expected from one); ``wants_idle_slot``: whether jobs
-    under a rate limit were left for want of an idle slot thread.
+    under a rate limit were (or, on a queue's own rate limit, may have been) left for want of
+    an idle slot thread.
     """
 
     jobs: list[Job] = field(default_factory=list)
@@ -120,6 +121,15 @@ class Claimer:
             until.append(max(self._keyed_checked + self._keyed_every - clock, 0.0))
         return min(until)
 
+    def idle_slot_wanted(self, *, now: datetime | None = None) -> bool:
+        """Whether a claim for an idle slot thread would take a job under a rate limit: the
+        last claim left some for want of one, or a rate limit's next start has come near
+        (``retry_at``) by ``now`` (default: the time now)."""
+        retry_at = self.retry_at
+        if self.wants_idle_slot or retry_at is None:
+            return self.wants_idle_slot
+        return retry_at <= (now or timezone.now())
+
     def claim(
         self,
         limit: int,
@@ -127,6 +137,7 @@ class Claimer:
         idle: int | None = None,
         clock: Clock | None = None,
         on_timed: Callable[[list[Job], Mapping[Any, datetime]], object] | None = None,
+        plain: bool = True,
     ) -> Claim:
         """Claim up to ``limit`` ready jobs.
 
@@ -138,6 +149,8 @@ class Claimer:
                 lock is taken, so that start times are those of the actual claims.
             on_timed: called with the jobs that got a start slot, and their slots, as soon
                 as their claim commits (the rest of the claim must not make them late).
+            plain: False to claim only from the queues and jobs under limits (a slot thread
+                is held idle for a job under a rate limit while the buffer is full).
         """
         clock = clock or self.clock
         now = clock()
@@ -146,12 +159,14 @@ class Claimer:
         special = sorted(({*queues} if queues is not None else keyed) & (self.limited | keyed))
         result = Claim()
         timed_left = limit if idle is None else min(idle, limit)
+        left_for_idle = False  # jobs under a rate limit left for want of an idle slot thread
         for name in special:
             room = limit - len(result.jobs)
             if room <= 0:
                 break
             if name in self.rated:
                 if timed_left <= 0:
+                    left_for_idle = True
                     continue
                 room = min(room, timed_left)
 
@@ -192,19 +207,20 @@ class Claimer:
                 got = claim(room, now, None)
             if got.retry_at is not None:
                 result.retry_at = min(filter(None, [result.retry_at, got.retry_at]))
+            left_for_idle = left_for_idle or got.held_back
             result.jobs += got.jobs
             timed_left -= len(got.start_at)
             result.start_at.update(got.start_at)
             if on_timed is not None and got.start_at:
                 on_timed([job for job in got.jobs if job.pk in got.start_at], got.start_at)
-        # Jobs may have been left for want of an idle slot thread: the next slot that comes
-        # free should wake the main loop (harmless otherwise: it only wakes while jobs run).
-        result.wants_idle_slot = timed_left <= 0 and bool(special)
+        # Jobs were left for want of an idle slot thread: the next slot that comes free waits
+        # for one claim round, for them (see ``Slots.hold_for_timed``).
+        result.wants_idle_slot = left_for_idle
         self.retry_at, self.wants_idle_slot = result.retry_at, result.wants_idle_slot
-        plain = queues if queues is None else [q for q in queues if q not in self.limited]
-        if (plain is None or plain) and len(result.jobs) < limit:
+        rest = queues if queues is None else [q for q in queues if q not in self.limited]
+        if plain and (rest is None or rest) and len(result.jobs) < limit:
             result.jobs += self.strategy.claim(
-                queues=plain,
+                queues=rest,
                 limit=limit - len(result.jobs),
                 worker_id=self.worker_id,
                 # A fresh reading: the queries above take time, and an attempt must not be

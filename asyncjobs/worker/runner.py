@@ -16,9 +16,10 @@ thread):
   requests to running tasks (``Heartbeat``);
 - a maintenance thread runs the maintenance services: rescue and pruning when it holds the
   cluster-wide lock, cron ticks (``maintenance.Maintenance``);
-- on PostgreSQL a listener thread turns ``NOTIFY`` into an immediate wake-up, and tells the
-  claimer of announced jobs under limits and of paused or resumed queues;
-- a signal thread turns SIGTERM and SIGINT into a graceful stop.
+- on PostgreSQL a listener thread claims as soon as a ``NOTIFY`` comes (a round of its own,
+  on its own connection, in turn with the main loop's), and tells the claimer of announced
+  jobs under limits and of paused or resumed queues;
+- a signal thread turns SIGTERM and SIGINT into a graceful stop (``StopSignals``).
 """
 
 import contextlib
@@ -66,6 +67,9 @@ EXIT_MEMORY = 4  # resident memory passed --max-memory: restart me
 # Successes handed to the completer but not yet recorded, past which no more jobs are claimed
 # (the database is slow or away: do not pile up work that cannot be recorded).
 MAX_COMPLETING = 1000
+# How much sooner than the main loop's sleep ends the listener thread's round must want it
+# awake to wake it (see Runner._claim_announced).
+WAKE_MARGIN = 0.005
 
 
 def get_backend(alias: str) -> JobsBackend:
@@ -167,6 +171,13 @@ class Runner:
 
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        # One round (_step) at a time: the main loop's, or the listener thread's on a
+        # notification (see _listen_loop). _sleep_until: when the main loop's sleep ends
+        # (time.monotonic(); 0 while it does not sleep); _stop_round: a listener's round
+        # ended the worker (as _step returning None does in the main loop).
+        self._round_lock = threading.Lock()
+        self._sleep_until = 0.0
+        self._stop_round = False
         self.claimer = Claimer(
             strategy=self.strategy,
             worker_id=self.worker_id,
@@ -199,6 +210,7 @@ class Runner:
             on_retry=self.promoter.expect,
             gate=self.gate,
             refusals=self.refusals,
+            wants_idle_slot=self.claimer.idle_slot_wanted,
         )
         self.completer = Completer(self.executor, self.slots.finish)
         self.watchdog = Watchdog(self.slots, max_memory=self.max_memory)
@@ -217,8 +229,8 @@ class Runner:
             ],
             worker_id=self.worker_id,
         )
-        self._signals = StopSignals(
-            self.stop, worker_id=self.worker_id, grace=self.shutdown_timeout.total_seconds()
+        self.signals = StopSignals(
+            worker_id=self.worker_id, stop=self.stop, shutdown_timeout=self.shutdown_timeout
         )
         self.exit_code = EXIT_OK
 
@@ -253,7 +265,7 @@ class Runner:
             f"{self.gate.limit} per database for the slots" if self.gate else "one per slot",
             extra={"worker_id": self.worker_id},
         )
-        self._install_signal_handlers()
+        self.signals.install()
         self.slots.start()
         self.heartbeat.start()
         self.maintenance.start()
@@ -266,14 +278,15 @@ class Runner:
             self._loop()
         finally:
             self._shutdown(listener)
-            self._restore_signal_handlers()
+            self.signals.restore()
         return self.exit_code
 
     def _loop(self) -> None:
         failures = 0
         while not self._stopping.is_set():
             try:
-                idle = self._step()
+                with self._round_lock:
+                    idle = self._round()
                 failures = 0
             except (DatabaseError, InterfaceError) as exc:
                 failures += 1
@@ -291,11 +304,22 @@ class Runner:
                 close_broken_connections()
                 self._stopping.wait(delay)
                 continue
-            if idle is None:
+            if idle is None or self._stop_round:
                 break
             if idle > 0:
+                self._sleep_until = time.monotonic() + idle
                 self._wake.wait(idle)
+                self._sleep_until = 0.0
             self._wake.clear()
+
+    def _round(self) -> float | None:
+        """``_step``, told to the slots (see ``Slots.hold_for_timed``). The caller holds the
+        round lock: the main loop's rounds and the listener thread's take turns."""
+        number = self.slots.begin_round()
+        try:
+            return self._step()
+        finally:
+            self.slots.end_round(number)
 
     def _step(self) -> float | None:
         """One round: watchdog, promote, claim. Returns how long to sleep (0: go on at once),
@@ -347,6 +371,13 @@ class Runner:
             claimed = len(claim.jobs)
             if claimed == free:
                 return 0.0  # more may be waiting; go on when a slot frees
+        elif self.claimer.idle_slot_wanted() and (
+            room := min(idle, self.max_jobs - self.slots.claimed if self.max_jobs else idle)
+        ):
+            # The buffer is full, but a slot thread is idle, held for a job under a rate
+            # limit (Slots.hold_for_timed): claim those alone.
+            claim = self.claimer.claim(room, idle=room, on_timed=self.slots.dispatch, plain=False)
+            self.slots.dispatch([job for job in claim.jobs if job.pk not in claim.start_at])
         if self.burst and not claimed and load.busy == 0 and self.promoter.nothing_due():
             logger.info("Worker %s: queue drained (--burst)", self.worker_id)
             return None
@@ -376,17 +407,53 @@ class Runner:
         return min(until)
 
     def _slot_free(self) -> None:
-        if self.claimer.wants_idle_slot:
+        if self.claimer.idle_slot_wanted():
             self._wake.set()  # a rate-limited job may be waiting for an idle slot
 
     # --- notifications -----------------------------------------------------------------------
 
     def _listen_loop(self, listener: db.Listener) -> None:
-        while not self._stopping.is_set():
-            payloads = listener.wait(self.poll_interval)
-            if not payloads:
-                continue
-            self.claimer.announced({db.notification_kind(payload) for payload in payloads})
+        try:
+            while not self._stopping.is_set():
+                payloads = listener.wait(self.poll_interval)
+                if not payloads:
+                    continue
+                self.claimer.announced({db.notification_kind(payload) for payload in payloads})
+                self._claim_announced()
+        finally:
+            connections.close_all()  # (this thread's own, if it claimed)
+
+    def _claim_announced(self) -> None:
+        """Run a round on this thread, right after a notification: a hand-off to the
+        sleeping main loop cost a thread switch (more on a loaded machine) between the
+        ``NOTIFY`` and the claim. If the main loop is in a round, it goes round again
+        instead. The main loop is woken only if this round wants it sooner than its sleep
+        would end (more to claim, a deadline, the worker stopping), so that it does not
+        claim again, for nothing, while the claimed job starts. This thread claims on a
+        connection of its own."""
+        if not self._round_lock.acquire(blocking=False):
+            self._wake.set()
+            return
+        try:
+            if self._stopping.is_set():
+                return
+            sleep: float | None = self._round()
+        except (DatabaseError, InterfaceError):
+            close_broken_connections()
+            sleep = 0.0  # the main loop's round sees it, and backs off
+        except Exception:
+            # Not this thread's to die of: the main loop's next round meets it too.
+            logger.exception("Worker %s: a round on the listener thread failed", self.worker_id)
+            sleep = 0.0
+        finally:
+            self._round_lock.release()
+        if sleep is None:
+            self._stop_round = True
+        # (0: the main loop is not asleep yet, and goes round again.) A round that wants the
+        # main loop no sooner than its sleep ends (the same timers, read a moment later)
+        # leaves it asleep.
+        until = self._sleep_until
+        if sleep is None or not until or time.monotonic() + sleep < until - WAKE_MARGIN:
             self._wake.set()
 
     def _listener_error(self, exc: BaseException) -> None:
@@ -398,14 +465,6 @@ class Runner:
         """Ask the worker to stop claiming and shut down gracefully."""
         self._stopping.set()
         self._wake.set()
-
-    def _install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT stop the worker gracefully; a second one ends it at once
-        (``StopSignals``)."""
-        self._signals.install()
-
-    def _restore_signal_handlers(self) -> None:
-        self._signals.restore()
 
     def _mark(self, status: WorkerStatus) -> None:
         """Record the worker's ``status``, retrying a lost database for a few seconds."""
@@ -421,6 +480,8 @@ class Runner:
     def _shutdown(self, listener: db.Listener) -> None:
         self._stopping.set()
         listener.close()
+        with self._round_lock:
+            pass  # a round the listener thread began is over (none begins after this)
         self.slots.release_buffered()
         self._mark(WorkerStatus.STOPPING)
         deadline = time.monotonic() + self.shutdown_timeout.total_seconds()

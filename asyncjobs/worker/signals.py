@@ -1,4 +1,5 @@
-"""SIGTERM and SIGINT for a worker: the first stops it gracefully, a second ends it at once."""
+"""SIGTERM and SIGINT for a worker process: the first stops it gracefully, a second ends it at
+once (leases recover what it held)."""
 
 import contextlib
 import logging
@@ -6,6 +7,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from types import FrameType
 from typing import Any
 
@@ -13,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 
 class StopSignals:
-    """Turns SIGTERM and SIGINT into ``stop()`` (the first) or an immediate exit (a second).
+    """Turns SIGTERM and SIGINT into ``stop()`` of a worker.
 
     A Python signal handler runs in the main thread between any two bytecodes, possibly
     while that thread holds a lock, an ``Event``'s own included (the main loop sleeps and
@@ -23,33 +25,35 @@ class StopSignals:
     it and calls ``stop``.
 
     Parameters:
-        stop: what the first signal does (from the signal thread).
         worker_id: the worker's id, for the log.
-        grace: seconds the worker lets running jobs finish, for the log.
+        stop: asks the worker to stop gracefully.
+        shutdown_timeout: how long running jobs may take to finish (for the log).
     """
 
-    def __init__(self, stop: Callable[[], None], *, worker_id: str, grace: float) -> None:
-        self.stop = stop
+    def __init__(
+        self, *, worker_id: str, stop: Callable[[], None], shutdown_timeout: timedelta
+    ) -> None:
         self.worker_id = worker_id
-        self.grace = grace
+        self.stop = stop
+        self.shutdown_timeout = shutdown_timeout
         self._count = 0
         self._fd: int | None = None  # written by the signal handler
         self._old_handlers: dict[int, Any] = {}
 
     def install(self) -> None:
-        """Install the handlers (only from the main thread; elsewhere nothing happens)."""
+        """Handle SIGTERM and SIGINT (from the main thread only; elsewhere a no-op)."""
         if threading.current_thread() is not threading.main_thread():
             return
         read_fd, self._fd = os.pipe()
         os.set_blocking(self._fd, False)
         threading.Thread(
-            target=self._relay, args=(read_fd,), name="asyncjobs-signals", daemon=True
+            target=self._loop, args=(read_fd,), name="asyncjobs-signals", daemon=True
         ).start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._old_handlers[sig] = signal.signal(sig, self._on_signal)
 
     def restore(self) -> None:
-        """Put back the handlers found at ``install()``."""
+        """Put back the handlers found at ``install``, and end the signal thread."""
         for sig, handler in self._old_handlers.items():
             signal.signal(sig, handler)
         self._old_handlers.clear()
@@ -68,14 +72,14 @@ class StopSignals:
             with contextlib.suppress(OSError):
                 os.write(fd, bytes([signum]))
 
-    def _relay(self, read_fd: int) -> None:
+    def _loop(self, read_fd: int) -> None:
         try:
             while data := os.read(read_fd, 1):
                 logger.info(
                     "Worker %s: %s received; finishing running jobs (up to %ss)",
                     self.worker_id,
                     signal.Signals(data[0]).name,
-                    self.grace,
+                    self.shutdown_timeout.total_seconds(),
                 )
                 self.stop()
         finally:

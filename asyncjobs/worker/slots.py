@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 # Order of the slots' work queue: jobs with a start slot first (they were claimed for idle
 # slot threads and must start on time), then prefetched jobs, then the stop markers.
 _TIMED, _BUFFERED, _STOP = 0, 1, 2
+# The longest a slot thread stays idle for a job under a rate limit (Slots.hold_for_timed):
+# one claim round takes a few milliseconds, tens on a loaded machine.
+HOLD_FOR_CLAIM = 0.1
 
 
 class ExecutionState(enum.Enum):
@@ -136,6 +139,8 @@ class Slots:
             slot thread keeps its connections open.
         refusals: the worker's backoff while the database refuses connections; a slot
             starts no job before it has passed.
+        wants_idle_slot: whether jobs under a rate limit wait for an idle slot thread (the
+            claimer's ``wants_idle_slot``; see ``hold_for_timed``).
     """
 
     def __init__(
@@ -151,6 +156,7 @@ class Slots:
         on_retry: Callable[[datetime], None] = lambda at: None,
         gate: ConnectionGate | None = None,
         refusals: Refusals | None = None,
+        wants_idle_slot: Callable[[], bool] = lambda: False,
     ) -> None:
         self.size = size
         self.gate = gate
@@ -164,6 +170,12 @@ class Slots:
         self._stopping = stopping
         self._on_free = on_free
         self._on_retry = on_retry
+        self._wants_idle_slot = wants_idle_slot
+        # The main loop's claim rounds, begun and done (see hold_for_timed), and whether a
+        # slot thread is held for one.
+        self._rounds = threading.Condition(threading.Lock())
+        self._rounds_begun = self._rounds_done = 0
+        self._holding = False
         self.lock = threading.Lock()
         self.inflight: dict[str, Execution] = {}
         self._work: queue.PriorityQueue[tuple[int, int, Execution | None]] = queue.PriorityQueue()
@@ -210,6 +222,43 @@ class Slots:
         for execution in executions:
             rank = _TIMED if isinstance(execution, TimedExecution) else _BUFFERED
             self._work.put((rank, next(self._work_order), execution))
+
+    def begin_round(self) -> int:
+        """The main loop begins a round (it reads the load, then claims): its number."""
+        with self._rounds:
+            self._rounds_begun += 1
+            return self._rounds_begun
+
+    def end_round(self, number: int) -> None:
+        """The main loop's round ``number`` is over (what it claimed is dispatched)."""
+        with self._rounds:
+            self._rounds_done = number
+            self._rounds.notify_all()
+
+    def hold_for_timed(self, *, timeout: float = HOLD_FOR_CLAIM) -> bool:
+        """What a slot thread that came free does before it takes more work: if jobs under a
+        rate limit wait for an idle slot thread (``wants_idle_slot``), stay idle until the
+        main loop has done a round that began after now (``timeout`` at most), so that its
+        claim sees this idle thread and takes one of them, which comes first in the work
+        queue. Without this, a slot that comes free takes the next prefetched job at once,
+        and with a full buffer no claim ever sees an idle thread: the rate-limited jobs wait
+        (the idle-slot race that held per-key rates at a small share of their rate). One
+        thread holds at a time; returns whether this one did."""
+        if self._stopping.is_set() or not self._wants_idle_slot():
+            return False
+        with self._rounds:
+            if self._holding:
+                return False
+            self._holding = True
+            after = self._rounds_begun
+        try:
+            self._wake.set()
+            with self._rounds:
+                self._rounds.wait_for(lambda: self._rounds_done > after, timeout)
+        finally:
+            with self._rounds:
+                self._holding = False
+        return True
 
     def load(self, clock: float) -> Load:
         """What the slots hold now (``clock``: ``time.monotonic()``)."""
@@ -370,6 +419,8 @@ class Slots:
             while True:
                 if gate is not None:
                     gate.release()  # what the last job (or its record) opened
+                if execution is not None:  # (came free: see hold_for_timed)
+                    self.hold_for_timed()
                 execution = self._work.get()[2]
                 if execution is None:
                     return

@@ -8,8 +8,10 @@ runs one baseline worker: it claims up to ``--batch`` ready jobs per transaction
 order (``FOR UPDATE SKIP LOCKED``; on PostgreSQL one ``UPDATE … WHERE id IN (SELECT …)
 RETURNING``, on MariaDB/MySQL a locking ``SELECT`` then an ``UPDATE``), calls each no-op
 task's latency probe, marks them succeeded in one ``UPDATE`` and, when it found nothing,
-sleeps ``--poll`` seconds. No attempt rows, leases, heartbeats or retries: a floor, not a
-queue. SIGTERM ends it where it stands.
+waits: on PostgreSQL (not ``--pooled``) for the notification asyncjobs' insert trigger sends
+on its channel (``LISTEN`` on the same connection, at most ``--poll`` seconds), elsewhere
+``--poll`` seconds. No attempt rows, leases, heartbeats or retries: a floor, not a queue.
+SIGTERM ends it where it stands.
 """
 
 import argparse
@@ -24,6 +26,9 @@ from urllib.parse import unquote, urlsplit
 from bench import latency
 
 ORDER = "priority DESC, run_after, enqueued_at"
+# asyncjobs' notification channel (asyncjobs.db.base.NOTIFY_CHANNEL), which its insert trigger
+# announces new jobs on.
+CHANNEL = "asyncjobs"
 
 
 def is_mysql(url: str) -> bool:
@@ -76,6 +81,11 @@ class Worker:
         self.conn = connect(url, pooled=pooled)
         self.batch = batch
         self.name = f"baseline-{os.getpid()}"
+        # Woken by asyncjobs' notify trigger, as an asyncjobs worker is (not through a
+        # transaction pooler, where a session's LISTEN hears nothing for sure).
+        self.listening = not self.mysql and not pooled
+        if self.listening:
+            self.conn.execute(f"LISTEN {CHANNEL}")
 
     def claim(self) -> list[tuple[Any, Any]]:
         """Up to ``batch`` ready jobs, moved to running: (id, kwargs) pairs."""
@@ -127,7 +137,12 @@ class Worker:
         while True:
             rows = self.claim()
             if not rows:
-                time.sleep(poll)
+                if self.listening:
+                    # (Notifications that came during the claim are yielded at once.)
+                    for _ in self.conn.notifies(timeout=poll, stop_after=1):
+                        pass
+                else:
+                    time.sleep(poll)
                 continue
             for _, kwargs in rows:
                 if isinstance(kwargs, str | bytes):

@@ -460,7 +460,7 @@ def test_a_signal_stops_the_worker_whatever_lock_the_main_thread_holds(runner):
     wide, so this test opens it on purpose, through the runner's internals."""
     worker = runner()
     before = signal.getsignal(signal.SIGTERM)
-    worker._install_signal_handlers()
+    worker.signals.install()
     try:
         with worker._wake._cond, worker._stopping._cond:
             os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, in this thread
@@ -468,5 +468,5 @@ def test_a_signal_stops_the_worker_whatever_lock_the_main_thread_holds(runner):
         assert worker._stopping.wait(10), "SIGTERM did not stop the worker"
         assert worker._wake.is_set()
     finally:
-        worker._restore_signal_handlers()
+        worker.signals.restore()
     assert signal.getsignal(signal.SIGTERM) == before

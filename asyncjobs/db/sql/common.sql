@@ -22,3 +22,11 @@
 -- name: insert
 -- One new job, every column ({marks}: one "%s" per column, generated).
 INSERT INTO {table} ({columns}) VALUES ({marks})
+
+-- name: insert_attempts
+-- The open attempt rows of jobs a claim has just started, as the ORM's bulk_create writes
+-- them, in one statement ({rows}: one "(%s, %s, %s, %s, ...)" per job, generated).
+INSERT INTO {attempt_table}
+    (job_id, number, worker_id, started_at, finished_at, outcome, error_class, error_message,
+     traceback, http_status)
+VALUES {rows}
