@@ -32,6 +32,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from datetime import UTC, datetime
@@ -202,6 +203,29 @@ def table_stats(with_pgstattuple: bool = False) -> dict[str, dict[str, float]]:
     return stats
 
 
+# The claim's own index walk, read only (no FOR UPDATE): the pages it touches measure what
+# dead entries cost the claim, whatever the machine's load does to its time.
+CLAIM_PROBE = (
+    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT id FROM asyncjobs_job"
+    " WHERE status = 'queued' AND limit_key = ''"
+    " ORDER BY priority DESC, run_after, enqueued_at LIMIT 16"
+)
+
+
+def claim_probe() -> dict[str, float]:
+    """Pages touched (the fewest of 3) and time (the median) of the claim's index walk."""
+    from django.db import connection
+
+    runs = []
+    with connection.cursor() as cursor:
+        for _ in range(3):
+            cursor.execute(CLAIM_PROBE)
+            plan = cursor.fetchone()[0][0]
+            pages = plan["Plan"]["Shared Hit Blocks"] + plan["Plan"]["Shared Read Blocks"]
+            runs.append((pages, plan["Execution Time"]))
+    return {"claim_pages": min(r[0] for r in runs), "claim_ms": sorted(r[1] for r in runs)[1]}
+
+
 def drain_lag() -> dict[str, float]:
     from django.db.models import Min
     from django.utils import timezone
@@ -257,10 +281,10 @@ def run(args: argparse.Namespace) -> dict:
             flush=True,
         )
 
-    results_dir = ROOT / "bench" / "results"
-    results_dir.mkdir(exist_ok=True)
-    latency_file = results_dir / "soak-latency.txt"
-    latency_file.unlink(missing_ok=True)
+    # This run's own file: two runs at once (another database) must not read each other's.
+    handle, name = tempfile.mkstemp(prefix="asyncjobs-soak-latency-", suffix=".txt")
+    os.close(handle)
+    latency_file = Path(name)
 
     phases = [("steady", args.minutes, args.rate)]
     if args.surge_minutes:
@@ -296,6 +320,7 @@ def run(args: argparse.Namespace) -> dict:
                 sent = sum(c.sent for c in clients) - sent_before
                 sample = {
                     "minute": minute,
+                    "time": time.time(),
                     "phase": phase,
                     "target_rate": rate,
                     "enqueued_rate": sent / args.sample_seconds,
@@ -303,6 +328,7 @@ def run(args: argparse.Namespace) -> dict:
                     "p50_ms": percentile(delays, 0.50),
                     "p95_ms": percentile(delays, 0.95),
                     **drain_lag(),
+                    **claim_probe(),
                     "tables": table_stats(server["pgstattuple"]),
                     "rss_mib": [rss_mib(p.pid) for p in procs],
                     "load": os.getloadavg()[0],
@@ -316,6 +342,7 @@ def run(args: argparse.Namespace) -> dict:
         for client in clients:
             client.join(10)
         stop_workers(procs)
+        latency_file.unlink(missing_ok=True)
     from django.db import connection
 
     return {
@@ -358,7 +385,8 @@ def summary_line(sample: dict) -> str:
         f"p50 {p50} p95 {p95} ms  "
         f"ready {sample['ready']:>6} (oldest {sample['oldest_ready_s']:.1f}s)  "
         f"job {job['table_mib']:.1f}+{job['index_mib']:.1f} MiB  dead {job['dead']}  "
-        f"autovac {job['autovacuums']}  rss [{rss}] MiB  load {sample['load']:.1f}"
+        f"autovac {job['autovacuums']}  claim {sample['claim_pages']} pages"
+        f"  rss [{rss}] MiB  load {sample['load']:.1f}"
     )
 
 
@@ -445,7 +473,9 @@ def main() -> None:
             args.plot = ROOT / "bench" / "results" / "soak-quick.png"
     result = run(args)
     stamp = result["when"].replace(":", "")
-    out = ROOT / "bench" / "results" / ("soak-quick.json" if args.quick else f"soak-{stamp}.json")
+    results_dir = ROOT / "bench" / "results"
+    results_dir.mkdir(exist_ok=True)
+    out = results_dir / ("soak-quick.json" if args.quick else f"soak-{stamp}.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"results: {out}")
     print(json.dumps(result["verdicts"], indent=2))

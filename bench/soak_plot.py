@@ -1,6 +1,6 @@
 """The plot of a soak run (bench/soak.py): pickup latency and the rate achieved, table and
-index sizes, dead tuples and autovacuum runs, worker memory, minute by minute (matplotlib,
-the ``bench`` extra)."""
+index sizes, dead tuples and autovacuum runs, the pages the claim's index walk touches and
+the machine's load, worker memory, minute by minute (matplotlib, the ``bench`` extra)."""
 
 from pathlib import Path
 
@@ -18,7 +18,7 @@ def plot(result: dict, path: Path) -> None:
         return
     samples = result["samples"]
     minutes = [s["minute"] for s in samples]
-    fig, axes = plt.subplots(4, 1, figsize=(8, 10), sharex=True)
+    fig, axes = plt.subplots(5, 1, figsize=(8, 12), sharex=True)
     ax = axes[0]
     ax.plot(minutes, [s["p50_ms"] for s in samples], label="p50")
     ax.plot(minutes, [s["p95_ms"] for s in samples], label="p95")
@@ -56,6 +56,16 @@ def plot(result: dict, path: Path) -> None:
     )
     twin.set_ylabel("job autovacuums (grey)")
     ax = axes[3]
+    if any("claim_pages" in s for s in samples):
+        ax.plot(minutes, [s.get("claim_pages") for s in samples], label="claim index walk")
+        ax.legend(loc="upper left")
+    ax.set_ylabel("pages touched")
+    ax.set_ylim(bottom=0)
+    twin = ax.twinx()
+    twin.plot(minutes, [s.get("load") for s in samples], color="grey", ls=":")
+    twin.set_ylabel("load average (dotted)")
+    twin.set_ylim(bottom=0)
+    ax = axes[4]
     for i in range(len(samples[0]["rss_mib"]) if samples else 0):
         ax.plot(minutes, [s["rss_mib"][i] for s in samples], label=f"worker {i + 1}")
     ax.set_ylabel("worker RSS (MiB)")
