@@ -9,8 +9,10 @@ maintenance prunes them), and every minute records:
 - pickup latency p50/p95 (enqueue call to the task's first line, first attempts only),
 - the rate achieved and the drain lag (ready jobs waiting, age of the oldest),
 - the job and attempt tables' size and their indexes' size,
-- dead tuples and autovacuum/autoanalyze runs (pg_stat_user_tables),
-- each worker's resident memory.
+- dead tuples and autovacuum/autoanalyze runs (pg_stat_user_tables), and pgstattuple's
+  dead and free share of each table where the extension can be created,
+- the pages the claim's index walk touches (what bloat would slow, apart from the load),
+- each worker's resident memory, and the machine's load average.
 
 Then the rate doubles for a few minutes (a surge) and falls back (recovery), to show how it
 degrades and recovers. Writes bench/results/soak-<time>.json and a PNG of the four series
@@ -22,7 +24,9 @@ measurement.
     python bench/soak.py [--minutes 30] [--rate 1000] [--surge-minutes 5] [--quick]
 
 PostgreSQL only (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/asyncjobs_soak,
-dropped and created at the start).
+dropped and created at the start), with autovacuum on as in production (the run warns if it
+is off). --reloptions, --retention-minutes and --prefill make A/B runs of per-table
+autovacuum settings (bench/README.md).
 """
 
 import argparse

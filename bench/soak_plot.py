@@ -13,6 +13,7 @@ def plot(result: dict, path: Path) -> None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         print("matplotlib is missing (pip install 'django-asyncjobs[bench]'): no plot")
         return
@@ -23,6 +24,7 @@ def plot(result: dict, path: Path) -> None:
     ax.plot(minutes, [s["p50_ms"] for s in samples], label="p50")
     ax.plot(minutes, [s["p95_ms"] for s in samples], label="p95")
     ax.set_yscale("log")  # a surge's queueing is orders above the steady figures
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_ylabel("pickup latency (ms)")
     ax.legend(loc="upper left")
     twin = ax.twinx()
@@ -72,10 +74,10 @@ def plot(result: dict, path: Path) -> None:
     ax.set_ylim(bottom=0)
     ax.set_xlabel("minute")
     ax.legend(loc="lower right")
+    surge = [s["minute"] for s in samples if s["phase"] == "surge"]
     for ax in axes:
-        for s in samples:
-            if s["phase"] == "surge":
-                ax.axvspan(s["minute"] - 1, s["minute"], color="orange", alpha=0.1)
+        if surge:
+            ax.axvspan(min(surge) - 1, max(surge), color="orange", alpha=0.1, lw=0)
     settings = result["settings"]
     fig.suptitle(
         f"asyncjobs soak: {settings['rate']:g} jobs/s target, {settings['workers']} workers,"
