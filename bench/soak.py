@@ -480,6 +480,8 @@ def main() -> None:
     results_dir = ROOT / "bench" / "results"
     results_dir.mkdir(exist_ok=True)
     out = results_dir / ("soak-quick.json" if args.quick else f"soak-{stamp}.json")
+    if not args.quick and out.exists():  # two runs (an A/B) ending in the same second
+        out = out.with_name(f"soak-{stamp}-{os.getpid()}.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"results: {out}")
     print(json.dumps(result["verdicts"], indent=2))
