@@ -47,7 +47,7 @@ bench-compare-quick:  ## the three set-ups, one short run each (500 jobs on Post
 	bash scripts/bench.sh --compare --quick --database mariadb
 	bash scripts/bench.sh --compare --quick --database pgbouncer
 
-soak:  ## 30 min at 1,000 jobs/s, then a 2x surge and recovery: latency, table bloat, autovacuum, RSS per minute (docs/soak.png; not in CI)
+soak:  ## 30 min at 1,000 jobs/s, then a 2x surge and recovery: latency, table bloat, autovacuum, RSS per minute (docs/soak.png; needs autovacuum on; not in CI)
 	bash scripts/bench.sh --soak
 
 soak-quick:  ## the soak run in 50 s at 200 jobs/s: proves it runs
