@@ -53,7 +53,7 @@ bench-io:  ## I/O-bound jobs (5,000 of 200 ms, concurrency 500): asyncjobs, with
 bench-io-quick:  ## the I/O-bound comparison with 200 jobs at concurrency 50, 1 run: proves the harness runs
 	bash scripts/bench.sh --io --quick
 
-soak:  ## 30 min at 1,000 jobs/s, then a 2x surge and recovery: latency, table bloat, autovacuum, RSS per minute (docs/soak.png; not in CI)
+soak:  ## 30 min at 1,000 jobs/s, then a 2x surge and recovery: latency, table bloat, autovacuum, RSS per minute (docs/soak.png; needs autovacuum on; not in CI)
 	bash scripts/bench.sh --soak
 
 soak-quick:  ## the soak run in 50 s at 200 jobs/s: proves it runs

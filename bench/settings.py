@@ -50,15 +50,12 @@ if os.environ.get("BENCH_RATE_LIMIT"):
     TASKS["default"]["QUEUES"] = ["default", "limited", "keyed"]
     ASYNCJOBS["QUEUES"] = {"limited": {"RATE_LIMIT": os.environ["BENCH_RATE_LIMIT"]}}
 # bench/soak.py: succeeded jobs kept one minute (pruned by the workers meanwhile), as a busy
-# production queue keeps its table small.
+# production queue keeps its table small; its --retention-minutes sets another.
 if os.environ.get("BENCH_SOAK"):
     from datetime import timedelta
 
-    ASYNCJOBS["RETENTION"] = {
-        "succeeded": timedelta(minutes=1),
-        "cancelled": timedelta(minutes=1),
-        "failed": timedelta(days=30),
-    }
+    kept = timedelta(minutes=float(os.environ.get("BENCH_SOAK_RETENTION_MINUTES", 1)))
+    ASYNCJOBS["RETENTION"] = {"succeeded": kept, "cancelled": kept, "failed": timedelta(days=30)}
 # Every system in the comparison logs at WARNING (Celery runs with --loglevel WARNING):
 # Django's own django.tasks receivers would otherwise build two INFO records per job.
 LOGGING = {

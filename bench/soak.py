@@ -9,8 +9,10 @@ maintenance prunes them), and every minute records:
 - pickup latency p50/p95 (enqueue call to the task's first line, first attempts only),
 - the rate achieved and the drain lag (ready jobs waiting, age of the oldest),
 - the job and attempt tables' size and their indexes' size,
-- dead tuples and autovacuum/autoanalyze runs (pg_stat_user_tables),
-- each worker's resident memory.
+- dead tuples and autovacuum/autoanalyze runs (pg_stat_user_tables), and pgstattuple's
+  dead and free share of each table where the extension can be created,
+- the pages the claim's index walk touches (what bloat would slow, apart from the load),
+- each worker's resident memory, and the machine's load average.
 
 Then the rate doubles for a few minutes (a surge) and falls back (recovery), to show how it
 degrades and recovers. Writes bench/results/soak-<time>.json and a PNG of the four series
@@ -22,7 +24,9 @@ measurement.
     python bench/soak.py [--minutes 30] [--rate 1000] [--surge-minutes 5] [--quick]
 
 PostgreSQL only (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/asyncjobs_soak,
-dropped and created at the start).
+dropped and created at the start), with autovacuum on as in production (the run warns if it
+is off). --reloptions, --retention-minutes and --prefill make A/B runs of per-table
+autovacuum settings (bench/README.md).
 """
 
 import argparse
@@ -32,6 +36,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from datetime import UTC, datetime
@@ -44,6 +49,7 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/asyncj
 os.environ["BENCH_SOAK"] = "1"  # bench/settings.py: one minute of retention, soak tasks
 
 from bench.common import recreate_database, stop_workers  # noqa: E402
+from bench.soak_plot import plot  # noqa: E402
 
 WARM_UP_MINUTES = 2
 GOAL_WINDOW_MINUTES = 5
@@ -106,7 +112,70 @@ def rss_mib(pid: int) -> float | None:
     return None
 
 
-def table_stats() -> dict[str, dict[str, float]]:
+def prefill(n: int) -> None:
+    """``n`` jobs that succeeded in the last ``n`` ms, one attempt each, then VACUUM ANALYZE:
+    the table of a queue that keeps its finished jobs for days (with --retention-minutes
+    past the run), as autovacuum last left it."""
+    from django.db import connection
+
+    from bench.run import PENDING_SQL
+
+    with connection.cursor() as cursor:
+        cursor.execute(PENDING_SQL, {"status": "succeeded", "n": n})
+        cursor.execute(
+            "INSERT INTO asyncjobs_attempt (number, worker_id, started_at, finished_at,"
+            " outcome, error_class, error_message, traceback, job_id)"
+            " SELECT 1, 'w', finished_at, finished_at, 'succeeded', '', '', '', id"
+            " FROM asyncjobs_job"
+        )
+        for table in TABLES:
+            cursor.execute(f"VACUUM ANALYZE {table}")
+
+
+def apply_reloptions(choice: str) -> None:
+    """``--reloptions``: "asis" leaves the tables as the migrations made them; "reset" drops
+    any autovacuum storage parameters (the server's settings apply); else "name=value,..."
+    is set on both tables (an A/B of per-table autovacuum settings)."""
+    if choice == "asis":
+        return
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for table in TABLES:
+            if choice == "reset":
+                cursor.execute("SELECT reloptions FROM pg_class WHERE relname = %s", [table])
+                names = [o.split("=")[0] for o in cursor.fetchone()[0] or []]
+                if names:
+                    cursor.execute(f"ALTER TABLE {table} RESET ({', '.join(names)})")
+            else:
+                cursor.execute(f"ALTER TABLE {table} SET ({choice})")
+
+
+def server_settings() -> dict:
+    """The server's autovacuum settings and the tables' own (reloptions): what the soak's
+    autovacuum figures depend on."""
+    from django.db import DatabaseError, connection, transaction
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT name, setting FROM pg_settings WHERE name LIKE 'autovacuum%%'"
+            " OR name IN ('shared_buffers', 'synchronous_commit', 'fsync') ORDER BY name"
+        )
+        settings: dict = dict(cursor.fetchall())
+        cursor.execute(
+            "SELECT relname, reloptions FROM pg_class WHERE relname = ANY(%s)", [list(TABLES)]
+        )
+        settings["reloptions"] = {name: options or [] for name, options in cursor.fetchall()}
+        try:  # pgstattuple measures bloat exactly (contrib; needs the right to create it)
+            with transaction.atomic():
+                cursor.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+            settings["pgstattuple"] = True
+        except DatabaseError:
+            settings["pgstattuple"] = False
+    return settings
+
+
+def table_stats(with_pgstattuple: bool = False) -> dict[str, dict[str, float]]:
     from django.db import connection
 
     stats = {}
@@ -128,7 +197,37 @@ def table_stats() -> dict[str, dict[str, float]]:
                 "autovacuums": vacuums,
                 "autoanalyzes": analyzes,
             }
+            if with_pgstattuple:
+                # The share of the table that is dead rows and free space: bloat, measured
+                # (reads the whole table, a few MiB here).
+                cursor.execute(
+                    "SELECT dead_tuple_percent, free_percent FROM pgstattuple(%s)", [table]
+                )
+                stats[table]["dead_pct"], stats[table]["free_pct"] = cursor.fetchone()
     return stats
+
+
+# The claim's own index walk, read only (no FOR UPDATE): the pages it touches measure what
+# dead entries cost the claim, whatever the machine's load does to its time.
+CLAIM_PROBE = (
+    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT id FROM asyncjobs_job"
+    " WHERE status = 'queued' AND limit_key = ''"
+    " ORDER BY priority DESC, run_after, enqueued_at LIMIT 16"
+)
+
+
+def claim_probe() -> dict[str, float]:
+    """Pages touched (the fewest of 3) and time (the median) of the claim's index walk."""
+    from django.db import connection
+
+    runs = []
+    with connection.cursor() as cursor:
+        for _ in range(3):
+            cursor.execute(CLAIM_PROBE)
+            plan = cursor.fetchone()[0][0]
+            pages = plan["Plan"]["Shared Hit Blocks"] + plan["Plan"]["Shared Read Blocks"]
+            runs.append((pages, plan["Execution Time"]))
+    return {"claim_pages": min(r[0] for r in runs), "claim_ms": sorted(r[1] for r in runs)[1]}
 
 
 def drain_lag() -> dict[str, float]:
@@ -168,17 +267,28 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def run(args: argparse.Namespace) -> dict:
     recreate_database(os.environ["DATABASE_URL"])
+    os.environ["BENCH_SOAK_RETENTION_MINUTES"] = str(args.retention_minutes)  # the workers'
     import django
 
     django.setup()
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    apply_reloptions(args.reloptions)
+    if args.prefill:
+        prefill(args.prefill)
+    server = server_settings()
+    if server.get("autovacuum") != "on":
+        print(
+            "WARNING: autovacuum is off on this server: the soak measures a table nobody"
+            " vacuums (not production); point DATABASE_URL at a server with autovacuum on",
+            flush=True,
+        )
 
-    results_dir = ROOT / "bench" / "results"
-    results_dir.mkdir(exist_ok=True)
-    latency_file = results_dir / "soak-latency.txt"
-    latency_file.unlink(missing_ok=True)
+    # This run's own file: two runs at once (another database) must not read each other's.
+    handle, name = tempfile.mkstemp(prefix="asyncjobs-soak-latency-", suffix=".txt")
+    os.close(handle)
+    latency_file = Path(name)
 
     phases = [("steady", args.minutes, args.rate)]
     if args.surge_minutes:
@@ -214,6 +324,7 @@ def run(args: argparse.Namespace) -> dict:
                 sent = sum(c.sent for c in clients) - sent_before
                 sample = {
                     "minute": minute,
+                    "time": time.time(),
                     "phase": phase,
                     "target_rate": rate,
                     "enqueued_rate": sent / args.sample_seconds,
@@ -221,8 +332,10 @@ def run(args: argparse.Namespace) -> dict:
                     "p50_ms": percentile(delays, 0.50),
                     "p95_ms": percentile(delays, 0.95),
                     **drain_lag(),
-                    "tables": table_stats(),
+                    **claim_probe(),
+                    "tables": table_stats(server["pgstattuple"]),
                     "rss_mib": [rss_mib(p.pid) for p in procs],
+                    "load": os.getloadavg()[0],
                 }
                 samples.append(sample)
                 print(summary_line(sample), flush=True)
@@ -233,12 +346,14 @@ def run(args: argparse.Namespace) -> dict:
         for client in clients:
             client.join(10)
         stop_workers(procs)
+        latency_file.unlink(missing_ok=True)
     from django.db import connection
 
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "postgresql": connection.pg_version,
+        "server": server,
         "settings": {
             key: getattr(args, key)
             for key in (
@@ -252,6 +367,9 @@ def run(args: argparse.Namespace) -> dict:
                 "clients",
                 "fail_every",
                 "sample_seconds",
+                "reloptions",
+                "retention_minutes",
+                "prefill",
             )
         },
         "samples": samples,
@@ -271,7 +389,8 @@ def summary_line(sample: dict) -> str:
         f"p50 {p50} p95 {p95} ms  "
         f"ready {sample['ready']:>6} (oldest {sample['oldest_ready_s']:.1f}s)  "
         f"job {job['table_mib']:.1f}+{job['index_mib']:.1f} MiB  dead {job['dead']}  "
-        f"autovac {job['autovacuums']}  rss [{rss}] MiB"
+        f"autovac {job['autovacuums']}  claim {sample['claim_pages']} pages"
+        f"  rss [{rss}] MiB  load {sample['load']:.1f}"
     )
 
 
@@ -316,70 +435,6 @@ def verdicts(samples: list[dict]) -> dict:
     }
 
 
-def plot(result: dict, path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is missing (pip install 'django-asyncjobs[bench]'): no plot")
-        return
-    samples = result["samples"]
-    minutes = [s["minute"] for s in samples]
-    fig, axes = plt.subplots(4, 1, figsize=(9, 11), sharex=True)
-    ax = axes[0]
-    ax.plot(minutes, [s["p50_ms"] for s in samples], label="p50")
-    ax.plot(minutes, [s["p95_ms"] for s in samples], label="p95")
-    ax.set_ylabel("pickup latency (ms)")
-    ax.legend()
-    ax = axes[1]
-    for table in TABLES:
-        short = table.removeprefix("asyncjobs_")
-        ax.plot(minutes, [s["tables"][table]["table_mib"] for s in samples], label=f"{short} table")
-        ax.plot(
-            minutes, [s["tables"][table]["index_mib"] for s in samples], label=f"{short} indexes"
-        )
-    ax.set_ylabel("size (MiB)")
-    ax.legend()
-    ax = axes[2]
-    for table in TABLES:
-        short = table.removeprefix("asyncjobs_")
-        ax.plot(
-            minutes, [s["tables"][table]["dead"] for s in samples], label=f"{short} dead tuples"
-        )
-    ax.set_ylabel("dead tuples")
-    twin = ax.twinx()
-    twin.step(
-        minutes,
-        [s["tables"]["asyncjobs_job"]["autovacuums"] for s in samples],
-        color="grey",
-        where="post",
-        label="job autovacuums",
-    )
-    twin.set_ylabel("autovacuum runs (job)")
-    ax.legend(loc="upper left")
-    ax = axes[3]
-    for i in range(len(samples[0]["rss_mib"]) if samples else 0):
-        ax.plot(minutes, [s["rss_mib"][i] for s in samples], label=f"worker {i + 1}")
-    ax.set_ylabel("worker RSS (MiB)")
-    ax.set_xlabel("minute")
-    ax.legend()
-    for ax in axes:
-        for s in samples:
-            if s["phase"] == "surge":
-                ax.axvspan(s["minute"] - 1, s["minute"], color="orange", alpha=0.08)
-    settings = result["settings"]
-    fig.suptitle(
-        f"asyncjobs soak: {settings['rate']} jobs/s, {settings['workers']} workers, "
-        f"{result['when'][:10]} (surge shaded)"
-    )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    print(f"plot: {path}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=int, default=30, help="steady phase (minutes)")
@@ -394,11 +449,27 @@ def main() -> None:
     parser.add_argument("--sample-seconds", type=float, default=60.0)
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "soak.png")
     parser.add_argument(
+        "--reloptions",
+        default="asis",
+        help='the tables\' autovacuum settings: "asis" (as migrated), "reset" (the'
+        ' server\'s), or "name=value,..." to set (A/B runs)',
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="3 steady 10-second samples, 1 surge, 1 recovery, at 200 jobs/s: proves it runs",
     )
+    parser.add_argument(
+        "--retention-minutes", type=float, default=1, help="how long succeeded jobs are kept"
+    )
+    parser.add_argument(
+        "--prefill", type=int, default=0, help="succeeded jobs in the table at the start"
+    )
+    parser.add_argument("--replot", type=Path, help="only draw the plot of a results file")
     args = parser.parse_args()
+    if args.replot:
+        plot(json.loads(args.replot.read_text()), args.plot)
+        return
     if args.quick:
         args.minutes, args.surge_minutes, args.recovery_minutes = 3, 1, 1
         args.rate, args.sample_seconds = 200.0, 10.0
@@ -406,7 +477,11 @@ def main() -> None:
             args.plot = ROOT / "bench" / "results" / "soak-quick.png"
     result = run(args)
     stamp = result["when"].replace(":", "")
-    out = ROOT / "bench" / "results" / ("soak-quick.json" if args.quick else f"soak-{stamp}.json")
+    results_dir = ROOT / "bench" / "results"
+    results_dir.mkdir(exist_ok=True)
+    out = results_dir / ("soak-quick.json" if args.quick else f"soak-{stamp}.json")
+    if not args.quick and out.exists():  # two runs (an A/B) ending in the same second
+        out = out.with_name(f"soak-{stamp}-{os.getpid()}.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"results: {out}")
     print(json.dumps(result["verdicts"], indent=2))

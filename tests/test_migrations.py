@@ -68,3 +68,45 @@ def test_triggers_notify_after_migrating_back_and_forward():
         assert listener.wait(5) == ["ready:default"]
     finally:
         listener.close()
+
+
+def _scale_factors():
+    """The tables' own autovacuum_vacuum_scale_factor (None: the server's applies)."""
+    found = {}
+    with connection.cursor() as cursor:
+        for table in ("asyncjobs_job", "asyncjobs_attempt"):
+            cursor.execute("SELECT reloptions FROM pg_class WHERE relname = %s", [table])
+            options = dict(o.split("=", 1) for o in cursor.fetchone()[0] or [])
+            found[table] = options.get("autovacuum_vacuum_scale_factor")
+    return found
+
+
+def test_autovacuum_migration_goes_back_and_forward():
+    """0009 runs both ways on every database (a no-op but on PostgreSQL)."""
+    call_command("migrate", "asyncjobs", "0008", verbosity=0)
+    call_command("migrate", verbosity=0)
+    assert tasks.add.enqueue(1, 2).id
+
+
+@pytest.mark.postgres
+def test_job_tables_have_a_low_autovacuum_scale_factor_until_migrated_back():
+    assert _scale_factors() == {"asyncjobs_job": "0.01", "asyncjobs_attempt": "0.01"}
+    call_command("migrate", "asyncjobs", "0008", verbosity=0)
+    assert _scale_factors() == {"asyncjobs_job": None, "asyncjobs_attempt": None}
+    call_command("migrate", verbosity=0)
+    assert _scale_factors() == {"asyncjobs_job": "0.01", "asyncjobs_attempt": "0.01"}
+
+
+@pytest.mark.postgres
+def test_an_operators_own_scale_factor_is_kept_both_ways():
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE asyncjobs_job SET (autovacuum_vacuum_scale_factor = 0.002)")
+    try:
+        call_command("migrate", "asyncjobs", "0008", verbosity=0)
+        assert _scale_factors() == {"asyncjobs_job": "0.002", "asyncjobs_attempt": None}
+        call_command("migrate", verbosity=0)
+        assert _scale_factors() == {"asyncjobs_job": "0.002", "asyncjobs_attempt": "0.01"}
+    finally:
+        call_command("migrate", verbosity=0)
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE asyncjobs_job SET (autovacuum_vacuum_scale_factor = 0.01)")
