@@ -50,3 +50,16 @@ def mark_callback(batch_id, summary):
         with Path(folder, "callbacks").open("a") as out:
             out.write(f"{batch_id} {summary['state']}\n")
     return summary
+
+
+@task(max_attempts=1)
+def fail_while(path):
+    """Fails while the file ``path`` exists (a retry after removing it succeeds)."""
+    if Path(path).exists():
+        raise ValueError(f"{path} still exists")
+    return "ok"
+
+
+@task(unique=True)
+def unique_piece(n):
+    return n
