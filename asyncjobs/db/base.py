@@ -20,7 +20,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from asyncjobs.db import fastpath, rows
 from asyncjobs.db.queries import query
-from asyncjobs.models import Job
+from asyncjobs.models import Batch, Job
 
 # The LISTEN/NOTIFY channel the PostgreSQL triggers announce ready jobs on, and
 # ``announce_queue_change`` a paused or resumed queue. A payload is "<kind>:<queue name>":
@@ -224,6 +224,38 @@ class BaseStrategy:
         return None
 
     @classmethod
+    def update_returns_rows(cls, connection: BaseDatabaseWrapper) -> bool:
+        """Whether ``UPDATE … RETURNING`` is available (PostgreSQL, SQLite 3.35+)."""
+        return False
+
+    @classmethod
+    def count_batch_ends(
+        cls,
+        connection: BaseDatabaseWrapper,
+        batch_id: Any,
+        succeeded: int,
+        failed: int,
+        cancelled: int,
+    ) -> bool:
+        """See ``count_batch_ends``: one ``UPDATE … RETURNING`` where the database has it,
+        else the ``UPDATE`` and a read of the row it locked."""
+        table = connection.ops.quote_name(Batch._meta.db_table)
+        returning = cls.update_returns_rows(connection)
+        pk = rows.prep(Batch, "id", batch_id, connection)
+        sql = query("common", "count_batch_ends").format(
+            table=table, returning="RETURNING pending, sealed_at, finished_at" if returning else ""
+        )
+        params = [succeeded + failed + cancelled, succeeded, failed, cancelled, pk]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            if not returning:
+                if not cursor.rowcount:
+                    return False
+                cursor.execute(query("common", "batch_finishable").format(table=table), [pk])
+            row = cursor.fetchone()
+        return bool(row and row[0] == 0 and row[1] is not None and row[2] is None)
+
+    @classmethod
     def announce_queue_change(cls, connection: BaseDatabaseWrapper, name: str) -> None:
         """See ``announce_queue_change``: nothing, unless the database can notify."""
 
@@ -328,6 +360,20 @@ def complete_succeeded(alias: str, items: Sequence[Success], *, worker_id: str) 
         return set()
     connection = connections[alias]
     return strategy_class(connection).complete_succeeded(connection, items, worker_id=worker_id)
+
+
+def count_batch_ends(
+    alias: str, batch_id: Any, *, succeeded: int = 0, failed: int = 0, cancelled: int = 0
+) -> bool:
+    """Jobs of batch ``batch_id`` ended (in the caller's transaction): ``pending`` goes down
+    by their number and each status's counter up, in one statement where the database can
+    return the row it updated. Returns whether the batch may finish now: sealed, not
+    finished, nothing pending (False for a batch that does not exist). The row stays locked
+    by this transaction, so no other can finish the batch meanwhile."""
+    connection = connections[alias]
+    return strategy_class(connection).count_batch_ends(
+        connection, batch_id, succeeded, failed, cancelled
+    )
 
 
 def estimated_row_count(model: Any, alias: str) -> int | None:

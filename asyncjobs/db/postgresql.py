@@ -188,6 +188,11 @@ class PostgresStrategy(BaseStrategy):
         return given
 
     @classmethod
+    def update_returns_rows(cls, connection: BaseDatabaseWrapper) -> bool:
+        """PostgreSQL has ``UPDATE … RETURNING``."""
+        return True
+
+    @classmethod
     def estimated_row_count(cls, connection: BaseDatabaseWrapper, model: Any) -> int | None:
         """See ``base.estimated_row_count``: ``pg_class.reltuples``."""
         with connection.cursor() as cursor:

@@ -27,7 +27,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F
 
-from asyncjobs import retry
+from asyncjobs import db, retry
 from asyncjobs.conf import jobs_settings
 from asyncjobs.exceptions import BatchClosedError
 from asyncjobs.models import Batch
@@ -136,23 +136,18 @@ def jobs_added(batch_id: uuid.UUID | str, count: int, *, using: str) -> None:
 
 def jobs_ended(ended: Mapping[Any, Ended], *, using: str, now: datetime) -> None:
     """Jobs of these batches reached a terminal status in the caller's transaction: one
-    UPDATE per batch, in the order of their ids (two transactions ending jobs of the same
-    batches lock them in the same order), and the finish of each batch this empties."""
+    statement per batch (``db.count_batch_ends``), in the order of their ids (two
+    transactions ending jobs of the same batches lock them in the same order), and the
+    finish of each batch this empties."""
     for batch_id in sorted(ended, key=str):
         counts = ended[batch_id]
-        if not counts.total:
-            continue
-        moved = (
-            Batch.objects.using(using)
-            .filter(pk=batch_id)
-            .update(
-                pending=F("pending") - counts.total,
-                succeeded=F("succeeded") + counts.succeeded,
-                failed=F("failed") + counts.failed,
-                cancelled=F("cancelled") + counts.cancelled,
-            )
-        )
-        if moved:  # (a pruned batch is gone: nothing to count)
+        if counts.total and db.count_batch_ends(
+            using,
+            batch_id,
+            succeeded=counts.succeeded,
+            failed=counts.failed,
+            cancelled=counts.cancelled,
+        ):
             _finish_if_done(batch_id, using=using, now=now)
 
 

@@ -8,6 +8,7 @@ import signal
 from collections import Counter
 
 import pytest
+from django.db.models import F
 
 from asyncjobs import batch
 from asyncjobs.models import Batch, BatchState, Job, JobStatus, Worker
@@ -35,6 +36,8 @@ def all_done(batch_ids):
     return finished == len(batch_ids) and not callbacks_running.exists()
 
 
+# Six worker start-ups and the rescues of four killed workers: minutes on a loaded machine.
+@pytest.mark.timeout(600)
 def test_callbacks_fire_exactly_once_with_workers_killed_mid_run(worker_process):
     rng = random.Random(28)
     batch_ids = []
@@ -88,13 +91,21 @@ def test_callbacks_fire_exactly_once_with_workers_killed_mid_run(worker_process)
         assert (row.success_fired_at is None) == (index % 3 == 0)
         assert (row.failure_fired_at is None) == (index % 3 != 0)
     assert sum(fired.values()) == 2 * len(batch_ids)
-    for worker in workers:  # (a replacement may still be starting: its handler not yet set)
-        wait_until(lambda w=worker: Worker.objects.filter(pid=w.pid).exists(), message="up")
+    for worker in workers:
+        # A replacement may still be starting: its SIGTERM handler is set before its first
+        # heartbeat.
+        wait_until(
+            lambda w=worker: Worker.objects.filter(
+                pid=w.pid, last_heartbeat_at__gt=F("started_at")
+            ).exists(),
+            message="worker up",
+        )
         worker.signal(signal.SIGTERM)
     for worker in workers:
         assert worker.wait(30) == 0
 
 
+@pytest.mark.timeout(300)
 def test_callbacks_fire_from_the_rescue_path(worker_process):
     """The last job's worker dies: the rescuer fails the job (no attempt left), and the
     rescue's transaction finishes the batch and enqueues its callbacks."""
