@@ -187,6 +187,24 @@ class BaseStrategy:
         raise NotImplementedError
 
     @classmethod
+    def complete_succeeded_counting(
+        cls, connection: BaseDatabaseWrapper, items: Sequence[Success], *, worker_id: str
+    ) -> tuple[set[Any], set[Any]]:
+        """See ``complete_succeeded_counting``: ``complete_succeeded``, then one
+        ``count_batch_ends`` per batch, in the order of their ids."""
+        recorded = cls.complete_succeeded(connection, items, worker_id=worker_id)
+        ended: dict[Any, int] = {}
+        for job, *_ in items:
+            if job.batch_id is not None and job.pk in recorded:
+                ended[job.batch_id] = ended.get(job.batch_id, 0) + 1
+        finishable = {
+            batch_id
+            for batch_id in sorted(ended, key=str)
+            if cls.count_batch_ends(connection, batch_id, ended[batch_id], 0, 0)
+        }
+        return recorded, finishable
+
+    @classmethod
     def insert_jobs(cls, connection: BaseDatabaseWrapper, jobs: Iterable[Job]) -> list[Job]:
         """See ``insert_jobs`` (the fast path): one ``INSERT`` whose text is built once per
         database alias (Django's compiler rebuilds it for every save, and prepares every
@@ -373,6 +391,21 @@ def count_batch_ends(
     connection = connections[alias]
     return strategy_class(connection).count_batch_ends(
         connection, batch_id, succeeded, failed, cancelled
+    )
+
+
+def complete_succeeded_counting(
+    alias: str, items: Sequence[Success], *, worker_id: str
+) -> tuple[set[Any], set[Any]]:
+    """``complete_succeeded`` for items some of whose jobs belong to batches: their batches'
+    counters move in the same transaction (in the same statement on PostgreSQL, for one
+    batch), as ``count_batch_ends`` would. Returns the primary keys of the jobs recorded and
+    the batches that may finish now (their rows stay locked by this transaction)."""
+    if not items:
+        return set(), set()
+    connection = connections[alias]
+    return strategy_class(connection).complete_succeeded_counting(
+        connection, items, worker_id=worker_id
     )
 
 

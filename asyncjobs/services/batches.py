@@ -20,7 +20,7 @@ second seeing the first's stamps. Each callback fires at most once in the batch'
 
 import dataclasses
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,6 +29,7 @@ from django.db.models import F
 
 from asyncjobs import db, retry
 from asyncjobs.conf import jobs_settings
+from asyncjobs.db.base import Success as Completion
 from asyncjobs.exceptions import BatchClosedError
 from asyncjobs.models import Batch
 from asyncjobs.services.enqueue import build_job, current_owner, enqueue_jobs
@@ -149,6 +150,18 @@ def jobs_ended(ended: Mapping[Any, Ended], *, using: str, now: datetime) -> None
             cancelled=counts.cancelled,
         ):
             _finish_if_done(batch_id, using=using, now=now)
+
+
+def complete_in_batches(items: Sequence[Completion], *, worker_id: str, using: str) -> set[Any]:
+    """running → succeeded for a flush that holds jobs of batches (``db.complete_succeeded``
+    otherwise), in the caller's transaction: the batches' counters move with it (one
+    statement for all on PostgreSQL when they are of one batch), and each batch this empties
+    finishes. Returns the primary keys of the jobs recorded."""
+    recorded, finishable = db.complete_succeeded_counting(using, items, worker_id=worker_id)
+    now = max(finished for *_, finished in items)
+    for batch_id in sorted(finishable, key=str):
+        _finish_if_done(batch_id, using=using, now=now)
+    return recorded
 
 
 def jobs_reopened(reopened: Mapping[Any, Ended], *, using: str) -> None:
