@@ -112,8 +112,10 @@ def test_callbacks_fire_from_the_rescue_path(worker_process):
     with batch(on_failure=t.finished, on_complete=t.completed) as b:
         job = b.enqueue(t.hold_once, 120)
     doomed = worker_process("--concurrency", "1", **TIMINGS)
-    wait_until(
-        lambda: Job.objects.get(pk=job.id).status == JobStatus.RUNNING, message="job running"
+    wait_until(  # (a worker's start-up takes seconds on a loaded machine)
+        lambda: Job.objects.get(pk=job.id).status == JobStatus.RUNNING,
+        timeout=120,
+        message="job running",
     )
     doomed.signal(signal.SIGKILL)
     doomed.wait(10)
