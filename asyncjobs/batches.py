@@ -202,8 +202,13 @@ class batch:
         return services.seal_batch(self._ensure(), using=self.using, now=timezone.now())
 
     def refresh(self) -> Batch:
-        """The batch's row as it is now (counts, ``state``, ``percent``, times)."""
-        return Batch.objects.using(self.using).get(pk=self._ensure())
+        """The batch's row as it is now (counts, ``state``, ``percent``, times). Raises
+        ``BatchNotFoundError`` for a batch not created yet, or rolled back."""
+        record = None if self._id is None else Batch.objects.using(self.using).filter(pk=self._id)
+        found = record.first() if record is not None else None
+        if found is None:
+            raise BatchNotFoundError(f"Batch {self._id or '(not created)'} does not exist.")
+        return found
 
     def __repr__(self) -> str:
         return f"<batch {self._id or '(not created)'} {self.description!r}>"

@@ -180,6 +180,11 @@ def test_an_exception_in_the_block_leaves_no_batch_and_no_job():
         b.enqueue(t.piece, 1)
         raise RuntimeError("changed my mind")
     assert Batch.objects.count() == 0 and Job.objects.count() == 0
+    with pytest.raises(BatchNotFoundError):
+        b.refresh()
+    with pytest.raises(BatchNotFoundError):
+        everything().refresh()
+    assert Batch.objects.count() == 0
 
 
 def test_a_rolled_back_outer_transaction_leaves_no_batch():
