@@ -63,7 +63,14 @@ REQUIREMENTS = ROOT / "bench" / "peers" / "requirements.txt"
 RESULTS = ROOT / "bench" / "results"
 PEERS = ["django-tasks-db", "procrastinate", "celery"]
 # Run with this interpreter (the project's .venv), the others with the peers' virtualenv.
-OURS = ["asyncjobs", "asyncjobs-checkout", "asyncjobs-listen", "asyncjobs-pool", "psycopg", "mysqlclient"]
+OURS = [
+    "asyncjobs",
+    "asyncjobs-checkout",
+    "asyncjobs-listen",
+    "asyncjobs-pool",
+    "psycopg",
+    "mysqlclient",
+]
 # The systems of each set-up (--database), in the order they take turns.
 SETUPS = {
     "postgresql": ["asyncjobs", "psycopg", *PEERS],

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the benchmark suite (bench/run.py; with --compare, bench/compare.py against the peers)
 # in the project's .venv; with --soak, bench/soak.py; with --io, bench/io_bound.py (installing
-# psycopg-pool for its asyncjobs-pool runs). Arguments pass through.
+# psycopg-pool for its asyncjobs-pool runs); with --batches, bench/batches.py. Arguments pass through.
 source "$(dirname "${BASH_SOURCE[0]}")/_python.sh"
 ensure_venv
 cd "$ROOT"
@@ -14,6 +14,10 @@ if [ "${1:-}" = "--io" ]; then
     shift
     "$VENV/bin/python" -c "import psycopg_pool" 2>/dev/null || "$VENV/bin/pip" install -q "psycopg-pool>=3.2"
     exec "$VENV/bin/python" bench/io_bound.py "$@"
+fi
+if [ "${1:-}" = "--batches" ]; then
+    shift
+    exec "$VENV/bin/python" bench/batches.py "$@"
 fi
 if [ "${1:-}" = "--compare" ]; then
     shift

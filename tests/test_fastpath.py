@@ -200,6 +200,8 @@ def test_signals_are_sent_alike_either_way(caplog):
             if r.name == "django.tasks"
         ]
     assert logged[True] == logged[False] != []
+
+
 @pytest.mark.parametrize("on", [True, False], ids=["fast-path", "orm"])
 def test_a_claim_writes_every_attempt_row_in_chunks(monkeypatch, on):
     """The attempt rows of a claim (SQLite, MariaDB/MySQL: a multi-row INSERT per

@@ -77,15 +77,17 @@ from asyncjobs.outbound.webhooks import (
     SIGNATURE_HEADER,
     _secret,
     _secrets,
+    batch_webhook_payload,
+    deliver_batch_webhook,
     deliver_webhook,
     sign,
     verify_signature,
     webhook_payload,
 )
 
-# Stored rows name the two tasks by their dotted path (``task_path``): it stays
+# Stored rows name the tasks by their dotted path (``task_path``): it stays
 # ``asyncjobs.outbound.X`` whichever module defines them (the errors: see OutboundError).
-for _public in (call_url, deliver_webhook):
+for _public in (call_url, deliver_batch_webhook, deliver_webhook):
     _public.__module__ = __name__
 del _public
 
@@ -118,9 +120,11 @@ __all__ = [
     "_secret",
     "_secrets",
     "address_refusal",
+    "batch_webhook_payload",
     "call_url",
     "check_headers",
     "check_url",
+    "deliver_batch_webhook",
     "deliver_webhook",
     "internal_task",
     "raise_for_status",

@@ -19,6 +19,7 @@ from django.db.models import Case, DateTimeField, F, OuterRef, Q, Subquery, Valu
 from asyncjobs import db, retry
 from asyncjobs.exceptions import Retry, WorkerLostError, WorkerShutdownError
 from asyncjobs.models import TERMINAL_STATUSES, Attempt, AttemptOutcome, Job, JobStatus
+from asyncjobs.services import batches
 from asyncjobs.services.policy import class_path, is_retryable
 from asyncjobs.services.values import JSON
 from asyncjobs.services.webhooks import schedule_webhook
@@ -134,14 +135,14 @@ def record_successes(batch: Sequence[Success], *, worker_id: str, using: str) ->
     primary keys of the jobs recorded.
     """
     with transaction.atomic(using=using):
-        recorded = db.complete_succeeded(
-            using,
-            [
-                (s.job, s.return_value, _status_code(s.http_status), s.started_at, s.finished_at)
-                for s in batch
-            ],
-            worker_id=worker_id,
-        )
+        items = [
+            (s.job, s.return_value, _status_code(s.http_status), s.started_at, s.finished_at)
+            for s in batch
+        ]
+        if any(s.job.batch_id is not None for s in batch):
+            recorded = batches.complete_in_batches(items, worker_id=worker_id, using=using)
+        else:
+            recorded = db.complete_succeeded(using, items, worker_id=worker_id)
         for success in batch:
             job = success.job
             if job.pk not in recorded:
@@ -231,6 +232,10 @@ def record_failure(
         job.status, job.run_after, job.finished_at = new_status, run_after, finished_at
         if new_status in TERMINAL_STATUSES:
             schedule_webhook(job, now=now, using=using)
+            if job.batch_id is not None:
+                ended = batches.Ended()
+                ended.add(new_status)
+                batches.jobs_ended({job.batch_id: ended}, using=using, now=now)
     return new_status
 
 
@@ -365,6 +370,7 @@ def rescue_expired(*, now: datetime, using: str = "default", limit: int = 500) -
             "priority",
             "backend",
             "enqueued_by",
+            "batch",
         )[:limit]
     )
     for job in expired:
@@ -397,6 +403,10 @@ def rescue_expired(*, now: datetime, using: str = "default", limit: int = 500) -
                 )
                 if not retryable:
                     schedule_webhook(job, now=now, using=using)
+                    if job.batch_id is not None:
+                        batches.jobs_ended(
+                            {job.batch_id: batches.Ended(failed=1)}, using=using, now=now
+                        )
         if moved:
             logger.warning(
                 "Rescued job %s from lost worker %s (%s)",
