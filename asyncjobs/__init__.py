@@ -10,16 +10,24 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchClosedError",
     "Exponential",
     "Fixed",
     "JobCancelled",
     "Retry",
+    "batch",
     "cancel_job",
+    "current_batch",
     "enqueue_many",
+    "get_batch",
     "retry_job",
 ]
 
 _LAZY = {
+    "BatchClosedError": "asyncjobs.exceptions",
+    "batch": "asyncjobs.batches",
+    "current_batch": "asyncjobs.batches",
+    "get_batch": "asyncjobs.batches",
     "Exponential": "asyncjobs.retry",
     "Fixed": "asyncjobs.retry",
     "JobCancelled": "asyncjobs.exceptions",
@@ -31,7 +39,8 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from asyncjobs.backend import enqueue_many
-    from asyncjobs.exceptions import JobCancelled, Retry
+    from asyncjobs.batches import batch, current_batch, get_batch
+    from asyncjobs.exceptions import BatchClosedError, JobCancelled, Retry
     from asyncjobs.retry import Exponential, Fixed
     from asyncjobs.services import cancel_job, retry_job
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.signals import setting_changed
+from django.db import transaction
 from django.dispatch import Signal, receiver
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -230,6 +231,9 @@ class JobContext(TaskContext):  # type: ignore[misc]
 
     job_id: str
     database: str = "default"
+    # The batch the job belongs to, if any: ``asyncjobs.current_batch(context)`` adds jobs
+    # to it (child jobs).
+    batch_id: str | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
     # What the task reports about its attempt (the HTTP status of a call), for the record.
     attempt_data: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -333,10 +337,11 @@ class JobsBackend(BaseTaskBackend):
         """An unsaved job for one call of ``task`` (validates the task and the arguments)."""
         return self.job_maker(task, now)(args, kwargs)
 
-    def job_maker(self, task: Task, now: datetime) -> BuildJob:
+    def job_maker(self, task: Task, now: datetime, batch_id: Any = None) -> BuildJob:
         """What builds unsaved jobs for calls of ``task`` at ``now``, from a call's
-        arguments; the task is validated, and what its jobs share worked out, once."""
-        make = services.job_maker(now=now, **self._task_fields(task))
+        arguments; the task is validated, and what its jobs share worked out, once. The
+        jobs join ``batch_id`` if given."""
+        make = services.job_maker(now=now, batch_id=batch_id, **self._task_fields(task))
         unique_key = getattr(task, "unique_key", None)
         if unique_key is not None or not getattr(task, "unique", None):
             return lambda args, kwargs: make(args, kwargs, unique_key)
@@ -376,9 +381,14 @@ class JobsBackend(BaseTaskBackend):
         return result
 
     def enqueue_many(
-        self, calls: Iterable[tuple[Task, Sequence[Any], dict[str, Any]]]
+        self,
+        calls: Iterable[tuple[Task, Sequence[Any], dict[str, Any]]],
+        *,
+        batch_id: Any = None,
     ) -> list[TaskResult]:
-        """Store many jobs in one statement, all or none; see ``asyncjobs.enqueue_many``."""
+        """Store many jobs in one statement, all or none; see ``asyncjobs.enqueue_many``.
+        With ``batch_id``, the jobs join that batch, counted in by the same transaction
+        (``BatchClosedError``, storing nothing, if it has finished)."""
         calls = list(calls)  # (it holds the tasks: their ids stay theirs meanwhile)
         now = timezone.now()
         # Per task object, validated before anything is written: what builds its jobs.
@@ -386,7 +396,7 @@ class JobsBackend(BaseTaskBackend):
         queues = set()
         for task, _, _ in calls:
             if id(task) not in makers:
-                makers[id(task)] = self.job_maker(task, now)
+                makers[id(task)] = self.job_maker(task, now, batch_id)
                 queues.add(task.queue_name)
         pairs: list[tuple[Task, Job]] = []
 
@@ -396,7 +406,14 @@ class JobsBackend(BaseTaskBackend):
                 pairs.append((task, job))
                 yield job
 
-        stored = services.enqueue_jobs(jobs(), using=self.database, now=now, queues=queues)
+        if batch_id is None:
+            stored = services.enqueue_jobs(jobs(), using=self.database, now=now, queues=queues)
+        else:
+            with transaction.atomic(using=self.database):
+                stored = services.enqueue_jobs(jobs(), using=self.database, now=now, queues=queues)
+                # A unique call answered by an existing job adds nothing to the batch.
+                added = sum(kept is job for (_, job), kept in zip(pairs, stored, strict=True))
+                services.jobs_added(batch_id, added, using=self.database)
         announce = observed(task_enqueued, type(self), logging.DEBUG)
         results = []
         for (task, job), kept in zip(pairs, stored, strict=True):

@@ -73,6 +73,15 @@ class InvalidTransitionError(AsyncJobsError):
     """
 
 
+class BatchClosedError(AsyncJobsError):
+    """Raised when jobs are added to a batch that has finished (or does not exist); nothing
+    is stored."""
+
+
+class BatchNotFoundError(AsyncJobsError, LookupError):
+    """Raised when no batch has the given id."""
+
+
 class TaskImportError(AsyncJobsError, ImportError):
     """Raised when a job's task path does not import to a task.
 

@@ -76,6 +76,8 @@ from asyncjobs.outbound.webhooks import (
     SIGNATURE_HEADER,
     _secret,
     _secrets,
+    batch_webhook_payload,
+    deliver_batch_webhook,
     deliver_webhook,
     sign,
     verify_signature,
@@ -94,6 +96,7 @@ for _public in (
     RetryableHTTPError,
     WebhookSignatureError,
     call_url,
+    deliver_batch_webhook,
     deliver_webhook,
 ):
     _public.__module__ = __name__
@@ -127,9 +130,11 @@ __all__ = [
     "_secret",
     "_secrets",
     "address_refusal",
+    "batch_webhook_payload",
     "call_url",
     "check_headers",
     "check_url",
+    "deliver_batch_webhook",
     "deliver_webhook",
     "internal_task",
     "raise_for_status",

@@ -16,7 +16,7 @@ from asyncjobs.outbound.base import TaskContext, WebhookSignatureError, internal
 from asyncjobs.outbound.http import raise_for_status, send
 
 if TYPE_CHECKING:
-    from asyncjobs.models import Job
+    from asyncjobs.models import Batch, Job
 
 SIGNATURE_HEADER = "AsyncJobs-Signature"
 
@@ -150,6 +150,44 @@ def deliver_webhook(context: TaskContext, job_id: str, url: str) -> dict[str, ob
         "Content-Type": "application/json",
         "User-Agent": "asyncjobs-webhook",
         "AsyncJobs-Event": f"job.{job.status}",
+        "AsyncJobs-Delivery": context.job_id,
+        SIGNATURE_HEADER: sign(body),
+    }
+    response = send("POST", url, headers=headers, content=body, cancel_event=context.cancel_event)
+    context.record_http_status(response.status_code)
+    raise_for_status(response, f"Webhook {url}")
+    return {"status": response.status_code}
+
+
+def batch_webhook_payload(batch: "Batch") -> dict[str, object]:
+    """The JSON notice sent when ``batch`` finishes."""
+    return {
+        "id": str(batch.pk),
+        "type": "batch",
+        "description": batch.description,
+        "state": str(batch.state),
+        "total": batch.total,
+        "succeeded": batch.succeeded,
+        "failed": batch.failed,
+        "cancelled": batch.cancelled,
+        "finished_at": batch.finished_at.isoformat() if batch.finished_at else None,
+    }
+
+
+@internal_task(takes_context=True)
+def deliver_batch_webhook(context: TaskContext, batch_id: str, url: str) -> dict[str, object]:
+    """POST the signed notice of the end of batch ``batch_id`` to ``url`` (a job of its own,
+    retried like any job, through the same guarded client as a job's webhook). The notice
+    holds the batch's counts as the delivery reads them."""
+    from asyncjobs.models import Batch
+
+    context.raise_if_cancelled()
+    batch = Batch.objects.using(context.database).get(pk=batch_id)
+    body = json.dumps(batch_webhook_payload(batch), separators=(",", ":")).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "asyncjobs-webhook",
+        "AsyncJobs-Event": f"batch.{batch.state}",
         "AsyncJobs-Delivery": context.job_id,
         SIGNATURE_HEADER: sign(body),
     }

@@ -12,6 +12,7 @@ One module per concern, lower ones first (import-linter holds the order):
 - ``values``: arguments and results as stored, JSON checks and size limits;
 - ``enqueue``: building and storing jobs, unique keys, queue caps, scheduled jobs falling due;
 - ``webhooks``: end-of-job webhooks and HTTP callback jobs;
+- ``batches``: batches' counters, kept by each transition of a member job, and callbacks;
 - ``attempts``: an attempt's claim, success and failure, and jobs given back or rescued;
 - ``limits``: claims under rate and concurrency limits;
 - ``workers``, ``queues``, ``pruning``: the worker registry, queue pauses, deleting jobs;
@@ -37,6 +38,17 @@ from asyncjobs.services.attempts import (
     rescue_expired,
     unclaim_jobs,
 )
+from asyncjobs.services.batches import (
+    BATCH_WEBHOOK_TASK,
+    Ended,
+    batch_summary,
+    callback_spec,
+    create_batch,
+    jobs_added,
+    jobs_ended,
+    jobs_reopened,
+    seal_batch,
+)
 from asyncjobs.services.enqueue import (
     IDENTITY_CACHE_SIZE,
     JobMaker,
@@ -44,6 +56,7 @@ from asyncjobs.services.enqueue import (
     build_job,
     by_identity,
     call_key,
+    current_owner,
     enqueue_jobs,
     enqueue_unique,
     enqueued_by,
@@ -74,7 +87,7 @@ from asyncjobs.services.operator import (
     set_progress,
 )
 from asyncjobs.services.policy import JobOptions, class_path, is_retryable, resolve_options
-from asyncjobs.services.pruning import discard_jobs, prune_jobs
+from asyncjobs.services.pruning import batch_retention, discard_jobs, prune_batches, prune_jobs
 from asyncjobs.services.queues import (
     PAUSE_QUEUE_PERMISSION,
     can_pause_queues,
@@ -107,6 +120,7 @@ from asyncjobs.services.workers import (
 )
 
 __all__ = [
+    "BATCH_WEBHOOK_TASK",
     "CALLBACK_TASK",
     "IDENTITY_CACHE_SIZE",
     "MAX_ERROR_MESSAGE",
@@ -119,14 +133,18 @@ __all__ = [
     "START_LEAD",
     "START_TOLERANCE",
     "WEBHOOK_TASK",
+    "Ended",
     "JobMaker",
     "JobOptions",
     "LimitedClaim",
     "Success",
     "_uuid4_direct",
+    "batch_retention",
+    "batch_summary",
     "build_job",
     "by_identity",
     "call_key",
+    "callback_spec",
     "can_pause_queues",
     "cancel_job",
     "check_queue_name",
@@ -136,6 +154,8 @@ __all__ = [
     "claim_keyed",
     "claim_limited",
     "class_path",
+    "create_batch",
+    "current_owner",
     "discard_jobs",
     "enqueue_callback",
     "enqueue_jobs",
@@ -147,6 +167,9 @@ __all__ = [
     "http_status_of",
     "is_retryable",
     "job_maker",
+    "jobs_added",
+    "jobs_ended",
+    "jobs_reopened",
     "jobs_settings",
     "json_excerpt",
     "json_size",
@@ -155,6 +178,7 @@ __all__ = [
     "new_worker_id",
     "paused_queues",
     "promote_due",
+    "prune_batches",
     "prune_jobs",
     "prune_workers",
     "queue_limits",
@@ -170,6 +194,7 @@ __all__ = [
     "retry_jobs",
     "run_job_now",
     "schedule_webhook",
+    "seal_batch",
     "set_progress",
     "set_queue_paused",
     "set_worker_status",

@@ -19,6 +19,7 @@ from django.db.models import Case, DateTimeField, F, OuterRef, Q, Subquery, Valu
 from asyncjobs import db, retry
 from asyncjobs.exceptions import Retry, WorkerLostError, WorkerShutdownError
 from asyncjobs.models import TERMINAL_STATUSES, Attempt, AttemptOutcome, Job, JobStatus
+from asyncjobs.services import batches
 from asyncjobs.services.policy import class_path, is_retryable
 from asyncjobs.services.values import JSON
 from asyncjobs.services.webhooks import schedule_webhook
@@ -142,6 +143,7 @@ def record_successes(batch: Sequence[Success], *, worker_id: str, using: str) ->
             ],
             worker_id=worker_id,
         )
+        ended: dict[uuid.UUID, batches.Ended] | None = None
         for success in batch:
             job = success.job
             if job.pk not in recorded:
@@ -149,6 +151,11 @@ def record_successes(batch: Sequence[Success], *, worker_id: str, using: str) ->
             job.status, job.return_value = JobStatus.SUCCEEDED, success.return_value
             job.finished_at = success.finished_at
             schedule_webhook(job, now=success.finished_at, using=using)
+            if job.batch_id is not None:
+                ended = ended or {}
+                ended.setdefault(job.batch_id, batches.Ended()).succeeded += 1
+        if ended:  # one UPDATE per batch for the whole flush
+            batches.jobs_ended(ended, using=using, now=batch[-1].finished_at)
     return recorded
 
 
@@ -231,6 +238,10 @@ def record_failure(
         job.status, job.run_after, job.finished_at = new_status, run_after, finished_at
         if new_status in TERMINAL_STATUSES:
             schedule_webhook(job, now=now, using=using)
+            if job.batch_id is not None:
+                ended = batches.Ended()
+                ended.add(new_status)
+                batches.jobs_ended({job.batch_id: ended}, using=using, now=now)
     return new_status
 
 
@@ -350,6 +361,7 @@ def rescue_expired(*, now: datetime, using: str = "default", limit: int = 500) -
             "priority",
             "backend",
             "enqueued_by",
+            "batch",
         )[:limit]
     )
     for job in expired:
@@ -382,6 +394,10 @@ def rescue_expired(*, now: datetime, using: str = "default", limit: int = 500) -
                 )
                 if not retryable:
                     schedule_webhook(job, now=now, using=using)
+                    if job.batch_id is not None:
+                        batches.jobs_ended(
+                            {job.batch_id: batches.Ended(failed=1)}, using=using, now=now
+                        )
         if moved:
             logger.warning(
                 "Rescued job %s from lost worker %s (%s)",

@@ -50,6 +50,14 @@ def enqueued_by(user: User | None) -> Iterator[None]:
         _enqueued_by.reset(token)
 
 
+def current_owner() -> User | None:
+    """The authenticated user of the innermost ``enqueued_by`` block, if any."""
+    owner = _enqueued_by.get()
+    if owner is not None and not getattr(owner, "is_authenticated", False):
+        return None
+    return owner
+
+
 def call_key(task_path: str, args: Sequence[object], kwargs: Mapping[str, object]) -> str:
     """The unique key of a task call: the task and a hash of its JSON arguments."""
     payload = json.dumps(
@@ -89,6 +97,7 @@ def job_maker(
     limit_concurrency: int | None = None,
     limit_rate: str = "",
     task_overrides: dict[str, JSON] | None = None,
+    batch_id: uuid.UUID | None = None,
 ) -> JobMaker:
     """What builds unsaved Jobs for calls of one task at ``now``, from a call's arguments
     and unique key: what those jobs share is validated and worked out here, once.
@@ -97,14 +106,13 @@ def job_maker(
     model init would set every field and send ``pre_init``/``post_init``; if a project
     connects a receiver for Job to one of those, the model's own init runs instead,
     positionally (itself several times faster than by keyword). Raises
-    ``OutboundURLRefusedError`` for a webhook URL that may not be called."""
+    ``OutboundURLRefusedError`` for a webhook URL that may not be called. ``batch_id``: the
+    batch the jobs join (the caller counts them in: ``services.batches.jobs_added``)."""
     due = run_after if run_after is not None else now
     if webhook_url:
         outbound._secret()  # fail at enqueue, not at delivery, if no secret is configured
         outbound.validate_url(webhook_url)
-    owner = _enqueued_by.get()
-    if owner is not None and not getattr(owner, "is_authenticated", False):
-        owner = None
+    owner = current_owner()
     shared = {
         "backend": backend,
         "task_path": task_path,
@@ -120,6 +128,7 @@ def job_maker(
         "limit_rate": limit_rate if limit_key else "",
         "enqueued_by_id": owner.pk if owner is not None else None,
         "task_overrides": task_overrides,
+        "batch_id": batch_id,
     }
     max_arguments = jobs_settings.MAX_ARGUMENTS_BYTES
     through_init = pre_init.has_listeners(Job) or post_init.has_listeners(Job)

@@ -13,6 +13,7 @@ from django.utils import timezone
 from asyncjobs import db
 from asyncjobs.exceptions import InvalidTransitionError, JobNotFoundError
 from asyncjobs.models import ACTIVE_STATUSES, WAITING_STATUSES, Job, JobStatus
+from asyncjobs.services import batches
 from asyncjobs.services.webhooks import schedule_webhook
 from asyncjobs.text import safe_text
 
@@ -42,17 +43,40 @@ RETRYABLE_STATUSES = (JobStatus.FAILED, JobStatus.CANCELLED)
 def retry_jobs(jobs: QuerySet[Job], *, now: datetime) -> int:
     """Queue again every failed or cancelled job of the queryset ``jobs``, with a fresh
     attempt budget and their history kept, in one statement. Returns how many moved; jobs in
-    other statuses are left alone."""
-    return int(
-        jobs.filter(status__in=RETRYABLE_STATUSES).update(
-            status=JobStatus.QUEUED,
-            run_after=now,
-            finished_at=None,
-            return_value=None,
-            cancel_requested_at=None,
-            free_attempts=F("attempts"),
+    other statuses are left alone. Their batches reopen (see ``services.batches``)."""
+    changes = {
+        "status": JobStatus.QUEUED,
+        "run_after": now,
+        "finished_at": None,
+        "return_value": None,
+        "cancel_requested_at": None,
+        "free_attempts": F("attempts"),
+    }
+    retryable = jobs.filter(status__in=RETRYABLE_STATUSES)
+    using = jobs.db
+    with transaction.atomic(using=using):
+        # Batch members first, locked, so that each moves with its batch's counters (a job
+        # failing meanwhile is either locked here and counted, or not moved by this call).
+        members = list(
+            retryable.filter(batch__isnull=False)
+            .select_for_update()
+            .values_list("pk", "batch_id", "status")
         )
-    )
+        moved = retryable.filter(batch__isnull=True).update(**changes)
+        if not members:
+            return int(moved)
+        reopened: dict[uuid.UUID, batches.Ended] = {}
+        for start in range(0, len(members), 500):
+            chunk = members[start : start + 500]
+            moved += (
+                Job.objects.using(using)
+                .filter(pk__in=[pk for pk, _, _ in chunk], status__in=RETRYABLE_STATUSES)
+                .update(**changes)
+            )
+            for _, batch_id, status in chunk:
+                reopened.setdefault(batch_id, batches.Ended()).add(status)
+        batches.jobs_reopened(reopened, using=using)
+    return int(moved)
 
 
 def retry_job(
@@ -127,6 +151,10 @@ def cancel_job(
             )
             if cancelled:
                 schedule_webhook(job, now=now, using=using)
+                if job.batch_id is not None:
+                    batches.jobs_ended(
+                        {job.batch_id: batches.Ended(cancelled=1)}, using=using, now=now
+                    )
         if cancelled:
             logger.info("Job %s cancelled", job.pk, extra={"job_id": str(job.pk)})
             break

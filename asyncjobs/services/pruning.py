@@ -5,9 +5,9 @@ import time
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 
-from asyncjobs.models import TERMINAL_STATUSES, Job
+from asyncjobs.models import TERMINAL_STATUSES, Batch, Job
 
 
 def discard_jobs(jobs: QuerySet[Job]) -> int:
@@ -88,3 +88,32 @@ def prune_jobs(
             if stop_at is not None and time.monotonic() >= stop_at:
                 return counts
     return counts
+
+
+def prune_batches(
+    *, now: datetime, older_than: timedelta, using: str = "default", limit: int = 500
+) -> int:
+    """Delete finished batches that finished before ``now - older_than`` and have no job
+    left (their jobs are pruned first, by their own retention), at most ``limit`` in one
+    short transaction. A batch still open or running is never deleted, and a batch whose jobs
+    are kept stays with them. Returns how many were deleted."""
+    with transaction.atomic(using=using):
+        ids = list(
+            Batch.objects.using(using)
+            .filter(finished_at__lt=now - older_than)
+            .exclude(Exists(Job.objects.using(using).filter(batch_id=OuterRef("pk"))))
+            .order_by("finished_at")
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)[:limit]
+        )
+        if not ids:
+            return 0
+        # (a retry reopening one of them meanwhile needs one of its jobs, which is gone)
+        return Batch.objects.using(using).filter(pk__in=ids).delete()[0]
+
+
+def batch_retention(older_than: dict[str, timedelta | None]) -> timedelta | None:
+    """How long finished batches are kept, given the jobs' retention per status: the
+    shortest (a batch also waits for its last job to be pruned); None keeps them."""
+    ages = [age for age in older_than.values() if age is not None]
+    return min(ages) if ages else None

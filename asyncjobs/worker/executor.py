@@ -169,6 +169,7 @@ class Executor:
                 database=self.backend.database,
                 cancel_event=execution.cancel_event,
                 attempt_data=execution.attempt_data,
+                batch_id=str(job.batch_id) if job.batch_id is not None else None,
             )
             args.insert(0, context)
         if inspect.iscoroutinefunction(task.func):

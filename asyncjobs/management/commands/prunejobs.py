@@ -61,3 +61,9 @@ class Command(BaseCommand):
         verb = "Would delete" if options["dry_run"] else "Deleted"
         for status in statuses:
             self.stdout.write(f"{verb} {counts.get(status, 0)} {status} jobs older than {age}.")
+        if not options["dry_run"]:
+            # Finished batches with no job left (their jobs pruned above or before).
+            batches = services.prune_batches(
+                now=timezone.now(), older_than=age, using=options["database"]
+            )
+            self.stdout.write(f"Deleted {batches} finished batches older than {age}.")

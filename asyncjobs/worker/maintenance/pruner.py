@@ -14,8 +14,8 @@ PRUNE_TIME_LIMIT = timedelta(seconds=1)
 
 class Pruner:
     """Every ``MAINTENANCE_INTERVAL``, under the maintenance lock: deletes worker rows older
-    than ``WORKER_RETENTION`` and finished jobs past ``RETENTION`` (oldest first, in batches
-    of ``PRUNE_BATCH_SIZE``).
+    than ``WORKER_RETENTION``, finished jobs past ``RETENTION`` (oldest first, in batches
+    of ``PRUNE_BATCH_SIZE``), then finished batches with no job left (``prune_batches``).
 
     Parameters:
         using: the database alias.
@@ -41,16 +41,29 @@ class Pruner:
             now=now, older_than=jobs_settings.WORKER_RETENTION, using=self.using
         )
         started = time.monotonic()
+        retention = {k: as_timedelta(v) for k, v in (jobs_settings.RETENTION or {}).items()}
         pruned = services.prune_jobs(
             now=now,
-            older_than={k: as_timedelta(v) for k, v in (jobs_settings.RETENTION or {}).items()},
+            older_than=retention,
             batch_size=jobs_settings.PRUNE_BATCH_SIZE,
             time_limit=self.time_limit,
             using=self.using,
         )
         jobs = sum(pruned.values())
+        # Batches after their jobs: one whose last job was just pruned goes in this run.
+        keep_batches = services.batch_retention(retention)
+        batches = (
+            services.prune_batches(
+                now=now,
+                older_than=keep_batches,
+                limit=jobs_settings.PRUNE_BATCH_SIZE,
+                using=self.using,
+            )
+            if keep_batches is not None
+            else 0
+        )
         out_of_time = time.monotonic() - started >= self.time_limit.total_seconds()
         return Done(
-            {"workers_pruned": workers, "jobs_pruned": jobs},
+            {"workers_pruned": workers, "jobs_pruned": jobs, "batches_pruned": batches},
             again_after=AGAIN_AFTER if out_of_time and jobs > 0 else None,
         )

@@ -1,0 +1,296 @@
+"""Batches: their counters, kept in the transaction of every change of a member job's
+status, and their callbacks, fired by the transaction that finishes the batch.
+
+Each function here is a hook that a job transition calls, in its own transaction, after it
+moved its jobs (so the job rows are locked before the batch row, on every path):
+
+- ``jobs_added``: jobs stored into a batch (``total`` and ``pending`` go up);
+- ``jobs_ended``: jobs reached a terminal status (success, failure for good, cancel, a
+  rescue that fails the job); ``pending`` goes down;
+- ``jobs_reopened``: failed or cancelled jobs queued again (retry); the batch reopens;
+- ``seal_batch``: no more jobs from its creator; a batch with nothing pending finishes.
+
+Finishing a batch happens under its row's lock (the counters' UPDATE takes it), in the
+transaction that brought ``pending`` to zero, so a finish and its callbacks commit together
+with the job's end or not at all: nothing is lost when a worker dies in between, and two
+workers finishing the last jobs at the same moment queue behind each other on the row, the
+second seeing the first's stamps. Each callback fires at most once in the batch's life
+(``*_fired_at``); the webhook is sent at each finish.
+"""
+
+import dataclasses
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+
+from asyncjobs import retry
+from asyncjobs.conf import jobs_settings
+from asyncjobs.exceptions import BatchClosedError
+from asyncjobs.models import Batch
+from asyncjobs.services.enqueue import build_job, current_owner, enqueue_jobs
+from asyncjobs.services.policy import JobOptions, resolve_options
+from asyncjobs.services.webhooks import OUTBOUND_FAIL_ON
+
+BATCH_WEBHOOK_TASK = "asyncjobs.outbound.deliver_batch_webhook"
+CALLBACK_NAMES = ("on_complete", "on_success", "on_failure")
+
+
+@dataclasses.dataclass(slots=True)
+class Ended:
+    """How many jobs of one batch ended, by terminal status."""
+
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+    def add(self, status: str) -> None:
+        """Count one job that ended ``status`` (succeeded, failed or cancelled)."""
+        name = str(status)
+        setattr(self, name, getattr(self, name) + 1)
+
+    @property
+    def total(self) -> int:
+        """Every job counted."""
+        return self.succeeded + self.failed + self.cancelled
+
+
+def callback_spec(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A callback task's job fields (as ``JobsBackend`` works them out for a task) as JSON,
+    to be stored on the batch and turned into a job when the callback fires."""
+    options: JobOptions = fields["options"]
+    return {
+        "task_path": fields["task_path"],
+        "queue_name": fields["queue_name"],
+        "priority": fields["priority"],
+        "backend": fields["backend"],
+        "webhook_url": fields.get("webhook_url") or "",
+        "task_overrides": fields.get("task_overrides"),
+        "limit_key": fields.get("limit_key", ""),
+        "limit_concurrency": fields.get("limit_concurrency"),
+        "limit_rate": fields.get("limit_rate", ""),
+        "options": {
+            "max_attempts": options.max_attempts,
+            "backoff": options.backoff.to_json(),
+            "retry_on": list(options.retry_on),
+            "fail_on": list(options.fail_on),
+            "timeout": options.timeout.total_seconds() if options.timeout is not None else None,
+        },
+    }
+
+
+def create_batch(
+    *,
+    using: str,
+    backend: str,
+    now: datetime,
+    description: str = "",
+    callbacks: Mapping[str, dict[str, Any]] | None = None,
+    webhook_url: str = "",
+    sealed: bool = False,
+) -> Batch:
+    """Store a new, empty batch in the caller's transaction (its owner: the user of
+    ``enqueued_by``). ``callbacks`` maps ``on_success``/``on_complete``/``on_failure`` to
+    ``callback_spec``s. A ``sealed`` batch is finished at once if it stays empty."""
+    unknown = set(callbacks or {}) - set(CALLBACK_NAMES)
+    if unknown:
+        raise ValueError(f"Unknown batch callbacks: {sorted(unknown)}.")
+    if webhook_url:
+        from asyncjobs import outbound
+
+        outbound._secret()  # fail now, not at delivery, if no secret is configured
+        outbound.validate_url(webhook_url)
+    owner = current_owner()
+    created = Batch(
+        backend=backend,
+        description=description[:255],
+        created_at=now,
+        sealed_at=now if sealed else None,
+        callbacks=dict(callbacks or {}),
+        webhook_url=webhook_url,
+        enqueued_by_id=owner.pk if owner is not None else None,
+    )
+    created.save(using=using, force_insert=True)
+    return created
+
+
+def jobs_added(batch_id: uuid.UUID | str, count: int, *, using: str) -> None:
+    """``count`` jobs were stored into the batch, in the caller's transaction, which must be
+    the one that stored them. Raises ``BatchClosedError`` (the caller's transaction then
+    rolls the jobs back) for a batch that finished or does not exist."""
+    if count <= 0:
+        return
+    moved = (
+        Batch.objects.using(using)
+        .filter(pk=batch_id, finished_at__isnull=True)
+        .update(total=F("total") + count, pending=F("pending") + count)
+    )
+    if not moved:
+        raise BatchClosedError(
+            f"Batch {batch_id} has finished (or does not exist): no job can be added to it."
+        )
+
+
+def jobs_ended(ended: Mapping[Any, Ended], *, using: str, now: datetime) -> None:
+    """Jobs of these batches reached a terminal status in the caller's transaction: one
+    UPDATE per batch, in the order of their ids (two transactions ending jobs of the same
+    batches lock them in the same order), and the finish of each batch this empties."""
+    for batch_id in sorted(ended, key=str):
+        counts = ended[batch_id]
+        if not counts.total:
+            continue
+        moved = (
+            Batch.objects.using(using)
+            .filter(pk=batch_id)
+            .update(
+                pending=F("pending") - counts.total,
+                succeeded=F("succeeded") + counts.succeeded,
+                failed=F("failed") + counts.failed,
+                cancelled=F("cancelled") + counts.cancelled,
+            )
+        )
+        if moved:  # (a pruned batch is gone: nothing to count)
+            _finish_if_done(batch_id, using=using, now=now)
+
+
+def jobs_reopened(reopened: Mapping[Any, Ended], *, using: str) -> None:
+    """Failed or cancelled jobs of these batches were queued again (a retry) in the caller's
+    transaction: they are pending again, and a finished batch is running again (its
+    callbacks that fired stay fired)."""
+    for batch_id in sorted(reopened, key=str):
+        counts = reopened[batch_id]
+        if not counts.total:
+            continue
+        Batch.objects.using(using).filter(pk=batch_id).update(
+            pending=F("pending") + counts.total,
+            failed=F("failed") - counts.failed,
+            cancelled=F("cancelled") - counts.cancelled,
+            succeeded=F("succeeded") - counts.succeeded,
+            finished_at=None,
+        )
+
+
+def seal_batch(batch_id: uuid.UUID | str, *, using: str, now: datetime) -> bool:
+    """Seal the batch: from now on, the end of its last pending job finishes it (an empty
+    batch finishes here). Returns False if it was sealed already."""
+    with transaction.atomic(using=using):
+        sealed = (
+            Batch.objects.using(using)
+            .filter(pk=batch_id, sealed_at__isnull=True)
+            .update(sealed_at=now)
+        )
+        if sealed:
+            _finish_if_done(batch_id, using=using, now=now)
+    return bool(sealed)
+
+
+def _finish_if_done(batch_id: Any, *, using: str, now: datetime) -> None:
+    """Finish the batch if it is sealed and nothing of it is pending: stamp it, enqueue the
+    callbacks due and the webhook. The caller holds the batch row's lock (it just updated
+    the row, in this transaction), so this read sees the latest counts and no other
+    transaction can finish the batch at the same time."""
+    batch = (
+        Batch.objects.using(using)
+        .filter(pk=batch_id, pending=0, sealed_at__isnull=False, finished_at__isnull=True)
+        .first()
+    )
+    if batch is None:
+        return
+    batch.finished_at = now
+    stamps: dict[str, datetime] = {"finished_at": now}
+    due = []
+    if batch.complete_fired_at is None:
+        due.append("on_complete")
+        stamps["complete_fired_at"] = now
+    if batch.failed or batch.cancelled:
+        if batch.failure_fired_at is None:
+            due.append("on_failure")
+            stamps["failure_fired_at"] = now
+    elif batch.success_fired_at is None:
+        due.append("on_success")
+        stamps["success_fired_at"] = now
+    Batch.objects.using(using).filter(pk=batch.pk).update(**stamps)
+    for name, value in stamps.items():
+        setattr(batch, name, value)
+    summary = batch_summary(batch)
+    for name in due:
+        spec = batch.callbacks.get(name)
+        if spec:
+            _enqueue_callback(batch, spec, summary, using=using, now=now)
+    if batch.webhook_url:
+        _schedule_batch_webhook(batch, using=using, now=now)
+
+
+def batch_summary(batch: Batch) -> dict[str, Any]:
+    """What a batch's callbacks receive as their second argument: its counts and state."""
+    return {
+        "state": str(batch.state),
+        "description": batch.description,
+        "total": batch.total,
+        "succeeded": batch.succeeded,
+        "failed": batch.failed,
+        "cancelled": batch.cancelled,
+    }
+
+
+def _enqueue_callback(
+    batch: Batch, spec: dict[str, Any], summary: dict[str, Any], *, using: str, now: datetime
+) -> None:
+    """Enqueue one callback of ``batch``: its task, called as ``task(batch_id, summary)``."""
+    options = spec["options"]
+    timeout = options.get("timeout")
+    job = build_job(
+        task_path=spec["task_path"],
+        args=[str(batch.pk), summary],
+        kwargs={},
+        queue_name=spec["queue_name"],
+        priority=spec["priority"],
+        run_after=None,
+        backend=spec.get("backend") or batch.backend,
+        options=JobOptions(
+            max_attempts=options["max_attempts"],
+            backoff=retry.from_json(options["backoff"]),
+            retry_on=tuple(options["retry_on"]),
+            fail_on=tuple(options["fail_on"]),
+            timeout=timedelta(seconds=timeout) if timeout is not None else None,
+        ),
+        now=now,
+        webhook_url=spec.get("webhook_url") or "",
+        limit_key=spec.get("limit_key") or "",
+        limit_concurrency=spec.get("limit_concurrency"),
+        limit_rate=spec.get("limit_rate") or "",
+        task_overrides=spec.get("task_overrides"),
+    )
+    job.enqueued_by_id = batch.enqueued_by_id
+    enqueue_jobs([job], using=using, now=now)
+
+
+def _schedule_batch_webhook(batch: Batch, *, using: str, now: datetime) -> None:
+    """Enqueue the delivery of the batch's webhook (a job of its own, retried like a job's
+    webhook, through the same guarded client)."""
+    queue = jobs_settings.WEBHOOK_QUEUE or "default"
+    options = dataclasses.replace(
+        resolve_options(
+            queue,
+            max_attempts=jobs_settings.WEBHOOK_MAX_ATTEMPTS,
+            retry_on=(Exception,),
+            fail_on=OUTBOUND_FAIL_ON,
+        ),
+        timeout=jobs_settings.OUTBOUND_TIMEOUT * 2,
+    )
+    delivery = build_job(
+        task_path=BATCH_WEBHOOK_TASK,
+        args=(),
+        kwargs={"batch_id": str(batch.pk), "url": batch.webhook_url},
+        queue_name=queue,
+        priority=0,
+        run_after=None,
+        backend=batch.backend,
+        options=options,
+        now=now,
+    )
+    delivery.enqueued_by_id = batch.enqueued_by_id
+    delivery.save(using=using, force_insert=True)
