@@ -1,6 +1,5 @@
 """Tasks of the batch tests (tests/test_batches*.py, chaos of batches)."""
 
-import os
 import time
 from pathlib import Path
 
@@ -35,21 +34,25 @@ def finished(batch_id, summary):
     return {"batch_id": batch_id, **summary}
 
 
-@task(max_attempts=5, backoff=Fixed(0))
+@task(max_attempts=10, backoff=Fixed(0))
 def slow_piece(n, seconds):
-    """Sleeps, then records its run in ``$BATCH_CHAOS_DIR/runs`` (chaos runs)."""
+    """Works for ``seconds``: long enough to be running when its worker is killed."""
     time.sleep(seconds)
     return n
 
 
+@task(max_attempts=1)
+def hold_once(seconds):
+    """Runs for ``seconds`` with no attempt to spare: a lost attempt fails it for good."""
+    time.sleep(seconds)
+    return seconds
+
+
 @task()
-def mark_callback(batch_id, summary):
-    """A chaos callback: appends a line per run to ``$BATCH_CHAOS_DIR/callbacks``."""
-    folder = os.environ.get("BATCH_CHAOS_DIR")
-    if folder:
-        with Path(folder, "callbacks").open("a") as out:
-            out.write(f"{batch_id} {summary['state']}\n")
-    return summary
+def completed(batch_id, summary):
+    """The on_complete callback of the runs with workers (a task of its own, to tell it from
+    on_success and on_failure, which use ``finished``)."""
+    return {"batch_id": batch_id, **summary}
 
 
 @task(max_attempts=1)

@@ -330,6 +330,29 @@ def test_one_update_per_batch_per_flush():
     assert first.refresh().state == second.refresh().state == BatchState.SUCCEEDED
 
 
+def test_a_flush_of_one_batch_counts_in_the_completion_itself():
+    with everything() as b:
+        b.enqueue_many([(t.piece, [n], {}) for n in range(4)])
+    tasks.add.enqueue(1, 2)
+    now = timezone.now()
+    claimed = db.for_alias("default").claim(
+        queues=None, limit=3, worker_id="w", now=now, lease=timedelta(seconds=30)
+    )
+    table = Batch._meta.db_table
+    with CaptureQueriesContext(connections["default"]) as queries:
+        services.record_successes(
+            [services.Success(job, None, now) for job in claimed], worker_id="w", using="default"
+        )
+    alone = [q["sql"] for q in queries if q["sql"].startswith("UPDATE") and table in q["sql"]]
+    # PostgreSQL: in the completion's statement; elsewhere one UPDATE of the batch.
+    assert len(alone) == (0 if connections["default"].vendor == "postgresql" else 1)
+    row = b.refresh()
+    done = sum(1 for job in claimed if job.batch_id is not None)
+    assert (row.pending, row.succeeded, row.finished_at) == (4 - done, done, None)
+    work_off()
+    assert b.refresh().state == BatchState.SUCCEEDED and len(callbacks()) == 2
+
+
 def test_plain_jobs_pay_no_batch_statement():
     tasks.add.enqueue(1, 2)
     now = timezone.now()

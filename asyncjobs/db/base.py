@@ -20,7 +20,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from asyncjobs.db import fastpath, rows
 from asyncjobs.db.queries import query
-from asyncjobs.models import Job
+from asyncjobs.models import Batch, Job
 
 # The LISTEN/NOTIFY channel the PostgreSQL triggers announce ready jobs on, and
 # ``announce_queue_change`` a paused or resumed queue. A payload is "<kind>:<queue name>":
@@ -187,6 +187,24 @@ class BaseStrategy:
         raise NotImplementedError
 
     @classmethod
+    def complete_succeeded_counting(
+        cls, connection: BaseDatabaseWrapper, items: Sequence[Success], *, worker_id: str
+    ) -> tuple[set[Any], set[Any]]:
+        """See ``complete_succeeded_counting``: ``complete_succeeded``, then one
+        ``count_batch_ends`` per batch, in the order of their ids."""
+        recorded = cls.complete_succeeded(connection, items, worker_id=worker_id)
+        ended: dict[Any, int] = {}
+        for job, *_ in items:
+            if job.batch_id is not None and job.pk in recorded:
+                ended[job.batch_id] = ended.get(job.batch_id, 0) + 1
+        finishable = {
+            batch_id
+            for batch_id in sorted(ended, key=str)
+            if cls.count_batch_ends(connection, batch_id, ended[batch_id], 0, 0)
+        }
+        return recorded, finishable
+
+    @classmethod
     def insert_jobs(cls, connection: BaseDatabaseWrapper, jobs: Iterable[Job]) -> list[Job]:
         """See ``insert_jobs`` (the fast path): one ``INSERT`` whose text is built once per
         database alias (Django's compiler rebuilds it for every save, and prepares every
@@ -222,6 +240,38 @@ class BaseStrategy:
     def estimated_row_count(cls, connection: BaseDatabaseWrapper, model: Any) -> int | None:
         """See ``estimated_row_count``: None unless the database keeps such a statistic."""
         return None
+
+    @classmethod
+    def update_returns_rows(cls, connection: BaseDatabaseWrapper) -> bool:
+        """Whether ``UPDATE … RETURNING`` is available (PostgreSQL, SQLite 3.35+)."""
+        return False
+
+    @classmethod
+    def count_batch_ends(
+        cls,
+        connection: BaseDatabaseWrapper,
+        batch_id: Any,
+        succeeded: int,
+        failed: int,
+        cancelled: int,
+    ) -> bool:
+        """See ``count_batch_ends``: one ``UPDATE … RETURNING`` where the database has it,
+        else the ``UPDATE`` and a read of the row it locked."""
+        table = connection.ops.quote_name(Batch._meta.db_table)
+        returning = cls.update_returns_rows(connection)
+        pk = rows.prep(Batch, "id", batch_id, connection)
+        sql = query("common", "count_batch_ends").format(
+            table=table, returning="RETURNING pending, sealed_at, finished_at" if returning else ""
+        )
+        params = [succeeded + failed + cancelled, succeeded, failed, cancelled, pk]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            if not returning:
+                if not cursor.rowcount:
+                    return False
+                cursor.execute(query("common", "batch_finishable").format(table=table), [pk])
+            row = cursor.fetchone()
+        return bool(row and row[0] == 0 and row[1] is not None and row[2] is None)
 
     @classmethod
     def announce_queue_change(cls, connection: BaseDatabaseWrapper, name: str) -> None:
@@ -328,6 +378,35 @@ def complete_succeeded(alias: str, items: Sequence[Success], *, worker_id: str) 
         return set()
     connection = connections[alias]
     return strategy_class(connection).complete_succeeded(connection, items, worker_id=worker_id)
+
+
+def count_batch_ends(
+    alias: str, batch_id: Any, *, succeeded: int = 0, failed: int = 0, cancelled: int = 0
+) -> bool:
+    """Jobs of batch ``batch_id`` ended (in the caller's transaction): ``pending`` goes down
+    by their number and each status's counter up, in one statement where the database can
+    return the row it updated. Returns whether the batch may finish now: sealed, not
+    finished, nothing pending (False for a batch that does not exist). The row stays locked
+    by this transaction, so no other can finish the batch meanwhile."""
+    connection = connections[alias]
+    return strategy_class(connection).count_batch_ends(
+        connection, batch_id, succeeded, failed, cancelled
+    )
+
+
+def complete_succeeded_counting(
+    alias: str, items: Sequence[Success], *, worker_id: str
+) -> tuple[set[Any], set[Any]]:
+    """``complete_succeeded`` for items some of whose jobs belong to batches: their batches'
+    counters move in the same transaction (in the same statement on PostgreSQL, for one
+    batch), as ``count_batch_ends`` would. Returns the primary keys of the jobs recorded and
+    the batches that may finish now (their rows stay locked by this transaction)."""
+    if not items:
+        return set(), set()
+    connection = connections[alias]
+    return strategy_class(connection).complete_succeeded_counting(
+        connection, items, worker_id=worker_id
+    )
 
 
 def estimated_row_count(model: Any, alias: str) -> int | None:

@@ -1,6 +1,7 @@
 """SQLite: no row locks, no arrays, no LISTEN/NOTIFY (statements in ``sql/sqlite.sql``)."""
 
 import contextlib
+import sqlite3
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -31,6 +32,11 @@ class SQLiteStrategy(BaseStrategy):
 
     vendor = "sqlite"
     sql = "sqlite"
+
+    @classmethod
+    def update_returns_rows(cls, connection: BaseDatabaseWrapper) -> bool:
+        """SQLite has ``UPDATE … RETURNING`` from 3.35 on."""
+        return sqlite3.sqlite_version_info >= (3, 35)
 
     def _claim(
         self,

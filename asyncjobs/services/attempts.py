@@ -135,15 +135,14 @@ def record_successes(batch: Sequence[Success], *, worker_id: str, using: str) ->
     primary keys of the jobs recorded.
     """
     with transaction.atomic(using=using):
-        recorded = db.complete_succeeded(
-            using,
-            [
-                (s.job, s.return_value, _status_code(s.http_status), s.started_at, s.finished_at)
-                for s in batch
-            ],
-            worker_id=worker_id,
-        )
-        ended: dict[uuid.UUID, batches.Ended] | None = None
+        items = [
+            (s.job, s.return_value, _status_code(s.http_status), s.started_at, s.finished_at)
+            for s in batch
+        ]
+        if any(s.job.batch_id is not None for s in batch):
+            recorded = batches.complete_in_batches(items, worker_id=worker_id, using=using)
+        else:
+            recorded = db.complete_succeeded(using, items, worker_id=worker_id)
         for success in batch:
             job = success.job
             if job.pk not in recorded:
@@ -151,11 +150,6 @@ def record_successes(batch: Sequence[Success], *, worker_id: str, using: str) ->
             job.status, job.return_value = JobStatus.SUCCEEDED, success.return_value
             job.finished_at = success.finished_at
             schedule_webhook(job, now=success.finished_at, using=using)
-            if job.batch_id is not None:
-                ended = ended or {}
-                ended.setdefault(job.batch_id, batches.Ended()).succeeded += 1
-        if ended:  # one UPDATE per batch for the whole flush
-            batches.jobs_ended(ended, using=using, now=batch[-1].finished_at)
     return recorded
 
 

@@ -20,15 +20,16 @@ second seeing the first's stamps. Each callback fires at most once in the batch'
 
 import dataclasses
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
 from django.db.models import F
 
-from asyncjobs import retry
+from asyncjobs import db, retry
 from asyncjobs.conf import jobs_settings
+from asyncjobs.db.base import Success as Completion
 from asyncjobs.exceptions import BatchClosedError
 from asyncjobs.models import Batch
 from asyncjobs.services.enqueue import build_job, current_owner, enqueue_jobs
@@ -136,24 +137,31 @@ def jobs_added(batch_id: uuid.UUID | str, count: int, *, using: str) -> None:
 
 def jobs_ended(ended: Mapping[Any, Ended], *, using: str, now: datetime) -> None:
     """Jobs of these batches reached a terminal status in the caller's transaction: one
-    UPDATE per batch, in the order of their ids (two transactions ending jobs of the same
-    batches lock them in the same order), and the finish of each batch this empties."""
+    statement per batch (``db.count_batch_ends``), in the order of their ids (two
+    transactions ending jobs of the same batches lock them in the same order), and the
+    finish of each batch this empties."""
     for batch_id in sorted(ended, key=str):
         counts = ended[batch_id]
-        if not counts.total:
-            continue
-        moved = (
-            Batch.objects.using(using)
-            .filter(pk=batch_id)
-            .update(
-                pending=F("pending") - counts.total,
-                succeeded=F("succeeded") + counts.succeeded,
-                failed=F("failed") + counts.failed,
-                cancelled=F("cancelled") + counts.cancelled,
-            )
-        )
-        if moved:  # (a pruned batch is gone: nothing to count)
+        if counts.total and db.count_batch_ends(
+            using,
+            batch_id,
+            succeeded=counts.succeeded,
+            failed=counts.failed,
+            cancelled=counts.cancelled,
+        ):
             _finish_if_done(batch_id, using=using, now=now)
+
+
+def complete_in_batches(items: Sequence[Completion], *, worker_id: str, using: str) -> set[Any]:
+    """running → succeeded for a flush that holds jobs of batches (``db.complete_succeeded``
+    otherwise), in the caller's transaction: the batches' counters move with it (one
+    statement for all on PostgreSQL when they are of one batch), and each batch this empties
+    finishes. Returns the primary keys of the jobs recorded."""
+    recorded, finishable = db.complete_succeeded_counting(using, items, worker_id=worker_id)
+    now = max(finished for *_, finished in items)
+    for batch_id in sorted(finishable, key=str):
+        _finish_if_done(batch_id, using=using, now=now)
+    return recorded
 
 
 def jobs_reopened(reopened: Mapping[Any, Ended], *, using: str) -> None:

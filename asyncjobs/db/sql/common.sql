@@ -22,3 +22,15 @@
 -- name: insert
 -- One new job, every column ({marks}: one "%s" per column, generated).
 INSERT INTO {table} ({columns}) VALUES ({marks})
+
+-- name: count_batch_ends
+-- Jobs of a batch ended: its counters move (the row's lock is held from here to the
+-- commit). {returning}: "RETURNING pending, sealed_at, finished_at" where UPDATE can return
+-- rows, else empty (then "batch_finishable" reads the row). The columns themselves, not
+-- "finished_at IS NULL": SQLite 3.40 answered that test wrongly in a RETURNING clause.
+UPDATE {table} SET pending = pending - %s, succeeded = succeeded + %s, failed = failed + %s,
+    cancelled = cancelled + %s
+WHERE id = %s {returning}
+
+-- name: batch_finishable
+SELECT pending, sealed_at, finished_at FROM {table} WHERE id = %s

@@ -73,6 +73,45 @@ WITH d AS (
 )
 SELECT job_id FROM closed
 
+-- name: complete_succeeded_counting
+-- complete_succeeded for a flush holding jobs of one batch: the batch's counters move in the
+-- same statement (no round trip more than for plain jobs). Returns the ids of the jobs
+-- recorded, then a row per batch counted: its id and whether it may finish now (sealed,
+-- not finished, nothing pending). Used for one batch at a time only: the UPDATE of several
+-- batch rows would lock them in no set order.
+WITH d AS (
+    SELECT * FROM unnest(%(ids)b::uuid[], %(numbers)b::integer[],
+        %(statuses)b::integer[], %(starts)b::timestamptz[], %(ends)b::timestamptz[],
+        %(values)b::text[]) AS d(did, dnumber, dstatus, dstart, dend, dvalue)
+), closed AS (
+    UPDATE {attempt_table} AS a SET finished_at = d.dend,
+        started_at = COALESCE(d.dstart, a.started_at), outcome = 'succeeded',
+        http_status = d.dstatus
+    FROM d
+    WHERE a.job_id = d.did AND a.number = d.dnumber AND a.worker_id = %(worker)s
+        AND a.finished_at IS NULL
+    RETURNING a.job_id
+), finished AS (
+    UPDATE {table} AS j SET status = 'succeeded', return_value = d.dvalue::jsonb,
+        finished_at = d.dend, worker_id = '', lease_expires_at = NULL,
+        last_attempted_at = COALESCE(d.dstart, j.last_attempted_at),
+        unique_key = CASE WHEN j.unique_for IS NULL THEN NULL ELSE j.unique_key END
+    FROM d JOIN closed ON closed.job_id = d.did
+    WHERE j.id = d.did AND j.status = 'running' AND j.worker_id = %(worker)s
+    RETURNING j.id, j.batch_id
+), counted AS (
+    UPDATE {batch_table} AS b SET pending = b.pending - c.n, succeeded = b.succeeded + c.n
+    FROM (
+        SELECT batch_id, count(*) AS n FROM finished WHERE batch_id IS NOT NULL
+        GROUP BY batch_id
+    ) AS c
+    WHERE b.id = c.batch_id
+    RETURNING b.id, b.pending = 0 AND b.sealed_at IS NOT NULL AND b.finished_at IS NULL AS done
+)
+SELECT job_id, NULL::uuid, NULL::boolean FROM closed
+UNION ALL SELECT NULL, id, done FROM counted
+
+
 -- name: copy
 COPY {table} ({columns}) FROM STDIN
 
