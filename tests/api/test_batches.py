@@ -163,3 +163,35 @@ def test_batch_streams_share_the_callers_stream_cap(api, users, settings):
     again = client.get(url(batch, "events/"))  # the slot is free again
     assert again.status_code == 200
     close(again)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_stream_follows_a_real_batch_worked_off_by_a_runner(api, users, runner):
+    """The counters moved by the worker's own transitions (batched completions, a failure
+    for good) drive the stream to its end, with the failure listed."""
+    from asyncjobs import batch
+    from tests import batch_tasks
+
+    with batch(description="streamed") as b:
+        b.enqueue_many([(batch_tasks.piece, [n], {}) for n in range(6)])
+        b.enqueue(batch_tasks.broken, 99)
+    response = api(users["staff"]).get(f"/jobs/batches/{b.id}/events/")
+    chunks, worker = [], None
+    for chunk in response.streaming_content:
+        chunks.append(chunk)
+        if worker is None and parse(chunks):
+
+            def work():
+                runner().drain()
+                connections.close_all()
+
+            worker = threading.Thread(target=work)
+            worker.start()
+    assert worker is not None
+    worker.join(20)
+    assert not worker.is_alive()
+    seen = parse(chunks)
+    assert seen[0][0] == "status" and '"pending": 7' in seen[0][1]
+    event, data = seen[-1]
+    assert event == "end" and '"state": "failed"' in data
+    assert '"succeeded": 6' in data and "piece 99 is broken" in data
