@@ -1,4 +1,4 @@
-.PHONY: help test test-fast test-no-fast-path matrix pg-versions smoke wheel-check demo lint bench bench-quick bench-compare bench-compare-mariadb bench-compare-pgbouncer bench-compare-quick soak soak-quick chaos chaos-quick chaos-quick-pooled
+.PHONY: help test test-fast test-no-fast-path matrix pg-versions smoke wheel-check demo lint bench bench-quick bench-batches bench-batches-quick bench-compare bench-compare-mariadb bench-compare-pgbouncer bench-compare-quick soak soak-quick chaos chaos-quick chaos-quick-pooled
 
 test:  ## set up .venv, run the whole test suite on SQLite, then PostgreSQL, then MariaDB
 	bash scripts/test.sh
@@ -32,6 +32,12 @@ bench:  ## the benchmark suite on PostgreSQL (see bench/README.md)
 
 bench-quick:  ## a small run of the benchmark suite, to prove it runs (no timing assertions)
 	bash scripts/bench.sh --quick
+
+bench-batches:  ## a batch of 100,000 jobs against 100,000 plain jobs, enqueue and drain, A/B interleaved (PostgreSQL)
+	bash scripts/bench.sh --batches
+
+bench-batches-quick:  ## the same with 2,000 jobs, one round: proves it runs
+	bash scripts/bench.sh --batches --quick
 
 bench-compare:  ## asyncjobs against django-tasks-db, procrastinate, Celery+Redis and a raw psycopg baseline (installs the peers in bench/.peers)
 	bash scripts/bench.sh --compare
