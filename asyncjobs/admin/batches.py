@@ -23,11 +23,12 @@ from django.utils.safestring import mark_safe
 from asyncjobs import services
 from asyncjobs.admin.display import badge, precise_time, progress_bar
 from asyncjobs.exceptions import InvalidTransitionError, JobNotFoundError
-from asyncjobs.models import Batch, BatchState, Job, JobStatus
+from asyncjobs.models import TERMINAL_STATUSES, Batch, BatchState, Job, JobStatus
 
 VIEW_PERMISSION = "asyncjobs.view_job"
-# Statuses a batch's job may still be in (the counters hold the others).
-PENDING_STATUSES = (JobStatus.SCHEDULED, JobStatus.QUEUED, JobStatus.RUNNING)
+# Statuses a batch's job may still be in (the counters hold the others): every status not
+# terminal, so that a status added later is counted and cancelled too.
+PENDING_STATUSES = tuple(s for s in JobStatus if s not in TERMINAL_STATUSES)
 
 
 def job_list_url(batch_id: Any, status: str | None = None) -> str:
