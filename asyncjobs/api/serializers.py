@@ -308,7 +308,9 @@ class BatchFailureSerializer(serializers.Serializer[dict[str, Any]]):
 class BatchFailuresSerializer(serializers.Serializer[dict[str, Any]]):
     count = serializers.IntegerField(help_text="How many of the batch's jobs failed.")
     jobs = BatchFailureSerializer(
-        many=True, help_text=f"At most {FAILURES_SHOWN} of them, oldest failure first."
+        many=True,
+        help_text=f"At most {FAILURES_SHOWN} of them (the first the index gives), shown "
+        "oldest failure first.",
     )
 
 
