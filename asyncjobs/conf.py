@@ -119,9 +119,10 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_MAX_ATTEMPTS": 5,
     "WEBHOOK_QUEUE": None,
     # The client API: how long a status token stays valid; permission classes (dotted paths)
-    # for reading a job, for list and stats, and for creating callback jobs.
+    # for reading a job, a batch, for list and stats, and for creating callback jobs.
     "STATUS_TOKEN_MAX_AGE": timedelta(days=1),
     "API_READ_PERMISSION_CLASSES": ("asyncjobs.api.permissions.CanReadJob",),
+    "API_BATCH_READ_PERMISSION_CLASSES": ("asyncjobs.api.permissions.CanReadBatch",),
     "API_ADMIN_PERMISSION_CLASSES": ("asyncjobs.api.permissions.CanViewJobs",),
     "API_CREATE_PERMISSION_CLASSES": ("asyncjobs.api.permissions.CanCreateJob",),
     "API_EVENTS_MAX_DURATION": timedelta(minutes=5),

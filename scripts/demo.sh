@@ -36,12 +36,13 @@ cat <<EOM
 
   asyncjobs demo running
     demo page   http://127.0.0.1:$PORT/   (the five scenarios)
-    sign-up     http://127.0.0.1:$PORT/signup/   (background vs synchronous, timed)
+    sign-up     http://127.0.0.1:$PORT/signup/   (a batch of five vs synchronous, timed)
     checkout    http://127.0.0.1:$PORT/checkout/
-    report      http://127.0.0.1:$PORT/reports/   (live progress bar)
+    report      http://127.0.0.1:$PORT/reports/   (a batch of chunks, live bar)
     partner API http://127.0.0.1:$PORT/partner/   (rate-limited queue)
     admin       http://127.0.0.1:$PORT/admin/   (user and password above)
     dashboard   http://127.0.0.1:$PORT/admin/asyncjobs/dashboard/
+    batches     http://127.0.0.1:$PORT/admin/asyncjobs/batch/
     dead letter http://127.0.0.1:$PORT/admin/asyncjobs/job/dead-letter/
     metrics     http://127.0.0.1:$PORT/metrics/   (as a logged-in staff user)
     job API     http://127.0.0.1:$PORT/jobs/<id>/   (after logging in to the admin)

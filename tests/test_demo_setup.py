@@ -44,7 +44,7 @@ def test_demo_set_up_from_scratch(tmp_path):
     setup = manage(tmp_path, "demo_setup")
     assert setup.returncode == 0, setup.stderr
     assert re.search(r"Admin user: admin / password: \S{12}", setup.stdout)
-    assert "Enqueued 17 demo jobs" in setup.stdout
+    assert "Enqueued 20 demo jobs" in setup.stdout
     check = manage(tmp_path, "check", "--fail-level", "WARNING")
     assert check.returncode == 0, check.stdout + check.stderr
 
@@ -53,7 +53,9 @@ def test_demo_set_up_from_scratch(tmp_path):
             db.execute("SELECT queue_name, count(*) FROM asyncjobs_job GROUP BY queue_name")
         )
         products = db.execute("SELECT count(*) FROM demo_product").fetchone()[0]
-    assert queues == {"default": 4, "emails": 2, "reports": 1, "partner": 10}
+        batches = db.execute("SELECT description, total FROM asyncjobs_batch").fetchall()
+    assert queues == {"default": 4, "emails": 2, "reports": 4, "partner": 10}
+    assert sorted(total for _, total in batches) == [4, 5]
     assert products == 3
     # Running it again (a second `make demo`) keeps the data and resets the password.
     again = manage(tmp_path, "demo_setup")

@@ -12,8 +12,10 @@ from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
 
-from asyncjobs.models import Job, JobStatus
+from asyncjobs import cancel_job
+from asyncjobs.models import Batch, Job, JobStatus
 from asyncjobs.testing import assert_enqueued, assert_not_enqueued, enqueued_jobs, work_off
+from asyncjobs.tokens import make_token
 from example_project.demo import tasks
 from example_project.demo.models import AnalyticsEvent, Order, PartnerCall, Product, Profile
 
@@ -39,9 +41,20 @@ def test_signup_in_the_background_answers_and_enqueues_the_fan_out(client, demo)
     assert b"background jobs" in response.content
     assert len(response.context["jobs"]) == 5  # the page follows each job live
     assert all("token=" in job["status_url"] for job in response.context["jobs"])
+    fan_out = Batch.objects.get()
+    assert set(Job.objects.filter(batch=fan_out).values_list("enqueued_by", flat=True)) == {None}
+    assert response.context["batch_url"].startswith(f"/jobs/batches/{fan_out.pk}/?token=")
+    assert b'id="all-done"' in response.content
+    assert client.get(response.context["batch_url"]).json()["state"] == "running"
 
     done = work_off()
-    assert (done.succeeded, done.failed) == (5, 0)
+    assert (done.succeeded, done.failed) == (6, 0)  # the five, then on_complete
+    body = client.get(response.context["batch_url"]).json()
+    assert (body["state"], body["counts"]["succeeded"]) == ("succeeded", 5)
+    event = AnalyticsEvent.objects.get(name="signup_complete")
+    assert event.payload["batch"] == str(fan_out.pk) and event.payload["succeeded"] == 5
+    tasks.signup_complete.call(str(fan_out.pk), {"succeeded": 5})  # again: still one event
+    assert AnalyticsEvent.objects.filter(name="signup_complete").count() == 1
     profile = Profile.objects.get(user=user)
     assert profile.provisioned_at is not None
     assert profile.crm_id.startswith("crm-")
@@ -61,7 +74,7 @@ def test_a_flaky_crm_is_retried_with_backoff(client, demo):
     assert crm.status == JobStatus.SCHEDULED  # failed once, waiting for its retry
     assert "503" in crm.last_error_message
     demo.DEMO_CRM_FAILURE_RATE = 0.0
-    assert work_off(now=now + timedelta(seconds=30)).succeeded == 1
+    assert work_off(now=now + timedelta(seconds=30)).succeeded == 2  # and the on_complete
     crm.refresh_from_db()
     assert crm.status == JobStatus.SUCCEEDED
     assert [a.outcome for a in crm.attempt_set.order_by("number")] == ["failed", "succeeded"]
@@ -153,38 +166,75 @@ def test_reserving_more_than_the_stock_fails_at_once(client, demo):
     assert poster.stock == 3
 
 
-def test_report_reports_progress_and_offers_its_file_to_token_holders(client, demo):
-    response = client.post(reverse("demo:reports"), {"rows": 30})
-    job = Job.objects.get(task_path=tasks.build_report.module_path)
-    assert response["Location"] == reverse("demo:report-status", args=[job.pk])
+def test_report_is_a_batch_of_chunks_whose_file_goes_to_token_holders(client, demo):
+    response = client.post(reverse("demo:reports"), {"rows": 60})
+    report = Batch.objects.get()
+    assert response["Location"] == reverse("demo:report-status", args=[report.pk])
+    chunks = Job.objects.filter(batch=report).order_by("args")
+    assert [job.args for job in chunks] == [[1, 25], [26, 50], [51, 60]]
+    assert {job.task_path for job in chunks} == {tasks.build_report_chunk.module_path}
+    assert (report.total, report.description, report.state) == (3, "Report of 60 rows", "running")
     page = client.get(response["Location"])
     status_url = page.context["status_url"]
-    assert f"/jobs/{job.pk}/?token=" in status_url
-    assert client.get(status_url).json()["status"] == "queued"
-
-    work_off()
+    assert f"/jobs/batches/{report.pk}/?token=" in status_url
     body = client.get(status_url).json()
-    assert body["status"] == "succeeded"
-    assert body["progress"]["percent"] == 100
+    assert (body["state"], body["percent"], body["counts"]["pending"]) == ("running", 0.0, 3)
+
     token = status_url.split("token=")[1]
-    download = client.get(body["result"]["download"], {"token": token})
-    assert download.status_code == 200
-    rows = list(csv.reader(io.StringIO(b"".join(download.streaming_content).decode())))
-    assert len(rows) == 31 and rows[0] == ["row", "value", "square"]
-    assert client.get(body["result"]["download"]).status_code == 404  # no token
-    assert client.get(body["result"]["download"], {"token": "forged"}).status_code == 404
+    download = page.context["download_url"]
+    assert client.get(download, {"token": token}).status_code == 404  # not ready yet
+    done = work_off()
+    assert done.succeeded == 4  # three chunks, then the on_success callback
+    body = client.get(status_url).json()
+    assert (body["state"], body["percent"], body["failures"]["count"]) == ("succeeded", 100.0, 0)
+    assert Job.objects.get(task_path=tasks.report_done.module_path).status == JobStatus.SUCCEEDED
+    response = client.get(download, {"token": token})
+    assert response.status_code == 200
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert len(rows) == 61 and rows[0] == ["row", "value", "square"]
+    assert [int(r[0]) for r in rows[1:]] == list(range(1, 61))
+    assert client.get(download).status_code == 404  # no token
+    assert client.get(download, {"token": "forged"}).status_code == 404
+    job_token = make_token(chunks[0].pk)  # a chunk's own token opens no report
+    assert client.get(download, {"token": job_token}).status_code == 404
 
 
-def test_a_failing_report_attempt_is_retried_and_the_api_says_when(client, demo):
-    client.post(reverse("demo:reports"), {"rows": 20, "flaky": "on"})
-    work_off()
-    job = Job.objects.get(task_path=tasks.build_report.module_path)
+def test_a_failing_chunk_is_retried_and_the_report_still_completes(client, demo):
+    client.post(reverse("demo:reports"), {"rows": 100, "flaky": "on"})
+    report = Batch.objects.get()
+    now = timezone.now()
+    work_off(now=now)
     body = client.get(
-        client.get(reverse("demo:report-status", args=[job.pk])).context["status_url"]
+        client.get(reverse("demo:report-status", args=[report.pk])).context["status_url"]
     ).json()
-    assert body["status"] == "scheduled"
-    assert body["next_attempt_at"]
-    assert "data warehouse" in body["last_error"]["message"]
+    assert body["state"] == "running" and body["counts"] == {
+        "pending": 1,
+        "succeeded": 3,
+        "failed": 0,
+        "cancelled": 0,
+    }
+    flaky = Job.objects.get(batch=report, status=JobStatus.SCHEDULED)
+    assert "data warehouse" in flaky.last_error_message and flaky.args == [51, 75]
+    work_off(now=now + timedelta(seconds=10))
+    report.refresh_from_db()
+    assert report.state == "succeeded"
+    path = tasks.report_file(report.pk)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 101 and lines[51] == "51,54,2601"  # the retried chunk, once
+
+
+def test_a_report_whose_chunk_fails_for_good_says_so(client, demo):
+    client.post(reverse("demo:reports"), {"rows": 30})
+    report = Batch.objects.get()
+    first = Job.objects.filter(batch=report).order_by("args").first()
+    cancel_job(first.pk)
+    work_off()
+    report.refresh_from_db()
+    assert report.state == "failed" and report.cancelled == 1
+    assert not Job.objects.filter(task_path=tasks.report_done.module_path).exists()
+    token = client.get(reverse("demo:report-status", args=[report.pk])).context["status_url"]
+    download = reverse("demo:report-download", args=[report.pk])
+    assert client.get(download, {"token": token.split("token=")[1]}).status_code == 404
 
 
 def test_partner_calls_go_through_the_rate_limited_queue(client, demo):

@@ -1,4 +1,4 @@
-"""The live dashboard: queues, lag, dead letter, throughput chart, workers."""
+"""The live dashboard: queues, lag, dead letter, throughput chart, batches, workers."""
 
 from typing import Any
 
@@ -6,11 +6,13 @@ from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from asyncjobs import monitoring
+from asyncjobs.admin.display import badge, precise_time, progress_bar
 from asyncjobs.models import Dashboard
 
 
@@ -72,7 +74,8 @@ def throughput_svg(
 
 @admin.register(Dashboard)
 class DashboardAdmin(admin.ModelAdmin):
-    """The live dashboard: queues, lag, dead letter, throughput, workers. Refreshes itself."""
+    """The live dashboard: queues, lag, dead letter, throughput, batches, workers. Refreshes
+    itself."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -93,7 +96,18 @@ class DashboardAdmin(admin.ModelAdmin):
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
-        snap = monitoring.snapshot(now=timezone.now())
+        now = timezone.now()
+        snap = monitoring.snapshot(now=now)
+        batches = [
+            {
+                "batch": b,
+                "state": badge(str(b.state.value)),
+                "bar": progress_bar(b),
+                "created": precise_time(b.created_at, date=False),
+                "url": reverse("admin:asyncjobs_batch_change", args=[str(b.pk)]),
+            }
+            for b in monitoring.dashboard_batches(now=now)
+        ]
         context = {
             **self.admin_site.each_context(request),
             "title": "Background jobs dashboard",
@@ -101,6 +115,7 @@ class DashboardAdmin(admin.ModelAdmin):
             "snap": snap,
             "chart": throughput_svg(snap.throughput),
             "finished_last_hour": sum(ok + bad for _, ok, bad in snap.throughput),
+            "batches": batches,
         }
         template = (
             "admin/asyncjobs/dashboard_fragment.html"

@@ -11,6 +11,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from asyncjobs import services
 from asyncjobs.conf import jobs_settings
@@ -24,6 +25,7 @@ STATUS_COLOURS = {
     "cancelled": "#4b5563",
     "lost": "#7c2d12",
     "timed_out": "#9a3412",
+    "open": "#7c3aed",
 }
 
 
@@ -125,3 +127,46 @@ class EstimatedCountPaginator(Paginator):
             if estimate is not None and estimate > 10_000:
                 return estimate
         return super().count
+
+
+BAR_COLOURS = (
+    ("succeeded", "#16a34a"),
+    ("failed", "#dc2626"),
+    ("cancelled", "#6b7280"),
+)
+
+
+def progress_bar(batch: Any, *, width: str = "140px") -> str:
+    """A batch's progress as a stacked bar: succeeded, failed and cancelled jobs in their
+    colours, the pending ones left blank; the counts on hover and for screen readers."""
+    total = max(int(batch.total), 1)
+    segments = []
+    for name, colour in BAR_COLOURS:
+        count = int(getattr(batch, name))
+        if count:
+            segments.append(
+                format_html(
+                    '<span class="asyncjobs-bar-{}" style="display:inline-block;height:100%;'
+                    'width:{}%;background:{}"></span>',
+                    name,
+                    f"{100 * count / total:.2f}",
+                    colour,
+                )
+            )
+    label = (
+        f"{batch.percent:g}% of {batch.total}: {batch.succeeded} succeeded, "
+        f"{batch.failed} failed, {batch.cancelled} cancelled, {batch.pending} pending"
+    )
+    return format_html(
+        '<span style="white-space:nowrap"><span class="asyncjobs-bar" role="progressbar" '
+        'aria-valuemin="0" aria-valuemax="100" '
+        'aria-valuenow="{}" aria-label="{}" title="{}" style="display:inline-flex;'
+        "width:{};height:10px;background:#e5e7eb;border-radius:5px;overflow:hidden;"
+        'vertical-align:middle">{}</span> {}%</span>',
+        f"{batch.percent:g}",
+        label,
+        label,
+        width,
+        mark_safe("".join(segments)),  # noqa: S308 (each built by format_html)
+        f"{batch.percent:g}",
+    )

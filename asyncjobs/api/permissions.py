@@ -4,7 +4,8 @@ Operators' rights come from Django's model permissions, as in the admin: ``is_st
 opens nothing. ``asyncjobs.view_job`` reads every job (with tracebacks), the list, the stats
 and the metrics; ``retry_job``, ``cancel_job``, ``add_job`` and ``pause_queue`` allow what
 their names say. A job is also read by the user it was enqueued for and by the holder of its
-status token.
+status token. A batch is read by the same operators (``view_job``: a batch shows its jobs'
+errors), by the user it was enqueued for and by the holder of the batch's own token.
 """
 
 from typing import Any
@@ -13,7 +14,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 from asyncjobs import services
-from asyncjobs.tokens import check_token
+from asyncjobs.tokens import check_batch_token, check_token
 
 TOKEN_HEADER = "HTTP_X_JOB_TOKEN"  # noqa: S105 (a header name)
 VIEW_PERMISSION = "asyncjobs.view_job"
@@ -26,7 +27,7 @@ def request_token(request: Request) -> str:
 
 
 def is_owner(request: Request, job: Any) -> bool:
-    """Whether the request's user is the user the job was enqueued for."""
+    """Whether the request's user is the user the job (or batch) was enqueued for."""
     user = request.user
     return bool(user and user.is_authenticated and job.enqueued_by_id == user.pk)
 
@@ -51,6 +52,22 @@ class CanReadJob(BasePermission):
         if can_view_jobs(request.user):
             return True
         return is_owner(request, obj) or check_token(request_token(request), obj.pk)
+
+
+class CanReadBatch(BasePermission):
+    """Read one batch (its counts and its failed jobs' errors): users with
+    ``asyncjobs.view_job``; the user it was enqueued for; the holder of its batch token.
+
+    A batch token opens that batch only; a job's token never opens a batch.
+    """
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return True  # decided per batch
+
+    def has_object_permission(self, request: Request, view: Any, obj: Any) -> bool:
+        if can_view_jobs(request.user):
+            return True
+        return is_owner(request, obj) or check_batch_token(request_token(request), obj.pk)
 
 
 class CanViewJobs(BasePermission):

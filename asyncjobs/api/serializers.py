@@ -14,7 +14,7 @@ from rest_framework import serializers
 from asyncjobs import outbound, services
 from asyncjobs.conf import jobs_settings
 from asyncjobs.exceptions import ConfigurationError
-from asyncjobs.models import Attempt, Job, JobStatus
+from asyncjobs.models import Attempt, Batch, Job, JobStatus
 from asyncjobs.tasks_api import task_backends
 from asyncjobs.text import has_lone_surrogate
 
@@ -283,6 +283,123 @@ class WorkerStatsSerializer(serializers.Serializer[dict[str, Any]]):
 class StatsSerializer(serializers.Serializer[dict[str, Any]]):
     queues = QueueStatsSerializer(many=True)
     workers = WorkerStatsSerializer(many=True)
+
+
+# How many of a batch's failed jobs ``GET /jobs/batches/<id>/`` lists (``failures.count``
+# says how many there are): a poll stays small however many jobs failed.
+FAILURES_SHOWN = 50
+
+
+class BatchCountsSerializer(serializers.Serializer[dict[str, Any]]):
+    pending = serializers.IntegerField(help_text="Jobs not finished yet.")
+    succeeded = serializers.IntegerField()
+    failed = serializers.IntegerField(help_text="Jobs that failed for good.")
+    cancelled = serializers.IntegerField()
+
+
+class BatchFailureSerializer(serializers.Serializer[dict[str, Any]]):
+    id = serializers.UUIDField()
+    task = serializers.CharField()
+    error_class = serializers.CharField()
+    message = serializers.CharField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class BatchFailuresSerializer(serializers.Serializer[dict[str, Any]]):
+    count = serializers.IntegerField(help_text="How many of the batch's jobs failed.")
+    jobs = BatchFailureSerializer(
+        many=True,
+        help_text=f"At most {FAILURES_SHOWN} of them (the first the index gives), shown "
+        "oldest failure first.",
+    )
+
+
+class BatchLinksSerializer(serializers.Serializer[dict[str, Any]]):
+    self = serializers.CharField(help_text="This batch (with the request's ?token=, if any).")
+    events = serializers.CharField(help_text="Its Server-Sent Events.")
+
+
+class BatchSerializer(serializers.ModelSerializer[Batch]):
+    """A batch as clients poll it: read from the batch's counters (no count over its jobs)
+    and, when some failed, the first ``FAILURES_SHOWN`` failed jobs."""
+
+    state = serializers.SerializerMethodField()
+    counts = serializers.SerializerMethodField()
+    finished = serializers.IntegerField(read_only=True, help_text="Jobs that ended.")
+    percent = serializers.FloatField(read_only=True, help_text="Finished jobs, 0 to 100.")
+    failures = serializers.SerializerMethodField()
+    links = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Batch
+        fields: tuple[str, ...] = (
+            "id",
+            "description",
+            "state",
+            "total",
+            "counts",
+            "finished",
+            "percent",
+            "created_at",
+            "sealed_at",
+            "finished_at",
+            "failures",
+            "links",
+        )
+        read_only_fields = fields
+
+    @extend_schema_field({"type": "string", "enum": ["open", "running", "succeeded", "failed"]})
+    def get_state(self, obj: Batch) -> str:
+        return str(obj.state.value)
+
+    @extend_schema_field(BatchCountsSerializer)
+    def get_counts(self, obj: Batch) -> dict[str, int]:
+        return {
+            "pending": obj.pending,
+            "succeeded": obj.succeeded,
+            "failed": obj.failed,
+            "cancelled": obj.cancelled,
+        }
+
+    @extend_schema_field(BatchFailuresSerializer)
+    def get_failures(self, obj: Batch) -> dict[str, Any]:
+        shown: list[dict[str, Any]] = []
+        if obj.failed:
+            # Served by the (batch, status) index, and stops at FAILURES_SHOWN rows: no sort
+            # over every failed job of a large batch; the few read are ordered here.
+            rows = (
+                Job.objects.using(obj._state.db or "default")
+                .filter(batch_id=obj.pk, status=JobStatus.FAILED)
+                .order_by()
+                .values_list("pk", "task_path", "last_error_class", "last_error_message",
+                             "finished_at")[:FAILURES_SHOWN]
+            )  # fmt: skip
+            for pk, task, error_class, message, finished_at in sorted(
+                rows, key=lambda row: (row[4] is None, row[4] or 0, str(row[0]))
+            ):
+                shown.append(
+                    {
+                        "id": pk,
+                        "task": task,
+                        "error_class": error_class,
+                        "message": message,
+                        "finished_at": finished_at,
+                    }
+                )
+        one = BatchFailureSerializer()
+        return {"count": obj.failed, "jobs": [one.to_representation(row) for row in shown]}
+
+    @extend_schema_field(BatchLinksSerializer)
+    def get_links(self, obj: Batch) -> dict[str, str]:
+        request = self.context.get("request")
+        token = request.query_params.get("token") if request is not None else None
+        links = {}
+        for name, route in (("self", "batch-detail"), ("events", "batch-events")):
+            url = reverse(f"asyncjobs:{route}", args=[str(obj.pk)])
+            if token:
+                url = f"{url}?{urlencode({'token': token}, safe=':')}"
+            links[name] = request.build_absolute_uri(url) if request is not None else url
+        return links
 
 
 def retry_after_seconds(job: Job) -> int | None:

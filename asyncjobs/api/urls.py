@@ -9,6 +9,8 @@ urlpatterns = [
     path(
         "queues/<str:name>/resume/", views.QueuePauseView.as_view(paused=False), name="queue-resume"
     ),
+    path("batches/<str:batch_id>/", views.BatchDetailView.as_view(), name="batch-detail"),
+    path("batches/<str:batch_id>/events/", views.BatchEventsView.as_view(), name="batch-events"),
     path("<str:job_id>/", views.JobDetailView.as_view(), name="job-detail"),
     path("<str:job_id>/events/", views.JobEventsView.as_view(), name="job-events"),
     path("<str:job_id>/result/", views.JobResultView.as_view(), name="job-result"),

@@ -6,6 +6,7 @@ died mid-way runs again): each checks what is already done before doing it.
 
 import csv
 import hashlib
+import os
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
-from asyncjobs import Exponential, Fixed
+from asyncjobs import Exponential, Fixed, batch
 from asyncjobs.tasks_api import task
 from example_project.demo.models import AnalyticsEvent, Order, Product, Profile
 
@@ -133,6 +134,26 @@ def notify_team(user_id: int) -> str:
 SIGNUP_TASKS = (send_welcome_email, provision_account, sync_crm, generate_avatar, notify_team)
 
 
+@task(queue_name="emails")
+def signup_complete(batch_id: str, summary: dict) -> int:
+    """The sign-up batch's ``on_complete``: all five jobs finished (however each ended).
+    Records one analytics event per batch (idempotent: a second run finds it)."""
+    existing = AnalyticsEvent.objects.filter(name="signup_complete", payload__batch=batch_id)
+    if existing.exists():
+        return existing.first().pk
+    return AnalyticsEvent.objects.create(
+        name="signup_complete", payload={"batch": batch_id, **summary}
+    ).pk
+
+
+def start_signup(user_id: int) -> tuple[batch, list]:
+    """The sign-up fan-out: the five follow-up jobs of user ``user_id`` as one batch, with
+    ``signup_complete`` once all five are done. Call it in the user's own transaction."""
+    with batch(on_complete=signup_complete, description=f"Sign-up of user {user_id}") as fan_out:
+        results = fan_out.enqueue_many([(t, (user_id,), {}) for t in SIGNUP_TASKS])
+    return fan_out, results
+
+
 # --- checkout --------------------------------------------------------------------------------
 
 
@@ -174,26 +195,86 @@ def track_event(name: str, payload: dict) -> int:
     return AnalyticsEvent.objects.create(name=name, payload=payload).pk
 
 
-# --- report ----------------------------------------------------------------------------------
+# --- report: a batch of chunks --------------------------------------------------------------
+
+# Rows per chunk job: a report of 200 rows is a batch of 8 jobs, which several worker slots
+# (or workers) build side by side.
+REPORT_CHUNK_ROWS = 25
+
+
+def report_folder(batch_id: object) -> Path:
+    """Where the chunks of report ``batch_id`` are written, one file each."""
+    path = media_path("reports", str(batch_id), "x")
+    return path.parent
+
+
+def report_file(batch_id: object) -> Path:
+    """The assembled report: ``MEDIA_ROOT/reports/<batch id>.csv``."""
+    return media_path("reports", f"{batch_id}.csv")
 
 
 @task(queue_name="reports", takes_context=True, timeout=300, backoff=Fixed(timedelta(seconds=5)))
-def build_report(context, rows: int, fail_first_attempt: bool = False) -> dict:
-    """A long report: writes a CSV row by row, reporting progress; can be cancelled between
-    steps. With ``fail_first_attempt`` its first attempt fails half-way (to show a retry)."""
-    path = media_path("reports", f"{context.job_id}.csv")
-    with path.open("w", newline="") as out:
+def build_report_chunk(context, first: int, last: int, fail_first_attempt: bool = False) -> dict:
+    """Rows ``first`` to ``last`` of a report, written to a file of their own (the same file
+    on a re-run: idempotent); can be cancelled between rows. With ``fail_first_attempt`` the
+    first attempt fails half-way (to show a retry)."""
+    folder = report_folder(context.batch_id)
+    part = folder / f"part-{first:06d}.csv"
+    scratch = folder / f".part-{first:06d}.{context.attempt}"
+    with scratch.open("w", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(["row", "value", "square"])
-        for done in range(1, rows + 1):
+        for row in range(first, last + 1):
             context.raise_if_cancelled()
             time.sleep(0.02)
-            writer.writerow([done, done * 7 % 101, done * done])
-            if done % 10 == 0 or done == rows:
-                context.set_progress(done, rows, f"{done} of {rows} rows")
-            if fail_first_attempt and context.attempt == 1 and done == rows // 2:
+            writer.writerow([row, row * 7 % 101, row * row])
+            if fail_first_attempt and context.attempt == 1 and row == (first + last) // 2:
                 raise ConnectionError("the data warehouse dropped the connection")
-    return {"rows": rows, "download": reverse("demo:report-download", args=[context.job_id])}
+    scratch.replace(part)  # a chunk's file is whole or absent
+    return {"rows": last - first + 1}
+
+
+def assemble_report(batch_id: object) -> Path:
+    """Join the chunks of report ``batch_id`` into one CSV, once (idempotent: the file is
+    written aside and renamed into place, so a reader never sees half of it)."""
+    final = report_file(batch_id)
+    if final.exists():
+        return final
+    scratch = final.with_suffix(f".{os.getpid()}.tmp")
+    with scratch.open("w", newline="") as out:
+        out.write("row,value,square\r\n")
+        for part in sorted(report_folder(batch_id).glob("part-*.csv")):
+            out.write(part.read_text())
+    scratch.replace(final)
+    return final
+
+
+@task(queue_name="reports")
+def report_done(batch_id: str, summary: dict) -> dict:
+    """The report batch's ``on_success`` callback: assemble the file while the visitor
+    watches the bar reach 100% (the download assembles it too if they are faster)."""
+    return {"file": assemble_report(batch_id).name, "chunks": summary["succeeded"]}
+
+
+def start_report(rows: int, *, fail_first_attempt: bool = False) -> batch:
+    """Enqueue a report of ``rows`` rows: a batch of chunk jobs (one ``COPY`` on
+    PostgreSQL), sealed in the same transaction, with ``report_done`` once all succeed."""
+    chunks = [
+        (first, min(first + REPORT_CHUNK_ROWS - 1, rows))
+        for first in range(1, rows + 1, REPORT_CHUNK_ROWS)
+    ]
+    flaky_chunk = len(chunks) // 2
+    with batch(on_success=report_done, description=f"Report of {rows} rows") as report:
+        report.enqueue_many(
+            [
+                (
+                    build_report_chunk,
+                    (first, last),
+                    {"fail_first_attempt": fail_first_attempt and i == flaky_chunk},
+                )
+                for i, (first, last) in enumerate(chunks)
+            ]
+        )
+    return report
 
 
 # --- rate-limited partner API ----------------------------------------------------------------

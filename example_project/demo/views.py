@@ -1,5 +1,6 @@
-"""The demo scenarios: sign-up fan-out (background vs. synchronous), checkout, a report with
-a live progress bar, rate-limited partner calls, and a job for the dead letter. Plus the
+"""The demo scenarios: sign-up fan-out (background vs. synchronous, a batch of five with a
+callback once all are done), checkout, a report built by a batch of chunk jobs with a live
+progress bar, rate-limited partner calls, and a job for the dead letter. Plus the
 fake services the tasks call (a flaky CRM, a partner API).
 
 Ownership is the visitor's session: the demo has no sign-in, so what a browser created (its
@@ -21,13 +22,14 @@ from django.db.models import Count
 from django.db.models.functions import TruncSecond
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from asyncjobs import enqueue_many
 from asyncjobs.conf import jobs_settings
-from asyncjobs.models import Job, JobStatus
-from asyncjobs.tokens import check_token, status_url
+from asyncjobs.models import Batch, BatchState, Job, JobStatus
+from asyncjobs.tokens import batch_status_url, check_batch_token, status_url
 from example_project.demo import tasks
 from example_project.demo.forms import (
     CheckoutForm,
@@ -132,7 +134,7 @@ def signup(request: HttpRequest) -> HttpResponse:
                 else:
                     with transaction.atomic():  # the user and its jobs commit together
                         user = get_user_model().objects.create_user(username, email)
-                        results = [t.enqueue(user.pk) for t in tasks.SIGNUP_TASKS]
+                        _, results = tasks.start_signup(user.pk)
                     user_id, ids = user.pk, [str(r.id) for r in results]
                     _watch(request, results)
             except IntegrityError:  # taken between the form's check and the insert
@@ -175,6 +177,11 @@ def signup_done(request: HttpRequest, user_id: int) -> HttpResponse:
     """A user this browser signed up, and its jobs live; 404 for anybody else's."""
     ids = _remembered(request, "signups", user_id)
     user = get_object_or_404(get_user_model(), pk=user_id)
+    batch_id = (
+        Job.objects.filter(pk__in=ids, batch__isnull=False)
+        .values_list("batch_id", flat=True)
+        .first()
+    )
     return render(
         request,
         "demo/signup_done.html",
@@ -182,6 +189,8 @@ def signup_done(request: HttpRequest, user_id: int) -> HttpResponse:
             "new_user": user,
             "jobs": _watched(request, ids),
             "timings": request.session.get("signup_ms", {}),
+            # The fan-out's batch, polled for "all five done" (its token: this browser only).
+            "batch_url": batch_status_url(batch_id) if batch_id else "",
         },
     )
 
@@ -256,24 +265,41 @@ def order_done(request: HttpRequest, order_id: int) -> HttpResponse:
     return render(request, "demo/order_done.html", {"order": order, "jobs": _watched(request, ids)})
 
 
-# --- 3. report with a live progress bar ------------------------------------------------------
+# --- 3. report: a batch of chunk jobs with a live progress bar -------------------------------
+
+
+def _report_ids(request: HttpRequest) -> dict[str, int]:
+    """The reports this browser started: batch id -> rows."""
+    return dict(request.session.get("reports", {}))
+
+
+def _report(request: HttpRequest, batch_id: uuid.UUID) -> Batch:
+    """A report batch this browser started; 404 for anything else (another visitor's
+    report, a batch that is not a report)."""
+    if str(batch_id) not in _report_ids(request):
+        raise Http404("No such report.")
+    return get_object_or_404(Batch, pk=batch_id)
+
+
+def _is_report(batch_id: uuid.UUID) -> bool:
+    return Job.objects.filter(
+        batch_id=batch_id, task_path=tasks.build_report_chunk.module_path
+    ).exists()
 
 
 def reports(request: HttpRequest) -> HttpResponse:
-    """Start a report; list the reports this browser started."""
+    """Start a report (a batch of chunk jobs); list the reports this browser started."""
     errors: list[str] = []
     if request.method == "POST":
         form = ReportForm(request.POST)
         if form.is_valid():
-            result = tasks.build_report.enqueue(
-                form.cleaned_data["rows"], fail_first_attempt=form.cleaned_data["flaky"]
-            )
-            _watch(request, [result])
-            return redirect("demo:report-status", job_id=result.id)
+            rows = form.cleaned_data["rows"]
+            report = tasks.start_report(rows, fail_first_attempt=form.cleaned_data["flaky"])
+            started = {report.id: rows} | _report_ids(request)
+            request.session["reports"] = dict(list(started.items())[:REMEMBERED])
+            return redirect("demo:report-status", batch_id=report.id)
         errors = form_errors(form)
-    recent = Job.objects.filter(
-        pk__in=_watched_ids(request), task_path=tasks.build_report.module_path
-    ).order_by("-enqueued_at")[:10]
+    recent = Batch.objects.filter(pk__in=list(_report_ids(request))).order_by("-created_at")[:10]
     return render(
         request,
         "demo/reports.html",
@@ -282,27 +308,34 @@ def reports(request: HttpRequest) -> HttpResponse:
     )
 
 
-def report_status(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
-    """A report's progress page, with the job's status token: for the browser that started
+def report_status(request: HttpRequest, batch_id: uuid.UUID) -> HttpResponse:
+    """A report's progress page, with the batch's status token: for the browser that started
     it only (404 for anybody else, who must not get a token)."""
-    if str(job_id) not in _watched_ids(request):
-        raise Http404("No such report.")
-    job = get_object_or_404(Job, pk=job_id, task_path=tasks.build_report.module_path)
+    report = _report(request, batch_id)
     return render(
-        request, "demo/report_status.html", {"job": job, "status_url": status_url(job.pk)}
+        request,
+        "demo/report_status.html",
+        {
+            "report": report,
+            "rows": _report_ids(request)[str(batch_id)],
+            "status_url": batch_status_url(report.pk),
+            "download_url": reverse("demo:report-download", args=[report.pk]),
+        },
     )
 
 
-def report_download(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
-    """The finished CSV, for whoever holds the job's status token (or staff)."""
-    allowed = request.user.is_staff or check_token(request.GET.get("token", ""), job_id)
-    job = Job.objects.filter(pk=job_id, task_path=tasks.build_report.module_path).first()
-    if not allowed or job is None or job.status != JobStatus.SUCCEEDED:
+def report_download(request: HttpRequest, batch_id: uuid.UUID) -> HttpResponse:
+    """The finished CSV, for whoever holds the batch's status token (or staff)."""
+    allowed = request.user.is_staff or check_batch_token(request.GET.get("token", ""), batch_id)
+    report = Batch.objects.filter(pk=batch_id).first()
+    if not allowed or report is None or not _is_report(report.pk):
         raise Http404("No such report.")
-    path = tasks.media_path("reports", f"{job_id}.csv")
-    if not path.exists():
-        raise Http404("The report file is gone.")
-    return FileResponse(path.open("rb"), as_attachment=True, filename=f"report-{job_id}.csv")
+    if report.state != BatchState.SUCCEEDED:
+        raise Http404("The report is not ready.")
+    # Usually assembled by the batch's on_success callback already; if the visitor is
+    # faster than that job, assembled here (the same idempotent function).
+    path = tasks.assemble_report(report.pk)
+    return FileResponse(path.open("rb"), as_attachment=True, filename=f"report-{batch_id}.csv")
 
 
 # --- 4. rate-limited partner calls -----------------------------------------------------------

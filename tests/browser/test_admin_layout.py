@@ -9,7 +9,8 @@ import re
 import pytest
 from django.utils import timezone
 
-from asyncjobs.models import Job
+from asyncjobs import batch
+from asyncjobs.models import Batch, Job
 from asyncjobs.testing import work_off
 from example_project.demo import tasks
 from tests.browser.test_admin_browser import shot
@@ -37,6 +38,10 @@ def operator_page(browser, live_server, django_user_model, settings, tmp_path):
         "the demo asked for it, with a message long enough to wrap over several lines " * 3
     )
     tasks.track_event.enqueue("page_view", {"path": "/"})
+    with batch(description="a batch of page views, with a description long enough to wrap") as b:
+        b.enqueue_many(
+            [(tasks.track_event, ("page_view", {"path": f"/{n}/"}), {}) for n in range(3)]
+        )
     tasks.send_welcome_email.using(run_after=timezone.now() + timezone.timedelta(days=1)).enqueue(
         user.pk
     )  # the longest task name of the demo, waiting
@@ -111,7 +116,29 @@ def test_job_list_shows_every_column_with_short_task_names(operator_page, live_s
     expect(crm).to_have_text("sync_crm")
     assert "example_project.demo" not in page.locator("#result_list").inner_text()
     assert SECONDS.search(page.locator("#result_list").inner_text())
+    expect(page.locator("#result_list .asyncjobs-batch-mark").first).to_be_visible()
     shot(page, "jobs.png")
+
+
+def test_batch_list_and_page_fit_with_their_bars(operator_page, live_server):
+    page = operator_page
+    page.goto(f"{live_server.url}/admin/asyncjobs/batch/")
+    expect(page.locator("#result_list .asyncjobs-bar").first).to_be_visible()
+    shot(page, "batches.png")
+    headers = page.locator("#result_list thead th")
+    visible = right_edge(page.locator("#changelist .results"))
+    for header in headers.all():
+        assert right_edge(header) <= visible, header.inner_text()
+    assert no_horizontal_scroll(page)
+    made = Batch.objects.get()
+    page.goto(f"{live_server.url}/admin/asyncjobs/batch/{made.pk}/change/")
+    bar = page.locator("#batch-progress .asyncjobs-bar")
+    expect(bar).to_have_attribute("aria-valuenow", "100")
+    expect(page.locator("#batch-jobs tr[data-status=succeeded] .count")).to_have_text("3")
+    assert no_horizontal_scroll(page)
+    shot(page, "batch.png")
+    page.click("#batch-jobs tr[data-status=succeeded] a")
+    expect(page.locator("#result_list tbody tr")).to_have_count(3)
 
 
 def test_job_page_shows_attempt_times_with_seconds(operator_page, live_server):

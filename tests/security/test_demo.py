@@ -21,6 +21,7 @@ from django.test import Client
 from django.urls import reverse
 
 from asyncjobs.models import Job
+from asyncjobs.tokens import check_batch_token, check_token, make_batch_token
 from example_project.demo import tasks
 from example_project.demo.models import Order, Product
 from tests.conftest import ROOT
@@ -242,6 +243,16 @@ def test_a_report_page_hands_its_token_to_the_reports_owner_only(visitors):
     alice.post(reverse("demo:home"), {"action": "fail"})
     failing = Job.objects.get(task_path=tasks.always_fails.module_path)
     assert alice.get(reverse("demo:report-status", args=[failing.pk])).status_code == 404
+    # Nor is another batch, even one of hers, and its token downloads nothing.
+    user = signup(alice, "alice")
+    fan_out = Job.objects.filter(args=[user.pk], batch__isnull=False).first().batch_id
+    assert alice.get(reverse("demo:report-status", args=[fan_out])).status_code == 404
+    download = reverse("demo:report-download", args=[fan_out])
+    assert alice.get(download, {"token": make_batch_token(fan_out)}).status_code == 404
+    # A report's page hands out the batch's token, never a job's.
+    report_id = started["Location"].rstrip("/").rsplit("/", 1)[1]
+    token = page.context["status_url"].split("token=")[1]
+    assert check_batch_token(token, report_id) and not check_token(token, report_id)
 
 
 @pytest.mark.django_db

@@ -33,13 +33,15 @@ class Command(BaseCommand):
         with transaction.atomic():
             suffix = get_random_string(4).lower()
             newcomer = User.objects.create_user(f"demo-{suffix}", f"demo-{suffix}@example.com")
+            _, signup_jobs = tasks.start_signup(newcomer.pk)
+            report = tasks.start_report(100, fail_first_attempt=True)
             results = enqueue_many(
-                [(t, (newcomer.pk,), {}) for t in tasks.SIGNUP_TASKS]
-                + [(tasks.build_report, (100,), {"fail_first_attempt": True})]
-                + [(tasks.call_partner, (i,), {}) for i in range(1, 11)]
+                [(tasks.call_partner, (i,), {}) for i in range(1, 11)]
                 + [(tasks.always_fails, ("the demo asked for it",), {})]
             )
+        count = len(signup_jobs) + report.refresh().total + len(results)
         self.stdout.write(
-            f"Enqueued {len(results)} demo jobs: a sign-up fan-out, a report whose first "
-            "attempt fails, 10 rate-limited partner calls, and a job for the dead letter."
+            f"Enqueued {count} demo jobs: a sign-up fan-out (a batch of five), a report (a "
+            "batch of 4 chunks, one of whose first attempt fails), 10 rate-limited partner "
+            "calls, and a job for the dead letter."
         )

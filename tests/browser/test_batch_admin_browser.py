@@ -1,0 +1,61 @@
+"""An operator follows a batch in a real headless browser: from the dashboard to the batch's
+page, "Retry all failed" behind its confirmation, a real worker runs the retried job, and
+the page shows the batch succeeded with a full bar."""
+
+from pathlib import Path
+
+import pytest
+
+from asyncjobs import batch
+from asyncjobs.models import Batch, BatchState
+from tests import batch_tasks as t
+from tests.conftest import wait_until
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+try:
+    from playwright.sync_api import expect
+except ImportError:  # pragma: no cover - the dev extra installs it
+    expect = None
+
+
+def test_operator_retries_a_batchs_failed_job_and_sees_it_succeed(
+    browser, live_server, django_user_model, runner, worker_process, tmp_path
+):
+    django_user_model.objects.create_superuser("ops", password="secret-pw")
+    blocker = Path(tmp_path, "blocker")
+    blocker.write_text("the job fails while this file exists")
+    with batch(description="nightly import") as b:
+        b.enqueue_many([(t.piece, [n], {}) for n in range(3)])
+        b.enqueue(t.fail_while, str(blocker))
+    runner().drain()
+    assert Batch.objects.get(pk=b.id).state == BatchState.FAILED
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "ops")
+    page.fill("#id_password", "secret-pw")
+    page.click("input[type=submit]")
+    page.goto(f"{live_server.url}/admin/asyncjobs/dashboard/")
+    row = page.locator(f"#batches tr[data-batch='{b.id}']")
+    expect(row).to_contain_text("nightly import")
+    expect(row.locator(".asyncjobs-bar")).to_have_attribute("aria-valuenow", "100")
+    row.get_by_role("link", name="nightly import").click()
+
+    expect(page.locator("#batch-jobs tr[data-status=failed] .count")).to_have_text("1")
+    page.click("#retry-failed")
+    expect(page.locator("body")).to_contain_text("Queue again the 1 failed job(s)")
+    page.click("#confirm")
+    expect(page.locator(".messagelist")).to_contain_text("Queued again 1 failed job(s)")
+    expect(page.locator("#batch-jobs tr[data-status=queued] .count")).to_have_text("1")
+    expect(page.locator("#batch-progress .asyncjobs-bar")).to_have_attribute("aria-valuenow", "75")
+    assert Batch.objects.get(pk=b.id).state == BatchState.RUNNING
+
+    blocker.unlink()
+    worker = worker_process("--burst")
+    assert worker.wait(60) == 0, worker.output()
+    wait_until(lambda: Batch.objects.get(pk=b.id).state == BatchState.SUCCEEDED)
+    page.reload()
+    expect(page.locator("#batch-progress .asyncjobs-bar")).to_have_attribute("aria-valuenow", "100")
+    expect(page.locator("#batch-jobs tr[data-status=succeeded] .count")).to_have_text("4")
+    expect(page.locator("#retry-failed")).to_have_count(0)
