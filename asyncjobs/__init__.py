@@ -15,8 +15,10 @@ __all__ = [
     "JobCancelled",
     "Retry",
     "cancel_job",
+    "chain",
     "enqueue_many",
     "retry_job",
+    "step",
 ]
 
 _LAZY = {
@@ -27,10 +29,13 @@ _LAZY = {
     "cancel_job": "asyncjobs.services",
     "retry_job": "asyncjobs.services",
     "enqueue_many": "asyncjobs.backend",
+    "chain": "asyncjobs.chains",
+    "step": "asyncjobs.chains",
 }
 
 if TYPE_CHECKING:
     from asyncjobs.backend import enqueue_many
+    from asyncjobs.chains import chain, step
     from asyncjobs.exceptions import JobCancelled, Retry
     from asyncjobs.retry import Exponential, Fixed
     from asyncjobs.services import cancel_job, retry_job

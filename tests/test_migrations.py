@@ -68,3 +68,49 @@ def test_triggers_notify_after_migrating_back_and_forward():
         assert listener.wait(5) == ["ready:default"]
     finally:
         listener.close()
+
+
+def _status_check():
+    """The job table's status CHECK constraint as the database has it: None if absent, else
+    whether it is validated (PostgreSQL) or True."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT convalidated FROM pg_constraint WHERE conname = %s",
+                ["asyncjobs_job_status_valid"],
+            )
+            row = cursor.fetchone()
+            return None if row is None else row[0]
+        found = connection.introspection.get_constraints(cursor, "asyncjobs_job")
+    return True if "asyncjobs_job_status_valid" in found else None
+
+
+def test_dependencies_migration_back_and_forward_keeps_jobs_and_the_status_check():
+    """0010 (dependencies, the waiting status) and back, on a table holding jobs: they are
+    kept; the status check allows waiting after it. PostgreSQL: validated after NOT VALID;
+    MariaDB: dropped, not added again (adding a CHECK rebuilds the table there)."""
+    from asyncjobs.models import JobDependency
+
+    parent = tasks.add.enqueue(1, 2)
+    child = tasks.noop.using(depends_on=[parent]).enqueue()
+    assert JobDependency.objects.count() == 1
+    expected = None if connection.vendor == "mysql" else True
+    assert _status_check() is expected
+    JobDependency.objects.all().delete()
+    from asyncjobs.models import Job
+
+    Job.objects.filter(pk=child.id).delete()
+    call_command("migrate", "asyncjobs", "0009", verbosity=0)
+    assert "asyncjobs_jobdependency" not in _tables()
+    assert _status_check() is expected
+    call_command("migrate", verbosity=0)
+    assert _status_check() is expected
+    assert "asyncjobs_jobdependency" in _tables()
+    # The jobs survived both ways, and dependencies work again.
+    waiting = tasks.noop.using(depends_on=[parent]).enqueue()
+    assert Job.objects.get(pk=waiting.id).status == JobStatus.WAITING
+    if connection.vendor != "mysql":
+        from django.db import IntegrityError, transaction
+
+        with pytest.raises(IntegrityError), transaction.atomic():
+            Job.objects.filter(pk=parent.id).update(status="bogus")

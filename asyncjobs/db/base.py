@@ -182,7 +182,7 @@ class BaseStrategy:
     @classmethod
     def complete_succeeded(
         cls, connection: BaseDatabaseWrapper, items: Sequence[Success], *, worker_id: str
-    ) -> set[Any]:
+    ) -> dict[Any, bool]:
         """See ``complete_succeeded``; ``items`` is not empty."""
         raise NotImplementedError
 
@@ -313,7 +313,7 @@ def start_jobs(
     return strategy_class(connection).start_jobs(connection, given, Start(worker_id, now, lease))
 
 
-def complete_succeeded(alias: str, items: Sequence[Success], *, worker_id: str) -> set[Any]:
+def complete_succeeded(alias: str, items: Sequence[Success], *, worker_id: str) -> dict[Any, bool]:
     """running → succeeded for a batch, inside the caller's transaction: one statement on
     PostgreSQL, two on SQLite, three on MariaDB/MySQL.
 
@@ -322,10 +322,12 @@ def complete_succeeded(alias: str, items: Sequence[Success], *, worker_id: str) 
     ``last_attempted_at``; the job's ``started_at`` stays its first claim's). An attempt is
     closed only if it is still open and still ``worker_id``'s, and only those jobs move to
     ``succeeded``; a job's ``unique_key`` is freed unless it has ``unique_for``. Returns
-    the primary keys of the jobs recorded.
+    the primary keys of the jobs recorded, each with whether it has dependents
+    (``Job.has_dependents``, read under the row's lock, so that a dependent enqueued at the
+    same moment is either seen or sees the job succeeded).
     """
     if not items:
-        return set()
+        return {}
     connection = connections[alias]
     return strategy_class(connection).complete_succeeded(connection, items, worker_id=worker_id)
 

@@ -127,7 +127,7 @@ class PostgresStrategy(BaseStrategy):
     @classmethod
     def complete_succeeded(
         cls, connection: BaseDatabaseWrapper, items: Sequence[Success], *, worker_id: str
-    ) -> set[Any]:
+    ) -> dict[Any, bool]:
         """See ``base.complete_succeeded``: one statement of fixed text (the batch travels as
         arrays), so it can be prepared, and one round trip. With psycopg's own cursor the
         arrays go in binary format: psycopg writes them in less than half the time of text
@@ -153,7 +153,7 @@ class PostgresStrategy(BaseStrategy):
             sql = sql.replace(")b::", ")s::")
         with fastpath.bound_cursor(connection) as cursor:
             cursor.execute(sql, params)
-            return {row[0] for row in cursor.fetchall()}
+            return {row[0]: bool(row[1]) for row in cursor.fetchall()}
 
     @classmethod
     def insert_jobs(cls, connection: BaseDatabaseWrapper, jobs: Iterable[Job]) -> list[Job]:

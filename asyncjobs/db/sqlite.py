@@ -93,7 +93,7 @@ class SQLiteStrategy(BaseStrategy):
     @classmethod
     def complete_succeeded(
         cls, connection: BaseDatabaseWrapper, items: Sequence[Success], *, worker_id: str
-    ) -> set[Any]:
+    ) -> dict[Any, bool]:
         """See ``base.complete_succeeded``: two statements over ``VALUES`` lists."""
         qn = connection.ops.quote_name
         tables = {"attempt_table": qn(Attempt._meta.db_table), "table": qn(Job._meta.db_table)}
@@ -114,7 +114,7 @@ class SQLiteStrategy(BaseStrategy):
             closed = {row[0] for row in cursor.fetchall()}
         ours = [item for item in items if rows.prep(Job, "id", item[0].pk, connection) in closed]
         if not ours:
-            return set()
+            return {}
         params = []
         for job, value, _, started, finished in ours:
             params += [
@@ -128,7 +128,10 @@ class SQLiteStrategy(BaseStrategy):
         )
         with connection.cursor() as cursor:
             cursor.execute(finish, [*params, worker_id])
-        return {item[0].pk for item in ours}
+            parents = {row[0] for row in cursor.fetchall() if row[1]}
+        return {
+            item[0].pk: rows.prep(Job, "id", item[0].pk, connection) in parents for item in ours
+        }
 
     @classmethod
     def index_hint(cls, connection: BaseDatabaseWrapper, index: str) -> str:

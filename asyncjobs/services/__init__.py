@@ -12,6 +12,7 @@ One module per concern, lower ones first (import-linter holds the order):
 - ``values``: arguments and results as stored, JSON checks and size limits;
 - ``enqueue``: building and storing jobs, unique keys, queue caps, scheduled jobs falling due;
 - ``webhooks``: end-of-job webhooks and HTTP callback jobs;
+- ``dependencies``: jobs that wait for others (``depends_on``, chains);
 - ``attempts``: an attempt's claim, success and failure, and jobs given back or rescued;
 - ``limits``: claims under rate and concurrency limits;
 - ``workers``, ``queues``, ``pruning``: the worker registry, queue pauses, deleting jobs;
@@ -36,6 +37,13 @@ from asyncjobs.services.attempts import (
     release_jobs,
     rescue_expired,
     unclaim_jobs,
+)
+from asyncjobs.services.dependencies import (
+    Requirement,
+    dependencies_of,
+    dependents_of,
+    enqueue_dependents,
+    parse_ids,
 )
 from asyncjobs.services.enqueue import (
     IDENTITY_CACHE_SIZE,
@@ -122,6 +130,7 @@ __all__ = [
     "JobMaker",
     "JobOptions",
     "LimitedClaim",
+    "Requirement",
     "Success",
     "_uuid4_direct",
     "build_job",
@@ -136,8 +145,11 @@ __all__ = [
     "claim_keyed",
     "claim_limited",
     "class_path",
+    "dependencies_of",
+    "dependents_of",
     "discard_jobs",
     "enqueue_callback",
+    "enqueue_dependents",
     "enqueue_jobs",
     "enqueue_unique",
     "enqueued_by",
@@ -153,6 +165,7 @@ __all__ = [
     "keyed_waiting",
     "mark_lost_workers",
     "new_worker_id",
+    "parse_ids",
     "paused_queues",
     "promote_due",
     "prune_jobs",

@@ -19,6 +19,7 @@ from django.db.models import Case, DateTimeField, F, OuterRef, Q, Subquery, Valu
 from asyncjobs import db, retry
 from asyncjobs.exceptions import Retry, WorkerLostError, WorkerShutdownError
 from asyncjobs.models import TERMINAL_STATUSES, Attempt, AttemptOutcome, Job, JobStatus
+from asyncjobs.services.dependencies import job_ended
 from asyncjobs.services.policy import class_path, is_retryable
 from asyncjobs.services.values import JSON
 from asyncjobs.services.webhooks import schedule_webhook
@@ -131,7 +132,8 @@ def record_successes(batch: Sequence[Success], *, worker_id: str, using: str) ->
 
     Same rules as ``record_success``, job by job: an attempt that is no longer this worker's
     changes nothing. Webhook deliveries are enqueued in the same transaction. Returns the
-    primary keys of the jobs recorded.
+    primary keys of the jobs recorded. The jobs that others depend on resolve their
+    dependents in the same transaction.
     """
     with transaction.atomic(using=using):
         recorded = db.complete_succeeded(
@@ -149,7 +151,16 @@ def record_successes(batch: Sequence[Success], *, worker_id: str, using: str) ->
             job.status, job.return_value = JobStatus.SUCCEEDED, success.return_value
             job.finished_at = success.finished_at
             schedule_webhook(job, now=success.finished_at, using=using)
-    return recorded
+        if any(recorded.values()):  # (has_dependents, read under the rows' locks)
+            parents = {s.job.pk: s for s in batch if recorded.get(s.job.pk)}
+            job_ended(
+                dict.fromkeys(parents, JobStatus.SUCCEEDED),
+                values={pk: s.return_value for pk, s in parents.items()},
+                using=using,
+                now=max(s.finished_at for s in parents.values()),
+                known_parents=True,
+            )
+    return set(recorded)
 
 
 def record_failure(
@@ -231,6 +242,7 @@ def record_failure(
         job.status, job.run_after, job.finished_at = new_status, run_after, finished_at
         if new_status in TERMINAL_STATUSES:
             schedule_webhook(job, now=now, using=using)
+            job_ended({job.pk: new_status}, using=using, now=now)
     return new_status
 
 
@@ -382,6 +394,7 @@ def rescue_expired(*, now: datetime, using: str = "default", limit: int = 500) -
                 )
                 if not retryable:
                     schedule_webhook(job, now=now, using=using)
+                    job_ended({job.pk: JobStatus.FAILED}, using=using, now=now)
         if moved:
             logger.warning(
                 "Rescued job %s from lost worker %s (%s)",
