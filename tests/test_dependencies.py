@@ -3,6 +3,7 @@ they depend on have ended, released in the transaction that ends the last one, c
 (or run, per policy) when one fails for good or is cancelled, reopened when it is retried.
 Runs on every database; the lock tests need row locks (PostgreSQL, MariaDB)."""
 
+import json
 import signal
 import threading
 import uuid
@@ -362,3 +363,44 @@ def test_a_chain_of_three_runs_through_a_worker_process(worker_process):
     assert [backend.get_result(r.id).return_value for r in results] == [3, 13, 113]
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0
+
+
+def test_a_dependent_cancelled_by_its_parent_sends_its_webhook(http_server, runner):
+    parent = tasks.fail_fast.enqueue()
+    child = tasks.noop.using(depends_on=[parent], webhook_url=f"{http_server.url}/hook").enqueue()
+    runner().drain()
+    (request,) = [r for r in http_server.requests if r["path"] == "/hook"]
+    notice = json.loads(request["body"])
+    assert notice["id"] == child.id and notice["status"] == "cancelled"
+    assert notice["error"]["message"] == f"dependency {parent.id} failed"
+
+
+def test_run_inline_runs_a_chain_in_order(settings):
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "RUN_INLINE": True}
+    results = chain(step(tasks.add, 1, 2), step(tasks.add, 10), step(tasks.add, 100)).enqueue()
+    backend = task_backends["default"]
+    assert [backend.get_result(r.id).return_value for r in results] == [3, 13, 113]
+
+
+def test_waiting_jobs_are_counted_in_stats_and_metrics(users, api):
+    parent = tasks.noop.enqueue()
+    tasks.noop.using(depends_on=[parent]).enqueue()
+    stats = api(users["staff"]).get("/jobs/stats/").json()
+    (default,) = [q for q in stats["queues"] if q["queue"] == "default"]
+    assert (default["waiting"], default["queued"]) == (1, 1)
+
+
+def test_a_parent_with_thousands_of_dependents_releases_them_all(runner):
+    """More dependents than one statement binds (CHUNK), in one enqueue_many."""
+    from asyncjobs import enqueue_many
+
+    parent = tasks.add.enqueue(1, 1)
+    waiting = tasks.noop.using(depends_on=[parent])
+    results = enqueue_many([(waiting, [], {})] * 2500)
+    assert Job.objects.filter(status="waiting").count() == 2500
+    now = timezone.now()
+    claimed = services.claim_job(parent.id, worker_id="w", now=now, lease=LEASE)
+    assert services.record_success(claimed, worker_id="w", return_value=2, now=now)
+    assert Job.objects.filter(status="queued").count() == 2500
+    assert not JobDependency.objects.filter(resolved_at__isnull=True).exists()
+    assert status(results[-1]) == "queued"

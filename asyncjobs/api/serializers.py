@@ -272,6 +272,7 @@ class CallbackJobSerializer(serializers.Serializer[dict[str, Any]]):
 
 class QueueStatsSerializer(serializers.Serializer[dict[str, Any]]):
     queue = serializers.CharField()
+    waiting = serializers.IntegerField(help_text="Jobs waiting for the jobs they depend on.")
     scheduled = serializers.IntegerField()
     queued = serializers.IntegerField()
     running = serializers.IntegerField()

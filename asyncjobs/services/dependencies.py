@@ -44,6 +44,8 @@ from asyncjobs.services.webhooks import schedule_webhook
 
 DEPENDENCY_ERROR = class_path(DependencyFailedError)
 FAILED_ENDS = (JobStatus.FAILED, JobStatus.CANCELLED)
+# Rows per statement where a list of keys is bound.
+CHUNK = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,14 +103,15 @@ def enqueue_dependents(
     says which), else it ignores that parent.
     """
     with transaction.atomic(using=using):
-        wanted = sorted({pk for _, need in pairs if need for pk in need.parents})
+        wanted = sorted({pk for _, need in pairs if need for pk in need.parents}, key=str)
         # Locked in key order (fewer deadlocks between enqueues sharing parents): a parent
         # ending now commits first and is seen ended, or waits for this transaction and
         # then finds the edges (and its has_dependents) this one adds.
         found = {
             pk: (status, value)
+            for start in range(0, len(wanted), CHUNK)
             for pk, status, value in Job.objects.using(using)
-            .filter(pk__in=wanted)
+            .filter(pk__in=wanted[start : start + CHUNK])
             .order_by("pk")
             .select_for_update()
             .values_list("pk", "status", "return_value")
@@ -158,8 +161,11 @@ def enqueue_dependents(
         # letter): it must look for its dependents when it does.
         flagged = {pk for job, pk, _, _ in edges if id(job) in kept}
         flagged = {pk for pk in flagged if found[pk][0] != JobStatus.SUCCEEDED}
-        if flagged:
-            Job.objects.using(using).filter(pk__in=flagged).update(has_dependents=True)
+        flagged_list = sorted(flagged, key=str)
+        for start in range(0, len(flagged_list), CHUNK):
+            Job.objects.using(using).filter(pk__in=flagged_list[start : start + CHUNK]).update(
+                has_dependents=True
+            )
         for job, _ in pairs:
             if id(job) in kept and job.status == JobStatus.CANCELLED:
                 schedule_webhook(job, now=now, using=using)
@@ -200,15 +206,32 @@ def _resolve(
     ended: Mapping[Any, str], values: Mapping[Any, Any], *, using: str, now: datetime
 ) -> dict[Any, str]:
     """Resolve the open edges of the ``ended`` parents; returns the dependents this
-    cancelled that have dependents of their own (the next round of the cascade)."""
-    edges = list(
-        JobDependency.objects.using(using)
-        .filter(parent_id__in=list(ended), resolved_at__isnull=True)
-        .select_for_update()
-        .values_list("pk", "dependent_id", "parent_id", "on_failure", "pass_result")
-    )
-    if not edges:
-        return {}
+    cancelled that have dependents of their own (the next round of the cascade). Done
+    ``CHUNK`` parents and edges at a time (SQLite binds at most 32,766 values), edges in
+    dependent order, so that dependents are still locked in key order."""
+    parents = list(ended)
+    edges: list[tuple[Any, ...]] = []
+    for start in range(0, len(parents), CHUNK):
+        edges += (
+            JobDependency.objects.using(using)
+            .filter(parent_id__in=parents[start : start + CHUNK], resolved_at__isnull=True)
+            .select_for_update()
+            .values_list("pk", "dependent_id", "parent_id", "on_failure", "pass_result")
+        )
+    edges.sort(key=lambda edge: (str(edge[1]), edge[0]))
+    next_round: dict[Any, str] = {}
+    for start in range(0, len(edges), CHUNK):
+        next_round.update(_resolve_edges(edges[start : start + CHUNK], ended, values, using, now))
+    return next_round
+
+
+def _resolve_edges(
+    edges: list[tuple[Any, ...]],
+    ended: Mapping[Any, str],
+    values: Mapping[Any, Any],
+    using: str,
+    now: datetime,
+) -> dict[Any, str]:
     by_outcome: dict[str, list[Any]] = defaultdict(list)
     for pk, _, parent, _, _ in edges:
         by_outcome[ended[parent]].append(pk)
