@@ -277,7 +277,10 @@ def _shift_pending(counts: Counter[Any], sign: int, *, using: str) -> None:
 def _prepend(pk: Any, value: Any, *, using: str) -> None:
     """Put the parent's return value first in a waiting dependent's arguments (chains)."""
     jobs = Job.objects.using(using).filter(pk=pk)
-    args = jobs.values_list("args", flat=True).first()
+    # A locking read (the row is locked already): under REPEATABLE READ (MariaDB/MySQL's
+    # default, if a project chooses it) a plain read could miss a row committed after this
+    # transaction's first read.
+    args = jobs.select_for_update().values_list("args", flat=True).first()
     jobs.update(args=[value, *(args or [])])
 
 
@@ -372,6 +375,7 @@ def reopen(parents: Iterable[Any], *, using: str) -> int:
                 on_failure=DependencyPolicy.CANCEL,
                 outcome__in=FAILED_ENDS,
             )
+            .select_for_update()  # (locking: the latest rows, see _prepend)
             .values_list("dependent_id", flat=True)
         )
         reopened = candidates - still_blocked
