@@ -17,10 +17,12 @@ __all__ = [
     "Retry",
     "batch",
     "cancel_job",
+    "chain",
     "current_batch",
     "enqueue_many",
     "get_batch",
     "retry_job",
+    "step",
 ]
 
 _LAZY = {
@@ -35,11 +37,14 @@ _LAZY = {
     "cancel_job": "asyncjobs.services",
     "retry_job": "asyncjobs.services",
     "enqueue_many": "asyncjobs.backend",
+    "chain": "asyncjobs.chains",
+    "step": "asyncjobs.chains",
 }
 
 if TYPE_CHECKING:
     from asyncjobs.backend import enqueue_many
     from asyncjobs.batches import batch, current_batch, get_batch
+    from asyncjobs.chains import chain, step
     from asyncjobs.exceptions import BatchClosedError, JobCancelled, Retry
     from asyncjobs.retry import Exponential, Fixed
     from asyncjobs.services import cancel_job, retry_job

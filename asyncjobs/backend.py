@@ -34,7 +34,7 @@ from django.utils.module_loading import import_string
 from asyncjobs import services
 from asyncjobs.conf import as_timedelta, parse_rate
 from asyncjobs.exceptions import ConfigurationError, JobCancelled, TaskImportError
-from asyncjobs.models import Job
+from asyncjobs.models import DependencyPolicy, Job, JobStatus
 from asyncjobs.overrides import apply_overrides, task_overrides
 from asyncjobs.tasks_api import (
     TASK_MAX_PRIORITY,
@@ -78,6 +78,12 @@ class JobTask(Task):
             (per ``concurrency_key`` if one is given; 1 by default with a key).
         concurrency_key: a key the limits apply to instead of the whole task, usually per
             enqueue: ``.using(concurrency_key=f"account:{account.pk}")``.
+        depends_on: jobs (ids or ``TaskResult``s) the job waits for, per enqueue:
+            ``.using(depends_on=[result])``; they must exist. The job runs once they have
+            all ended, none failed for good nor was cancelled.
+        on_dependency_failure: ``"cancel"`` (default): if a job it depends on fails for good
+            or is cancelled, the job is cancelled too (and so are its own dependents);
+            ``"run"``: it runs anyway once they have all ended.
     """
 
     max_attempts: int | None = None
@@ -92,6 +98,8 @@ class JobTask(Task):
     rate_limit: str | None = None
     concurrency_limit: int | None = None
     concurrency_key: str | None = None
+    depends_on: tuple[str, ...] | None = None
+    on_dependency_failure: str | None = None
 
     def using(
         self,
@@ -109,8 +117,14 @@ class JobTask(Task):
         unique_key: str | None = None,
         unique_for: timedelta | float | None = None,
         concurrency_key: str | None = None,
+        depends_on: Iterable[Any] | None = None,
+        on_dependency_failure: str | None = None,
     ) -> "JobTask":
-        """A copy of this task with some defaults changed (Django's and asyncjobs' own)."""
+        """A copy of this task with some defaults changed (Django's and asyncjobs' own).
+
+        ``depends_on`` takes job ids, ``TaskResult``s or jobs; raises ``JobNotFoundError``
+        for a value that cannot be a job's id (whether the jobs exist is checked at
+        enqueue)."""
         changes: dict[str, Any] = {
             key: value
             for key, value in {
@@ -127,6 +141,12 @@ class JobTask(Task):
                 "unique_key": unique_key,
                 "unique_for": unique_for,
                 "concurrency_key": concurrency_key,
+                "depends_on": (
+                    tuple(str(pk) for pk in services.parse_ids(depends_on))
+                    if depends_on is not None
+                    else None
+                ),
+                "on_dependency_failure": on_dependency_failure,
             }.items()
             if value is not None
         }
@@ -250,6 +270,11 @@ class JobsBackend(BaseTaskBackend):
         cap = getattr(task, "concurrency_limit", None)
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
             raise InvalidTask(f"concurrency_limit must be an integer >= 1, got {cap!r}.")
+        policy = getattr(task, "on_dependency_failure", None)
+        if policy is not None and policy not in DependencyPolicy.values:
+            raise InvalidTask(
+                f"on_dependency_failure must be one of {DependencyPolicy.values}, not {policy!r}."
+            )
 
     def _task_fields(self, task: Task) -> dict[str, Any]:
         """What every job of ``task`` shares, for ``job_maker`` (validates the task).
@@ -320,15 +345,40 @@ class JobsBackend(BaseTaskBackend):
             }
         return {}
 
+    @staticmethod
+    def requirement(task: Task) -> services.Requirement | None:
+        """What a job of ``task`` waits for (``depends_on``), or None."""
+        parents = getattr(task, "depends_on", None)
+        if not parents:
+            return None
+        return services.Requirement(
+            parents=services.parse_ids(parents),
+            on_failure=getattr(task, "on_dependency_failure", None) or DependencyPolicy.CANCEL,
+        )
+
     def enqueue(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> TaskResult:
         """Store one job in the current transaction and return its result handle.
 
         Raises ``InvalidArgumentsError`` (a ``TypeError``), storing nothing, if the arguments
-        are not JSON-serializable.
+        are not JSON-serializable, and ``JobNotFoundError`` if a job in ``depends_on`` does
+        not exist.
         """
-        now = timezone.now()
+        return self.enqueue_job(task, args, kwargs, self.requirement(task), timezone.now())
+
+    def enqueue_job(
+        self,
+        task: Task,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        need: services.Requirement | None,
+        now: datetime,
+    ) -> TaskResult:
+        """``enqueue``, with what the job waits for given (``need``; chains give theirs)."""
         job = self.build_job(task, args, kwargs, now)
-        stored = services.enqueue_jobs([job], using=self.database, now=now)[0]
+        if need is None:
+            stored = services.enqueue_jobs([job], using=self.database, now=now)[0]
+        else:
+            stored = services.enqueue_dependents([(job, need)], using=self.database, now=now)[0]
         if stored is not job:  # a unique job already holds the key
             return self.to_result(stored)
         result = self.to_result(job, task=task, attempts=[])
@@ -362,14 +412,34 @@ class JobsBackend(BaseTaskBackend):
                 pairs.append((task, job))
                 yield job
 
+        needs = {id(task): self.requirement(task) for task, _, _ in calls}
+
+        def store() -> list[Job]:
+            if any(needs.values()):  # built first: the parents are locked before any write
+                for _ in jobs():  # (fills ``pairs``)
+                    pass
+                return services.enqueue_dependents(
+                    [(job, needs[id(task)]) for task, job in pairs],
+                    using=self.database,
+                    now=now,
+                    queues=queues,
+                )
+            return services.enqueue_jobs(jobs(), using=self.database, now=now, queues=queues)
+
         if batch_id is None:
-            stored = services.enqueue_jobs(jobs(), using=self.database, now=now, queues=queues)
+            stored = store()
         else:
             with transaction.atomic(using=self.database):
-                stored = services.enqueue_jobs(jobs(), using=self.database, now=now, queues=queues)
+                stored = store()
                 # A unique call answered by an existing job adds nothing to the batch.
-                added = sum(kept is job for (_, job), kept in zip(pairs, stored, strict=True))
-                services.jobs_added(batch_id, added, using=self.database)
+                added = [kept for (_, job), kept in zip(pairs, stored, strict=True) if kept is job]
+                services.jobs_added(batch_id, len(added), using=self.database)
+                # A dependent stored cancelled (its parent had already failed) ends at once.
+                ended = sum(job.status == JobStatus.CANCELLED for job in added)
+                if ended:
+                    services.jobs_ended(
+                        {batch_id: services.Ended(cancelled=ended)}, using=self.database, now=now
+                    )
         announce = services.observed(task_enqueued, type(self), logging.DEBUG)
         results = []
         for (task, job), kept in zip(pairs, stored, strict=True):

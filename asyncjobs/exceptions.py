@@ -163,3 +163,8 @@ class OutcomeNotStoredError(AsyncJobsError):
     to store the attempt's outcome as it was (a data error, not a lost connection): the
     message names the original outcome and the database's complaint. The attempt still
     ends, and the job moves on by its policy instead of staying ``running``."""
+
+
+class DependencyFailedError(AsyncJobsError):
+    """Recorded (never raised to callers) as the last error of a job cancelled because a job
+    it depends on failed for good or was cancelled (see ``depends_on``)."""

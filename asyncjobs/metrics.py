@@ -43,7 +43,7 @@ class JobsCollector:
         )
         paused = GaugeMetricFamily("asyncjobs_queue_paused", "1 if paused.", labels=["queue"])
         for q in snap.queues:
-            for status in ("scheduled", "queued", "running"):
+            for status in ("waiting", "scheduled", "queued", "running"):
                 depth.add_metric([q.name, status], getattr(q, status))
             lag.add_metric([q.name], q.lag_seconds or 0.0)
             dead.add_metric([q.name], q.failed)

@@ -12,7 +12,7 @@ from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q,
 from django.db.models.functions import TruncMinute
 
 from asyncjobs.conf import jobs_settings
-from asyncjobs.models import Attempt, Batch, Job, JobStatus, QueueState, Worker
+from asyncjobs.models import ACTIVE_STATUSES, Attempt, Batch, Job, JobStatus, QueueState, Worker
 
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -22,6 +22,7 @@ class QueueSnapshot:
     """The state of one queue."""
 
     name: str
+    waiting: int = 0  # for the jobs they depend on
     scheduled: int = 0
     queued: int = 0
     running: int = 0
@@ -80,7 +81,7 @@ def queue_snapshots(*, now: datetime, using: str = "default") -> list[QueueSnaps
         return queues.setdefault(name, QueueSnapshot(name=name))
 
     waiting = (
-        jobs.filter(status__in=[JobStatus.SCHEDULED, JobStatus.QUEUED, JobStatus.RUNNING])
+        jobs.filter(status__in=ACTIVE_STATUSES)
         .values("queue_name", "status")
         .annotate(n=Count("pk"))
         .order_by()

@@ -32,6 +32,8 @@ USING_FIELDS = (
     "unique_key",
     "unique_for",
     "concurrency_key",
+    "depends_on",
+    "on_dependency_failure",
 )
 
 

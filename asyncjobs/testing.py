@@ -42,7 +42,7 @@ __all__ = [
     "work_off",
 ]
 
-WAITING = (JobStatus.QUEUED, JobStatus.SCHEDULED)
+UNSTARTED = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.WAITING)
 
 
 def _task_path(task: Task | str) -> str:
@@ -53,11 +53,11 @@ def enqueued_jobs(
     task: Task | str | None = None,
     *,
     queue: str | None = None,
-    statuses: Sequence[str] = WAITING,
+    statuses: Sequence[str] = UNSTARTED,
     using: str = "default",
 ) -> list[Job]:
-    """Jobs waiting to run (queued or scheduled), oldest first; filtered by ``task`` (a task
-    or its dotted path), ``queue`` and ``statuses``."""
+    """Jobs not started yet (queued, scheduled or waiting for dependencies), oldest first;
+    filtered by ``task`` (a task or its dotted path), ``queue`` and ``statuses``."""
     jobs = Job.objects.using(using).filter(status__in=list(statuses))
     if task is not None:
         jobs = jobs.filter(task_path=_task_path(task))
@@ -162,5 +162,5 @@ def work_off(
         ran=ran,
         succeeded=touched.filter(status=JobStatus.SUCCEEDED).count(),
         failed=touched.filter(status=JobStatus.FAILED).count(),
-        retrying=touched.filter(status__in=WAITING).count(),
+        retrying=touched.filter(status__in=UNSTARTED).count(),
     )

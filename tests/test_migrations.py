@@ -82,8 +82,8 @@ def _scale_factors():
 
 
 def test_autovacuum_migration_goes_back_and_forward():
-    """0009 runs both ways on every database (a no-op but on PostgreSQL)."""
-    call_command("migrate", "asyncjobs", "0008", verbosity=0)
+    """0011 runs both ways on every database (a no-op but on PostgreSQL)."""
+    call_command("migrate", "asyncjobs", "0010", verbosity=0)
     call_command("migrate", verbosity=0)
     assert tasks.add.enqueue(1, 2).id
 
@@ -91,7 +91,7 @@ def test_autovacuum_migration_goes_back_and_forward():
 @pytest.mark.postgres
 def test_job_tables_have_a_low_autovacuum_scale_factor_until_migrated_back():
     assert _scale_factors() == {"asyncjobs_job": "0.01", "asyncjobs_attempt": "0.01"}
-    call_command("migrate", "asyncjobs", "0008", verbosity=0)
+    call_command("migrate", "asyncjobs", "0010", verbosity=0)
     assert _scale_factors() == {"asyncjobs_job": None, "asyncjobs_attempt": None}
     call_command("migrate", verbosity=0)
     assert _scale_factors() == {"asyncjobs_job": "0.01", "asyncjobs_attempt": "0.01"}
@@ -102,7 +102,7 @@ def test_an_operators_own_scale_factor_is_kept_both_ways():
     with connection.cursor() as cursor:
         cursor.execute("ALTER TABLE asyncjobs_job SET (autovacuum_vacuum_scale_factor = 0.002)")
     try:
-        call_command("migrate", "asyncjobs", "0008", verbosity=0)
+        call_command("migrate", "asyncjobs", "0010", verbosity=0)
         assert _scale_factors() == {"asyncjobs_job": "0.002", "asyncjobs_attempt": None}
         call_command("migrate", verbosity=0)
         assert _scale_factors() == {"asyncjobs_job": "0.002", "asyncjobs_attempt": "0.01"}
@@ -147,3 +147,49 @@ def test_the_batch_index_exists_after_migrating_back_and_forward():
         call_command("migrate", "asyncjobs", "0008", verbosity=0)
         assert _batch_index() == []
         call_command("migrate", verbosity=0)
+
+
+def _status_check():
+    """The job table's status CHECK constraint as the database has it: None if absent, else
+    whether it is validated (PostgreSQL) or True."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT convalidated FROM pg_constraint WHERE conname = %s",
+                ["asyncjobs_job_status_valid"],
+            )
+            row = cursor.fetchone()
+            return None if row is None else row[0]
+        found = connection.introspection.get_constraints(cursor, "asyncjobs_job")
+    return True if "asyncjobs_job_status_valid" in found else None
+
+
+def test_dependencies_migration_back_and_forward_keeps_jobs_and_the_status_check():
+    """0010 (dependencies, the waiting status) and back, on a table holding jobs: they are
+    kept; the status check allows waiting after it. PostgreSQL: validated after NOT VALID;
+    MariaDB: dropped, not added again (adding a CHECK rebuilds the table there)."""
+    from asyncjobs.models import JobDependency
+
+    parent = tasks.add.enqueue(1, 2)
+    child = tasks.noop.using(depends_on=[parent]).enqueue()
+    assert JobDependency.objects.count() == 1
+    expected = None if connection.vendor == "mysql" else True
+    assert _status_check() is expected
+    JobDependency.objects.all().delete()
+    from asyncjobs.models import Job
+
+    Job.objects.filter(pk=child.id).delete()
+    call_command("migrate", "asyncjobs", "0009", verbosity=0)
+    assert "asyncjobs_jobdependency" not in _tables()
+    assert _status_check() is expected
+    call_command("migrate", verbosity=0)
+    assert _status_check() is expected
+    assert "asyncjobs_jobdependency" in _tables()
+    # The jobs survived both ways, and dependencies work again.
+    waiting = tasks.noop.using(depends_on=[parent]).enqueue()
+    assert Job.objects.get(pk=waiting.id).status == JobStatus.WAITING
+    if connection.vendor != "mysql":
+        from django.db import IntegrityError, transaction
+
+        with pytest.raises(IntegrityError), transaction.atomic():
+            Job.objects.filter(pk=parent.id).update(status="bogus")

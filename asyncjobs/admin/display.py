@@ -17,6 +17,7 @@ from asyncjobs import services
 from asyncjobs.conf import jobs_settings
 
 STATUS_COLOURS = {
+    "waiting": "#7c3aed",
     "scheduled": "#6b7280",
     "queued": "#b45309",
     "running": "#1d4ed8",

@@ -9,9 +9,9 @@ from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
-from asyncjobs import outbound
+from asyncjobs import outbound, services
 from asyncjobs.admin.actions import JobActions
 from asyncjobs.admin.display import (
     EstimatedCountPaginator,
@@ -186,6 +186,7 @@ class JobAdmin(ReadOnlyMixin, JobActions):
         ),
         ("Call", {"fields": ("args_json", "kwargs_json")}),
         ("Outcome", {"fields": ("result_json", "progress_json", "last_error")}),
+        ("Dependencies", {"fields": ("depends_on_display", "dependents_display")}),
         (
             "Timeline",
             {
@@ -223,7 +224,8 @@ class JobAdmin(ReadOnlyMixin, JobActions):
     )
     readonly_fields = (
         "id", "task_path", "queue_name", "priority", "status_badge", "batch_link", "args_json",
-        "kwargs_json", "result_json", "progress_json", "last_error", "enqueued_at_display",
+        "kwargs_json", "result_json", "progress_json", "last_error", "depends_on_display",
+        "dependents_display", "enqueued_at_display",
         "run_after_display", "started_at_display", "last_attempted_at_display",
         "finished_at_display", "duration_display", "attempts_display", "worker_id",
         "lease_expires_at_display", "cancel_requested_at_display", "max_attempts", "backoff",
@@ -364,3 +366,39 @@ class JobAdmin(ReadOnlyMixin, JobActions):
         if not obj.last_error_class:
             return "—"
         return format_html("<b>{}</b>: {}", obj.last_error_class, obj.last_error_message)
+
+    # How many edges a job page lists each way; a job may have thousands of dependents.
+    EDGES_SHOWN = 20
+
+    def _edges(self, edges: list[Any], total: int, other: str) -> str:
+        if not edges:
+            return "—"
+        rows = format_html_join(
+            "",
+            '<li><a href="{}">{}</a> {} {}</li>',
+            (
+                (
+                    reverse("admin:asyncjobs_job_change", args=[getattr(edge, f"{other}_id")]),
+                    getattr(edge, other).task_path,
+                    badge(getattr(edge, other).status),
+                    "resolved: " + edge.outcome if edge.resolved_at else "pending",
+                )
+                for edge in edges
+            ),
+        )
+        more = total - len(edges)
+        return format_html(
+            '<ul style="margin:0;padding-left:1.2em">{}</ul>{}',
+            rows,
+            format_html("and {} more", more) if more > 0 else "",
+        )
+
+    @admin.display(description="depends on")
+    def depends_on_display(self, obj: Job) -> str:
+        edges, total = services.dependencies_of(obj, limit=self.EDGES_SHOWN)
+        return self._edges(edges, total, "parent")
+
+    @admin.display(description="dependents")
+    def dependents_display(self, obj: Job) -> str:
+        edges, total = services.dependents_of(obj, limit=self.EDGES_SHOWN)
+        return self._edges(edges, total, "dependent")

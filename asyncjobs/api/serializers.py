@@ -78,6 +78,7 @@ class JobSerializer(serializers.ModelSerializer[Job]):
     result_truncated = serializers.SerializerMethodField()
     last_error = serializers.SerializerMethodField()
     history = serializers.SerializerMethodField()
+    depends_on = serializers.SerializerMethodField()
 
     class Meta:
         model = Job
@@ -98,6 +99,7 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             "result",
             "result_truncated",
             "last_error",
+            "depends_on",
             "history",
         )
 
@@ -159,6 +161,14 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             return None
         return {"error_class": obj.last_error_class, "message": obj.last_error_message}
 
+    @extend_schema_field(serializers.ListField(child=serializers.UUIDField()))
+    def get_depends_on(self, obj: Job) -> Any:
+        """The ids of the jobs this one waits for (or waited for), oldest first."""
+        if obj.pending_dependencies is None:  # (set on every job that has dependencies)
+            return []
+        edges, _ = services.dependencies_of(obj)
+        return [str(edge.parent_id) for edge in edges]
+
     @extend_schema_field(AttemptSerializer(many=True))
     def get_history(self, obj: Job) -> Any:
         return AttemptSerializer(self._attempts(obj), many=True, context=self.context).data
@@ -168,7 +178,9 @@ class JobListSerializer(JobSerializer):
     """A job in the staff list (no history: one query per page, not per job)."""
 
     class Meta(JobSerializer.Meta):
-        fields = tuple(f for f in JobSerializer.Meta.fields if f not in {"history", "last_error"})
+        fields = tuple(
+            f for f in JobSerializer.Meta.fields if f not in {"history", "last_error", "depends_on"}
+        )
 
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -260,6 +272,7 @@ class CallbackJobSerializer(serializers.Serializer[dict[str, Any]]):
 
 class QueueStatsSerializer(serializers.Serializer[dict[str, Any]]):
     queue = serializers.CharField()
+    waiting = serializers.IntegerField(help_text="Jobs waiting for the jobs they depend on.")
     scheduled = serializers.IntegerField()
     queued = serializers.IntegerField()
     running = serializers.IntegerField()

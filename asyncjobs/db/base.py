@@ -165,7 +165,7 @@ class BaseStrategy:
     @classmethod
     def complete_succeeded(
         cls, connection: BaseDatabaseWrapper, items: Sequence[Success], *, worker_id: str
-    ) -> set[JobPk]:
+    ) -> dict[JobId, bool]:
         """See ``complete_succeeded``; ``items`` is not empty."""
         raise NotImplementedError
 
@@ -185,7 +185,7 @@ class BaseStrategy:
             for batch_id in sorted(ended, key=str)
             if cls.count_batch_ends(connection, batch_id, ended[batch_id], 0, 0)
         }
-        return recorded, finishable
+        return set(recorded), finishable
 
     @classmethod
     def insert_jobs(cls, connection: BaseDatabaseWrapper, jobs: Iterable[Job]) -> list[Job]:
@@ -350,7 +350,9 @@ def start_jobs(
     return strategy_class(connection).start_jobs(connection, given, Start(worker_id, now, lease))
 
 
-def complete_succeeded(alias: str, items: Sequence[Success], *, worker_id: str) -> set[JobPk]:
+def complete_succeeded(
+    alias: str, items: Sequence[Success], *, worker_id: str
+) -> dict[JobId, bool]:
     """running → succeeded for a batch, inside the caller's transaction: one statement on
     PostgreSQL, two on SQLite, three on MariaDB/MySQL.
 
@@ -359,10 +361,12 @@ def complete_succeeded(alias: str, items: Sequence[Success], *, worker_id: str) 
     ``last_attempted_at``; the job's ``started_at`` stays its first claim's). An attempt is
     closed only if it is still open and still ``worker_id``'s, and only those jobs move to
     ``succeeded``; a job's ``unique_key`` is freed unless it has ``unique_for``. Returns
-    the primary keys of the jobs recorded.
+    the primary keys of the jobs recorded, each with whether it has dependents
+    (``Job.has_dependents``, read under the row's lock, so that a dependent enqueued at the
+    same moment is either seen or sees the job succeeded).
     """
     if not items:
-        return set()
+        return {}
     connection = connections[alias]
     return strategy_class(connection).complete_succeeded(connection, items, worker_id=worker_id)
 

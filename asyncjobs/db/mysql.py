@@ -31,7 +31,7 @@ from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.models import Model
 
 from asyncjobs.db import fastpath, rows
-from asyncjobs.db.base import BaseStrategy, JobId, JobPk, Start, Success, marks, register
+from asyncjobs.db.base import BaseStrategy, JobId, Start, Success, marks, register
 from asyncjobs.db.queries import query
 from asyncjobs.models import Attempt, Job, JobStatus
 
@@ -135,11 +135,11 @@ class MySQLStrategy(BaseStrategy):
     @classmethod
     def complete_succeeded(
         cls, connection: BaseDatabaseWrapper, items: Sequence[Success], *, worker_id: str
-    ) -> set[JobPk]:
+    ) -> dict[JobId, bool]:
         """See ``base.complete_succeeded``: lock the attempts still open and held by
-        ``worker_id``, then two multi-table ``UPDATE``s join them to the batch's values (a
-        derived table of ``SELECT … UNION ALL``: neither server binds arrays, and UPDATE has
-        no RETURNING)."""
+        ``worker_id`` (and their jobs), then two multi-table ``UPDATE``s join them to the
+        batch's values (a derived table of ``SELECT … UNION ALL``: neither server binds
+        arrays, and UPDATE has no RETURNING)."""
         qn = connection.ops.quote_name
         tables = {"attempt_table": qn(Attempt._meta.db_table), "table": qn(Job._meta.db_table)}
         numbers = {_as_uuid(job.pk): job.attempts for job, *_ in items}
@@ -149,13 +149,13 @@ class MySQLStrategy(BaseStrategy):
                 [*(rows.prep(Job, "id", pk, connection) for pk in numbers), worker_id],
             )
             closed = {
-                pk
-                for job_id, number in cursor.fetchall()
+                pk: bool(has_dependents)
+                for job_id, number, has_dependents in cursor.fetchall()
                 if numbers.get(pk := _as_uuid(job_id)) == number
             }
         ours = [item for item in items if _as_uuid(item[0].pk) in closed]
         if not ours:
-            return set()
+            return {}
         # The batch as a derived table, generated for its number of rows.
         first = (
             "SELECT %s AS did, %s AS dnumber, %s AS dstatus, %s AS dstart, %s AS dend, %s AS dvalue"
@@ -174,7 +174,7 @@ class MySQLStrategy(BaseStrategy):
                 query(cls.sql, "finish_jobs").format(values=values, **tables),
                 [*params, worker_id],
             )
-        return {item[0].pk for item in ours}
+        return {item[0].pk: closed[_as_uuid(item[0].pk)] for item in ours}
 
     @classmethod
     def estimated_row_count(cls, connection: BaseDatabaseWrapper, model: type[Model]) -> int | None:

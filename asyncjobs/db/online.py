@@ -8,11 +8,24 @@ built the way each database can do it without blocking writes:
 - MariaDB/MySQL, which ignore a partial index's condition and so would build nothing: the
   same columns as a full index, in place and with no lock (``ALGORITHM=INPLACE, LOCK=NONE``);
 - SQLite: a plain ``CREATE INDEX`` (one writer anyway).
+
+``ReplaceCheckOnline`` changes a CHECK constraint (the same migration state as Django's
+``RemoveConstraint`` then ``AddConstraint``) without validating it under a lock that blocks
+the table:
+
+- PostgreSQL: the old constraint is dropped and the new one added ``NOT VALID`` in one short
+  transaction (new rows are checked from then on), then ``VALIDATE CONSTRAINT`` reads the
+  existing rows under a lock that lets writes go on;
+- MariaDB/MySQL: dropping a CHECK is instant, but adding one rebuilds the whole table
+  (``ALGORITHM=COPY``, writes blocked meanwhile; MariaDB's MDEV-16356), so the old
+  constraint is dropped and the new one is not added there: the application alone writes
+  the column;
+- SQLite: Django's own way (it remakes the table; one writer anyway).
 """
 
 from typing import Any
 
-from django.db import migrations, models
+from django.db import migrations, models, transaction
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.migrations.state import ProjectState
 
@@ -81,3 +94,106 @@ class AddIndexOnline(migrations.AddIndex):
 
     def describe(self) -> str:
         return super().describe() + " (without blocking writes)"
+
+
+class ReplaceCheckOnline(migrations.operations.base.Operation):
+    """Replace the CHECK constraint ``old`` of a model by ``new`` (same name or not) without
+    validating the table's rows under a lock that blocks writes (see the module's
+    docstring). The migration must set ``atomic = False``."""
+
+    reversible = True
+
+    def __init__(
+        self, model_name: str, old: models.CheckConstraint, new: models.CheckConstraint
+    ) -> None:
+        self.model_name = model_name
+        self.old = old
+        self.new = new
+
+    def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
+        return (
+            self.__class__.__name__,
+            [],
+            {"model_name": self.model_name, "old": self.old, "new": self.new},
+        )
+
+    def state_forwards(self, app_label: str, state: ProjectState) -> None:
+        state.remove_constraint(app_label, self.model_name.lower(), self.old.name)
+        state.add_constraint(app_label, self.model_name.lower(), self.new)
+
+    def state_backwards(self, app_label: str, state: ProjectState) -> None:
+        state.remove_constraint(app_label, self.model_name.lower(), self.new.name)
+        state.add_constraint(app_label, self.model_name.lower(), self.old)
+
+    def _replace(
+        self,
+        app_label: str,
+        schema_editor: BaseDatabaseSchemaEditor,
+        state: ProjectState,
+        old: models.CheckConstraint,
+        new: models.CheckConstraint,
+    ) -> None:
+        model = state.apps.get_model(app_label, self.model_name)
+        if not self.allow_migrate_model(schema_editor.connection.alias, model):
+            return
+        vendor = schema_editor.connection.vendor
+        if vendor == "postgresql":
+            table = schema_editor.quote_name(model._meta.db_table)
+            with transaction.atomic(using=schema_editor.connection.alias):
+                schema_editor.execute(old.remove_sql(model, schema_editor))
+                schema_editor.execute(f"{new.create_sql(model, schema_editor)} NOT VALID")
+            schema_editor.execute(
+                query("postgresql", "validate_constraint").format(
+                    table=table, name=schema_editor.quote_name(new.name)
+                )
+            )
+        elif vendor == "mysql":
+            schema_editor.execute(old.remove_sql(model, schema_editor))
+        else:
+            schema_editor.remove_constraint(model, old)
+            schema_editor.add_constraint(model, new)
+
+    def database_forwards(
+        self,
+        app_label: str,
+        schema_editor: BaseDatabaseSchemaEditor,
+        from_state: ProjectState,
+        to_state: ProjectState,
+    ) -> None:
+        # MariaDB/MySQL: dropped by an earlier run, or never there: nothing to drop.
+        if schema_editor.connection.vendor == "mysql" and not _has_constraint(
+            schema_editor, to_state, app_label, self.model_name, self.old
+        ):
+            return
+        self._replace(app_label, schema_editor, to_state, self.old, self.new)
+
+    def database_backwards(
+        self,
+        app_label: str,
+        schema_editor: BaseDatabaseSchemaEditor,
+        from_state: ProjectState,
+        to_state: ProjectState,
+    ) -> None:
+        if schema_editor.connection.vendor == "mysql":
+            return  # forwards dropped it there; adding the old one back would copy the table
+        self._replace(app_label, schema_editor, from_state, self.new, self.old)
+
+    def describe(self) -> str:
+        return (
+            f"Replace constraint {self.old.name} of {self.model_name} by {self.new.name} "
+            "(validated without blocking writes)"
+        )
+
+
+def _has_constraint(
+    schema_editor: BaseDatabaseSchemaEditor,
+    state: ProjectState,
+    app_label: str,
+    model_name: str,
+    constraint: models.CheckConstraint,
+) -> bool:
+    model = state.apps.get_model(app_label, model_name)
+    connection = schema_editor.connection
+    with connection.cursor() as cursor:
+        found = connection.introspection.get_constraints(cursor, model._meta.db_table)
+    return constraint.name in found

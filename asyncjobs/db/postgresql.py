@@ -34,7 +34,6 @@ from asyncjobs.db.base import (
     NOTIFY_READY,
     BaseStrategy,
     JobId,
-    JobPk,
     Listener,
     PollingListener,
     Start,
@@ -135,12 +134,15 @@ class PostgresStrategy(BaseStrategy):
     @classmethod
     def complete_succeeded(
         cls, connection: BaseDatabaseWrapper, items: Sequence[Success], *, worker_id: str
-    ) -> set[JobPk]:
+    ) -> dict[JobId, bool]:
         """See ``base.complete_succeeded``: one statement of fixed text (the batch travels as
         arrays), so it can be prepared, and one round trip. With psycopg's own cursor the
         arrays go in binary format, which psycopg writes more cheaply than text arrays
         (bench/HISTORY.md, "Worker CPU per job")."""
-        return {row[0] for row in cls._complete(connection, "complete_succeeded", items, worker_id)}
+        return {
+            row[0]: bool(row[1])
+            for row in cls._complete(connection, "complete_succeeded", items, worker_id)
+        }
 
     @classmethod
     def complete_succeeded_counting(

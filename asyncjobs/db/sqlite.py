@@ -9,7 +9,7 @@ from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from asyncjobs.db import rows
-from asyncjobs.db.base import BaseStrategy, JobId, JobPk, Start, Success, marks, register
+from asyncjobs.db.base import BaseStrategy, JobId, Start, Success, marks, register
 from asyncjobs.db.queries import query
 from asyncjobs.models import Attempt, Job
 
@@ -98,7 +98,7 @@ class SQLiteStrategy(BaseStrategy):
     @classmethod
     def complete_succeeded(
         cls, connection: BaseDatabaseWrapper, items: Sequence[Success], *, worker_id: str
-    ) -> set[JobPk]:
+    ) -> dict[JobId, bool]:
         """See ``base.complete_succeeded``: two statements over ``VALUES`` lists."""
         qn = connection.ops.quote_name
         tables = {"attempt_table": qn(Attempt._meta.db_table), "table": qn(Job._meta.db_table)}
@@ -111,7 +111,7 @@ class SQLiteStrategy(BaseStrategy):
             closed = {row[0] for row in cursor.fetchall()}
         ours = [item for item in items if rows.prep(Job, "id", item[0].pk, connection) in closed]
         if not ours:
-            return set()
+            return {}
         params = []
         for job, value, _, started, finished in ours:
             params += [
@@ -125,7 +125,10 @@ class SQLiteStrategy(BaseStrategy):
         )
         with connection.cursor() as cursor:
             cursor.execute(finish, [*params, worker_id])
-        return {item[0].pk for item in ours}
+            parents = {row[0] for row in cursor.fetchall() if row[1]}
+        return {
+            item[0].pk: rows.prep(Job, "id", item[0].pk, connection) in parents for item in ours
+        }
 
     @classmethod
     def index_hint(cls, connection: BaseDatabaseWrapper, index: str) -> str:

@@ -79,6 +79,7 @@ class StoredJSONField(models.JSONField):
 class JobStatus(models.TextChoices):
     """Where a job is in its lifecycle."""
 
+    WAITING = "waiting", _("Waiting")  # for the jobs it depends on (asyncjobs.workflows)
     SCHEDULED = "scheduled", _("Scheduled")  # waiting for run_after (first run or a retry)
     QUEUED = "queued", _("Queued")  # ready to be claimed
     RUNNING = "running", _("Running")  # claimed by a worker that holds its lease
@@ -87,11 +88,14 @@ class JobStatus(models.TextChoices):
     CANCELLED = "cancelled", _("Cancelled")
 
 
-WAITING_STATUSES = frozenset({JobStatus.SCHEDULED, JobStatus.QUEUED})
-ACTIVE_STATUSES = WAITING_STATUSES | {JobStatus.RUNNING}
+# Not started yet: waiting for dependencies, scheduled or queued (what a cancel stops at once,
+# what a queue's MAX_QUEUED counts).
+UNSTARTED_STATUSES = frozenset({JobStatus.WAITING, JobStatus.SCHEDULED, JobStatus.QUEUED})
+ACTIVE_STATUSES = UNSTARTED_STATUSES | {JobStatus.RUNNING}
 TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 TASK_RESULT_STATUS = {
+    JobStatus.WAITING: TaskResultStatus.READY,
     JobStatus.SCHEDULED: TaskResultStatus.READY,
     JobStatus.QUEUED: TaskResultStatus.READY,
     JobStatus.RUNNING: TaskResultStatus.RUNNING,
@@ -125,6 +129,10 @@ class JobQuerySet(models.QuerySet["Job"]):
     def due(self, now: datetime) -> "JobQuerySet":
         """Scheduled jobs whose ``run_after`` has come at ``now``."""
         return self.filter(status=JobStatus.SCHEDULED, run_after__lte=now)
+
+    def waiting(self) -> "JobQuerySet":
+        """Jobs held until the jobs they depend on have ended."""
+        return self.filter(status=JobStatus.WAITING)
 
     def running(self) -> "JobQuerySet":
         """Jobs a worker holds."""
@@ -224,6 +232,14 @@ class Job(models.Model):
         db_index=False,
         related_name="jobs",
     )
+    # Dependencies (asyncjobs.services.dependencies). On a job others depend on: True once
+    # a dependent was added, so that only such jobs look for dependents when they end. On a
+    # dependent: how many of its dependencies have not ended yet (it waits while some have
+    # not). NULL for every other job: adding the columns to a live table is instant (a plain
+    # integer: PositiveIntegerField's CHECK would make PostgreSQL scan the table under its
+    # lock, and MariaDB copy it).
+    has_dependents = models.BooleanField(null=True, blank=True, editable=False)
+    pending_dependencies = models.IntegerField(null=True, blank=True, editable=False)
     # NULL, not "", for "no key": NULLs never collide in the unique constraint below.
     unique_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     # How long a succeeded job keeps its unique_key (None: released when the job ends).
@@ -550,3 +566,5 @@ class Dashboard(Job):
 # Registered with the app here, where Django looks for models.
 from asyncjobs.models.workflows import Batch as Batch  # noqa: E402
 from asyncjobs.models.workflows import BatchState as BatchState  # noqa: E402
+from asyncjobs.models.workflows import DependencyPolicy as DependencyPolicy  # noqa: E402
+from asyncjobs.models.workflows import JobDependency as JobDependency  # noqa: E402

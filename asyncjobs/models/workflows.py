@@ -1,4 +1,5 @@
-"""Workflows: batches of jobs, with callbacks once they are done.
+"""Workflows: batches of jobs, with callbacks once they are done; and dependencies between
+jobs (``JobDependency``), which chains are made of.
 
 A batch keeps its own counters (``pending``, ``succeeded``, ``failed``, ``cancelled``),
 updated in the transaction that records each job's end, so finding out whether a batch is
@@ -13,6 +14,7 @@ from typing import ClassVar
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 
@@ -92,3 +94,60 @@ class Batch(models.Model):
         if not self.total:
             return 0.0 if self.sealed_at is None else 100.0
         return round(100.0 * self.finished / self.total, 1)
+
+
+class DependencyPolicy(models.TextChoices):
+    """What a dependent does when a job it depends on fails for good or is cancelled."""
+
+    CANCEL = "cancel", _("Cancel")  # it is cancelled too, and so are its own dependents
+    RUN = "run", _("Run")  # it runs anyway, once its other dependencies have ended
+
+
+class JobDependency(models.Model):
+    """An edge ``dependent`` → ``parent``: ``dependent`` waits until ``parent`` has ended.
+
+    The parent exists before the edge (it is locked while the edge is added), so edges never
+    form a cycle. An edge is resolved once, in the transaction that ends its parent, and
+    remembers how the parent ended (``outcome``); a parent retried out of the dead letter
+    reopens the edges whose dependents it cancelled (see ``services.dependencies``).
+    No database foreign keys, as for ``Job.batch``: deleting jobs (pruning) never checks this
+    table row by row, and Django's cascade removes a deleted job's edges.
+    """
+
+    dependent = models.ForeignKey(
+        "asyncjobs.Job",
+        on_delete=models.CASCADE,
+        db_constraint=False,
+        db_index=False,  # the unique constraint's index leads with it
+        related_name="dependencies",
+    )
+    parent = models.ForeignKey(
+        "asyncjobs.Job",
+        on_delete=models.CASCADE,
+        db_constraint=False,
+        related_name="dependents",
+    )
+    on_failure = models.CharField(
+        max_length=8, choices=DependencyPolicy.choices, default=DependencyPolicy.CANCEL
+    )
+    # The parent's return value is prepended to the dependent's arguments (chains).
+    pass_result = models.BooleanField(default=False)
+    created_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    # The parent's terminal status once resolved ("succeeded", "failed", "cancelled").
+    outcome = models.CharField(max_length=16, blank=True, default="")
+
+    class Meta:
+        verbose_name = _("job dependency")
+        verbose_name_plural = _("job dependencies")
+        constraints: ClassVar[list[models.BaseConstraint]] = [
+            models.UniqueConstraint(
+                fields=["dependent", "parent"], name="asyncjobs_dependency_unique"
+            ),
+            models.CheckConstraint(
+                condition=~Q(dependent=models.F("parent")), name="asyncjobs_dependency_not_self"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dependent_id} after {self.parent_id}"

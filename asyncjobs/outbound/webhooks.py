@@ -131,9 +131,15 @@ def webhook_payload(job: "Job") -> dict[str, object]:
         payload["result"] = job.return_value
     else:
         last = job.attempt_set.exclude(error_class="").order_by("-number").first()
-        payload["error"] = (
-            {"error_class": last.error_class, "message": last.error_message} if last else None
-        )
+        if last is not None:
+            payload["error"] = {"error_class": last.error_class, "message": last.error_message}
+        elif job.last_error_class:  # ended without an attempt (a dependency failed)
+            payload["error"] = {
+                "error_class": job.last_error_class,
+                "message": job.last_error_message,
+            }
+        else:
+            payload["error"] = None
     return payload
 
 

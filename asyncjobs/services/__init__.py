@@ -14,6 +14,7 @@ One module per concern, lower ones first (import-linter holds the order):
 - ``enqueue``: building and storing jobs, unique keys, queue caps, scheduled jobs falling due;
 - ``webhooks``: end-of-job webhooks and HTTP callback jobs;
 - ``batches``: batches' counters, kept by each transition of a member job, and callbacks;
+- ``dependencies``: jobs that wait for others (``depends_on``, chains);
 - ``attempts``: an attempt's claim, success and failure, and jobs given back or rescued;
 - ``limits``: claims under rate and concurrency limits;
 - ``workers``, ``queues``, ``pruning``: the worker registry, queue pauses, deleting jobs;
@@ -49,6 +50,13 @@ from asyncjobs.services.batches import (
     jobs_ended,
     jobs_reopened,
     seal_batch,
+)
+from asyncjobs.services.dependencies import (
+    Requirement,
+    dependencies_of,
+    dependents_of,
+    enqueue_dependents,
+    parse_ids,
 )
 from asyncjobs.services.enqueue import (
     IDENTITY_CACHE_SIZE,
@@ -137,6 +145,7 @@ __all__ = [
     "JobMaker",
     "JobOptions",
     "LimitedClaim",
+    "Requirement",
     "Success",
     "batch_retention",
     "batch_summary",
@@ -155,8 +164,11 @@ __all__ = [
     "class_path",
     "create_batch",
     "current_owner",
+    "dependencies_of",
+    "dependents_of",
     "discard_jobs",
     "enqueue_callback",
+    "enqueue_dependents",
     "enqueue_jobs",
     "enqueue_unique",
     "enqueued_by",
@@ -176,6 +188,7 @@ __all__ = [
     "mark_lost_workers",
     "new_worker_id",
     "observed",
+    "parse_ids",
     "paused_queues",
     "promote_due",
     "prune_batches",

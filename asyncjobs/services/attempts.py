@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Case, DateTimeField, F, OuterRef, Q, Subquery, Value, When
@@ -20,6 +21,7 @@ from asyncjobs import db, retry
 from asyncjobs.exceptions import Retry, WorkerLostError, WorkerShutdownError
 from asyncjobs.models import TERMINAL_STATUSES, Attempt, AttemptOutcome, Job, JobStatus
 from asyncjobs.services import batches
+from asyncjobs.services.dependencies import job_ended
 from asyncjobs.services.policy import class_path, is_retryable
 from asyncjobs.services.values import JSON
 from asyncjobs.services.webhooks import schedule_webhook
@@ -132,15 +134,26 @@ def record_successes(batch: Sequence[Success], *, worker_id: str, using: str) ->
 
     Same rules as ``record_success``, job by job: an attempt that is no longer this worker's
     changes nothing. Webhook deliveries are enqueued in the same transaction. Returns the
-    primary keys of the jobs recorded.
+    primary keys of the jobs recorded. The jobs that others depend on resolve their
+    dependents in the same transaction.
     """
     with transaction.atomic(using=using):
         items = [
             (s.job, s.return_value, _status_code(s.http_status), s.started_at, s.finished_at)
             for s in batch
         ]
+        recorded: dict[Any, bool]
         if any(s.job.batch_id is not None for s in batch):
-            recorded = batches.complete_in_batches(items, worker_id=worker_id, using=using)
+            done = set(batches.complete_in_batches(items, worker_id=worker_id, using=using))
+            # The batch path does not read has_dependents: one indexed read, batch flushes only.
+            flagged = set(
+                Job.objects.using(using)
+                .filter(pk__in=done, has_dependents=True)
+                .values_list("pk", flat=True)
+                if done
+                else ()
+            )
+            recorded = {pk: pk in flagged for pk in done}
         else:
             recorded = db.complete_succeeded(using, items, worker_id=worker_id)
         for success in batch:
@@ -150,7 +163,16 @@ def record_successes(batch: Sequence[Success], *, worker_id: str, using: str) ->
             job.status, job.return_value = JobStatus.SUCCEEDED, success.return_value
             job.finished_at = success.finished_at
             schedule_webhook(job, now=success.finished_at, using=using)
-    return recorded
+        if any(recorded.values()):  # (has_dependents, read under the rows' locks)
+            parents = {s.job.pk: s for s in batch if recorded.get(s.job.pk)}
+            job_ended(
+                dict.fromkeys(parents, JobStatus.SUCCEEDED),
+                values={pk: s.return_value for pk, s in parents.items()},
+                using=using,
+                now=max(s.finished_at for s in parents.values()),
+                known_parents=True,
+            )
+    return set(recorded)
 
 
 def record_failure(
@@ -236,6 +258,7 @@ def record_failure(
                 ended = batches.Ended()
                 ended.add(new_status)
                 batches.jobs_ended({job.batch_id: ended}, using=using, now=now)
+            job_ended({job.pk: new_status}, using=using, now=now)
     return new_status
 
 
@@ -407,6 +430,7 @@ def rescue_expired(*, now: datetime, using: str = "default", limit: int = 500) -
                         batches.jobs_ended(
                             {job.batch_id: batches.Ended(failed=1)}, using=using, now=now
                         )
+                    job_ended({job.pk: JobStatus.FAILED}, using=using, now=now)
         if moved:
             logger.warning(
                 "Rescued job %s from lost worker %s (%s)",

@@ -21,7 +21,7 @@ from asyncjobs import db, outbound
 from asyncjobs.conf import jobs_settings
 from asyncjobs.db import fastpath
 from asyncjobs.exceptions import ArgumentsTooLargeError, InvalidTransitionError, QueueFullError
-from asyncjobs.models import WAITING_STATUSES, Job, JobStatus, QueueState
+from asyncjobs.models import UNSTARTED_STATUSES, Job, JobStatus, QueueState
 from asyncjobs.services.policy import JobOptions
 from asyncjobs.services.values import JSON, checked_json, json_size
 
@@ -286,7 +286,7 @@ def enqueue_jobs(
         for name, limit in capped.items():
             waiting = (
                 Job.objects.using(using)
-                .filter(queue_name=name, status__in=WAITING_STATUSES)
+                .filter(queue_name=name, status__in=UNSTARTED_STATUSES)
                 .count()
             )
             if waiting > limit:

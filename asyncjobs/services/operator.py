@@ -7,13 +7,14 @@ from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Model, QuerySet
+from django.db.models import Case, F, Model, QuerySet, Value, When
 from django.utils import timezone
 
 from asyncjobs import db
 from asyncjobs.exceptions import InvalidTransitionError, JobNotFoundError
-from asyncjobs.models import ACTIVE_STATUSES, WAITING_STATUSES, Job, JobStatus
+from asyncjobs.models import ACTIVE_STATUSES, UNSTARTED_STATUSES, Job, JobStatus
 from asyncjobs.services import batches
+from asyncjobs.services.dependencies import job_ended, reopen, run_now_refusal
 from asyncjobs.services.webhooks import schedule_webhook
 from asyncjobs.text import safe_text
 
@@ -43,9 +44,16 @@ RETRYABLE_STATUSES = (JobStatus.FAILED, JobStatus.CANCELLED)
 def retry_jobs(jobs: QuerySet[Job], *, now: datetime) -> int:
     """Queue again every failed or cancelled job of the queryset ``jobs``, with a fresh
     attempt budget and their history kept, in one statement. Returns how many moved; jobs in
-    other statuses are left alone. Their batches reopen (see ``services.batches``)."""
+    other statuses are left alone. Their batches reopen (see ``services.batches``).
+
+    A job with dependencies that have not ended waits for them again (``waiting``); the
+    dependents a retried job cancelled when it ended wait for it again (see
+    ``services.dependencies.reopen``)."""
     changes = {
-        "status": JobStatus.QUEUED,
+        "status": Case(
+            When(pending_dependencies__gt=0, then=Value(JobStatus.WAITING.value)),
+            default=Value(JobStatus.QUEUED.value),
+        ),
         "run_after": now,
         "finished_at": None,
         "return_value": None,
@@ -55,16 +63,21 @@ def retry_jobs(jobs: QuerySet[Job], *, now: datetime) -> int:
     retryable = jobs.filter(status__in=RETRYABLE_STATUSES)
     using = jobs.db
     with transaction.atomic(using=using):
-        # Batch members first, locked, so that each moves with its batch's counters (a job
-        # failing meanwhile is either locked here and counted, or not moved by this call).
+        parents = list(
+            retryable.filter(has_dependents=True)
+            .order_by("pk")
+            .select_for_update()
+            .values_list("pk", flat=True)
+        )
+        # Batch members locked, so that each moves with its batch's counters (a job failing
+        # meanwhile is either locked here and counted, or not moved by this call).
         members = list(
             retryable.filter(batch__isnull=False)
+            .order_by("pk")
             .select_for_update()
             .values_list("pk", "batch_id", "status")
         )
-        moved = retryable.filter(batch__isnull=True).update(**changes)
-        if not members:
-            return int(moved)
+        moved = int(retryable.filter(batch__isnull=True).update(**changes))
         reopened: dict[uuid.UUID, batches.Ended] = {}
         for start in range(0, len(members), 500):
             chunk = members[start : start + 500]
@@ -75,8 +88,11 @@ def retry_jobs(jobs: QuerySet[Job], *, now: datetime) -> int:
             )
             for _, batch_id, status in chunk:
                 reopened.setdefault(batch_id, batches.Ended()).add(status)
-        batches.jobs_reopened(reopened, using=using)
-    return int(moved)
+        if reopened:
+            batches.jobs_reopened(reopened, using=using)
+        if parents:
+            reopen(parents, using=using)
+    return moved
 
 
 def retry_job(
@@ -105,10 +121,14 @@ def run_job_now(
     """Make a scheduled job (delayed, or waiting for its retry) ready at once.
 
     Raises ``JobNotFoundError`` for an unknown id and ``InvalidTransitionError`` if the job
-    is not scheduled.
+    is not scheduled. A job waiting for its dependencies is refused, with the reason: it
+    runs when they have ended, never before.
     """
     now = now or timezone.now()
     job = _get(job_id, using)
+    refusal = run_now_refusal(job)
+    if refusal is not None:
+        raise InvalidTransitionError(refusal)
     moved = (
         Job.objects.using(using)
         .filter(pk=job.pk, status=JobStatus.SCHEDULED)
@@ -143,7 +163,7 @@ def cancel_job(
     # waiting again) is cancelled on the second.
     for _ in range(2):
         with transaction.atomic(using=using):
-            cancelled = jobs.filter(status__in=WAITING_STATUSES).update(
+            cancelled = jobs.filter(status__in=UNSTARTED_STATUSES).update(
                 status=JobStatus.CANCELLED,
                 finished_at=now,
                 cancel_requested_at=now,
@@ -155,6 +175,7 @@ def cancel_job(
                     batches.jobs_ended(
                         {job.batch_id: batches.Ended(cancelled=1)}, using=using, now=now
                     )
+                job_ended({job.pk: JobStatus.CANCELLED}, using=using, now=now)
         if cancelled:
             logger.info("Job %s cancelled", job.pk, extra={"job_id": str(job.pk)})
             break

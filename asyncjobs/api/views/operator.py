@@ -34,6 +34,7 @@ class StatsView(DescribedView, APIView):
         queues = [
             {
                 "queue": q.name,
+                "waiting": q.waiting,
                 "scheduled": q.scheduled,
                 "queued": q.queued,
                 "running": q.running,

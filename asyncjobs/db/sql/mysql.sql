@@ -22,9 +22,12 @@ UPDATE {table} SET status = 'running', worker_id = %s, lease_expires_at = %s,
 WHERE id IN ({ids})
 
 -- name: open_attempts
--- complete_succeeded, first step: lock the attempts still open and held by the worker.
-SELECT job_id, number FROM {attempt_table}
-WHERE job_id IN ({ids}) AND worker_id = %s AND finished_at IS NULL FOR UPDATE
+-- complete_succeeded, first step: lock the attempts still open and held by the worker, and
+-- their jobs, reading whether each has dependents (a locking read: the latest value, and no
+-- dependent can be added until this transaction ends).
+SELECT a.job_id, a.number, j.has_dependents FROM {attempt_table} AS a
+JOIN {table} AS j ON j.id = a.job_id
+WHERE a.job_id IN ({ids}) AND a.worker_id = %s AND a.finished_at IS NULL FOR UPDATE
 
 -- name: close_attempts
 -- {values}: a derived table of "SELECT ... UNION ALL" rows, one per job (generated).

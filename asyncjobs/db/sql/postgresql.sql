@@ -49,7 +49,9 @@ SELECT {columns} FROM claimed
 -- running -> succeeded for a batch, which travels as arrays (binary ones: "%(ids)b"; the
 -- caller makes them "%(ids)s" where it cannot bind binary). An attempt is closed only if it
 -- is still open and still the worker's, and only those jobs move. A unique job keeps its
--- key for unique_for after success, else frees it.
+-- key for unique_for after success, else frees it. Each recorded job comes with whether it
+-- has dependents, read from the row as this statement locked it (a dependent added at the
+-- same moment is either seen here or finds the job succeeded).
 WITH d AS (
     SELECT * FROM unnest(%(ids)b::uuid[], %(numbers)b::integer[],
         %(statuses)b::integer[], %(starts)b::timestamptz[], %(ends)b::timestamptz[],
@@ -69,9 +71,10 @@ WITH d AS (
         unique_key = CASE WHEN j.unique_for IS NULL THEN NULL ELSE j.unique_key END
     FROM d JOIN closed ON closed.job_id = d.did
     WHERE j.id = d.did AND j.status = 'running' AND j.worker_id = %(worker)s
-    RETURNING j.id
+    RETURNING j.id, j.has_dependents
 )
-SELECT job_id FROM closed
+SELECT closed.job_id, finished.has_dependents
+FROM closed LEFT JOIN finished ON finished.id = closed.job_id
 
 -- name: complete_succeeded_counting
 -- complete_succeeded for a flush holding jobs of one batch: the batch's counters move in the
@@ -162,3 +165,7 @@ DROP TRIGGER IF EXISTS asyncjobs_job_ready ON {table};
 DROP TRIGGER IF EXISTS asyncjobs_job_inserted ON {table};
 DROP FUNCTION IF EXISTS asyncjobs_notify_ready();
 DROP FUNCTION IF EXISTS asyncjobs_notify_inserted();
+
+-- name: validate_constraint
+-- Reads the rows under SHARE UPDATE EXCLUSIVE: writes to the table go on meanwhile.
+ALTER TABLE {table} VALIDATE CONSTRAINT {name}

@@ -25,7 +25,7 @@ RETURNING job_id
 
 -- name: finish_jobs
 -- complete_succeeded, second step: running -> succeeded. A unique job keeps its key for
--- unique_for after success, else frees it.
+-- unique_for after success, else frees it. Returns the jobs that have dependents.
 WITH d(did, dvalue, dstart, dend) AS (VALUES {rows})
 UPDATE {table} SET status = 'succeeded', return_value = d.dvalue,
     finished_at = d.dend, worker_id = '', lease_expires_at = NULL,
@@ -33,3 +33,4 @@ UPDATE {table} SET status = 'succeeded', return_value = d.dvalue,
     unique_key = CASE WHEN unique_for IS NULL THEN NULL ELSE unique_key END
 FROM d
 WHERE id = d.did AND status = 'running' AND worker_id = %s
+RETURNING id, has_dependents

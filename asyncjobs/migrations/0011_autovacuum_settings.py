@@ -48,7 +48,7 @@ def reset_scale_factor(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("asyncjobs", "0008_mysql_indexes"),
+        ("asyncjobs", "0010_dependencies"),
     ]
 
     operations = [
