@@ -106,6 +106,7 @@ def test_the_batch_page_counts_jobs_by_status_and_links_to_them(boss):
     assert response.status_code == 200
     rows = {r["status"]: r["count"] for r in response.context["status_rows"]}
     assert rows == {
+        "waiting": 0,
         "scheduled": 0,
         "queued": 2,
         "running": 1,
