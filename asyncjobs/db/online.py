@@ -51,23 +51,7 @@ class AddIndexOnline(migrations.AddIndex):
         from_state: ProjectState,
         to_state: ProjectState,
     ) -> None:
-        model = to_state.apps.get_model(app_label, self.model_name)
-        if not self.allow_migrate_model(schema_editor.connection.alias, model):
-            return
-        vendor = schema_editor.connection.vendor
-        if vendor == "postgresql":
-            schema_editor.add_index(model, self.index, concurrently=True)  # type: ignore[call-arg]
-        elif vendor == "mysql":
-            quote = schema_editor.quote_name
-            schema_editor.execute(
-                query("mysql", "create_index_online").format(
-                    index=quote(self.index.name),
-                    table=quote(model._meta.db_table),
-                    columns=_columns(model, self.index, quote),
-                )
-            )
-        else:
-            schema_editor.add_index(model, self.index)
+        self._build(to_state.apps.get_model(app_label, self.model_name), schema_editor, True)
 
     def database_backwards(
         self,
@@ -76,21 +60,28 @@ class AddIndexOnline(migrations.AddIndex):
         from_state: ProjectState,
         to_state: ProjectState,
     ) -> None:
-        model = from_state.apps.get_model(app_label, self.model_name)
+        self._build(from_state.apps.get_model(app_label, self.model_name), schema_editor, False)
+
+    def _build(
+        self, model: type[models.Model], schema_editor: BaseDatabaseSchemaEditor, create: bool
+    ) -> None:
+        """Create (or drop) the index the way the database can without blocking writes."""
         if not self.allow_migrate_model(schema_editor.connection.alias, model):
             return
         vendor = schema_editor.connection.vendor
-        if vendor == "postgresql":
-            schema_editor.remove_index(model, self.index, concurrently=True)  # type: ignore[call-arg]
-        elif vendor == "mysql":
+        if vendor == "mysql":
             quote = schema_editor.quote_name
-            schema_editor.execute(
-                query("mysql", "drop_index").format(
-                    index=quote(self.index.name), table=quote(model._meta.db_table)
-                )
-            )
+            names = {"index": quote(self.index.name), "table": quote(model._meta.db_table)}
+            if create:
+                names["columns"] = _columns(model, self.index, quote)
+            sql = query("mysql", "create_index_online" if create else "drop_index")
+            schema_editor.execute(sql.format(**names))
+            return
+        change = schema_editor.add_index if create else schema_editor.remove_index
+        if vendor == "postgresql":
+            change(model, self.index, concurrently=True)  # type: ignore[call-arg]
         else:
-            schema_editor.remove_index(model, self.index)
+            change(model, self.index)
 
     def describe(self) -> str:
         return super().describe() + " (without blocking writes)"
