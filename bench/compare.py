@@ -320,7 +320,7 @@ def main() -> int:
             theirs = summary[system]
             ratios[name][system] = {
                 key: (ours[key]["median"] / theirs[key]["median"])
-                if ours[key] and theirs[key]
+                if ours[key] and theirs[key] and theirs[key]["median"]
                 else None
                 for key in RATES
             }
