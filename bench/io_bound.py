@@ -2,15 +2,15 @@
 
     python bench/io_bound.py [--runs 3] [--jobs 5000] [--concurrency 500] [--quick]
                              [--kinds sleep,asyncio,orm,orm_async,http,http_aiohttp,
-                                      http_sync,http_httpcore]
+                                      http_sync,http_httpcore,http_httpx_sync]
                              [--systems ...] [--worker-args "--max-connections 10"]
 
 ``--jobs`` jobs that each wait 0.2 s (``time.sleep``, ``asyncio.sleep``, an ORM query then
 ``time.sleep``, the async ORM then ``asyncio.sleep``, a GET to a local server that answers
 after 0.2 s: httpx on aiohttp's transport in an async task, aiohttp itself, requests in a
-sync task, httpx on its own transport), worked off by one worker process at
-``--concurrency``; the bound is concurrency / 0.2 s jobs/s. For each: jobs/s, the peak of
-the worker's connections to its database, and the jobs that failed
+sync task, httpx on its own transport in an async and a sync task), worked off by one
+worker process at ``--concurrency``; the bound is concurrency / 0.2 s jobs/s. For each:
+jobs/s, the peak of the worker's connections to its database, and the jobs that failed
 (bench/peers/io_workloads.py says how each is measured).
 
 The systems (interleaved, A B C D, A B C D, ..., as bench/compare.py, whose machinery this
@@ -63,6 +63,7 @@ KINDS = [
     "http_aiohttp",
     "http_sync",
     "http_httpcore",
+    "http_httpx_sync",
 ]
 WAIT = 0.2
 

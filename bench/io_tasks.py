@@ -52,6 +52,11 @@ def http_sync():
 
 
 @task()
+def http_httpx_sync():
+    io_http.get_httpcore_sync()
+
+
+@task()
 async def orm_async():
     # The same on the async ORM: the query runs on Django's sync_to_async thread.
     await ContentType.objects.filter(app_label="auth").acount()

@@ -46,6 +46,11 @@ def http_httpcore():
     io_http.get_httpcore_sync()
 
 
+@app.task(name="http_httpx_sync")
+def http_httpx_sync():
+    io_http.get_httpcore_sync()
+
+
 @task_success.connect
 def _done(**kwargs):
     counter.incr("bench:io:done")

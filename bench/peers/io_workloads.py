@@ -15,7 +15,9 @@ Kinds (each system runs those it has a task for, see ``TASKS``):
   threads;
 - http_httpcore: the same GET with httpx on its own transport (an ``AsyncClient``; Celery,
   which has no async tasks, a ``Client`` shared by its threads), whose pool slows down with
-  hundreds of requests in flight.
+  hundreds of requests in flight;
+- http_httpx_sync: the same GET in a synchronous task, with httpx's ``Client`` on its own
+  transport shared by the threads.
 
 The jobs are stored first, with no worker running; the rate is timed from the first job
 finished to the last, as bench/peers/run_peer.py's drains. While the worker runs, the
@@ -44,12 +46,14 @@ TASKS: dict[str, dict[str, str]] = {
         "http_aiohttp": "http_aiohttp",
         "http_sync": "http_sync",
         "http_httpcore": "http_httpcore",
+        "http_httpx_sync": "http_httpx_sync",
     },
     "celery": {
         "sleep": "sleep_sync",
         "orm": "orm_sleep",
         "http_sync": "http_sync",
         "http_httpcore": "http_httpcore",
+        "http_httpx_sync": "http_httpx_sync",
     },
 }
 TASKS["procrastinate"] = TASKS["asyncjobs"]
@@ -63,6 +67,7 @@ KINDS = (
     "http_aiohttp",
     "http_sync",
     "http_httpcore",
+    "http_httpx_sync",
 )
 DEADLINE = float(os.environ.get("BENCH_IO_DEADLINE", "120"))
 # Connections each system's database accepts (ALTER DATABASE ... CONNECTION LIMIT): the

@@ -60,3 +60,8 @@ async def http_httpcore():
 @app.task(name="http_sync")
 def http_sync():
     io_http.get_sync()
+
+
+@app.task(name="http_httpx_sync")
+def http_httpx_sync():
+    io_http.get_httpcore_sync()
