@@ -189,16 +189,10 @@ class SetStorageParameter(migrations.operations.base.Operation):
     reversible = True
 
     def __init__(self, model_names: list[str], option: str, value: str) -> None:
+        # (Operation.deconstruct gives back these arguments as they were passed.)
         self.model_names = model_names
         self.option = option
         self.value = value
-
-    def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
-        return (
-            self.__class__.__name__,
-            [],
-            {"model_names": self.model_names, "option": self.option, "value": self.value},
-        )
 
     def state_forwards(self, app_label: str, state: ProjectState) -> None:
         pass
