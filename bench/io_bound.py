@@ -52,19 +52,9 @@ from bench.compare import (  # noqa: E402
     redis_available,
     run_peer,
 )
+from bench.peers.io_workloads import KINDS  # noqa: E402
 
 SYSTEMS = ["asyncjobs", "asyncjobs-pool", "celery", "procrastinate"]
-KINDS = [
-    "sleep",
-    "asyncio",
-    "orm",
-    "orm_async",
-    "http",
-    "http_aiohttp",
-    "http_sync",
-    "http_httpcore",
-    "http_httpx_sync",
-]
 WAIT = 0.2
 
 
