@@ -1,14 +1,17 @@
 """I/O-bound jobs at high concurrency: asyncjobs against Celery and procrastinate.
 
     python bench/io_bound.py [--runs 3] [--jobs 5000] [--concurrency 500] [--quick]
-                             [--kinds sleep,asyncio,orm,orm_async,http] [--systems ...]
-                             [--worker-args "--max-connections 10"]
+                             [--kinds sleep,asyncio,orm,orm_async,http,http_aiohttp,
+                                      http_sync,http_httpcore,http_httpx_sync]
+                             [--systems ...] [--worker-args "--max-connections 10"]
 
 ``--jobs`` jobs that each wait 0.2 s (``time.sleep``, ``asyncio.sleep``, an ORM query then
-``time.sleep``, the async ORM then ``asyncio.sleep``, an httpx call to a local server that
-answers after 0.2 s), worked off by one worker process at ``--concurrency``; the bound is
-concurrency / 0.2 s jobs/s. For each: jobs/s, the peak of the worker's connections to its
-database, and the jobs that failed (bench/peers/io_workloads.py says how each is measured).
+``time.sleep``, the async ORM then ``asyncio.sleep``, a GET to a local server that answers
+after 0.2 s: httpx on aiohttp's transport in an async task, aiohttp itself, requests in a
+sync task, httpx on its own transport in an async and a sync task), worked off by one
+worker process at ``--concurrency``; the bound is concurrency / 0.2 s jobs/s. For each:
+jobs/s, the peak of the worker's connections to its database, and the jobs that failed
+(bench/peers/io_workloads.py says how each is measured).
 
 The systems (interleaved, A B C D, A B C D, ..., as bench/compare.py, whose machinery this
 uses: the peers' virtualenv bench/.peers, bench/peers/run_peer.py): asyncjobs (its default
@@ -49,9 +52,9 @@ from bench.compare import (  # noqa: E402
     redis_available,
     run_peer,
 )
+from bench.peers.io_workloads import KINDS  # noqa: E402
 
 SYSTEMS = ["asyncjobs", "asyncjobs-pool", "celery", "procrastinate"]
-KINDS = ["sleep", "asyncio", "orm", "orm_async", "http"]
 WAIT = 0.2
 
 

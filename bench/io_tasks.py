@@ -1,14 +1,15 @@
 """The I/O-bound tasks of bench/io_bound.py: each waits ``BENCH_IO_WAIT`` seconds (0.2) in its
-own way. ``BENCH_IO_URL`` is the local server that answers after that wait."""
+own way. ``BENCH_IO_URL`` is the local server that answers after that wait (the HTTP calls
+are bench/io_http.py's, shared with the peers' tasks)."""
 
 import asyncio
 import os
 import time
 
-import httpx
 from django.contrib.contenttypes.models import ContentType
 
 from asyncjobs.tasks_api import task
+from bench import io_http
 
 WAIT = float(os.environ.get("BENCH_IO_WAIT", "0.2"))
 
@@ -30,17 +31,29 @@ def orm_sleep():
     time.sleep(WAIT)
 
 
-_client: httpx.AsyncClient | None = None
+@task()
+async def http_async():
+    await io_http.get_async()
 
 
 @task()
-async def http_async():
-    # One client for the worker's event loop, as an async task would keep it.
-    global _client
-    if _client is None:
-        _client = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=None))
-    response = await _client.get(os.environ["BENCH_IO_URL"])
-    response.raise_for_status()
+async def http_aiohttp():
+    await io_http.get_aiohttp()
+
+
+@task()
+async def http_httpcore():
+    await io_http.get_httpcore()
+
+
+@task()
+def http_sync():
+    io_http.get_sync()
+
+
+@task()
+def http_httpx_sync():
+    io_http.get_httpcore_sync()
 
 
 @task()

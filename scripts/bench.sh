@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the benchmark suite (bench/run.py; with --compare, bench/compare.py against the peers)
 # in the project's .venv; with --soak, bench/soak.py; with --io, bench/io_bound.py (installing
-# psycopg-pool for its asyncjobs-pool runs); with --batches, bench/batches.py. Arguments pass through.
+# psycopg-pool for its asyncjobs-pool runs and its tasks' HTTP clients, as the bench extra
+# of pyproject.toml); with --batches, bench/batches.py. Arguments pass through.
 source "$(dirname "${BASH_SOURCE[0]}")/_python.sh"
 ensure_venv
 cd "$ROOT"
@@ -12,7 +13,9 @@ if [ "${1:-}" = "--soak" ]; then
 fi
 if [ "${1:-}" = "--io" ]; then
     shift
-    "$VENV/bin/python" -c "import psycopg_pool" 2>/dev/null || "$VENV/bin/pip" install -q "psycopg-pool>=3.2"
+    "$VENV/bin/python" -c "import psycopg_pool, aiohttp, httpx_aiohttp, requests, sniffio" 2>/dev/null \
+        || "$VENV/bin/pip" install -q "psycopg-pool>=3.2" "aiohttp>=3.10" "httpx-aiohttp>=0.2" \
+            "requests>=2.32" "sniffio>=1.3"
     exec "$VENV/bin/python" bench/io_bound.py "$@"
 fi
 if [ "${1:-}" = "--batches" ]; then

@@ -1,6 +1,11 @@
 """The heartbeat: a thread that renews the worker's row and the leases of the jobs in its
 hands, and relays cancellation requests to running tasks. It does nothing else, so that no
-other work (maintenance has a thread of its own) delays a lease's renewal."""
+other work (maintenance has a thread of its own) delays a lease's renewal.
+
+A beat that fails is logged and the next one comes as usual; one that the database refuses
+a connection ("too many clients") goes through the worker's ``Refusals``: logged at most
+once per interval for the whole worker, and the next beat waits for the backoff if that is
+longer than the interval."""
 
 import logging
 import random
@@ -12,7 +17,7 @@ from django.db import DatabaseError, InterfaceError, connections
 from django.utils import timezone
 
 from asyncjobs import services
-from asyncjobs.worker.recovery import close_broken_connections
+from asyncjobs.worker.recovery import Refusals, close_broken_connections
 from asyncjobs.worker.slots import Slots
 
 logger = logging.getLogger(__name__)
@@ -26,12 +31,21 @@ class Heartbeat:
         worker_id: the worker's id.
         interval: the time between beats (``HEARTBEAT_INTERVAL``).
         lease: how far each beat extends the jobs' leases (``LEASE_DURATION``).
+        refusals: the worker's backoff while the database refuses connections (None: a
+            refusal is logged as any other database error).
     """
 
     def __init__(
-        self, slots: Slots, *, worker_id: str, interval: timedelta, lease: timedelta
+        self,
+        slots: Slots,
+        *,
+        worker_id: str,
+        interval: timedelta,
+        lease: timedelta,
+        refusals: Refusals | None = None,
     ) -> None:
         self.slots = slots
+        self.refusals = refusals
         self.worker_id = worker_id
         self.interval = interval.total_seconds()
         self.lease = lease
@@ -72,7 +86,11 @@ class Heartbeat:
             try:
                 self.beat()
             except (DatabaseError, InterfaceError) as exc:
-                logger.warning("Worker %s: heartbeat failed (%s)", self.worker_id, exc)
+                backoff = self.refusals.met(exc, "renewing leases") if self.refusals else None
+                if backoff is None:
+                    logger.warning("Worker %s: heartbeat failed (%s)", self.worker_id, exc)
+                else:
+                    next_beat = max(next_beat, time.monotonic() + backoff)
                 close_broken_connections()
             except Exception:
                 logger.exception("Worker %s: heartbeat failed", self.worker_id)

@@ -131,6 +131,13 @@ class Refusals:
             )
         return delay
 
+    def met(self, error: BaseException, what: str) -> float | None:
+        """If ``error`` is a refused connection: note it (``refused``) and return the seconds
+        to back off; for any other error, None (the caller handles it as before)."""
+        if not is_too_many_connections(error):
+            return None
+        return self.refused(error, what)
+
     def remaining(self) -> float:
         """Seconds left of the current backoff (0: none)."""
         return max(self._until - time.monotonic(), 0.0)

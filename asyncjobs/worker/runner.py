@@ -182,6 +182,7 @@ class Runner(InProcess):
             worker_id=self.worker_id,
             interval=jobs_settings.HEARTBEAT_INTERVAL,
             lease=self.lease,
+            refusals=self.refusals,
         )
         self.maintenance = Maintenance(
             self.strategy,
@@ -191,6 +192,7 @@ class Runner(InProcess):
                 *([CronTicker(self.scheduler)] if self.scheduler.specs else []),
             ],
             worker_id=self.worker_id,
+            refusals=self.refusals,
         )
         self.signals = StopSignals(
             worker_id=self.worker_id, stop=self.stop, shutdown_timeout=self.shutdown_timeout

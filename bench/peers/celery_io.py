@@ -6,7 +6,6 @@ import os
 import time
 
 import django
-import httpx
 import redis
 from celery import Celery
 from celery.signals import task_failure, task_success
@@ -16,12 +15,13 @@ django.setup()
 
 from django.contrib.contenttypes.models import ContentType  # noqa: E402
 
+from bench import io_http  # noqa: E402
+
 REDIS_URL = os.environ.get("PEER_REDIS_URL", "redis://127.0.0.1:6379/15")
 WAIT = float(os.environ.get("BENCH_IO_WAIT", "0.2"))
 app = Celery("bench_io", broker=REDIS_URL)
 app.conf.update(task_ignore_result=True, worker_hijack_root_logger=False)
 counter = redis.Redis.from_url(REDIS_URL)
-_client = httpx.Client(timeout=30, limits=httpx.Limits(max_connections=None))
 
 
 @app.task(name="sleep_sync")
@@ -37,7 +37,18 @@ def orm_sleep():
 
 @app.task(name="http_sync")
 def http_sync():
-    _client.get(os.environ["BENCH_IO_URL"]).raise_for_status()
+    io_http.get_sync()
+
+
+@app.task(name="http_httpcore")
+def http_httpcore():
+    # Celery has no async tasks: httpx's sync Client on its own transport, shared by threads.
+    io_http.get_httpcore_sync()
+
+
+@app.task(name="http_httpx_sync")
+def http_httpx_sync():
+    io_http.get_httpcore_sync()
 
 
 @task_success.connect

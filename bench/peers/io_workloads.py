@@ -8,8 +8,16 @@ Kinds (each system runs those it has a task for, see ``TASKS``):
 - orm: one ORM query, then ``time.sleep`` (the connection stays open across the wait);
 - orm_async: one query on Django's async ORM, then ``asyncio.sleep``;
 - http: a GET to a local server that answers after 0.2 s (bench/peers/slow_http.py, at
-  BENCH_IO_URL), with httpx (an ``AsyncClient`` kept by the async tasks, a ``Client`` shared
-  by Celery's threads).
+  BENCH_IO_URL) in an ``async def`` task, with httpx's ``AsyncClient`` on aiohttp's
+  transport (bench/io_http.py has the calls, the same for every system);
+- http_aiohttp: the same GET with aiohttp's ``ClientSession`` itself;
+- http_sync: the same GET in a synchronous task, with a ``requests.Session`` shared by the
+  threads;
+- http_httpcore: the same GET with httpx on its own transport (an ``AsyncClient``; Celery,
+  which has no async tasks, a ``Client`` shared by its threads), whose pool slows down with
+  hundreds of requests in flight;
+- http_httpx_sync: the same GET in a synchronous task, with httpx's ``Client`` on its own
+  transport shared by the threads.
 
 The jobs are stored first, with no worker running; the rate is timed from the first job
 finished to the last, as bench/peers/run_peer.py's drains. While the worker runs, the
@@ -35,18 +43,32 @@ TASKS: dict[str, dict[str, str]] = {
         "orm": "orm_sleep",
         "orm_async": "orm_async",
         "http": "http_async",
+        "http_aiohttp": "http_aiohttp",
+        "http_sync": "http_sync",
+        "http_httpcore": "http_httpcore",
+        "http_httpx_sync": "http_httpx_sync",
     },
-    "procrastinate": {
+    "celery": {
         "sleep": "sleep_sync",
-        "asyncio": "sleep_async",
         "orm": "orm_sleep",
-        "orm_async": "orm_async",
-        "http": "http_async",
+        "http_sync": "http_sync",
+        "http_httpcore": "http_httpcore",
+        "http_httpx_sync": "http_httpx_sync",
     },
-    "celery": {"sleep": "sleep_sync", "orm": "orm_sleep", "http": "http_sync"},
 }
+TASKS["procrastinate"] = TASKS["asyncjobs"]
 TASKS["asyncjobs-pool"] = TASKS["asyncjobs"]
-KINDS = ("sleep", "asyncio", "orm", "orm_async", "http")
+KINDS = (
+    "sleep",
+    "asyncio",
+    "orm",
+    "orm_async",
+    "http",
+    "http_aiohttp",
+    "http_sync",
+    "http_httpcore",
+    "http_httpx_sync",
+)
 DEADLINE = float(os.environ.get("BENCH_IO_DEADLINE", "120"))
 # Connections each system's database accepts (ALTER DATABASE ... CONNECTION LIMIT): the
 # stand-in for a server's max_connections shared with other clients, so that a system that

@@ -3,13 +3,21 @@ database refusing connections ("too many clients") as the infrastructure's state
 failure: the attempt is given back unspent, the worker backs off and says so once."""
 
 import threading
+from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.db import OperationalError, connection, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.utils import timezone
 
-from asyncjobs import db
-from asyncjobs.models import Attempt, AttemptOutcome, Job, JobStatus
+from asyncjobs import db, services
+from asyncjobs.models import Attempt, AttemptOutcome, Job, JobStatus, Worker
 from asyncjobs.worker.connections import ConnectionGate
+from asyncjobs.worker.heartbeat import Heartbeat
+from asyncjobs.worker.maintenance import Maintenance
+from asyncjobs.worker.maintenance.pruner import Pruner
+from asyncjobs.worker.maintenance.rescuer import Rescuer
 from asyncjobs.worker.recovery import Refusals
 from asyncjobs.worker.runner import Runner
 from tests import tasks
@@ -230,3 +238,129 @@ def test_real_refusal_from_the_server_is_not_the_jobs_fault(worker_process, refu
     assert lost.outcome == AttemptOutcome.LOST
     assert "connection" in lost.error_message.lower()
     assert worker.output().count("refuses new connections") == 1
+
+
+@pytest.fixture
+def refused_alias(refused_user, monkeypatch):
+    """A database alias ("refused") that connects as ``refused_user``, and a function that
+    lifts the refusal (the user may then connect, and write the tables)."""
+    alias = "refused"
+    # Django's test case checks each new connection against the aliases it listed when it
+    # began (its patched ensure_connection holds the test case class): add this one.
+    for cell in BaseDatabaseWrapper.ensure_connection.__closure__ or ():
+        test_case = cell.cell_contents
+        if isinstance(test_case, type) and hasattr(test_case, "databases"):
+            monkeypatch.setattr(test_case, "databases", frozenset(test_case.databases) | {alias})
+    connections.settings[alias] = {
+        **connection.settings_dict,
+        "USER": refused_user,
+        "PASSWORD": "",
+    }
+
+    def lift():
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{refused_user}"')
+                cursor.execute(f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO "{refused_user}"')
+                cursor.execute(f'ALTER ROLE "{refused_user}" CONNECTION LIMIT -1')
+            else:
+                name = connection.settings_dict["NAME"]
+                cursor.execute(f"GRANT ALL ON `{name}`.* TO '{refused_user}'@'%'")
+                cursor.execute(f"ALTER USER '{refused_user}'@'%' WITH MAX_USER_CONNECTIONS 0")
+
+    try:
+        yield alias, lift
+    finally:
+        del connections.settings[alias]
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(f'DROP OWNED BY "{refused_user}"')
+
+
+class SeenRefusals(Refusals):
+    """The worker's ``Refusals``, noting what each refusal interrupted."""
+
+    def __init__(self, worker_id):
+        super().__init__(worker_id, log_every=3600)
+        self.seen = set()
+
+    def refused(self, error, what):
+        self.seen.add(what)
+        return super().refused(error, what)
+
+
+class CountedRescuer(Rescuer):
+    """The real Rescuer, counting the runs that got through."""
+
+    runs = 0
+
+    def run(self, *, now):
+        done = super().run(now=now)
+        self.runs += 1
+        return done
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_heartbeat_and_maintenance_ride_out_a_refusing_database(settings, refused_alias, caplog):
+    """The server refuses the heartbeat's and the maintenance thread's connections: both back
+    off, the worker logs it once (no traceback, no line per tick), and both carry on when the
+    server takes them again."""
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "MAINTENANCE_INTERVAL": timedelta(seconds=0.2)}
+    alias, lift = refused_alias
+    services.register_worker(
+        worker_id="w-refused",
+        queues=["*"],
+        concurrency=1,
+        backend="default",
+        now=timezone.now(),
+        using="default",
+    )
+    before = Worker.objects.get(pk="w-refused").last_heartbeat_at
+    refusals = SeenRefusals("w-refused")
+    # The heartbeat needs of the slots only their alias and the jobs they hold (none).
+    slots = SimpleNamespace(alias=alias, held=lambda: (0, {}))
+    heartbeat = Heartbeat(
+        slots,
+        worker_id="w-refused",
+        interval=timedelta(seconds=0.05),
+        lease=timedelta(seconds=60),
+        refusals=refusals,
+    )
+    rescuer = CountedRescuer(alias)
+    maintenance = Maintenance(
+        db.for_alias(alias), [rescuer, Pruner(alias)], worker_id="w-refused", refusals=refusals
+    )
+    with caplog.at_level("INFO", logger="asyncjobs"):
+        heartbeat.start()
+        maintenance.start()
+        try:
+            wait_until(
+                lambda: len(refusals.seen) >= 2 and refusals.total >= 4,
+                timeout=60,
+                message=f"refusals met by both threads: {refusals.seen}",
+            )
+            assert {"renewing leases", "taking the maintenance lock"} <= refusals.seen or (
+                # (MariaDB's maintenance lock may be taken on a connection of its own)
+                "renewing leases" in refusals.seen
+                and any(what.startswith("running maintenance") for what in refusals.seen)
+            ), refusals.seen
+            lift()
+            wait_until(
+                lambda: Worker.objects.get(pk="w-refused").last_heartbeat_at > before,
+                timeout=60,
+                message="a heartbeat once the server takes connections again",
+            )
+            wait_until(lambda: rescuer.runs >= 1, timeout=60, message="a maintenance round")
+            assert heartbeat._thread.is_alive() and maintenance._thread.is_alive()
+        finally:
+            heartbeat.stop()
+            maintenance.stop()
+            heartbeat._thread.join(30)
+            maintenance._thread.join(30)
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("asyncjobs")]
+    refused = [m for m in messages if "refuses new connections" in m]
+    assert len(refused) == 1, messages
+    # No other line: no "heartbeat failed" per tick, no traceback.
+    assert not [m for m in messages if m not in refused and "failed" in m], messages
+    assert not [r for r in caplog.records if r.exc_info], messages

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from asyncjobs.db import ClaimStrategy
 from asyncjobs.worker.maintenance.base import Done, Service
-from asyncjobs.worker.recovery import close_broken_connections
+from asyncjobs.worker.recovery import Refusals, close_broken_connections
 
 logger = logging.getLogger(__name__)
 
@@ -29,18 +29,33 @@ class Maintenance:
     (``ClaimStrategy.maintenance_lock``), skipped if another worker holds it; a locked service
     due within its jitter of such a round joins it rather than take the lock again.
 
+    A service that fails is logged and runs again when next due; one that the database
+    refuses a connection ("too many clients", taking the lock or in the service) goes through
+    the worker's ``Refusals``: logged at most once per interval for the whole worker, and run
+    again only after the backoff if that is longer than its interval.
+
     Parameters:
         strategy: the database's claim strategy (its maintenance lock).
         services: the services, in the order they run when due together.
         worker_id: the worker's id, for the log.
+        refusals: the worker's backoff while the database refuses connections (None: a
+            refusal is logged as any other database error).
     """
 
     def __init__(
-        self, strategy: ClaimStrategy, services: Sequence[Service], *, worker_id: str
+        self,
+        strategy: ClaimStrategy,
+        services: Sequence[Service],
+        *,
+        worker_id: str,
+        refusals: Refusals | None = None,
     ) -> None:
         self.strategy = strategy
         self.services = list(services)
         self.worker_id = worker_id
+        self.refusals = refusals
+        # The longest backoff a refusal asked for in the current round (seconds).
+        self._backoff = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._loop, name="asyncjobs-maintenance", daemon=True
@@ -106,9 +121,19 @@ class Maintenance:
                 run(service)
         return results
 
+    def _refused(self, exc: Exception, what: str) -> bool:
+        """Whether ``exc`` is a refused connection (noted, and its backoff kept for the
+        round)."""
+        backoff = self.refusals.met(exc, what) if self.refusals is not None else None
+        if backoff is None:
+            return False
+        self._backoff = max(self._backoff, backoff)
+        return True
+
     def _failed(self, service: Service, exc: Exception) -> None:
         if isinstance(exc, DatabaseError | InterfaceError):
-            logger.warning("Worker %s: %s failed (%s)", self.worker_id, service.name, exc)
+            if not self._refused(exc, f"running maintenance ({service.name})"):
+                logger.warning("Worker %s: %s failed (%s)", self.worker_id, service.name, exc)
             close_broken_connections()
         else:
             logger.error("Worker %s: %s failed", self.worker_id, service.name, exc_info=exc)
@@ -133,17 +158,22 @@ class Maintenance:
             jitter = random.uniform(0.8, 1.2)
             for service in ready:
                 due[service] = current + service.interval.total_seconds() * jitter
+            self._backoff = 0.0
+            results: dict[Service, Done] = {}
             try:
                 results = self._run(ready, now=timezone.now(), on_error=self._failed)
             except (DatabaseError, InterfaceError) as exc:  # taking or ending the lock
-                logger.warning("Worker %s: maintenance failed (%s)", self.worker_id, exc)
+                if not self._refused(exc, "taking the maintenance lock"):
+                    logger.warning("Worker %s: maintenance failed (%s)", self.worker_id, exc)
                 close_broken_connections()
-                continue
             except Exception:
                 logger.exception("Worker %s: maintenance failed", self.worker_id)
-                continue
             after = time.monotonic()
             for service, done in results.items():
                 if done.again_after is not None:
                     due[service] = after + done.again_after.total_seconds()
+            if self._backoff:
+                for service in ready:
+                    if service not in results:
+                        due[service] = max(due[service], after + self._backoff)
         connections.close_all()

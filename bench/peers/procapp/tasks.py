@@ -13,11 +13,11 @@ import asyncio  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
 
-import httpx  # noqa: E402
 from django.contrib.contenttypes.models import ContentType  # noqa: E402
 
+from bench import io_http  # noqa: E402
+
 WAIT = float(os.environ.get("BENCH_IO_WAIT", "0.2"))
-_client = None
 
 
 @app.task(name="sleep_sync")
@@ -44,7 +44,24 @@ async def orm_async():
 
 @app.task(name="http_async")
 async def http_async():
-    global _client
-    if _client is None:
-        _client = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=None))
-    (await _client.get(os.environ["BENCH_IO_URL"])).raise_for_status()
+    await io_http.get_async()
+
+
+@app.task(name="http_aiohttp")
+async def http_aiohttp():
+    await io_http.get_aiohttp()
+
+
+@app.task(name="http_httpcore")
+async def http_httpcore():
+    await io_http.get_httpcore()
+
+
+@app.task(name="http_sync")
+def http_sync():
+    io_http.get_sync()
+
+
+@app.task(name="http_httpx_sync")
+def http_httpx_sync():
+    io_http.get_httpcore_sync()
