@@ -397,6 +397,48 @@ def test_a_copy_batch_of_several_tasks_stores_each_job_as_the_orm_would(django_u
     assert Job.objects.count() == len(batch) + len(twins) + len(singles)
 
 
+def _prepared_statements() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements ORDER BY prepare_time")
+        return [row[0] for row in cursor.fetchall()]
+
+
+@pytest.mark.psycopg3
+def test_the_claim_and_the_single_insert_run_prepared_unless_pooled(strategy, settings):
+    """On a direct connection the hot statements are prepared on the server once, and
+    nothing else is (Django's own queries stay unprepared); after a DISCARD ALL (a pool's
+    reset) they are prepared again rather than called by a name the server forgot. Behind
+    a transaction pooler nothing is prepared."""
+    from asyncjobs.db import postgresql
+
+    if postgresql.pooled("default"):
+        pytest.skip("through a transaction pooler (the second half below is this run)")
+    now = timezone.now()
+    claim = {"queues": None, "worker_id": "w", "lease": timedelta(minutes=1)}
+    connection.close()
+    for _ in range(3):
+        tasks.add.enqueue(1, 2)
+        Job.objects.filter(status=JobStatus.QUEUED).count()
+        assert len(strategy.claim(limit=1, now=now, **claim)) == 1
+    prepared = _prepared_statements()
+    assert len(prepared) == 2
+    assert prepared[0].startswith('INSERT INTO "asyncjobs_job"')
+    assert prepared[1].startswith("WITH picked AS (")
+    with connection.cursor() as cursor:
+        cursor.execute("DISCARD ALL")
+    assert _prepared_statements() == []
+    tasks.add.enqueue(1, 2)
+    assert len(strategy.claim(limit=1, now=now, **claim)) == 1
+    assert len(_prepared_statements()) == 2
+
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "POOL_MODE": "transaction"}
+    connection.close()
+    tasks.add.enqueue(1, 2)
+    assert len(strategy.claim(limit=1, now=now, **claim)) == 1
+    assert _prepared_statements() == []
+    assert Job.objects.filter(status=JobStatus.RUNNING).count() == 5
+
+
 @pytest.mark.psycopg3
 def test_single_inserts_keep_one_cursor_per_connection():
     """The single-job INSERT reuses its psycopg cursor while Django's connection holds the

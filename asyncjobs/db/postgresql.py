@@ -59,6 +59,27 @@ COPY_CHUNK = 1000
 
 # Per (alias, what picks the jobs): the text of the statement that starts them.
 _START_SQL = fastpath.alias_cache()
+# Per alias: whether its connections may hold prepared statements (see ``prepares``).
+_PREPARES = fastpath.alias_cache()
+
+
+def pooled(alias: str) -> bool:
+    """Whether ``alias``'s connections go through a transaction-pooling pooler
+    (``POOL_MODE``; detected from ``DISABLE_SERVER_SIDE_CURSORS`` when not set)."""
+    mode = jobs_settings.POOL_MODE
+    if mode is None:
+        return bool(connections[alias].settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"))
+    return mode == "transaction"
+
+
+def prepares(alias: str) -> bool:
+    """Whether the hot statements (the claim's, the single enqueue's) run prepared on the
+    server: unless a transaction pooler stands between (a statement prepared on one server
+    connection is unknown on the next; PgBouncer before 1.21 passes none)."""
+    answer = _PREPARES.get(alias)
+    if answer is None:
+        answer = _PREPARES[alias] = not pooled(alias)
+    return answer
 
 
 def _start_sql(connection: BaseDatabaseWrapper, picked: str) -> str:
@@ -127,7 +148,7 @@ class PostgresStrategy(BaseStrategy):
         params.update(worker=start.worker_id, lease=start.lease_expires_at, now=start.now)
         with fastpath.bound_cursor(connection) as cursor:
             fastpath.load_timestamps_natively(cursor, connection)
-            cursor.execute(sql, params)
+            fastpath.execute(cursor, connection, sql, params, prepare=prepares(connection.alias))
             found = cursor.fetchall()
         return rows.rows_to_jobs(connection.alias, connection, found)
 
@@ -215,7 +236,13 @@ class PostgresStrategy(BaseStrategy):
                 else contextlib.nullcontext(),
                 fastpath.bound_cursor(connection, keep=True) as cursor,
             ):
-                cursor.execute(insert, fastpath.row(given[0], connection))
+                fastpath.execute(
+                    cursor,
+                    connection,
+                    insert,
+                    fastpath.row(given[0], connection),
+                    prepare=prepares(connection.alias),
+                )
         fastpath.mark_saved(given, connection.alias)
         return given
 
@@ -283,12 +310,8 @@ class PostgresStrategy(BaseStrategy):
         return jobs_settings.LISTEN_DATABASE is not None or not self.pooled()
 
     def pooled(self) -> bool:
-        """Whether connections go through a transaction-pooling pooler (``POOL_MODE``;
-        detected from ``DISABLE_SERVER_SIDE_CURSORS`` when not set)."""
-        mode = jobs_settings.POOL_MODE
-        if mode is None:
-            return bool(connections[self.alias].settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"))
-        return mode == "transaction"
+        """Whether connections go through a transaction-pooling pooler (see ``pooled``)."""
+        return pooled(self.alias)
 
 
 def _copy_jobs(

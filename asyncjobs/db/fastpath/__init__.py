@@ -18,9 +18,9 @@ runs with the switch off too: ``make test-no-fast-path``). Only ``asyncjobs.db``
 - ``copy_text``: ``COPY`` text formatted by hand (``copy_escaped``, ``copy_formatter``,
   ``copy_lines``);
 - ``cursors``: a psycopg cursor on Django's connection, with server-side binding, kept per
-  connection (``bound_cursor``), its statements entered in Django's query log
-  (``query_logged``), and psycopg's own ``timestamptz`` loader
-  (``load_timestamps_natively``);
+  connection (``bound_cursor``), the hot statements prepared on the server (``execute``),
+  its statements entered in Django's query log (``query_logged``), and psycopg's own
+  ``timestamptz`` loader (``load_timestamps_natively``);
 - ``switch``: the switch, and the per-alias caches of all that (``alias_cache``), dropped
   when ``DATABASES`` or ``ASYNCJOBS`` change (``override_settings`` in tests).
 """
@@ -30,6 +30,7 @@ from asyncjobs.db.fastpath.cursors import (
     KEPT_CURSORS,
     bound,
     bound_cursor,
+    execute,
     load_timestamps_natively,
     query_logged,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "copy_lines",
     "direct_jobs",
     "enabled",
+    "execute",
     "fast_converters",
     "insert_plan",
     "job_template",

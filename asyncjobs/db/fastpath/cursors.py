@@ -30,6 +30,10 @@ def bound(connection: BaseDatabaseWrapper) -> bool:
     return connection.vendor == "postgresql" and psycopg3() and enabled()
 
 
+# A psycopg ``prepare_threshold`` no statement reaches: none is prepared unless asked (see
+# ``execute``).
+NEVER_AUTOMATIC = 2**62
+
 # Per Django connection (each belongs to one thread): the psycopg cursor that
 # ``bound_cursor(keep=True)`` hands out, kept between calls.
 KEPT_CURSORS: weakref.WeakKeyDictionary[BaseDatabaseWrapper, Any] = weakref.WeakKeyDictionary()
@@ -71,6 +75,30 @@ def bound_cursor(connection: BaseDatabaseWrapper, *, keep: bool = False) -> Iter
             KEPT_CURSORS[connection] = cursor
         else:
             cursor.close()
+
+
+def execute(
+    cursor: Any, connection: BaseDatabaseWrapper, sql: str, params: Any, *, prepare: bool
+) -> None:
+    """Run ``sql`` on ``cursor`` (from ``bound_cursor``). ``prepare``: when the cursor is
+    psycopg's own, as a statement prepared on the server, once per connection (psycopg
+    keeps it by its text and the types of its values), so that each later call skips the
+    server's parse and plan. The caller says whether the connection may hold prepared
+    statements (not behind a transaction pooler).
+
+    Django leaves psycopg's ``prepare_threshold`` at None unless ``OPTIONS`` sets it, and
+    psycopg then prepares nothing, even when asked. A connection that is to prepare gets a
+    threshold no statement reaches instead: psycopg still prepares only what is asked here,
+    and it now follows the statements on the connection, so that it forgets its prepared
+    ones after a ``DISCARD ALL``, ``DEALLOCATE ALL`` or ``ROLLBACK`` (a pool's reset, say)
+    rather than call one the server no longer has."""
+    if prepare and bound(connection):
+        raw = cursor.connection
+        if raw.prepare_threshold is None:
+            raw.prepare_threshold = NEVER_AUTOMATIC
+        cursor.execute(sql, params, prepare=True)
+    else:
+        cursor.execute(sql, params)
 
 
 def load_timestamps_natively(cursor: Any, connection: BaseDatabaseWrapper) -> None:
