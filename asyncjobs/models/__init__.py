@@ -566,5 +566,6 @@ class Dashboard(Job):
 # Registered with the app here, where Django looks for models.
 from asyncjobs.models.workflows import Batch as Batch  # noqa: E402
 from asyncjobs.models.workflows import BatchState as BatchState  # noqa: E402
+from asyncjobs.models.workflows import BatchTally as BatchTally  # noqa: E402
 from asyncjobs.models.workflows import DependencyPolicy as DependencyPolicy  # noqa: E402
 from asyncjobs.models.workflows import JobDependency as JobDependency  # noqa: E402

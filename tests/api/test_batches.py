@@ -7,6 +7,7 @@ import uuid
 import pytest
 from django.db import connections
 from django.db.models import F
+from django.utils import timezone
 
 from asyncjobs.api.serializers import FAILURES_SHOWN
 from asyncjobs.models import Batch, JobStatus
@@ -121,11 +122,14 @@ def test_the_stream_follows_the_batch_to_its_end(api, users):
         if finisher is None and parse(chunks):
 
             def finish():
-                # One job, then the other, as the batch code records their ends.
-                for _ in range(2):
+                # One job, then the other, as the batch code records their ends (the
+                # last one finishes the batch).
+                for last in (False, True):
                     time.sleep(0.6)  # a poll interval apart: each change is its own event
                     Batch.objects.filter(pk=batch.pk).update(
-                        pending=F("pending") - 1, succeeded=F("succeeded") + 1
+                        pending=F("pending") - 1,
+                        succeeded=F("succeeded") + 1,
+                        **({"finished_at": timezone.now()} if last else {}),
                     )
                 connections.close_all()
 

@@ -57,7 +57,7 @@ class BatchMixin(DescribedView, APIView):
             batch_id = uuid.UUID(str(self.kwargs["batch_id"]))
         except ValueError as exc:
             raise NotFound("No such batch.") from exc
-        batch = Batch.objects.using(jobs_database()).filter(pk=batch_id).first()
+        batch = Batch.objects.using(jobs_database()).counted().filter(pk=batch_id).first()
         if batch is None:
             raise NotFound("No such batch.")
         self.check_object_permissions(self.request, batch)
@@ -96,7 +96,7 @@ class BatchEventsView(EventStreamMixin, BatchMixin):
 
     def _read(self, batch_id: uuid.UUID, request: Request) -> Reading:
         # One primary-key read per turn; the failed jobs are read only when the counts moved.
-        batch = Batch.objects.using(jobs_database()).filter(pk=batch_id).first()
+        batch = Batch.objects.using(jobs_database()).counted().filter(pk=batch_id).first()
         if batch is None:
             return None
         state = (
