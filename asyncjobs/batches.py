@@ -204,7 +204,11 @@ class batch:
     def refresh(self) -> Batch:
         """The batch's row as it is now (counts, ``state``, ``percent``, times). Raises
         ``BatchNotFoundError`` for a batch not created yet, or rolled back."""
-        record = None if self._id is None else Batch.objects.using(self.using).filter(pk=self._id)
+        record = (
+            None
+            if self._id is None
+            else Batch.objects.using(self.using).counted().filter(pk=self._id)
+        )
         found = record.first() if record is not None else None
         if found is None:
             raise BatchNotFoundError(f"Batch {self._id or '(not created)'} does not exist.")
@@ -219,7 +223,7 @@ def get_batch(batch_id: uuid.UUID | str, *, backend: str = DEFAULT_TASK_BACKEND_
     ``.seal()`` seals it. Raises ``BatchNotFoundError`` for an unknown id."""
     handle = batch(backend=backend)
     try:
-        record = Batch.objects.using(handle.using).get(pk=batch_id)
+        record = Batch.objects.using(handle.using).counted().get(pk=batch_id)
     except (Batch.DoesNotExist, ValidationError, ValueError, TypeError) as exc:
         raise BatchNotFoundError(f"No batch with id {batch_id!r}.") from exc
     return batch._of(record)

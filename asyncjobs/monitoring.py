@@ -159,7 +159,7 @@ def dashboard_batches(
     """The batches the dashboard shows: the latest ``unfinished`` ones not finished (open or
     running), then the ``finished`` ones that finished last in the last hour. Two short
     reads through the batch indexes (``created_at``, ``finished_at``)."""
-    batches = Batch.objects.using(using)
+    batches = Batch.objects.using(using).counted()
     running = list(batches.filter(finished_at__isnull=True).order_by("-created_at")[:unfinished])
     recent = list(
         batches.filter(finished_at__gte=now - timedelta(hours=1)).order_by("-finished_at")[

@@ -3,6 +3,7 @@ PostgreSQL) and drained, against the same number of plain jobs, A/B interleaved 
 machine (plain, batch, batch, plain, ...), so that both see the same load.
 
     python bench/batches.py [--quick] [--runs 3] [--jobs 100000] [--workers 2]
+                            [--checkout PATH]
 
 PostgreSQL by default (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/asyncjobs_bench,
 recreated); BENCH_SQLITE=1 for SQLite. For each variant: the enqueue rate (one
@@ -11,14 +12,20 @@ included) and the drain rate (idle workers first; timed from the commit until no
 queued or running and, for the batch, until it finished and its on_complete callback ran).
 Prints medians with min-max and the drain ratio batch / plain, and writes
 bench/results/<time>-batches-<db>.json. No timing is asserted anywhere.
+
+``--checkout PATH`` adds a third variant, ``batch-checkout``: the same batch drained by
+workers running the asyncjobs of another checkout (an A/B of two commits' batch completion
+in one interleaved run; enqueue and the schema are this checkout's).
 """
 
 import argparse
+import functools
 import json
 import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -80,7 +87,7 @@ def run_plain(n: int, workers: int, concurrency: int) -> dict[str, float]:
     return {"enqueue": n / (committed - start), "drain": n / (drained - committed)}
 
 
-def run_batch(n: int, workers: int, concurrency: int) -> dict[str, float]:
+def run_batch(n: int, workers: int, concurrency: int, root: Path = ROOT) -> dict[str, float]:
     """One batch of ``n`` jobs: one enqueue_many inside ``with batch(...)`` (sealed in the
     same transaction), then the drain, until the batch finished and its callback ran."""
     from asyncjobs import batch
@@ -88,7 +95,7 @@ def run_batch(n: int, workers: int, concurrency: int) -> dict[str, float]:
     from bench.tasks import batch_done, noop
 
     reset()
-    procs = start_workers(workers, concurrency)
+    procs = start_workers(workers, concurrency, root)
     try:
         calls = [(noop, (), {}) for _ in range(n)]
         start = time.perf_counter()
@@ -123,25 +130,33 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--concurrency", type=int, default=4, help="threads per worker")
+    parser.add_argument("--checkout", help="also drain the batch with this checkout's workers")
     args = parser.parse_args()
     if args.quick:
         args.runs, args.jobs = 1, 2_000
     setup_django()
     from django.db import connection
 
-    variants = {"plain": run_plain, "batch": run_batch}
+    variants: dict[str, Callable[[int, int, int], dict[str, float]]] = {
+        "plain": run_plain,
+        "batch": run_batch,
+    }
+    if args.checkout:
+        variants["batch-checkout"] = functools.partial(run_batch, root=Path(args.checkout))
     results: dict[str, dict[str, list[float]]] = {
         name: {"enqueue": [], "drain": []} for name in variants
     }
     for round_ in range(args.runs):
-        # ABBA: each variant runs first in every other round.
-        order = ["plain", "batch"] if round_ % 2 == 0 else ["batch", "plain"]
+        # Each variant runs first in turn (ABBA for two).
+        names = list(variants)
+        shift = round_ % len(names)
+        order = names[shift:] + names[:shift]
         for name in order:
             figures = variants[name](args.jobs, args.workers, args.concurrency)
             for key, value in figures.items():
                 results[name][key].append(value)
             print(
-                f"round {round_ + 1} {name:5}: enqueue {figures['enqueue']:9,.0f} jobs/s, "
+                f"round {round_ + 1} {name:14}: enqueue {figures['enqueue']:9,.0f} jobs/s, "
                 f"drain {figures['drain']:7,.0f} jobs/s",
                 flush=True,
             )
@@ -150,14 +165,20 @@ def main() -> int:
         for name, figures in results.items()
     }
     ratio = table["batch"]["drain"]["median"] / table["plain"]["drain"]["median"]
+    ratios = {
+        name: table[name]["drain"]["median"] / table["plain"]["drain"]["median"]
+        for name in variants
+        if name != "plain"
+    }
     print(f"\n{args.jobs:,} jobs, {args.workers} workers x {args.concurrency}, {args.runs} rounds")
     for name, figures in table.items():
         for key, s in figures.items():
             print(
-                f"{name:5} {key:7} median {s['median']:9,.0f}  "
+                f"{name:14} {key:7} median {s['median']:9,.0f}  "
                 f"(min {s['min']:,.0f}, max {s['max']:,.0f}) jobs/s"
             )
-    print(f"drain ratio batch / plain: {ratio:.3f}")
+    for name, value in ratios.items():
+        print(f"drain ratio {name} / plain: {value:.3f}")
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -175,6 +196,8 @@ def main() -> int:
                 "results": results,
                 "summary": table,
                 "drain_ratio": ratio,
+                "drain_ratios": ratios,
+                "checkout": args.checkout,
             },
             indent=2,
         )

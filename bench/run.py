@@ -85,17 +85,18 @@ def bench_bulk(n: int) -> float:
 WORKER_ARGS: list[str] = []
 
 
-def start_workers(count: int, concurrency: int) -> list[subprocess.Popen]:
+def start_workers(count: int, concurrency: int, root: Path = ROOT) -> list[subprocess.Popen]:
+    """``count`` worker processes of the asyncjobs in ``root`` (a checkout), once running."""
     from asyncjobs.models import Worker
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(root)}
     procs = [
         subprocess.Popen(
             [
                 *(sys.executable, "-m", "django", "runworker"),
                 *("--concurrency", str(concurrency), *WORKER_ARGS),
             ],
-            cwd=ROOT,
+            cwd=root,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -106,6 +106,10 @@ class BatchAdmin(admin.ModelAdmin):
     # services.cancel_job (with its webhook and its counters), and a page must answer.
     CANCEL_LIMIT = 1000
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Batch]:
+        # The counts as they stand: each row's, with the tallies not yet added to it.
+        return super().get_queryset(request).counted()  # type: ignore[attr-defined]
+
     # --- permissions ------------------------------------------------------------------------
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:

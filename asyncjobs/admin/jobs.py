@@ -65,7 +65,7 @@ class BatchFilter(admin.SimpleListFilter):
     parameter_name = "batch"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        recent = Batch.objects.order_by("-created_at")[:10]
+        recent = Batch.objects.counted().order_by("-created_at")[:10]
         choices = [(str(b.pk), f"{b.description or 'batch'} {str(b.pk)[:8]}") for b in recent]
         value = self.value()
         if value and value not in {pk for pk, _ in choices}:

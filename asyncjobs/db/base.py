@@ -52,6 +52,31 @@ class Start:
         return self.now + self.lease
 
 
+@dataclass(frozen=True, slots=True)
+class BatchCount:
+    """What counting ended jobs did to one batch (``count_batch_ends``,
+    ``complete_succeeded_counting``).
+
+    ``held``: this transaction holds the batch row's lock, and the count (with every tally
+    left by others that it could see) is on the row; ``pending`` is then the row's. Else
+    (PostgreSQL, when another transaction held the row) the count went into a
+    ``BatchTally`` row, and ``pending`` is what this transaction's snapshot showed left,
+    which misses what others had not committed yet.
+    """
+
+    batch_id: Any
+    held: bool
+    pending: int
+    sealed: bool
+    finished: bool
+
+    @property
+    def finishable(self) -> bool:
+        """Whether the batch may finish now, in this transaction: its row is held, it is
+        sealed, not finished, and nothing of it is pending."""
+        return self.held and self.pending == 0 and self.sealed and not self.finished
+
+
 # A successful attempt for ``complete_succeeded``: (job, its JSON return value, HTTP status or
 # None, started at or None, finished at).
 Success = tuple[Job, object, int | None, datetime | None, datetime]
@@ -172,7 +197,7 @@ class BaseStrategy:
     @classmethod
     def complete_succeeded_counting(
         cls, connection: BaseDatabaseWrapper, items: Sequence[Success], *, worker_id: str
-    ) -> tuple[set[Any], set[Any]]:
+    ) -> tuple[dict[JobId, bool], list[BatchCount]]:
         """See ``complete_succeeded_counting``: ``complete_succeeded``, then one
         ``count_batch_ends`` per batch, in the order of their ids."""
         recorded = cls.complete_succeeded(connection, items, worker_id=worker_id)
@@ -180,12 +205,11 @@ class BaseStrategy:
         for job, *_ in items:
             if job.batch_id is not None and job.pk in recorded:
                 ended[job.batch_id] = ended.get(job.batch_id, 0) + 1
-        finishable = {
-            batch_id
+        counted = [
+            cls.count_batch_ends(connection, batch_id, ended[batch_id], 0, 0)
             for batch_id in sorted(ended, key=str)
-            if cls.count_batch_ends(connection, batch_id, ended[batch_id], 0, 0)
-        }
-        return set(recorded), finishable
+        ]
+        return recorded, [count for count in counted if count is not None]
 
     @classmethod
     def insert_jobs(cls, connection: BaseDatabaseWrapper, jobs: Iterable[Job]) -> list[Job]:
@@ -237,9 +261,10 @@ class BaseStrategy:
         succeeded: int,
         failed: int,
         cancelled: int,
-    ) -> bool:
+    ) -> BatchCount | None:
         """See ``count_batch_ends``: one ``UPDATE … RETURNING`` where the database has it,
-        else the ``UPDATE`` and a read of the row it locked."""
+        else the ``UPDATE`` and a read of the row it locked. (No tallies to add: only
+        PostgreSQL's flushes leave them.)"""
         table = connection.ops.quote_name(Batch._meta.db_table)
         returning = cls.update_returns_rows(connection)
         pk = rows.prep(Batch, "id", batch_id, connection)
@@ -251,10 +276,10 @@ class BaseStrategy:
             cursor.execute(sql, params)
             if not returning:
                 if not cursor.rowcount:
-                    return False
+                    return None
                 cursor.execute(query("common", "batch_finishable").format(table=table), [pk])
             row = cursor.fetchone()
-        return bool(row and row[0] == 0 and row[1] is not None and row[2] is None)
+        return None if row is None else BatchCount(batch_id, True, *batch_state(row))
 
     @classmethod
     def announce_queue_change(cls, connection: BaseDatabaseWrapper, name: str) -> None:
@@ -371,14 +396,20 @@ def complete_succeeded(
     return strategy_class(connection).complete_succeeded(connection, items, worker_id=worker_id)
 
 
+def batch_state(row: Sequence[Any]) -> tuple[int, bool, bool]:
+    """A batch's ``(pending, sealed_at, finished_at)`` as read: pending, sealed, finished."""
+    return int(row[0]), row[1] is not None, row[2] is not None
+
+
 def count_batch_ends(
     alias: str, batch_id: Any, *, succeeded: int = 0, failed: int = 0, cancelled: int = 0
-) -> bool:
-    """Jobs of batch ``batch_id`` ended (in the caller's transaction): ``pending`` goes down
-    by their number and each status's counter up, in one statement where the database can
-    return the row it updated. Returns whether the batch may finish now: sealed, not
-    finished, nothing pending (False for a batch that does not exist). The row stays locked
-    by this transaction, so no other can finish the batch meanwhile."""
+) -> BatchCount | None:
+    """Jobs of batch ``batch_id`` ended (in the caller's transaction; none: only the tallies
+    are added): the batch row is locked (waiting for another transaction that holds it),
+    the tallies others left are added to it and deleted, ``pending`` goes down by the jobs'
+    number and each status's counter up. Returns what the row holds now (``held``), or
+    None for a batch that does not exist. The row stays locked by this transaction, so no
+    other can finish the batch meanwhile."""
     connection = connections[alias]
     return strategy_class(connection).count_batch_ends(
         connection, batch_id, succeeded, failed, cancelled
@@ -387,13 +418,14 @@ def count_batch_ends(
 
 def complete_succeeded_counting(
     alias: str, items: Sequence[Success], *, worker_id: str
-) -> tuple[set[Any], set[Any]]:
+) -> tuple[dict[JobId, bool], list[BatchCount]]:
     """``complete_succeeded`` for items some of whose jobs belong to batches: their batches'
-    counters move in the same transaction (in the same statement on PostgreSQL, for one
-    batch), as ``count_batch_ends`` would. Returns the primary keys of the jobs recorded and
-    the batches that may finish now (their rows stay locked by this transaction)."""
+    counts move in the same transaction, as ``count_batch_ends`` would, except on
+    PostgreSQL for a flush of one batch: in the same statement, on the row if no other
+    transaction holds it, else into a ``BatchTally`` (no wait for the other's commit).
+    Returns what ``complete_succeeded`` returns, and each batch's ``BatchCount``."""
     if not items:
-        return set(), set()
+        return {}, []
     connection = connections[alias]
     return strategy_class(connection).complete_succeeded_counting(
         connection, items, worker_id=worker_id

@@ -33,11 +33,13 @@ from asyncjobs.db.base import (
     NOTIFY_QUEUE,
     NOTIFY_READY,
     BaseStrategy,
+    BatchCount,
     JobId,
     Listener,
     PollingListener,
     Start,
     Success,
+    batch_state,
     register,
 )
 from asyncjobs.db.postgresql_psycopg2 import (
@@ -46,7 +48,7 @@ from asyncjobs.db.postgresql_psycopg2 import (
     copy_jobs_psycopg2,
 )
 from asyncjobs.db.queries import query
-from asyncjobs.models import Attempt, Batch, Job, Lease, storable_json_text
+from asyncjobs.models import Attempt, Batch, BatchTally, Job, Lease, storable_json_text
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +102,34 @@ def _start_sql(connection: BaseDatabaseWrapper, picked: str) -> str:
             columns=rows.columns_sql(connection),
         )
     return sql
+
+
+def _tables(connection: BaseDatabaseWrapper) -> dict[str, str]:
+    qn = connection.ops.quote_name
+    return {
+        "attempt_table": qn(Attempt._meta.db_table),
+        "table": qn(Job._meta.db_table),
+        "batch_table": qn(Batch._meta.db_table),
+        "tally_table": qn(BatchTally._meta.db_table),
+    }
+
+
+def _complete_sql(connection: BaseDatabaseWrapper, counting: bool) -> str:
+    """``complete_succeeded``'s text, with the batch-counting step or without (one text each,
+    so that each can be prepared)."""
+    fragments = dict.fromkeys(("counting", "nothing", "counted"), "")
+    if counting:
+        fragments = {
+            name: query("postgresql", f"complete_succeeded_{name}").format(**_tables(connection))
+            for name in fragments
+        }
+        fragments["counting"] = "\n" + fragments["counting"]
+        fragments["counted"] = "\n" + fragments["counted"]
+    return query("postgresql", "complete_succeeded").format(**_tables(connection), **fragments)
+
+
+def _batch_sql(connection: BaseDatabaseWrapper, name: str) -> str:
+    return query("postgresql", name).format(**_tables(connection))
 
 
 @register
@@ -162,33 +192,69 @@ class PostgresStrategy(BaseStrategy):
         (bench/HISTORY.md, "Worker CPU per job")."""
         return {
             row[0]: bool(row[1])
-            for row in cls._complete(connection, "complete_succeeded", items, worker_id)
+            for row in cls._complete(connection, items, worker_id, counting=False)
         }
 
     @classmethod
     def complete_succeeded_counting(
         cls, connection: BaseDatabaseWrapper, items: Sequence[Success], *, worker_id: str
-    ) -> tuple[set[Any], set[Any]]:
-        """See ``base.complete_succeeded_counting``: for jobs of one batch, the counters move
-        in the completion's own statement; for several, as the other databases do (one
-        UPDATE per batch, in the order of their ids, so that concurrent flushes lock the
-        batch rows in one order)."""
+    ) -> tuple[dict[JobId, bool], list[BatchCount]]:
+        """See ``base.complete_succeeded_counting``: for jobs of one batch, the count moves in
+        the completion's own statement, which never waits for the batch row's lock (SKIP
+        LOCKED: a BatchTally instead); for several, as the other databases do (one UPDATE per
+        batch, in the order of their ids, so that concurrent flushes lock the batch rows in
+        one order, and a flush never waits for one batch while holding another)."""
         if len({job.batch_id for job, *_ in items} - {None}) > 1:
             return super().complete_succeeded_counting(connection, items, worker_id=worker_id)
-        found = cls._complete(connection, "complete_succeeded_counting", items, worker_id)
-        recorded = {job_id for job_id, _, _ in found if job_id is not None}
-        return recorded, {batch_id for job_id, batch_id, done in found if job_id is None and done}
+        recorded: dict[JobId, bool] = {}
+        counted = []
+        for job_id, has_dependents, batch_id, held, *state in cls._complete(
+            connection, items, worker_id, counting=True
+        ):
+            if job_id is not None:
+                recorded[job_id] = bool(has_dependents)
+            else:
+                counted.append(BatchCount(batch_id, held, *batch_state(state)))
+        return recorded, counted
+
+    @classmethod
+    def count_batch_ends(
+        cls,
+        connection: BaseDatabaseWrapper,
+        batch_id: Any,
+        succeeded: int,
+        failed: int,
+        cancelled: int,
+    ) -> BatchCount | None:
+        """See ``base.count_batch_ends``: the row's lock first, in a statement of its own
+        (waiting for any transaction that holds it), then one statement that deletes the
+        batch's tallies and adds them and this count to the row: its snapshot, taken after
+        the lock, sees every tally committed before."""
+        params = {
+            "batch": rows.prep(Batch, "id", batch_id, connection),
+            "ended": succeeded + failed + cancelled,
+            "succeeded": succeeded,
+            "failed": failed,
+            "cancelled": cancelled,
+        }
+        with connection.cursor() as cursor:
+            cursor.execute(_batch_sql(connection, "lock_batch"), params)
+            if cursor.fetchone() is None:
+                return None
+            cursor.execute(_batch_sql(connection, "count_batch_ends"), params)
+            row = cursor.fetchone()
+        return None if row is None else BatchCount(batch_id, True, *batch_state(row))
 
     @classmethod
     def _complete(
-        cls, connection: BaseDatabaseWrapper, name: str, items: Sequence[Success], worker_id: str
+        cls,
+        connection: BaseDatabaseWrapper,
+        items: Sequence[Success],
+        worker_id: str,
+        *,
+        counting: bool,
     ) -> list[Any]:
-        qn = connection.ops.quote_name
-        sql = query(cls.sql, name).format(
-            attempt_table=qn(Attempt._meta.db_table),
-            table=qn(Job._meta.db_table),
-            batch_table=qn(Batch._meta.db_table),
-        )
+        sql = _complete_sql(connection, counting)
         params = {
             "ids": [job.pk for job, *_ in items],
             "numbers": [job.attempts for job, *_ in items],

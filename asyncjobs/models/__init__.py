@@ -32,5 +32,6 @@ from asyncjobs.models.workers import WorkerQuerySet as WorkerQuerySet
 from asyncjobs.models.workers import WorkerStatus as WorkerStatus
 from asyncjobs.models.workflows import Batch as Batch
 from asyncjobs.models.workflows import BatchState as BatchState
+from asyncjobs.models.workflows import BatchTally as BatchTally
 from asyncjobs.models.workflows import DependencyPolicy as DependencyPolicy
 from asyncjobs.models.workflows import JobDependency as JobDependency

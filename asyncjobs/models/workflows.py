@@ -7,6 +7,11 @@ done never counts its jobs. While a batch is open (``sealed_at`` unset) jobs may
 added and nothing fires; once sealed, the transaction that brings ``pending`` to zero fires
 the callbacks under the batch row's lock, so each fires once however many workers finish
 its last jobs at the same moment.
+
+On PostgreSQL a worker's flush of successes that finds the batch row locked by another
+(whose commit it would otherwise wait for) leaves its count in a ``BatchTally`` row
+instead, which the next holder of the row's lock adds to the row and deletes: a batch's
+counts are its row's plus its tallies' (``Batch.objects.counted()``).
 """
 
 import uuid
@@ -15,6 +20,7 @@ from typing import ClassVar
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Coalesce
 from django.utils.translation import gettext_lazy as _
 
 
@@ -25,6 +31,44 @@ class BatchState(models.TextChoices):
     RUNNING = "running", _("Running")  # sealed, some jobs not finished
     SUCCEEDED = "succeeded", _("Succeeded")  # every job succeeded
     FAILED = "failed", _("Failed")  # every job finished, some failed or were cancelled
+
+
+class BatchQuerySet(models.QuerySet["Batch"]):
+    """Batches; ``counted()`` reads their counts with the tallies not yet added to them."""
+
+    def counted(self) -> "BatchQuerySet":
+        """These batches with their counters as they stand: each row's plus the
+        ``BatchTally`` rows not yet added to it (an indexed sum per batch, over a few rows:
+        each flush that takes the batch row's lock adds them in). For pages and the API,
+        not for updates."""
+        tallies = BatchTally.objects.filter(batch=models.OuterRef("pk")).values("batch")
+        sums = {
+            f"tally_{name}": Coalesce(
+                models.Subquery(tallies.annotate(n=models.Sum(name)).values("n")[:1]),
+                0,
+                output_field=models.IntegerField(),
+            )
+            for name in TALLIED
+        }
+        counted = self.annotate(**sums)
+        counted._iterable_class = _CountedIterable
+        return counted
+
+
+TALLIED = ("succeeded", "failed", "cancelled")
+
+
+class _CountedIterable(models.query.ModelIterable):
+    """Adds each batch's ``tally_*`` annotations into its counters."""
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for batch in super().__iter__():
+            values = batch.__dict__
+            for name in TALLIED:
+                extra = values.pop(f"tally_{name}", 0) or 0
+                values[name] += extra
+                values["pending"] -= extra
+            yield batch
 
 
 class Batch(models.Model):
@@ -61,6 +105,8 @@ class Batch(models.Model):
     failure_fired_at = models.DateTimeField(null=True, blank=True)
     webhook_url = models.URLField(max_length=2000, blank=True)
 
+    objects = BatchQuerySet.as_manager()
+
     class Meta:
         verbose_name = _("batch")
         verbose_name_plural = _("batches")
@@ -77,7 +123,8 @@ class Batch(models.Model):
         """Open, running, succeeded or failed (see ``BatchState``)."""
         if self.sealed_at is None:
             return BatchState.OPEN
-        if self.pending:
+        # (Counts read with the tallies added in may reach zero a moment before the finish.)
+        if self.pending or self.finished_at is None:
             return BatchState.RUNNING
         if self.failed or self.cancelled:
             return BatchState.FAILED
@@ -94,6 +141,31 @@ class Batch(models.Model):
         if not self.total:
             return 0.0 if self.sealed_at is None else 100.0
         return round(100.0 * self.finished / self.total, 1)
+
+
+class BatchTally(models.Model):
+    """Jobs of a batch that succeeded, failed or were cancelled, not yet counted on its row.
+
+    Written (PostgreSQL) by a flush that found the batch row locked by another transaction:
+    an insert, which waits for no one, where an update of the row would wait for the other
+    transaction's commit. The next transaction that holds the row's lock deletes the batch's
+    tallies and adds them to the row (``services.batches``); until then readers add them in
+    (``Batch.objects.counted()``). No database foreign key, as for ``Job.batch``.
+    """
+
+    batch = models.ForeignKey(
+        Batch, on_delete=models.CASCADE, db_constraint=False, related_name="tallies"
+    )
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    cancelled = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name = _("batch tally")
+        verbose_name_plural = _("batch tallies")
+
+    def __str__(self) -> str:
+        return f"{self.batch_id}: +{self.succeeded}/{self.failed}/{self.cancelled}"
 
 
 class DependencyPolicy(models.TextChoices):

@@ -188,7 +188,7 @@ def deliver_batch_webhook(context: TaskContext, batch_id: str, url: str) -> dict
     from asyncjobs.models import Batch
 
     context.raise_if_cancelled()
-    batch = Batch.objects.using(context.database).get(pk=batch_id)
+    batch = Batch.objects.using(context.database).counted().get(pk=batch_id)
     body = json.dumps(batch_webhook_payload(batch), separators=(",", ":")).encode()
     headers = {
         "Content-Type": "application/json",

@@ -144,16 +144,7 @@ def record_successes(batch: Sequence[Success], *, worker_id: str, using: str) ->
         ]
         recorded: dict[Any, bool]
         if any(s.job.batch_id is not None for s in batch):
-            done = set(batches.complete_in_batches(items, worker_id=worker_id, using=using))
-            # The batch path does not read has_dependents: one indexed read, batch flushes only.
-            flagged = set(
-                Job.objects.using(using)
-                .filter(pk__in=done, has_dependents=True)
-                .values_list("pk", flat=True)
-                if done
-                else ()
-            )
-            recorded = {pk: pk in flagged for pk in done}
+            recorded = batches.complete_in_batches(items, worker_id=worker_id, using=using)
         else:
             recorded = db.complete_succeeded(using, items, worker_id=worker_id)
         for success in batch:

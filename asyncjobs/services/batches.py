@@ -10,12 +10,24 @@ moved its jobs (so the job rows are locked before the batch row, on every path):
 - ``jobs_reopened``: failed or cancelled jobs queued again (retry); the batch reopens;
 - ``seal_batch``: no more jobs from its creator; a batch with nothing pending finishes.
 
-Finishing a batch happens under its row's lock (the counters' UPDATE takes it), in the
-transaction that brought ``pending`` to zero, so a finish and its callbacks commit together
-with the job's end or not at all: nothing is lost when a worker dies in between, and two
-workers finishing the last jobs at the same moment queue behind each other on the row, the
-second seeing the first's stamps. Each callback fires at most once in the batch's life
-(``*_fired_at``); the webhook is sent at each finish.
+Finishing a batch happens under its row's lock, in the transaction that brought
+``pending`` to zero, so a finish and its callbacks commit together with the job's end or not
+at all: nothing is lost when a worker dies in between, and two workers finishing the last
+jobs at the same moment queue behind each other on the row, the second seeing the first's
+stamps. Each callback fires at most once in the batch's life (``*_fired_at``, set under the
+lock); the webhook is sent at each finish.
+
+Successes are the many ends, flushed by every worker at once. On PostgreSQL a flush does not
+wait for the batch row's lock while another transaction holds it (that would serialise the
+workers' commits, each held across its WAL flush): it leaves its count in a ``BatchTally``
+row, which the next holder of the lock adds to the row (``complete_in_batches``). That
+holds only while many jobs are left: once a flush sees at most ``LAST_JOBS`` left (the
+batch's end is near), it waits for the lock, adds every committed tally and its own, and
+finishes the batch if nothing is left. The flush that ends the last job commits after every
+other, so when it waits for the lock it sees all their counts. What a stale view could miss
+(a flush that saw many jobs left, then took longer to commit than the last ones took to
+run) is left as a tally of a sealed batch, which ``finish_stranded`` (the ``Rescuer``'s
+round) adds in and finishes.
 """
 
 import dataclasses
@@ -25,19 +37,24 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef, Q
 
 from asyncjobs import db, retry
 from asyncjobs.conf import jobs_settings
 from asyncjobs.db.base import Success as Completion
 from asyncjobs.exceptions import BatchClosedError
-from asyncjobs.models import Batch
+from asyncjobs.models import Batch, BatchTally
 from asyncjobs.services.enqueue import build_job, current_owner, enqueue_jobs
 from asyncjobs.services.policy import JobOptions, resolve_options
 from asyncjobs.services.webhooks import OUTBOUND_FAIL_ON
 
 BATCH_WEBHOOK_TASK = "asyncjobs.outbound.deliver_batch_webhook"
 CALLBACK_NAMES = ("on_complete", "on_success", "on_failure")
+# Once a flush sees this few jobs of a batch left, it waits for the batch row's lock rather
+# than leave a tally (see the module's docstring). More than the jobs that all workers may
+# hold between their claim and their flush's commit, so that the flush that ends the last
+# job sees itself near the end; the cost: the flushes of the last jobs take turns.
+LAST_JOBS = 1_000
 
 
 @dataclasses.dataclass(slots=True)
@@ -142,26 +159,65 @@ def jobs_ended(ended: Mapping[Any, Ended], *, using: str, now: datetime) -> None
     finish of each batch this empties."""
     for batch_id in sorted(ended, key=str):
         counts = ended[batch_id]
-        if counts.total and db.count_batch_ends(
+        if not counts.total:
+            continue
+        count = db.count_batch_ends(
             using,
             batch_id,
             succeeded=counts.succeeded,
             failed=counts.failed,
             cancelled=counts.cancelled,
-        ):
+        )
+        if count is not None and count.finishable:
             _finish_if_done(batch_id, using=using, now=now)
 
 
-def complete_in_batches(items: Sequence[Completion], *, worker_id: str, using: str) -> set[Any]:
+def complete_in_batches(
+    items: Sequence[Completion], *, worker_id: str, using: str
+) -> dict[Any, bool]:
     """running → succeeded for a flush that holds jobs of batches (``db.complete_succeeded``
-    otherwise), in the caller's transaction: the batches' counters move with it (one
-    statement for all on PostgreSQL when they are of one batch), and each batch this empties
-    finishes. Returns the primary keys of the jobs recorded."""
-    recorded, finishable = db.complete_succeeded_counting(using, items, worker_id=worker_id)
+    otherwise), in the caller's transaction: the batches' counts move with it (in the same
+    statement on PostgreSQL when they are of one batch), and each batch this empties
+    finishes. Near a batch's end (``LAST_JOBS``) a count that went into a tally is added to
+    the row under its lock, waiting for the transaction that holds it. Returns what
+    ``db.complete_succeeded`` returns: the jobs recorded, each with whether it has
+    dependents."""
+    recorded, counted = db.complete_succeeded_counting(using, items, worker_id=worker_id)
     now = max(finished for *_, finished in items)
-    for batch_id in sorted(finishable, key=str):
-        _finish_if_done(batch_id, using=using, now=now)
+    for count in sorted(counted, key=lambda count: str(count.batch_id)):
+        if not count.held:
+            if count.finished or count.pending > LAST_JOBS:
+                continue
+            # The end is near: wait for the row, add every tally committed meanwhile.
+            settled = db.count_batch_ends(using, count.batch_id)
+            if settled is None:
+                continue
+            count = settled
+        if count.finishable:
+            _finish_if_done(count.batch_id, using=using, now=now)
     return recorded
+
+
+def finish_stranded(*, now: datetime, using: str = "default", limit: int = 100) -> int:
+    """Add the tallies of sealed, unfinished batches to their rows, and finish those with
+    nothing left: the safety net for a count whose flush saw the batch's end far away (see
+    the module's docstring). One short transaction per batch, under its row's lock (the
+    callbacks still fire once). Returns how many batches it finished."""
+    stranded = list(
+        Batch.objects.using(using)
+        .filter(sealed_at__isnull=False, finished_at__isnull=True)
+        .filter(Q(pending=0) | Exists(BatchTally.objects.filter(batch=OuterRef("pk"))))
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    finished = 0
+    for batch_id in stranded:
+        with transaction.atomic(using=using):
+            count = db.count_batch_ends(using, batch_id)
+            if count is not None and count.finishable:
+                _finish_if_done(batch_id, using=using, now=now)
+                finished += 1
+    return finished
 
 
 def jobs_reopened(reopened: Mapping[Any, Ended], *, using: str) -> None:
@@ -191,15 +247,18 @@ def seal_batch(batch_id: uuid.UUID | str, *, using: str, now: datetime) -> bool:
             .update(sealed_at=now)
         )
         if sealed:
-            _finish_if_done(batch_id, using=using, now=now)
+            count = db.count_batch_ends(using, batch_id)  # (adds the tallies left so far)
+            if count is not None and count.finishable:
+                _finish_if_done(batch_id, using=using, now=now)
     return bool(sealed)
 
 
 def _finish_if_done(batch_id: Any, *, using: str, now: datetime) -> None:
     """Finish the batch if it is sealed and nothing of it is pending: stamp it, enqueue the
-    callbacks due and the webhook. The caller holds the batch row's lock (it just updated
-    the row, in this transaction), so this read sees the latest counts and no other
-    transaction can finish the batch at the same time."""
+    callbacks due and the webhook. The caller holds the batch row's lock and added its
+    tallies (``db.count_batch_ends`` or a flush's count that held the row, in this
+    transaction), so this read sees the latest counts and no other transaction can finish
+    the batch at the same time."""
     batch = (
         Batch.objects.using(using)
         .filter(pk=batch_id, pending=0, sealed_at__isnull=False, finished_at__isnull=True)

@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 from django.db.models import F
+from django.utils import timezone
 
 from asyncjobs.api.serializers import FAILURES_SHOWN
 from asyncjobs.models import Batch, JobStatus
@@ -115,11 +116,14 @@ def test_the_stream_follows_the_batch_to_its_end(api, users):
     assert response["Content-Type"] == "text/event-stream"
 
     def finish():
-        # One job, then the other, as the batch code records their ends.
-        for _ in range(2):
+        # One job, then the other, as the batch code records their ends (the last one
+        # finishes the batch).
+        for last in (False, True):
             time.sleep(0.6)  # a poll interval apart: each change is its own event
             Batch.objects.filter(pk=batch.pk).update(
-                pending=F("pending") - 1, succeeded=F("succeeded") + 1
+                pending=F("pending") - 1,
+                succeeded=F("succeeded") + 1,
+                **({"finished_at": timezone.now()} if last else {}),
             )
 
     seen = follow(response, finish)

@@ -59,7 +59,7 @@ class BatchMixin(DescribedView, APIView):
         return [cls() for cls in setting_classes("API_BATCH_READ_PERMISSION_CLASSES")]
 
     def get_batch(self) -> Batch:
-        return get_or_404(self, Batch, self.kwargs["batch_id"], "batch")
+        return get_or_404(self, Batch.objects.counted(), self.kwargs["batch_id"], "batch")
 
     def permission_denied(
         self, request: Request, message: str | None = None, code: str | None = None
@@ -94,7 +94,7 @@ class BatchEventsView(EventStreamMixin, BatchMixin):
 
     def _read(self, batch_id: uuid.UUID, request: Request) -> Reading:
         # One primary-key read per turn; the failed jobs are read only when the counts moved.
-        batch = Batch.objects.using(jobs_database()).filter(pk=batch_id).first()
+        batch = Batch.objects.using(jobs_database()).counted().filter(pk=batch_id).first()
         if batch is None:
             return None
         state = (

@@ -75,14 +75,14 @@ def jobs_database() -> str:
     return str(getattr(task_backends["default"], "database", "default"))
 
 
-def get_or_404(view: APIView, model: type[Row], raw_id: Any, name: str) -> Row:
-    """The ``model`` row of id ``raw_id`` in the jobs' database, once ``view`` checked its
-    object permissions; ``NotFound`` ("No such <name>.") for an unknown or malformed id."""
+def get_or_404(view: APIView, rows: "models.QuerySet[Row]", raw_id: Any, name: str) -> Row:
+    """The row of id ``raw_id`` among ``rows``, in the jobs' database, once ``view`` checked
+    its object permissions; ``NotFound`` ("No such <name>.") for an unknown or malformed id."""
     try:
         pk = uuid.UUID(str(raw_id))
     except ValueError as exc:
         raise NotFound(f"No such {name}.") from exc
-    row = model._default_manager.using(jobs_database()).filter(pk=pk).first()
+    row = rows.using(jobs_database()).filter(pk=pk).first()
     if row is None:
         raise NotFound(f"No such {name}.")
     view.check_object_permissions(view.request, row)
@@ -95,7 +95,7 @@ class JobMixin(DescribedView, APIView):
     parser_classes = (BoundedJSONParser,)
 
     def get_job(self) -> Job:
-        return get_or_404(self, Job, self.kwargs["job_id"], "job")
+        return get_or_404(self, Job.objects.all(), self.kwargs["job_id"], "job")
 
 
 class HiddenJobMixin(JobMixin):

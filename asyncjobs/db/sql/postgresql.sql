@@ -55,7 +55,8 @@ SELECT {columns} FROM claimed
 -- is still open and still the worker's, and only those jobs move. A unique job keeps its
 -- key for unique_for after success, else frees it. Each recorded job comes with whether it
 -- has dependents, read from the row as this statement locked it (a dependent added at the
--- same moment is either seen here or finds the job succeeded).
+-- same moment is either seen here or finds the job succeeded). {counting}, {nothing},
+-- {counted}: empty, or the fragments of complete_succeeded_counting below.
 WITH d AS (
     SELECT * FROM unnest(%(ids)b::uuid[], %(numbers)b::integer[],
         %(statuses)b::integer[], %(starts)b::timestamptz[], %(ends)b::timestamptz[],
@@ -75,48 +76,87 @@ WITH d AS (
         unique_key = CASE WHEN j.unique_for IS NULL THEN NULL ELSE j.unique_key END
     FROM d JOIN closed ON closed.job_id = d.did
     WHERE j.id = d.did AND j.status = 'running' AND j.worker_id = %(worker)s
-    RETURNING j.id, j.has_dependents
-)
-SELECT closed.job_id, finished.has_dependents
-FROM closed LEFT JOIN finished ON finished.id = closed.job_id
+    RETURNING j.id, j.has_dependents, j.batch_id
+){counting}
+SELECT closed.job_id, finished.has_dependents{nothing}
+FROM closed LEFT JOIN finished ON finished.id = closed.job_id{counted}
 
 -- name: complete_succeeded_counting
--- complete_succeeded for a flush holding jobs of one batch: the batch's counters move in the
--- same statement (no round trip more than for plain jobs). Returns the ids of the jobs
--- recorded, then a row per batch counted: its id and whether it may finish now (sealed,
--- not finished, nothing pending). Used for one batch at a time only: the UPDATE of several
--- batch rows would lock them in no set order.
-WITH d AS (
-    SELECT * FROM unnest(%(ids)b::uuid[], %(numbers)b::integer[],
-        %(statuses)b::integer[], %(starts)b::timestamptz[], %(ends)b::timestamptz[],
-        %(values)b::text[]) AS d(did, dnumber, dstatus, dstart, dend, dvalue)
-), closed AS (
-    UPDATE {attempt_table} AS a SET finished_at = d.dend,
-        started_at = COALESCE(d.dstart, a.started_at), outcome = 'succeeded',
-        http_status = d.dstatus
-    FROM d
-    WHERE a.job_id = d.did AND a.number = d.dnumber AND a.worker_id = %(worker)s
-        AND a.finished_at IS NULL
-    RETURNING a.job_id
-), finished AS (
-    UPDATE {table} AS j SET status = 'succeeded', return_value = d.dvalue::jsonb,
-        finished_at = d.dend, worker_id = '', lease_expires_at = NULL,
-        last_attempted_at = COALESCE(d.dstart, j.last_attempted_at),
-        unique_key = CASE WHEN j.unique_for IS NULL THEN NULL ELSE j.unique_key END
-    FROM d JOIN closed ON closed.job_id = d.did
-    WHERE j.id = d.did AND j.status = 'running' AND j.worker_id = %(worker)s
-    RETURNING j.id, j.batch_id
+-- The step complete_succeeded takes for a flush holding jobs of batches, in three
+-- fragments: {counting} (its CTEs), {nothing} (the job rows' empty batch columns),
+-- {counted} (a row per batch). Each batch's row is locked only if no one holds it (SKIP
+-- LOCKED: never a wait, so several batches need no lock order): then the count goes on the
+-- row, with the tallies others left ("folded"); else into a new BatchTally row, which waits
+-- for no one. A batch's row: its id, whether this statement holds its lock, what is left
+-- of it (held: the row's pending now; else the pending this statement's snapshot shows,
+-- less the tallies it sees and this count: flushes of others not yet committed are not
+-- seen), whether it is sealed, and whether it has finished.
+, counts AS (
+    SELECT batch_id, count(*)::integer AS n FROM finished WHERE batch_id IS NOT NULL
+    GROUP BY batch_id
+), held AS MATERIALIZED (
+    SELECT b.id FROM {batch_table} AS b JOIN counts ON counts.batch_id = b.id
+    FOR UPDATE OF b SKIP LOCKED
+), folded AS (
+    DELETE FROM {tally_table} AS t USING held WHERE t.batch_id = held.id
+    RETURNING t.batch_id, t.succeeded, t.failed, t.cancelled
 ), counted AS (
-    UPDATE {batch_table} AS b SET pending = b.pending - c.n, succeeded = b.succeeded + c.n
-    FROM (
-        SELECT batch_id, count(*) AS n FROM finished WHERE batch_id IS NOT NULL
-        GROUP BY batch_id
-    ) AS c
-    WHERE b.id = c.batch_id
-    RETURNING b.id, b.pending = 0 AND b.sealed_at IS NOT NULL AND b.finished_at IS NULL AS done
+    UPDATE {batch_table} AS b SET
+        pending = b.pending - counts.n - f.succeeded - f.failed - f.cancelled,
+        succeeded = b.succeeded + counts.n + f.succeeded,
+        failed = b.failed + f.failed, cancelled = b.cancelled + f.cancelled
+    FROM held JOIN counts ON counts.batch_id = held.id
+    CROSS JOIN LATERAL (
+        SELECT COALESCE(sum(succeeded), 0) AS succeeded, COALESCE(sum(failed), 0) AS failed,
+            COALESCE(sum(cancelled), 0) AS cancelled
+        FROM folded WHERE folded.batch_id = held.id
+    ) AS f
+    WHERE b.id = held.id
+    RETURNING b.id, b.pending, b.sealed_at, b.finished_at
+), tallied AS (
+    INSERT INTO {tally_table} (batch_id, succeeded, failed, cancelled)
+    SELECT counts.batch_id, counts.n, 0, 0 FROM counts
+    WHERE counts.batch_id NOT IN (SELECT id FROM held)
+    RETURNING batch_id
+), seen AS (
+    SELECT b.id, b.pending - counts.n - COALESCE((
+            SELECT sum(t.succeeded + t.failed + t.cancelled) FROM {tally_table} AS t
+            WHERE t.batch_id = b.id
+        ), 0) AS pending, b.sealed_at, b.finished_at
+    FROM {batch_table} AS b JOIN counts ON counts.batch_id = b.id
+    WHERE b.id NOT IN (SELECT id FROM held)
 )
-SELECT job_id, NULL::uuid, NULL::boolean FROM closed
-UNION ALL SELECT NULL, id, done FROM counted
+
+-- name: complete_succeeded_nothing
+, NULL::uuid, NULL::boolean, NULL::bigint, NULL::timestamptz, NULL::timestamptz
+
+-- name: complete_succeeded_counted
+UNION ALL SELECT NULL, NULL, id, true, pending, sealed_at, finished_at FROM counted
+UNION ALL SELECT NULL, NULL, id, false, pending, sealed_at, finished_at FROM seen
+
+-- name: count_batch_ends
+-- Jobs of a batch ended (or none: a fold alone), in a transaction that holds the batch
+-- row's lock (lock_batch, a statement of its own, so that this one's snapshot is taken
+-- after the lock: every tally committed before is seen). The tallies left by others are
+-- deleted and added to the row with this count. Returns what the row holds now.
+WITH folded AS (
+    DELETE FROM {tally_table} WHERE batch_id = %(batch)s
+    RETURNING succeeded, failed, cancelled
+), f AS (
+    SELECT COALESCE(sum(succeeded), 0) AS succeeded, COALESCE(sum(failed), 0) AS failed,
+        COALESCE(sum(cancelled), 0) AS cancelled
+    FROM folded
+)
+UPDATE {batch_table} AS b SET
+    pending = b.pending - %(ended)s - f.succeeded - f.failed - f.cancelled,
+    succeeded = b.succeeded + %(succeeded)s + f.succeeded,
+    failed = b.failed + %(failed)s + f.failed,
+    cancelled = b.cancelled + %(cancelled)s + f.cancelled
+FROM f WHERE b.id = %(batch)s
+RETURNING b.pending, b.sealed_at, b.finished_at
+
+-- name: lock_batch
+SELECT id FROM {batch_table} WHERE id = %(batch)s FOR UPDATE
 
 
 -- name: copy

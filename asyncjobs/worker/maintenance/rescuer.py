@@ -1,4 +1,5 @@
-"""Rescuer: jobs whose worker died get their attempt closed as lost and are run again."""
+"""Rescuer: jobs whose worker died get their attempt closed as lost and are run again; batches
+whose last counts were left as tallies are finished."""
 
 from datetime import datetime, timedelta
 
@@ -13,8 +14,9 @@ RESCUE_LIMIT = 500
 class Rescuer:
     """Every ``MAINTENANCE_INTERVAL``, under the maintenance lock: rescues the running jobs
     whose lease expired (``services.rescue_expired``: the attempt is recorded ``lost``, the
-    job retried or failed per its policy) and marks the workers that stopped heartbeating for
-    a ``LEASE_DURATION`` as lost.
+    job retried or failed per its policy), marks the workers that stopped heartbeating for
+    a ``LEASE_DURATION`` as lost, and finishes the sealed batches whose last counts were
+    left as tallies (``services.finish_stranded``).
 
     Parameters:
         using: the database alias.
@@ -40,7 +42,8 @@ class Rescuer:
         lost = services.mark_lost_workers(
             now=now, stale_after=jobs_settings.LEASE_DURATION, using=self.using
         )
+        batches = services.finish_stranded(now=now, using=self.using)
         return Done(
-            {"rescued": rescued, "workers_lost": lost},
+            {"rescued": rescued, "workers_lost": lost, "batches_finished": batches},
             again_after=AGAIN_AFTER if rescued >= self.limit else None,
         )
