@@ -48,7 +48,7 @@ from asyncjobs.db.base import (
     vendor_name,
     vendor_supported,
 )
-from asyncjobs.db.errors import is_too_many_connections
+from asyncjobs.db.errors import is_deadlock, is_too_many_connections
 from asyncjobs.db.fastpath import JSON_SCALARS, psycopg3
 from asyncjobs.db.mysql import (
     MYSQL_INDEXES,
@@ -110,6 +110,7 @@ __all__ = [
     "install_mysql_indexes",
     "install_notify_functions",
     "install_notify_triggers",
+    "is_deadlock",
     "is_sqlite_without_immediate",
     "is_too_many_connections",
     "mysql_isolation_level",

@@ -18,7 +18,8 @@ One module per concern, lower ones first (import-linter holds the order):
 - ``attempts``: an attempt's claim, success and failure, and jobs given back or rescued;
 - ``limits``: claims under rate and concurrency limits;
 - ``workers``, ``queues``, ``pruning``: the worker registry, queue pauses, deleting jobs;
-- ``operator``: retry, run now, cancel, progress.
+- ``operator``: retry, run now, cancel, progress;
+- ``bulk``: "cancel the rest" of a batch, in chunks, in the request or as a job.
 
 Callers use this package (``from asyncjobs import services``; ``services.enqueue_jobs``):
 every name is re-exported here.
@@ -50,6 +51,16 @@ from asyncjobs.services.batches import (
     jobs_ended,
     jobs_reopened,
     seal_batch,
+)
+from asyncjobs.services.bulk import (
+    CANCEL_BATCH_TASK,
+    CANCEL_CHUNK,
+    CANCEL_INLINE_LIMIT,
+    BatchCancel,
+    batch_cancel_job,
+    can_cancel_jobs,
+    cancel_batch,
+    cancel_batch_jobs,
 )
 from asyncjobs.services.dependencies import (
     Requirement,
@@ -86,7 +97,9 @@ from asyncjobs.services.limits import (
 )
 from asyncjobs.services.operator import (
     RETRYABLE_STATUSES,
+    Cancelled,
     cancel_job,
+    cancel_jobs,
     estimated_row_count,
     retry_job,
     retry_jobs,
@@ -130,6 +143,9 @@ from asyncjobs.services.workers import (
 __all__ = [
     "BATCH_WEBHOOK_TASK",
     "CALLBACK_TASK",
+    "CANCEL_BATCH_TASK",
+    "CANCEL_CHUNK",
+    "CANCEL_INLINE_LIMIT",
     "IDENTITY_CACHE_SIZE",
     "MAX_ERROR_MESSAGE",
     "MAX_TRACEBACK",
@@ -141,20 +157,27 @@ __all__ = [
     "START_LEAD",
     "START_TOLERANCE",
     "WEBHOOK_TASK",
+    "BatchCancel",
+    "Cancelled",
     "Ended",
     "JobMaker",
     "JobOptions",
     "LimitedClaim",
     "Requirement",
     "Success",
+    "batch_cancel_job",
     "batch_retention",
     "batch_summary",
     "build_job",
     "by_identity",
     "call_key",
     "callback_spec",
+    "can_cancel_jobs",
     "can_pause_queues",
+    "cancel_batch",
+    "cancel_batch_jobs",
     "cancel_job",
+    "cancel_jobs",
     "check_queue_name",
     "check_result_size",
     "checked_json",

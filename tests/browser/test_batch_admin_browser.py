@@ -59,3 +59,41 @@ def test_operator_retries_a_batchs_failed_job_and_sees_it_succeed(
     expect(page.locator("#batch-progress .asyncjobs-bar")).to_have_attribute("aria-valuenow", "100")
     expect(page.locator("#batch-jobs tr[data-status=succeeded] .count")).to_have_text("4")
     expect(page.locator("#retry-failed")).to_have_count(0)
+
+
+def test_operator_cancels_the_rest_of_a_big_batch_and_a_job_finishes_it(
+    browser, live_server, django_user_model, worker_process, tmp_path
+):
+    """Past 1,000 unfinished jobs the click cancels 1,000 and hands the rest to a job, which
+    the page shows; a real worker runs it and the batch ends cancelled, its bar full."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    django_user_model.objects.create_superuser("ops", password="secret-pw")
+    later = t.piece.using(run_after=timezone.now() + timedelta(hours=1))  # only the canceller runs
+    with batch(description="huge import", on_complete=t.completed) as b:
+        b.enqueue_many([(later, [n], {}) for n in range(1100)])
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "ops")
+    page.fill("#id_password", "secret-pw")
+    page.click("input[type=submit]")
+    page.goto(f"{live_server.url}/admin/asyncjobs/batch/{b.id}/change/")
+    page.click("#cancel-rest")
+    expect(page.locator("body")).to_contain_text("Cancel the 1100 job(s)")
+    page.click("#confirm")
+    expect(page.locator(".messagelist")).to_contain_text("Cancelled 1000 job(s)")
+    expect(page.locator(".messagelist")).to_contain_text("A job cancels the rest, 500 at a time")
+    expect(page.locator("#batch-cancelling")).to_contain_text("Cancelling the rest")
+    expect(page.locator("#batch-jobs tr[data-status=scheduled] .count")).to_have_text("100")
+    page.screenshot(path=str(tmp_path / "batch-cancelling.png"), full_page=True)
+
+    worker = worker_process("--burst")
+    assert worker.wait(60) == 0, worker.output()
+    wait_until(lambda: Batch.objects.get(pk=b.id).state == BatchState.FAILED)
+    page.reload()
+    expect(page.locator("#batch-cancelling")).to_have_count(0)
+    expect(page.locator("#batch-jobs tr[data-status=cancelled] .count")).to_have_text("1100")
+    expect(page.locator("#batch-progress .asyncjobs-bar")).to_have_attribute("aria-valuenow", "100")
