@@ -11,6 +11,7 @@ One module per concern, lower ones first (import-linter holds the order):
 - ``policy``: the retry policy a job is enqueued with, and whether an error is retried;
 - ``values``: arguments and results as stored, JSON checks and size limits;
 - ``results``: a job's ``TaskResult``, and whether a signal carrying one is heard;
+- ``deadlocks``: a transaction that the database failed to break a deadlock, run again;
 - ``enqueue``: building and storing jobs, unique keys, queue caps, scheduled jobs falling due;
 - ``webhooks``: end-of-job webhooks and HTTP callback jobs;
 - ``batches``: batches' counters, kept by each transition of a member job, and callbacks;
@@ -62,6 +63,7 @@ from asyncjobs.services.bulk import (
     cancel_batch,
     cancel_batch_jobs,
 )
+from asyncjobs.services.deadlocks import DEADLOCK_TRIES, restorer, retry_deadlocks
 from asyncjobs.services.dependencies import (
     Requirement,
     dependencies_of,
@@ -146,6 +148,7 @@ __all__ = [
     "CANCEL_BATCH_TASK",
     "CANCEL_CHUNK",
     "CANCEL_INLINE_LIMIT",
+    "DEADLOCK_TRIES",
     "IDENTITY_CACHE_SIZE",
     "MAX_ERROR_MESSAGE",
     "MAX_TRACEBACK",
@@ -226,7 +229,9 @@ __all__ = [
     "release_jobs",
     "rescue_expired",
     "resolve_options",
+    "restorer",
     "retry",
+    "retry_deadlocks",
     "retry_job",
     "retry_jobs",
     "run_job_now",

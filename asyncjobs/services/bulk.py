@@ -23,14 +23,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import OperationalError
 from django.db.models import Q
 from django.utils import timezone
 
-from asyncjobs import db
 from asyncjobs.exceptions import BatchNotFoundError
 from asyncjobs.models import UNSTARTED_STATUSES, Batch, Job, JobStatus
 from asyncjobs.outbound.base import TaskContext, internal_task
+from asyncjobs.services.deadlocks import retry_deadlocks
 from asyncjobs.services.enqueue import build_job, enqueue_jobs
 from asyncjobs.services.operator import cancel_jobs
 from asyncjobs.services.policy import resolve_options
@@ -47,8 +46,6 @@ CANCEL_CHUNK = 500
 CANCEL_INLINE_LIMIT = 1000
 # A bound on one attempt of the job, whatever the queue's TIMEOUT (a few seconds per 10,000).
 CANCEL_JOB_TIMEOUT = timedelta(hours=1)
-# Tries of one chunk that a deadlock with a worker's transition interrupted.
-DEADLOCK_TRIES = 5
 
 
 def can_cancel_jobs(user: PermissionHolder | None) -> bool:
@@ -107,24 +104,17 @@ def cancel_batch_jobs(
             return done, False
         if between is not None:
             between()
-        moved = _cancel_chunk(pks, now=now or timezone.now(), using=using)
+        at = now or timezone.now()
+        # A chunk's cascade may cross a worker's or an enqueue's locks (services.deadlocks).
+        moved = retry_deadlocks(
+            lambda: cancel_jobs(pks, now=at, using=using),  # noqa: B023 (run at once)
+            using=using,
+            what=f"cancel the rest of batch {batch_id}",
+        )
         done.cancelled += len(moved.cancelled)
         done.asked += len(moved.asked)
         seen += len(pks)
     return done, _unfinished(batch_id, using).exists()
-
-
-def _cancel_chunk(pks: list[Any], *, now: datetime, using: str) -> Any:
-    """``cancel_jobs`` on one chunk, tried again when the database broke a deadlock with it
-    (a worker's transition crossing this chunk's cascade): the chunk then did nothing."""
-    for attempt in range(1, DEADLOCK_TRIES + 1):
-        try:
-            return cancel_jobs(pks, now=now, using=using)
-        except OperationalError as exc:
-            if attempt == DEADLOCK_TRIES or not db.is_deadlock(exc):
-                raise
-            logger.info("Batch cancel: chunk deadlocked, trying again (%d)", attempt)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def cancel_batch(

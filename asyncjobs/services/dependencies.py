@@ -17,7 +17,11 @@ until the jobs it depends on (its parents) have ended.
   which wait for it again (and so do their own dependents, recursively).
 
 A lock order keeps concurrent ends from deadlocking: a parent's row first (the end locks
-it), then its dependents' rows in primary-key order.
+it), then its dependents' rows in primary-key order, round after round of the cascade, and
+the batch rows of the jobs it cancelled last (job rows before batch rows, on every path). An
+enqueue locks its parents in key order; where it meets a cascade the other way round (it
+depends on a job and on one waiting for it) the database breaks the deadlock and the enqueue
+runs again (``services.deadlocks``).
 """
 
 import uuid
@@ -193,18 +197,29 @@ def job_ended(
         with_dependents = set(
             Job.objects.using(using)
             .filter(pk__in=list(ended), has_dependents=True)
+            .order_by("pk")
             .select_for_update()
             .values_list("pk", flat=True)
         )
         ended = {pk: status for pk, status in ended.items() if pk in with_dependents}
     values = values or {}
     frontier = dict(ended)
+    batch_ends: dict[Any, batches.Ended] = {}
     while frontier:
-        frontier = _resolve(frontier, values, using=using, now=now)
+        frontier = _resolve(frontier, values, batch_ends, using=using, now=now)
+    # The batches of the dependents it cancelled, once every job row is locked: job rows
+    # before batch rows, as on every path.
+    if batch_ends:
+        batches.jobs_ended(batch_ends, using=using, now=now)
 
 
 def _resolve(
-    ended: Mapping[Any, str], values: Mapping[Any, Any], *, using: str, now: datetime
+    ended: Mapping[Any, str],
+    values: Mapping[Any, Any],
+    batch_ends: dict[Any, batches.Ended],
+    *,
+    using: str,
+    now: datetime,
 ) -> dict[Any, str]:
     """Resolve the open edges of the ``ended`` parents; returns the dependents this
     cancelled that have dependents of their own (the next round of the cascade). Done
@@ -222,7 +237,9 @@ def _resolve(
     edges.sort(key=lambda edge: (str(edge[1]), edge[0]))
     next_round: dict[Any, str] = {}
     for start in range(0, len(edges), CHUNK):
-        next_round.update(_resolve_edges(edges[start : start + CHUNK], ended, values, using, now))
+        next_round.update(
+            _resolve_edges(edges[start : start + CHUNK], ended, values, batch_ends, using, now)
+        )
     return next_round
 
 
@@ -230,6 +247,7 @@ def _resolve_edges(
     edges: list[tuple[Any, ...]],
     ended: Mapping[Any, str],
     values: Mapping[Any, Any],
+    batch_ends: dict[Any, batches.Ended],
     using: str,
     now: datetime,
 ) -> dict[Any, str]:
@@ -258,7 +276,7 @@ def _resolve_edges(
             cancel.setdefault(dependent, (parent, status))
         elif pass_result:
             _prepend(dependent, values.get(parent), using=using)
-    cancelled = _cancel(cancel, using=using, now=now)
+    cancelled = _cancel(cancel, batch_ends, using=using, now=now)
     release(set(dependents) - set(cancel), using=using, now=now)
     return {pk: JobStatus.CANCELLED for pk in cancelled if dependents[pk][1]}
 
@@ -285,13 +303,20 @@ def _prepend(pk: Any, value: Any, *, using: str) -> None:
     jobs.update(args=[value, *(args or [])])
 
 
-def _cancel(cancel: Mapping[Any, tuple[Any, str]], *, using: str, now: datetime) -> list[Any]:
+def _cancel(
+    cancel: Mapping[Any, tuple[Any, str]],
+    batch_ends: dict[Any, batches.Ended],
+    *,
+    using: str,
+    now: datetime,
+) -> list[Any]:
     """Cancel waiting dependents, each saying which dependency ended it; returns those
-    cancelled. Their webhooks are enqueued as for any cancelled job."""
+    cancelled, and counts them into ``batch_ends`` for their batches (moved by the caller
+    once the cascade has locked every job). Their webhooks are enqueued as for any cancelled
+    job."""
     by_parent: dict[tuple[Any, str], list[Any]] = defaultdict(list)
     for dependent, cause in cancel.items():
         by_parent[cause].append(dependent)
-    ended: dict[Any, batches.Ended] = {}
     for (parent, status), pks in by_parent.items():
         # Batch members cancelled here end in their batch too (rows locked by the caller).
         for batch_id in (
@@ -299,7 +324,7 @@ def _cancel(cancel: Mapping[Any, tuple[Any, str]], *, using: str, now: datetime)
             .filter(pk__in=pks, status=JobStatus.WAITING, batch__isnull=False)
             .values_list("batch_id", flat=True)
         ):
-            ended.setdefault(batch_id, batches.Ended()).cancelled += 1
+            batch_ends.setdefault(batch_id, batches.Ended()).cancelled += 1
         Job.objects.using(using).filter(pk__in=pks, status=JobStatus.WAITING).update(
             status=JobStatus.CANCELLED,
             finished_at=now,
@@ -307,8 +332,6 @@ def _cancel(cancel: Mapping[Any, tuple[Any, str]], *, using: str, now: datetime)
             last_error_class=DEPENDENCY_ERROR,
             last_error_message=_waiting_message(parent, status),
         )
-    if ended:
-        batches.jobs_ended(ended, using=using, now=now)
     if cancel:
         for job in (
             Job.objects.using(using)

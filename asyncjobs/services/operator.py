@@ -18,6 +18,7 @@ from asyncjobs import db
 from asyncjobs.exceptions import InvalidTransitionError, JobNotFoundError
 from asyncjobs.models import ACTIVE_STATUSES, UNSTARTED_STATUSES, Job, JobStatus
 from asyncjobs.services import batches
+from asyncjobs.services.deadlocks import retry_deadlocks
 from asyncjobs.services.dependencies import job_ended, reopen, run_now_refusal
 from asyncjobs.services.webhooks import schedule_webhook
 from asyncjobs.text import safe_text
@@ -235,7 +236,10 @@ def cancel_job(
     job = _get(job_id, using)
     if job.status == JobStatus.CANCELLED:
         return job
-    done = cancel_jobs([job.pk], now=now, using=using)
+    # A cancel's cascade may cross an enqueue's locks (see services.deadlocks).
+    done = retry_deadlocks(
+        lambda: cancel_jobs([job.pk], now=now, using=using), using=using, what="cancel"
+    )
     if done.cancelled:
         logger.info("Job %s cancelled", job.pk, extra={"job_id": str(job.pk)})
     elif done.asked:
