@@ -1,4 +1,4 @@
-""" "Cancel the rest" of a batch (``services.cancel_batch``): every unfinished job cancelled or
+"""Cancelling the rest of a batch (``services.cancel_batch``): every unfinished job cancelled or
 asked to stop through the one cancel transition, a chunk per transaction, in the request for
 a small batch and by a job for a big one; counters, dependents, webhooks and the batch's
 finish as for single cancels; safe twice and beside workers ending the same jobs."""

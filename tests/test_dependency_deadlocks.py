@@ -40,12 +40,14 @@ def _blocked_on_a_lock():
 
 
 def _waiting_pair():
-    """A queued parent and a job waiting for it, the waiting one first in key order (so an
-    enqueue depending on both locks it before the parent)."""
+    """A queued parent and a job waiting for it, the waiting one first in the database's key
+    order (so an enqueue depending on both locks it before the parent). The database's
+    order, not Python's: MariaDB's UUID type sorts the groups of a UUID from the last."""
     while True:
         parent = tasks.noop.enqueue()
         waiting = tasks.noop.using(depends_on=[parent]).enqueue()
-        if str(waiting.id) < str(parent.id):
+        pair = Job.objects.filter(pk__in=[parent.id, waiting.id]).order_by("pk")
+        if str(pair.values_list("pk", flat=True).first()) == str(waiting.id):
             return parent, waiting
         Job.objects.filter(pk__in=[parent.id, waiting.id]).delete()
 

@@ -13,6 +13,8 @@ on its own).
 
 import copy
 import logging
+import random
+import time
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
@@ -26,6 +28,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 # Runs of one transaction: a deadlock needs a rare crossing; five in a row is not a crossing.
 DEADLOCK_TRIES = 5
+# The pause before the second run, doubled before each next one, with jitter: the other
+# transaction, woken by this one's rollback, takes the locks it waited for first; a run
+# again at once could take them before it and close the same cycle again.
+DEADLOCK_PAUSE = 0.05
 
 
 def retry_deadlocks(
@@ -36,8 +42,9 @@ def retry_deadlocks(
     restore: Callable[[], None] | None = None,
 ) -> T:
     """Return what ``run`` returns, run in a transaction (a savepoint inside the caller's);
-    when the database fails it to break a deadlock, run it again, up to ``DEADLOCK_TRIES``
-    times, ``restore`` first putting back what the failed run changed in memory. ``what``
+    when the database fails it to break a deadlock, run it again after a short pause
+    (``DEADLOCK_PAUSE``, doubling), up to ``DEADLOCK_TRIES`` times, ``restore`` first
+    putting back what the failed run changed in memory. ``what``
     names the operation in the log.
 
     Where the database rolled back the caller's whole transaction (MariaDB/MySQL's InnoDB,
@@ -61,6 +68,7 @@ def retry_deadlocks(
             attempt,
             extra={"attempt": attempt},
         )
+        time.sleep(DEADLOCK_PAUSE * 2 ** (attempt - 1) * random.uniform(0.5, 1.0))
         attempt += 1
         if restore is not None:
             restore()
