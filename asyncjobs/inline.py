@@ -32,7 +32,7 @@ def _run_one(backend_alias: str, job_id: str) -> None:
     its retry scheduled, not run)."""
     from asyncjobs import services
     from asyncjobs.worker.executor import Executor
-    from asyncjobs.worker.runner import get_backend
+    from asyncjobs.worker.options import get_backend
     from asyncjobs.worker.slots import Execution
 
     backend = get_backend(backend_alias)

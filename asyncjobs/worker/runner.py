@@ -28,23 +28,23 @@ import random
 import threading
 import time
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.db import DatabaseError, InterfaceError, connections
 from django.utils import timezone
 
 from asyncjobs import db, services
-from asyncjobs.backend import JobsBackend
 from asyncjobs.conf import jobs_settings
 from asyncjobs.exceptions import ConfigurationError
 from asyncjobs.models import WorkerStatus
-from asyncjobs.tasks_api import task_backends
+from asyncjobs.worker import options
 from asyncjobs.worker.claimer import Claimer
 from asyncjobs.worker.completer import Completer
 from asyncjobs.worker.connections import ConnectionGate
 from asyncjobs.worker.eventloop import EventLoop
 from asyncjobs.worker.executor import Executor
 from asyncjobs.worker.heartbeat import Heartbeat
+from asyncjobs.worker.inprocess import InProcess
 from asyncjobs.worker.maintenance import (
     CronTicker,
     Maintenance,
@@ -56,8 +56,8 @@ from asyncjobs.worker.maintenance import (
 from asyncjobs.worker.prefetch import PREFETCH_MAX_WAIT, Prefetch
 from asyncjobs.worker.recovery import Refusals, close_broken_connections, until_db
 from asyncjobs.worker.signals import StopSignals
-from asyncjobs.worker.slots import Execution, Slots
-from asyncjobs.worker.watchdog import MEMORY_CHECK_EVERY, Watchdog, resident_mib
+from asyncjobs.worker.slots import Slots
+from asyncjobs.worker.watchdog import MEMORY_CHECK_EVERY, Watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -72,17 +72,7 @@ MAX_COMPLETING = 1000
 WAKE_MARGIN = 0.005
 
 
-def get_backend(alias: str) -> JobsBackend:
-    """The asyncjobs backend configured as ``TASKS[alias]``."""
-    backend = task_backends[alias]
-    if not isinstance(backend, JobsBackend):
-        raise ConfigurationError(
-            f"TASKS[{alias!r}] uses {type(backend).__name__}, not asyncjobs.backend.JobsBackend."
-        )
-    return backend
-
-
-class Runner:
+class Runner(InProcess):
     """One worker process's loop. ``run()`` blocks until the worker stops and returns the
     exit code; ``run_once()`` does one round in the calling thread (for tests and scripts).
 
@@ -126,44 +116,17 @@ class Runner:
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1.")
-        if max_connections is None:
-            max_connections = jobs_settings.MAX_DB_CONNECTIONS
-        if max_connections is not None and (
-            isinstance(max_connections, bool)
-            or not isinstance(max_connections, int)
-            or max_connections < 0
-        ):
-            raise ConfigurationError(
-                f"max_connections must be 0 or more (0: no bound), not {max_connections!r}."
-            )
-        self.max_connections = max_connections or None
-        self.prefetch = jobs_settings.WORKER_PREFETCH if prefetch is None else prefetch
-        if not isinstance(self.prefetch, int) or self.prefetch < 0:
-            raise ConfigurationError(f"prefetch must be 0 or more, not {self.prefetch!r}.")
-        self.max_memory = max_memory or jobs_settings.WORKER_MAX_MEMORY
-        if self.max_memory is not None and resident_mib() is None:
-            raise ConfigurationError(
-                "max_memory needs /proc/self/statm (Linux); run without a memory limit here."
-            )
-        self.backend = get_backend(backend)
+        self.max_connections = options.max_connections(max_connections)
+        self.prefetch = options.prefetch(prefetch)
+        self.max_memory = options.max_memory(max_memory)
+        self.backend = options.get_backend(backend)
         self.alias = self.backend.database
-        if queues:
-            unknown = set(queues) - self.backend.queues if self.backend.queues else set()
-            if unknown:
-                raise ConfigurationError(
-                    f"Queues {sorted(unknown)} are not in TASKS[{backend!r}]['QUEUES'] "
-                    f"({sorted(self.backend.queues)})."
-                )
-            self.queues: list[str] | None = list(dict.fromkeys(queues))
-        else:
-            self.queues = sorted(self.backend.queues) or None
+        self.queues = options.queues(self.backend, queues)
         self.concurrency = concurrency
         self.burst = burst
         self.max_jobs = max_jobs
         self.strategy = db.for_alias(self.alias)
-        if poll_interval is None and "POLL_INTERVAL" not in jobs_settings.user_settings:
-            poll_interval = db.default_poll_interval(self.strategy)
-        self.poll_interval = (poll_interval or jobs_settings.POLL_INTERVAL).total_seconds()
+        self.poll_interval = options.poll_interval(self.strategy, poll_interval)
         self.shutdown_timeout = shutdown_timeout or jobs_settings.SHUTDOWN_TIMEOUT
         self.lease = jobs_settings.LEASE_DURATION
         self.scheduler = Scheduler(self.backend)
@@ -520,34 +483,3 @@ class Runner:
             extra={"worker_id": self.worker_id},
         )
         connections.close_all()
-
-    # --- in-process use ----------------------------------------------------------------------
-
-    def run_once(self, *, now: datetime | None = None) -> int:
-        """Rescue and prune, enqueue due cron ticks, promote, claim up to ``concurrency`` jobs
-        and run them in this thread.
-
-        Returns how many jobs ran. Timeouts of synchronous tasks are not enforced here (there
-        is no watchdog), and jobs under a rate limit start at once, their start slot or not;
-        everything else behaves as in ``run()``. Meant for tests (with freezegun or an
-        explicit ``now``) and scripts.
-        """
-        clock_now = now or timezone.now()
-        executor = Executor(self.backend, self.worker_id, clock=lambda: now or timezone.now())
-        self.maintenance.run_round(now=clock_now)
-        self.promoter.run(now=clock_now)
-        self.claimer.refresh()  # always current in-process
-        jobs = self.claimer.claim(self.concurrency, clock=lambda: clock_now).jobs
-        for job in jobs:
-            executor.run(Execution(job=job))
-        return len(jobs)
-
-    def drain(self, *, now: datetime | None = None, limit: int = 10_000) -> int:
-        """``run_once`` until nothing is ready (at most ``limit`` jobs). Returns the count."""
-        total = 0
-        while total < limit:
-            ran = self.run_once(now=now)
-            if not ran:
-                break
-            total += ran
-        return total
