@@ -24,6 +24,7 @@ depends on a job and on one waiting for it) the database breaks the deadlock and
 runs again (``services.deadlocks``).
 """
 
+import dataclasses
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -184,15 +185,37 @@ def job_ended(
     now: datetime,
     values: Mapping[Any, Any] | None = None,
     known_parents: bool = False,
+    batch_ends: Mapping[Any, batches.Ended] | None = None,
 ) -> None:
     """Resolve the edges of jobs that have just ended (``ended``: primary key → terminal
     status), in the transaction that recorded their end, which holds their rows' locks.
 
     ``values``: the return values of succeeded ones (for chains). Unless ``known_parents``
     (the caller read ``has_dependents`` under the lock already), the jobs without
-    dependents are sorted out first, by one locking read."""
-    if not ended:
-        return
+    dependents are sorted out first, by one locking read. ``batch_ends``: the caller's own
+    batch counts for the jobs that ended, moved (``batches.jobs_ended``) together with those
+    of the dependents this cancels, once every job row is locked: job rows before batch
+    rows, and the batch rows in the order of their ids, on every path."""
+    moved: dict[Any, batches.Ended] = {
+        batch_id: dataclasses.replace(counts) for batch_id, counts in (batch_ends or {}).items()
+    }
+    if ended:
+        _cascade(ended, moved, using=using, now=now, values=values, known_parents=known_parents)
+    if moved:
+        batches.jobs_ended(moved, using=using, now=now)
+
+
+def _cascade(
+    ended: Mapping[Any, str],
+    batch_ends: dict[Any, batches.Ended],
+    *,
+    using: str,
+    now: datetime,
+    values: Mapping[Any, Any] | None,
+    known_parents: bool,
+) -> None:
+    """``job_ended``'s cascade, round after round; the batch ends of the jobs it cancels are
+    counted into ``batch_ends``."""
     if not known_parents:
         with_dependents = set(
             Job.objects.using(using)
@@ -204,13 +227,8 @@ def job_ended(
         ended = {pk: status for pk, status in ended.items() if pk in with_dependents}
     values = values or {}
     frontier = dict(ended)
-    batch_ends: dict[Any, batches.Ended] = {}
     while frontier:
         frontier = _resolve(frontier, values, batch_ends, using=using, now=now)
-    # The batches of the dependents it cancelled, once every job row is locked: job rows
-    # before batch rows, as on every path.
-    if batch_ends:
-        batches.jobs_ended(batch_ends, using=using, now=now)
 
 
 def _resolve(

@@ -202,15 +202,14 @@ def cancel_jobs(pks: Iterable[Any], *, now: datetime, using: str = "default") ->
                 schedule_webhook(job, now=now, using=using)
                 if job.batch_id is not None:
                     ended.setdefault(job.batch_id, batches.Ended()).cancelled += 1
-            # Dependents first, then the batches: job rows before batch rows, as every
-            # transition locks them.
+            # Dependents first, then the batches (job rows before batch rows).
             job_ended(
                 {job.pk: JobStatus.CANCELLED for job in unstarted if job.has_dependents},
                 using=using,
                 now=now,
                 known_parents=True,
+                batch_ends=ended,
             )
-            batches.jobs_ended(ended, using=using, now=now)
         if done.asked:
             Job.objects.using(using).filter(pk__in=done.asked).update(
                 cancel_requested_at=Coalesce(
