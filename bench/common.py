@@ -2,8 +2,11 @@
 and psycopg (or psycopg2) or mysqlclient only: bench/peers/run_peer.py imports this in the
 peers' virtualenv too."""
 
+import json
 import signal
 import subprocess
+from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 
@@ -75,3 +78,12 @@ def stop_workers(procs: list[subprocess.Popen], timeout: float = 60) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+def write_results(directory: Path, prefix: str, report: dict[str, Any]) -> Path:
+    """Write ``report`` to ``directory/<prefix><report["when"], colons dropped>.json`` (the
+    directory made if need be) and return the file's path."""
+    directory.mkdir(exist_ok=True)
+    path = directory / f"{prefix}{report['when'].replace(':', '')}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path

@@ -57,6 +57,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import write_results  # noqa: E402
+
 PEERS_VENV = ROOT / "bench" / ".peers"
 PEERS_PYTHON = PEERS_VENV / "bin" / "python"
 REQUIREMENTS = ROOT / "bench" / "peers" / "requirements.txt"
@@ -356,12 +360,10 @@ def main() -> int:
         "latencies": latencies,
         "raw": raw,
     }
-    RESULTS.mkdir(exist_ok=True)
     prefix = "quick-compare-" if args.quick else "compare-"
     if args.database != "postgresql":
         prefix += f"{args.database}-"
-    path = RESULTS / f"{prefix}{when.replace(':', '')}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = write_results(RESULTS, prefix, report)
     # The plots show the PostgreSQL set-up; a partial run keeps those of the last full one.
     # (Drawn in the peers' virtualenv, which a run of asyncjobs' systems alone does not make.)
     if not args.quick and not args.only and args.database == "postgresql" and PEERS_PYTHON.exists():

@@ -26,7 +26,6 @@ each peer. Nothing here is asserted anywhere.
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import statistics
@@ -40,6 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import write_results  # noqa: E402
 from bench.compare import (  # noqa: E402
     OURS,
     RESULTS,
@@ -170,10 +170,8 @@ def main() -> int:
         "ratios": ratios,
         "raw": raw,
     }
-    RESULTS.mkdir(exist_ok=True)
     prefix = "quick-io-" if args.quick else "io-"
-    path = RESULTS / f"{prefix}{when.replace(':', '')}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = write_results(RESULTS, prefix, report)
 
     print(
         f"\n{args.jobs:,} jobs of {WAIT * 1000:.0f} ms, 1 worker process at concurrency "

@@ -14,6 +14,11 @@ if grep -rnE "^\s*(from|import)\s+(django\.tasks|django_tasks)\b" --include=*.py
     echo "import these from asyncjobs.tasks_api instead" >&2
     exit 1
 fi
+echo "==> the database vendor looked at only in asyncjobs/db/" >&2
+if grep -rnE "\.vendor\b" --include=*.py asyncjobs | grep -v "^asyncjobs/db/"; then
+    echo "make it a strategy method or a function of asyncjobs.db (migrations: db/online.py)" >&2
+    exit 1
+fi
 echo "==> mypy" >&2
 "$VENV/bin/mypy"
 echo "==> import-linter" >&2

@@ -21,6 +21,10 @@ the table:
   constraint is dropped and the new one is not added there: the application alone writes
   the column;
 - SQLite: Django's own way (it remakes the table; one writer anyway).
+
+``SetStorageParameter`` sets a PostgreSQL storage parameter of some tables (autovacuum's,
+say): ``ALTER TABLE ... SET`` rewrites nothing and takes a SHARE UPDATE EXCLUSIVE lock, which
+reads, writes and row locks do not wait for. A no-op on the other databases.
 """
 
 from typing import Any
@@ -174,6 +178,77 @@ class ReplaceCheckOnline(migrations.operations.base.Operation):
             f"Replace constraint {self.old.name} of {self.model_name} by {self.new.name} "
             "(validated without blocking writes)"
         )
+
+
+class SetStorageParameter(migrations.operations.base.Operation):
+    """Set the PostgreSQL storage parameter ``option`` of the tables of ``model_names`` to
+    ``value`` (see the module's docstring). A table that already has its own value (an
+    operator's) keeps it; going back resets the parameter only where it still has
+    ``value``. No change to the migration state; a no-op on the other databases."""
+
+    reversible = True
+
+    def __init__(self, model_names: list[str], option: str, value: str) -> None:
+        # (Operation.deconstruct gives back these arguments as they were passed.)
+        self.model_names = model_names
+        self.option = option
+        self.value = value
+
+    def state_forwards(self, app_label: str, state: ProjectState) -> None:
+        pass
+
+    def _tables(
+        self, app_label: str, schema_editor: BaseDatabaseSchemaEditor, state: ProjectState
+    ) -> list[str]:
+        if schema_editor.connection.vendor != "postgresql":
+            return []
+        found = (state.apps.get_model(app_label, name) for name in self.model_names)
+        return [
+            model._meta.db_table
+            for model in found
+            if self.allow_migrate_model(schema_editor.connection.alias, model)
+        ]
+
+    def database_forwards(
+        self,
+        app_label: str,
+        schema_editor: BaseDatabaseSchemaEditor,
+        from_state: ProjectState,
+        to_state: ProjectState,
+    ) -> None:
+        for table in self._tables(app_label, schema_editor, to_state):
+            if self.option not in _storage_parameters(schema_editor, table):
+                schema_editor.execute(
+                    f"ALTER TABLE {schema_editor.quote_name(table)} "
+                    f"SET ({self.option} = {self.value})"
+                )
+
+    def database_backwards(
+        self,
+        app_label: str,
+        schema_editor: BaseDatabaseSchemaEditor,
+        from_state: ProjectState,
+        to_state: ProjectState,
+    ) -> None:
+        for table in self._tables(app_label, schema_editor, from_state):
+            if _storage_parameters(schema_editor, table).get(self.option) == self.value:
+                schema_editor.execute(
+                    f"ALTER TABLE {schema_editor.quote_name(table)} RESET ({self.option})"
+                )
+
+    def describe(self) -> str:
+        return f"Set {self.option} = {self.value} on {', '.join(self.model_names)} (PostgreSQL)"
+
+
+def _storage_parameters(schema_editor: BaseDatabaseSchemaEditor, table: str) -> dict[str, str]:
+    """The storage parameters ``table`` has of its own (PostgreSQL's ``reloptions``)."""
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT reloptions FROM pg_class WHERE oid = %s::regclass",
+            [schema_editor.quote_name(table)],
+        )
+        row = cursor.fetchone()
+    return dict(option.split("=", 1) for option in (row[0] if row and row[0] else []))
 
 
 def _has_constraint(

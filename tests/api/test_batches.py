@@ -1,17 +1,15 @@
 """GET /jobs/batches/<id>/ and its event stream: counts, percent, state, failures, links."""
 
-import threading
 import time
 import uuid
 
 import pytest
-from django.db import connections
 from django.db.models import F
 
 from asyncjobs.api.serializers import FAILURES_SHOWN
 from asyncjobs.models import Batch, JobStatus
 from asyncjobs.tokens import batch_status_url, make_batch_token
-from tests.api.test_events import events, parse
+from tests.api.sse import events, follow
 from tests.batches import make_batch
 from tests.security.test_throttling import close
 
@@ -115,25 +113,16 @@ def test_the_stream_follows_the_batch_to_its_end(api, users):
     response = api(users["staff"]).get(url(batch, "events/"))
     assert response.status_code == 200
     assert response["Content-Type"] == "text/event-stream"
-    chunks, finisher = [], None
-    for chunk in response.streaming_content:
-        chunks.append(chunk)
-        if finisher is None and parse(chunks):
 
-            def finish():
-                # One job, then the other, as the batch code records their ends.
-                for _ in range(2):
-                    time.sleep(0.6)  # a poll interval apart: each change is its own event
-                    Batch.objects.filter(pk=batch.pk).update(
-                        pending=F("pending") - 1, succeeded=F("succeeded") + 1
-                    )
-                connections.close_all()
+    def finish():
+        # One job, then the other, as the batch code records their ends.
+        for _ in range(2):
+            time.sleep(0.6)  # a poll interval apart: each change is its own event
+            Batch.objects.filter(pk=batch.pk).update(
+                pending=F("pending") - 1, succeeded=F("succeeded") + 1
+            )
 
-            finisher = threading.Thread(target=finish)
-            finisher.start()
-    assert finisher is not None, "no event before the stream ended"
-    finisher.join(10)
-    seen = parse(chunks)
+    seen = follow(response, finish)
     assert seen[0][0] == "status" and '"pending": 2' in seen[0][1]
     assert seen[-1][0] == "end" and '"state": "succeeded"' in seen[-1][1]
     assert '"percent": 100.0' in seen[-1][1]
@@ -184,21 +173,7 @@ def test_the_stream_follows_a_real_batch_worked_off_by_a_runner(api, users, runn
         b.enqueue_many([(batch_tasks.piece, [n], {}) for n in range(6)])
         b.enqueue(batch_tasks.broken, 99)
     response = api(users["staff"]).get(f"/jobs/batches/{b.id}/events/")
-    chunks, worker = [], None
-    for chunk in response.streaming_content:
-        chunks.append(chunk)
-        if worker is None and parse(chunks):
-
-            def work():
-                runner().drain()
-                connections.close_all()
-
-            worker = threading.Thread(target=work)
-            worker.start()
-    assert worker is not None
-    worker.join(20)
-    assert not worker.is_alive()
-    seen = parse(chunks)
+    seen = follow(response, lambda: runner().drain(), timeout=20)
     assert seen[0][0] == "status" and '"pending": 7' in seen[0][1]
     event, data = seen[-1]
     assert event == "end" and '"state": "failed"' in data

@@ -1,31 +1,15 @@
 """GET /jobs/<id>/events/: Server-Sent Events until the job ends."""
 
-import threading
 import time
 
 import pytest
-from django.db import connections
 
 from asyncjobs.services import enqueued_by
 from asyncjobs.tokens import make_token
 from tests import tasks
+from tests.api.sse import events, follow
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def parse(chunks):
-    """Parse text/event-stream chunks into (event, data) pairs."""
-    parsed = []
-    for block in b"".join(chunks).decode().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        if "event" in lines:
-            parsed.append((lines["event"], lines.get("data")))
-    return parsed
-
-
-def events(response):
-    """The whole stream of ``response``, parsed."""
-    return parse(response.streaming_content)
 
 
 def test_stream_follows_the_job_to_its_end(api, users, runner):
@@ -34,22 +18,8 @@ def test_stream_follows_the_job_to_its_end(api, users, runner):
     assert response.status_code == 200
     assert response["Content-Type"] == "text/event-stream"
     assert "no-store" in response["Cache-Control"]
-    # Read the stream as a client would; the job runs once its first event has been sent.
-    chunks, worker = [], None
-    for chunk in response.streaming_content:
-        chunks.append(chunk)
-        if worker is None and parse(chunks):
-
-            def work():
-                runner().drain()
-                connections.close_all()
-
-            worker = threading.Thread(target=work)
-            worker.start()
-    assert worker is not None, "no event before the stream ended"
-    worker.join(10)
-    assert not worker.is_alive()
-    seen = parse(chunks)
+    # The job runs once the stream's first event has been sent.
+    seen = follow(response, lambda: runner().drain())
     assert seen[0][0] == "status" and '"status":"queued"' in seen[0][1].replace(" ", "")
     assert seen[-1][0] == "end"
     assert '"succeeded"' in seen[-1][1]

@@ -14,7 +14,13 @@ from rest_framework.views import APIView
 from asyncjobs.api.descriptions import DescribedView
 from asyncjobs.api.parsers import BoundedJSONParser
 from asyncjobs.api.serializers import BatchSerializer
-from asyncjobs.api.views.common import ERROR, jobs_database, no_store, setting_classes
+from asyncjobs.api.views.common import (
+    ERROR,
+    get_or_404,
+    jobs_database,
+    no_store,
+    setting_classes,
+)
 from asyncjobs.api.views.events import EVENTS_RESPONSES, EventStreamMixin, Reading
 from asyncjobs.models import Batch, BatchState
 
@@ -53,15 +59,7 @@ class BatchMixin(DescribedView, APIView):
         return [cls() for cls in setting_classes("API_BATCH_READ_PERMISSION_CLASSES")]
 
     def get_batch(self) -> Batch:
-        try:
-            batch_id = uuid.UUID(str(self.kwargs["batch_id"]))
-        except ValueError as exc:
-            raise NotFound("No such batch.") from exc
-        batch = Batch.objects.using(jobs_database()).filter(pk=batch_id).first()
-        if batch is None:
-            raise NotFound("No such batch.")
-        self.check_object_permissions(self.request, batch)
-        return batch
+        return get_or_404(self, Batch, self.kwargs["batch_id"], "batch")
 
     def permission_denied(
         self, request: Request, message: str | None = None, code: str | None = None

@@ -1,9 +1,10 @@
-"""What the API's views share: job lookup (404 for unknown, malformed and hidden ids), the
+"""What the API's views share: job and batch lookup (404 for unknown, malformed and hidden ids), the
 read permission check, no-store caching, and the schema pieces of the OpenAPI description."""
 
 import uuid
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
+from django.db import models
 from django.utils.cache import patch_cache_control
 from django.utils.module_loading import import_string
 from drf_spectacular.types import OpenApiTypes
@@ -18,6 +19,8 @@ from asyncjobs.api.parsers import BoundedJSONParser
 from asyncjobs.api.serializers import retry_after_seconds
 from asyncjobs.conf import jobs_settings
 from asyncjobs.models import Job
+
+Row = TypeVar("Row", bound=models.Model)
 
 # Seconds a client should wait before enqueueing again into a full queue.
 QUEUE_FULL_RETRY_AFTER = 10
@@ -72,22 +75,27 @@ def jobs_database() -> str:
     return str(getattr(task_backends["default"], "database", "default"))
 
 
+def get_or_404(view: APIView, model: type[Row], raw_id: Any, name: str) -> Row:
+    """The ``model`` row of id ``raw_id`` in the jobs' database, once ``view`` checked its
+    object permissions; ``NotFound`` ("No such <name>.") for an unknown or malformed id."""
+    try:
+        pk = uuid.UUID(str(raw_id))
+    except ValueError as exc:
+        raise NotFound(f"No such {name}.") from exc
+    row = model._default_manager.using(jobs_database()).filter(pk=pk).first()
+    if row is None:
+        raise NotFound(f"No such {name}.")
+    view.check_object_permissions(view.request, row)
+    return row
+
+
 class JobMixin(DescribedView, APIView):
     """Look a job up by id; unknown or malformed ids are 404."""
 
     parser_classes = (BoundedJSONParser,)
 
     def get_job(self) -> Job:
-        raw = self.kwargs["job_id"]
-        try:
-            job_id = uuid.UUID(str(raw))
-        except ValueError as exc:
-            raise NotFound("No such job.") from exc
-        job = Job.objects.using(jobs_database()).filter(pk=job_id).first()
-        if job is None:
-            raise NotFound("No such job.")
-        self.check_object_permissions(self.request, job)
-        return job
+        return get_or_404(self, Job, self.kwargs["job_id"], "job")
 
 
 class HiddenJobMixin(JobMixin):
