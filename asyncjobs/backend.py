@@ -223,7 +223,12 @@ class JobsBackend(BaseTaskBackend):
         if need is None:
             stored = services.enqueue_jobs([job], using=self.database, now=now)[0]
         else:
-            stored = services.enqueue_dependents([(job, need)], using=self.database, now=now)[0]
+            stored = services.retry_deadlocks(
+                lambda: services.enqueue_dependents([(job, need)], using=self.database, now=now),
+                using=self.database,
+                what="enqueue with depends_on",
+                restore=services.restorer([job]),
+            )[0]
         if stored is not job:  # a unique job already holds the key
             return self.to_result(stored)
         result = self.to_result(job, task=task, attempts=[])
@@ -259,10 +264,13 @@ class JobsBackend(BaseTaskBackend):
 
         needs = {id(task): self.requirement(task) for task, _, _ in calls}
 
+        dependent = any(needs.values())
+        if dependent:  # built first: the parents are locked before any write
+            for _ in jobs():  # (fills ``pairs``)
+                pass
+
         def store() -> list[Job]:
-            if any(needs.values()):  # built first: the parents are locked before any write
-                for _ in jobs():  # (fills ``pairs``)
-                    pass
+            if dependent:
                 return services.enqueue_dependents(
                     [(job, needs[id(task)]) for task, job in pairs],
                     using=self.database,
@@ -271,20 +279,33 @@ class JobsBackend(BaseTaskBackend):
                 )
             return services.enqueue_jobs(jobs(), using=self.database, now=now, queues=queues)
 
-        if batch_id is None:
+        def store_in_batch() -> list[Job]:
             stored = store()
+            # A unique call answered by an existing job adds nothing to the batch.
+            added = [kept for (_, job), kept in zip(pairs, stored, strict=True) if kept is job]
+            services.jobs_added(batch_id, len(added), using=self.database)
+            # A dependent stored cancelled (its parent had already failed) ends at once.
+            ended = sum(job.status == JobStatus.CANCELLED for job in added)
+            if ended:
+                services.jobs_ended(
+                    {batch_id: services.Ended(cancelled=ended)}, using=self.database, now=now
+                )
+            return stored
+
+        run = store if batch_id is None else store_in_batch
+        if dependent:
+            # The parents' locks may cross a cascade (see services.deadlocks).
+            stored = services.retry_deadlocks(
+                run,
+                using=self.database,
+                what="enqueue with depends_on",
+                restore=services.restorer(job for _, job in pairs),
+            )
+        elif batch_id is None:
+            stored = run()
         else:
             with transaction.atomic(using=self.database):
-                stored = store()
-                # A unique call answered by an existing job adds nothing to the batch.
-                added = [kept for (_, job), kept in zip(pairs, stored, strict=True) if kept is job]
-                services.jobs_added(batch_id, len(added), using=self.database)
-                # A dependent stored cancelled (its parent had already failed) ends at once.
-                ended = sum(job.status == JobStatus.CANCELLED for job in added)
-                if ended:
-                    services.jobs_ended(
-                        {batch_id: services.Ended(cancelled=ended)}, using=self.database, now=now
-                    )
+                stored = run()
         announce = services.observed(task_enqueued, type(self), logging.DEBUG)
         results = []
         for (task, job), kept in zip(pairs, stored, strict=True):

@@ -3,12 +3,15 @@ status, links into the job list filtered by batch), "retry all failed" and "canc
 through the services with their permissions, the dashboard's batches, the job list's batch
 filter and column."""
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.utils import timezone
 
-from asyncjobs import batch
-from asyncjobs.admin import BatchAdmin
+from asyncjobs import batch, services
 from asyncjobs.models import Batch, BatchState, Job, JobStatus
+from asyncjobs.services import bulk
 from asyncjobs.testing import work_off
 from tests import batch_tasks as t
 from tests.batches import make_batch
@@ -188,17 +191,31 @@ def test_cancel_the_rest_goes_through_the_service_and_finishes_the_batch(boss):
     assert running.cancel_requested_at is not None
 
 
-def test_cancel_the_rest_is_bounded_per_request(boss, monkeypatch):
-    monkeypatch.setattr(BatchAdmin, "CANCEL_LIMIT", 3)
-    with batch() as b:
-        b.enqueue_many([(t.piece, [n], {}) for n in range(5)])
+def test_cancel_the_rest_of_a_big_batch_is_handed_to_a_job(boss, monkeypatch):
+    monkeypatch.setattr(bulk, "CANCEL_INLINE_LIMIT", 3)
+    monkeypatch.setattr(bulk, "CANCEL_CHUNK", 2)
+    later = t.piece.using(run_after=timezone.now() + timedelta(hours=1))  # only it runs
+    with batch(on_complete=t.completed) as b:
+        b.enqueue_many([(later, [n], {}) for n in range(8)])
+    confirm = boss.get(operate(b.id, "cancel-rest")).content.decode()
+    assert "Up to 3 are cancelled at once" in confirm
     done = boss.post(operate(b.id, "cancel-rest"), {"confirm": "yes"}, follow=True)
     body = done.content.decode()
-    assert "Cancelled 3 job(s)" in body and "Stopped after 3 jobs" in body
-    again = boss.post(operate(b.id, "cancel-rest"), {"confirm": "yes"}, follow=True)
-    assert "Cancelled 2 job(s)" in again.content.decode()
+    assert "Cancelled 3 job(s); asked 0 running job(s) to stop." in body
+    assert "A job cancels the rest, 2 at a time" in body
+    canceller = Job.objects.get(task_path=services.CANCEL_BATCH_TASK)
+    assert f"/admin/asyncjobs/job/{canceller.pk}/change/" in body
+    assert 'id="batch-cancelling"' in body  # the batch page, after the redirect
+    # A second click while it waits hands over to the same job.
+    boss.post(operate(b.id, "cancel-rest"), {"confirm": "yes"})
+    assert Job.objects.filter(task_path=services.CANCEL_BATCH_TASK).count() == 1
+    work_off()
     made = Batch.objects.get(pk=b.id)
-    assert (made.cancelled, made.pending, made.state) == (5, 0, BatchState.FAILED)
+    assert (made.cancelled, made.pending, made.state) == (8, 0, BatchState.FAILED)
+    assert Job.objects.filter(task_path="tests.batch_tasks.completed").count() == 1
+    # The second click cancelled 3 more itself; the job, the last 2.
+    assert Job.objects.get(pk=canceller.pk).return_value == {"cancelled": 2, "asked": 0}
+    assert 'id="batch-cancelling"' not in boss.get(page(b.id)).content.decode()
 
 
 def test_the_list_actions_do_the_same(boss):

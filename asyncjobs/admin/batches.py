@@ -22,7 +22,7 @@ from django.utils.safestring import mark_safe
 
 from asyncjobs import services
 from asyncjobs.admin.display import badge, precise_time, progress_bar
-from asyncjobs.exceptions import InvalidTransitionError, JobNotFoundError
+from asyncjobs.exceptions import BatchNotFoundError
 from asyncjobs.models import TERMINAL_STATUSES, Batch, BatchState, Job, JobStatus
 
 VIEW_PERMISSION = "asyncjobs.view_job"
@@ -102,9 +102,6 @@ class BatchAdmin(admin.ModelAdmin):
         "webhook_url",
     )
     readonly_fields = fields
-    # How many jobs "cancel the rest" cancels per request: each goes through
-    # services.cancel_job (with its webhook and its counters), and a page must answer.
-    CANCEL_LIMIT = 1000
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Batch]:
         # The counts as they stand: each row's, with the tallies not yet added to it.
@@ -129,7 +126,7 @@ class BatchAdmin(admin.ModelAdmin):
         return bool(request.user.has_perm("asyncjobs.retry_job"))
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
-        return bool(request.user.has_perm("asyncjobs.cancel_job"))
+        return services.can_cancel_jobs(request.user)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Batch], search_term: str
@@ -259,6 +256,7 @@ class BatchAdmin(admin.ModelAdmin):
             "all_jobs_url": job_list_url(batch.pk),
             "can_retry": self.has_retry_permission(request) and batch.failed > 0,
             "can_cancel": self.has_cancel_permission(request) and batch.pending > 0,
+            "cancelling": services.batch_cancel_job(batch.pk, using=self._using()),
         }
         return super().change_view(request, object_id, form_url, context)
 
@@ -314,7 +312,7 @@ class BatchAdmin(admin.ModelAdmin):
             "batch": batch,
             "op": op,
             "count": batch.failed if op == "retry-failed" else batch.pending,
-            "limit": self.CANCEL_LIMIT,
+            "limit": services.bulk.CANCEL_INLINE_LIMIT,
             "page": page,
         }
         return TemplateResponse(request, "admin/asyncjobs/batch/confirm.html", context)
@@ -335,41 +333,37 @@ class BatchAdmin(admin.ModelAdmin):
         )
 
     def _cancel_rest(self, request: HttpRequest, batch_ids: list[uuid.UUID]) -> None:
-        """Cancel the unfinished jobs of the batches through ``services.cancel_job`` (running
-        ones are asked to stop), at most ``CANCEL_LIMIT`` per request."""
+        """Cancel the unfinished jobs of the batches through ``services.cancel_batch``
+        (running ones are asked to stop): a few in this request, the rest of a big batch by
+        a job of its own, in chunks."""
         using = self._using()
-        waiting = Job.objects.using(using).filter(batch_id__in=batch_ids)
-        ids = list(
-            waiting.filter(status__in=PENDING_STATUSES)
-            .order_by()
-            .values_list("pk", flat=True)[: self.CANCEL_LIMIT + 1]
-        )
-        more = len(ids) > self.CANCEL_LIMIT
-        cancelled = asked = skipped = 0
-        for job_id in ids[: self.CANCEL_LIMIT]:
+        cancelled = asked = 0
+        handed: list[uuid.UUID] = []
+        for pk in batch_ids:
             try:
-                job = services.cancel_job(job_id, using=using)
-            except (InvalidTransitionError, JobNotFoundError):
-                skipped += 1  # it ended (or was pruned) meanwhile
-                continue
-            if job.status == JobStatus.CANCELLED:
-                cancelled += 1
-            else:
-                asked += 1
+                done = services.cancel_batch(pk, using=using, user=request.user)
+            except BatchNotFoundError:
+                continue  # pruned meanwhile
+            cancelled += done.cancelled
+            asked += done.asked
+            if done.job_id is not None:
+                handed.append(done.job_id)
         self.message_user(
             request,
             f"Cancelled {cancelled} job(s); asked {asked} running job(s) to stop.",
-            messages.SUCCESS if cancelled or asked else messages.INFO,
+            messages.SUCCESS if cancelled or asked or handed else messages.INFO,
         )
-        if skipped:
-            self.message_user(
-                request, f"Skipped {skipped} job(s): they ended meanwhile.", messages.WARNING
-            )
-        if more:
+        for job_id in handed:
             self.message_user(
                 request,
-                f"Stopped after {self.CANCEL_LIMIT} jobs: more are waiting; run it again.",
-                messages.WARNING,
+                format_html(
+                    'A job cancels the rest, {} at a time: <a href="{}">{}</a>. The counts '
+                    "move as it goes.",
+                    services.bulk.CANCEL_CHUNK,
+                    reverse("admin:asyncjobs_job_change", args=[str(job_id)]),
+                    str(job_id)[:8],
+                ),
+                messages.INFO,
             )
 
     def _using(self) -> str:

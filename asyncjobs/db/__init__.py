@@ -38,6 +38,7 @@ from asyncjobs.db.base import (
     complete_succeeded,
     complete_succeeded_counting,
     count_batch_ends,
+    deadlock_keeps_transaction,
     default_poll_interval,
     estimated_row_count,
     for_alias,
@@ -48,7 +49,7 @@ from asyncjobs.db.base import (
     vendor_name,
     vendor_supported,
 )
-from asyncjobs.db.errors import is_too_many_connections
+from asyncjobs.db.errors import is_deadlock, is_too_many_connections
 from asyncjobs.db.fastpath import JSON_SCALARS, psycopg3
 from asyncjobs.db.mysql import (
     MYSQL_INDEXES,
@@ -100,6 +101,7 @@ __all__ = [
     "complete_succeeded",
     "complete_succeeded_counting",
     "count_batch_ends",
+    "deadlock_keeps_transaction",
     "default_poll_interval",
     "drop_mysql_indexes",
     "drop_notify_triggers",
@@ -110,6 +112,7 @@ __all__ = [
     "install_mysql_indexes",
     "install_notify_functions",
     "install_notify_triggers",
+    "is_deadlock",
     "is_sqlite_without_immediate",
     "is_too_many_connections",
     "mysql_isolation_level",

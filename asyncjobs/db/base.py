@@ -133,6 +133,10 @@ class BaseStrategy:
     # The poll interval the database calls for where the project sets none (None:
     # ``POLL_INTERVAL``'s default).
     poll_interval: ClassVar[timedelta | None] = None
+    # Whether a deadlock the database breaks fails only the statement, so that rolling back
+    # to a savepoint leaves the rest of the transaction usable (PostgreSQL; SQLite has none),
+    # rather than the whole transaction (InnoDB).
+    deadlock_keeps_transaction: ClassVar[bool] = True
 
     def __init__(self, alias: str) -> None:
         self.alias = alias
@@ -342,6 +346,13 @@ def default_poll_interval(strategy: ClaimStrategy) -> timedelta | None:
     """The poll interval ``strategy``'s database calls for where the project sets none
     (None: ``POLL_INTERVAL``'s default)."""
     return strategy.poll_interval
+
+
+def deadlock_keeps_transaction(alias: str) -> bool:
+    """Whether, on the database behind ``alias``, a transaction that a deadlock failed inside
+    a savepoint can roll back to it and go on (PostgreSQL), or was rolled back whole
+    (MariaDB/MySQL's InnoDB)."""
+    return strategy_class(connections[alias]).deadlock_keeps_transaction
 
 
 def insert_jobs(alias: str, jobs: Iterable[Job]) -> list[Job]:

@@ -62,3 +62,27 @@ def _refusal(error: BaseException) -> bool:
         return True
     text = str(error).lower()
     return any(phrase in text for phrase in REFUSAL_TEXT)
+
+
+# PostgreSQL's SQLSTATE for a deadlock the server broke by failing one transaction.
+PG_DEADLOCK = "40P01"
+# MariaDB/MySQL: ER_LOCK_DEADLOCK (InnoDB then rolls back the whole transaction).
+MYSQL_DEADLOCK = 1213
+
+
+def is_deadlock(error: BaseException) -> bool:
+    """Whether ``error`` is the database breaking a deadlock (PostgreSQL ``40P01``,
+    MariaDB/MySQL 1213), through Django's wrapper or the driver's own error: the transaction
+    it failed did nothing and may be tried again from its start."""
+    if not _database_error(error):
+        return False
+    current: BaseException | None = error
+    for _ in range(5):
+        if current is None:
+            return False
+        code = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        args = getattr(current, "args", ())
+        if code == PG_DEADLOCK or (args and type(args[0]) is int and args[0] == MYSQL_DEADLOCK):
+            return True
+        current = current.__cause__ or current.__context__
+    return False

@@ -93,6 +93,8 @@ class MySQLStrategy(BaseStrategy):
 
     vendor = "mysql"
     sql = "mysql"
+    # InnoDB rolls back the whole transaction it picks to break a deadlock.
+    deadlock_keeps_transaction = False
     poll_interval = MYSQL_POLL_INTERVAL
 
     def _claim(

@@ -151,11 +151,20 @@ def deliver_webhook(context: TaskContext, job_id: str, url: str) -> dict[str, ob
 
     context.raise_if_cancelled()
     job = Job.objects.using(context.database).get(pk=job_id)
-    body = json.dumps(webhook_payload(job), separators=(",", ":")).encode()
+    return _post_notice(context, url, webhook_payload(job), event=f"job.{job.status}")
+
+
+def _post_notice(
+    context: TaskContext, url: str, payload: dict[str, object], *, event: str
+) -> dict[str, object]:
+    """POST ``payload`` as signed JSON to ``url`` with the ``AsyncJobs-Event`` ``event``:
+    the one request of job and batch webhook deliveries. A refused or failed answer raises
+    (``raise_for_status``), so the delivery job is retried or fails."""
+    body = json.dumps(payload, separators=(",", ":")).encode()
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "asyncjobs-webhook",
-        "AsyncJobs-Event": f"job.{job.status}",
+        "AsyncJobs-Event": event,
         "AsyncJobs-Delivery": context.job_id,
         SIGNATURE_HEADER: sign(body),
     }
@@ -189,15 +198,4 @@ def deliver_batch_webhook(context: TaskContext, batch_id: str, url: str) -> dict
 
     context.raise_if_cancelled()
     batch = Batch.objects.using(context.database).counted().get(pk=batch_id)
-    body = json.dumps(batch_webhook_payload(batch), separators=(",", ":")).encode()
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": "asyncjobs-webhook",
-        "AsyncJobs-Event": f"batch.{batch.state}",
-        "AsyncJobs-Delivery": context.job_id,
-        SIGNATURE_HEADER: sign(body),
-    }
-    response = send("POST", url, headers=headers, content=body, cancel_event=context.cancel_event)
-    context.record_http_status(response.status_code)
-    raise_for_status(response, f"Webhook {url}")
-    return {"status": response.status_code}
+    return _post_notice(context, url, batch_webhook_payload(batch), event=f"batch.{batch.state}")

@@ -11,6 +11,7 @@ One module per concern, lower ones first (import-linter holds the order):
 - ``policy``: the retry policy a job is enqueued with, and whether an error is retried;
 - ``values``: arguments and results as stored, JSON checks and size limits;
 - ``results``: a job's ``TaskResult``, and whether a signal carrying one is heard;
+- ``deadlocks``: a transaction that the database failed to break a deadlock, run again;
 - ``enqueue``: building and storing jobs, unique keys, queue caps, scheduled jobs falling due;
 - ``webhooks``: end-of-job webhooks and HTTP callback jobs;
 - ``batches``: batches' counters, kept by each transition of a member job, and callbacks;
@@ -18,7 +19,8 @@ One module per concern, lower ones first (import-linter holds the order):
 - ``attempts``: an attempt's claim, success and failure, and jobs given back or rescued;
 - ``limits``: claims under rate and concurrency limits;
 - ``workers``, ``queues``, ``pruning``: the worker registry, queue pauses, deleting jobs;
-- ``operator``: retry, run now, cancel, progress.
+- ``operator``: retry, run now, cancel, progress;
+- ``bulk``: "cancel the rest" of a batch, in chunks, in the request or as a job.
 
 Callers use this package (``from asyncjobs import services``; ``services.enqueue_jobs``):
 every name is re-exported here.
@@ -52,6 +54,17 @@ from asyncjobs.services.batches import (
     jobs_reopened,
     seal_batch,
 )
+from asyncjobs.services.bulk import (
+    CANCEL_BATCH_TASK,
+    CANCEL_CHUNK,
+    CANCEL_INLINE_LIMIT,
+    BatchCancel,
+    batch_cancel_job,
+    can_cancel_jobs,
+    cancel_batch,
+    cancel_batch_jobs,
+)
+from asyncjobs.services.deadlocks import DEADLOCK_TRIES, restorer, retry_deadlocks
 from asyncjobs.services.dependencies import (
     Requirement,
     dependencies_of,
@@ -87,7 +100,9 @@ from asyncjobs.services.limits import (
 )
 from asyncjobs.services.operator import (
     RETRYABLE_STATUSES,
+    Cancelled,
     cancel_job,
+    cancel_jobs,
     estimated_row_count,
     retry_job,
     retry_jobs,
@@ -131,6 +146,10 @@ from asyncjobs.services.workers import (
 __all__ = [
     "BATCH_WEBHOOK_TASK",
     "CALLBACK_TASK",
+    "CANCEL_BATCH_TASK",
+    "CANCEL_CHUNK",
+    "CANCEL_INLINE_LIMIT",
+    "DEADLOCK_TRIES",
     "IDENTITY_CACHE_SIZE",
     "MAX_ERROR_MESSAGE",
     "MAX_TRACEBACK",
@@ -142,20 +161,27 @@ __all__ = [
     "START_LEAD",
     "START_TOLERANCE",
     "WEBHOOK_TASK",
+    "BatchCancel",
+    "Cancelled",
     "Ended",
     "JobMaker",
     "JobOptions",
     "LimitedClaim",
     "Requirement",
     "Success",
+    "batch_cancel_job",
     "batch_retention",
     "batch_summary",
     "build_job",
     "by_identity",
     "call_key",
     "callback_spec",
+    "can_cancel_jobs",
     "can_pause_queues",
+    "cancel_batch",
+    "cancel_batch_jobs",
     "cancel_job",
+    "cancel_jobs",
     "check_queue_name",
     "check_result_size",
     "checked_json",
@@ -205,7 +231,9 @@ __all__ = [
     "release_jobs",
     "rescue_expired",
     "resolve_options",
+    "restorer",
     "retry",
+    "retry_deadlocks",
     "retry_job",
     "retry_jobs",
     "run_job_now",

@@ -245,11 +245,15 @@ def record_failure(
         job.status, job.run_after, job.finished_at = new_status, run_after, finished_at
         if new_status in TERMINAL_STATUSES:
             schedule_webhook(job, now=now, using=using)
-            if job.batch_id is not None:
-                ended = batches.Ended()
-                ended.add(new_status)
-                batches.jobs_ended({job.batch_id: ended}, using=using, now=now)
-            job_ended({job.pk: new_status}, using=using, now=now)
+            ended = batches.Ended()
+            ended.add(new_status)
+            # Its dependents, then its batch (job rows before batch rows, on every path).
+            job_ended(
+                {job.pk: new_status},
+                using=using,
+                now=now,
+                batch_ends={job.batch_id: ended} if job.batch_id is not None else None,
+            )
     return new_status
 
 
@@ -417,11 +421,14 @@ def rescue_expired(*, now: datetime, using: str = "default", limit: int = 500) -
                 )
                 if not retryable:
                     schedule_webhook(job, now=now, using=using)
-                    if job.batch_id is not None:
-                        batches.jobs_ended(
-                            {job.batch_id: batches.Ended(failed=1)}, using=using, now=now
-                        )
-                    job_ended({job.pk: JobStatus.FAILED}, using=using, now=now)
+                    job_ended(  # its dependents, then its batch
+                        {job.pk: JobStatus.FAILED},
+                        using=using,
+                        now=now,
+                        batch_ends={job.batch_id: batches.Ended(failed=1)}
+                        if job.batch_id is not None
+                        else None,
+                    )
         if moved:
             logger.warning(
                 "Rescued job %s from lost worker %s (%s)",

@@ -45,8 +45,8 @@ from asyncjobs.db.base import Success as Completion
 from asyncjobs.exceptions import BatchClosedError
 from asyncjobs.models import Batch, BatchTally
 from asyncjobs.services.enqueue import build_job, current_owner, enqueue_jobs
-from asyncjobs.services.policy import JobOptions, resolve_options
-from asyncjobs.services.webhooks import OUTBOUND_FAIL_ON
+from asyncjobs.services.policy import JobOptions
+from asyncjobs.services.webhooks import schedule_delivery
 
 BATCH_WEBHOOK_TASK = "asyncjobs.outbound.deliver_batch_webhook"
 CALLBACK_NAMES = ("on_complete", "on_success", "on_failure")
@@ -338,26 +338,13 @@ def _enqueue_callback(
 def _schedule_batch_webhook(batch: Batch, *, using: str, now: datetime) -> None:
     """Enqueue the delivery of the batch's webhook (a job of its own, retried like a job's
     webhook, through the same guarded client)."""
-    queue = jobs_settings.WEBHOOK_QUEUE or "default"
-    options = dataclasses.replace(
-        resolve_options(
-            queue,
-            max_attempts=jobs_settings.WEBHOOK_MAX_ATTEMPTS,
-            retry_on=(Exception,),
-            fail_on=OUTBOUND_FAIL_ON,
-        ),
-        timeout=jobs_settings.OUTBOUND_TIMEOUT * 2,
-    )
-    delivery = build_job(
-        task_path=BATCH_WEBHOOK_TASK,
-        args=(),
-        kwargs={"batch_id": str(batch.pk), "url": batch.webhook_url},
-        queue_name=queue,
+    schedule_delivery(
+        BATCH_WEBHOOK_TASK,
+        {"batch_id": str(batch.pk), "url": batch.webhook_url},
+        queue=jobs_settings.WEBHOOK_QUEUE or "default",
         priority=0,
-        run_after=None,
         backend=batch.backend,
-        options=options,
+        enqueued_by_id=batch.enqueued_by_id,
         now=now,
+        using=using,
     )
-    delivery.enqueued_by_id = batch.enqueued_by_id
-    delivery.save(using=using, force_insert=True)

@@ -17,9 +17,14 @@ until the jobs it depends on (its parents) have ended.
   which wait for it again (and so do their own dependents, recursively).
 
 A lock order keeps concurrent ends from deadlocking: a parent's row first (the end locks
-it), then its dependents' rows in primary-key order.
+it), then its dependents' rows in primary-key order, round after round of the cascade, and
+the batch rows of the jobs it cancelled last (job rows before batch rows, on every path). An
+enqueue locks its parents in key order; where it meets a cascade the other way round (it
+depends on a job and on one waiting for it) the database breaks the deadlock and the enqueue
+runs again (``services.deadlocks``).
 """
 
+import dataclasses
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -180,19 +185,42 @@ def job_ended(
     now: datetime,
     values: Mapping[Any, Any] | None = None,
     known_parents: bool = False,
+    batch_ends: Mapping[Any, batches.Ended] | None = None,
 ) -> None:
     """Resolve the edges of jobs that have just ended (``ended``: primary key → terminal
     status), in the transaction that recorded their end, which holds their rows' locks.
 
     ``values``: the return values of succeeded ones (for chains). Unless ``known_parents``
     (the caller read ``has_dependents`` under the lock already), the jobs without
-    dependents are sorted out first, by one locking read."""
-    if not ended:
-        return
+    dependents are sorted out first, by one locking read. ``batch_ends``: the caller's own
+    batch counts for the jobs that ended, moved (``batches.jobs_ended``) together with those
+    of the dependents this cancels, once every job row is locked: job rows before batch
+    rows, and the batch rows in the order of their ids, on every path."""
+    moved: dict[Any, batches.Ended] = {
+        batch_id: dataclasses.replace(counts) for batch_id, counts in (batch_ends or {}).items()
+    }
+    if ended:
+        _cascade(ended, moved, using=using, now=now, values=values, known_parents=known_parents)
+    if moved:
+        batches.jobs_ended(moved, using=using, now=now)
+
+
+def _cascade(
+    ended: Mapping[Any, str],
+    batch_ends: dict[Any, batches.Ended],
+    *,
+    using: str,
+    now: datetime,
+    values: Mapping[Any, Any] | None,
+    known_parents: bool,
+) -> None:
+    """``job_ended``'s cascade, round after round; the batch ends of the jobs it cancels are
+    counted into ``batch_ends``."""
     if not known_parents:
         with_dependents = set(
             Job.objects.using(using)
             .filter(pk__in=list(ended), has_dependents=True)
+            .order_by("pk")
             .select_for_update()
             .values_list("pk", flat=True)
         )
@@ -200,11 +228,16 @@ def job_ended(
     values = values or {}
     frontier = dict(ended)
     while frontier:
-        frontier = _resolve(frontier, values, using=using, now=now)
+        frontier = _resolve(frontier, values, batch_ends, using=using, now=now)
 
 
 def _resolve(
-    ended: Mapping[Any, str], values: Mapping[Any, Any], *, using: str, now: datetime
+    ended: Mapping[Any, str],
+    values: Mapping[Any, Any],
+    batch_ends: dict[Any, batches.Ended],
+    *,
+    using: str,
+    now: datetime,
 ) -> dict[Any, str]:
     """Resolve the open edges of the ``ended`` parents; returns the dependents this
     cancelled that have dependents of their own (the next round of the cascade). Done
@@ -222,7 +255,9 @@ def _resolve(
     edges.sort(key=lambda edge: (str(edge[1]), edge[0]))
     next_round: dict[Any, str] = {}
     for start in range(0, len(edges), CHUNK):
-        next_round.update(_resolve_edges(edges[start : start + CHUNK], ended, values, using, now))
+        next_round.update(
+            _resolve_edges(edges[start : start + CHUNK], ended, values, batch_ends, using, now)
+        )
     return next_round
 
 
@@ -230,6 +265,7 @@ def _resolve_edges(
     edges: list[tuple[Any, ...]],
     ended: Mapping[Any, str],
     values: Mapping[Any, Any],
+    batch_ends: dict[Any, batches.Ended],
     using: str,
     now: datetime,
 ) -> dict[Any, str]:
@@ -258,7 +294,7 @@ def _resolve_edges(
             cancel.setdefault(dependent, (parent, status))
         elif pass_result:
             _prepend(dependent, values.get(parent), using=using)
-    cancelled = _cancel(cancel, using=using, now=now)
+    cancelled = _cancel(cancel, batch_ends, using=using, now=now)
     release(set(dependents) - set(cancel), using=using, now=now)
     return {pk: JobStatus.CANCELLED for pk in cancelled if dependents[pk][1]}
 
@@ -285,13 +321,20 @@ def _prepend(pk: Any, value: Any, *, using: str) -> None:
     jobs.update(args=[value, *(args or [])])
 
 
-def _cancel(cancel: Mapping[Any, tuple[Any, str]], *, using: str, now: datetime) -> list[Any]:
+def _cancel(
+    cancel: Mapping[Any, tuple[Any, str]],
+    batch_ends: dict[Any, batches.Ended],
+    *,
+    using: str,
+    now: datetime,
+) -> list[Any]:
     """Cancel waiting dependents, each saying which dependency ended it; returns those
-    cancelled. Their webhooks are enqueued as for any cancelled job."""
+    cancelled, and counts them into ``batch_ends`` for their batches (moved by the caller
+    once the cascade has locked every job). Their webhooks are enqueued as for any cancelled
+    job."""
     by_parent: dict[tuple[Any, str], list[Any]] = defaultdict(list)
     for dependent, cause in cancel.items():
         by_parent[cause].append(dependent)
-    ended: dict[Any, batches.Ended] = {}
     for (parent, status), pks in by_parent.items():
         # Batch members cancelled here end in their batch too (rows locked by the caller).
         for batch_id in (
@@ -299,7 +342,7 @@ def _cancel(cancel: Mapping[Any, tuple[Any, str]], *, using: str, now: datetime)
             .filter(pk__in=pks, status=JobStatus.WAITING, batch__isnull=False)
             .values_list("batch_id", flat=True)
         ):
-            ended.setdefault(batch_id, batches.Ended()).cancelled += 1
+            batch_ends.setdefault(batch_id, batches.Ended()).cancelled += 1
         Job.objects.using(using).filter(pk__in=pks, status=JobStatus.WAITING).update(
             status=JobStatus.CANCELLED,
             finished_at=now,
@@ -307,8 +350,6 @@ def _cancel(cancel: Mapping[Any, tuple[Any, str]], *, using: str, now: datetime)
             last_error_class=DEPENDENCY_ERROR,
             last_error_message=_waiting_message(parent, status),
         )
-    if ended:
-        batches.jobs_ended(ended, using=using, now=now)
     if cancel:
         for job in (
             Job.objects.using(using)

@@ -3,17 +3,22 @@ what a running task reports (progress); and the cheap counts the admin's lists n
 
 import logging
 import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Case, F, Model, QuerySet, Value, When
+from django.db.models import Case, DateTimeField, F, Model, QuerySet, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from asyncjobs import db
 from asyncjobs.exceptions import InvalidTransitionError, JobNotFoundError
 from asyncjobs.models import ACTIVE_STATUSES, UNSTARTED_STATUSES, Job, JobStatus
 from asyncjobs.services import batches
+from asyncjobs.services.deadlocks import retry_deadlocks
 from asyncjobs.services.dependencies import job_ended, reopen, run_now_refusal
 from asyncjobs.services.webhooks import schedule_webhook
 from asyncjobs.text import safe_text
@@ -142,53 +147,105 @@ def run_job_now(
     return job
 
 
-def cancel_job(
-    job_id: uuid.UUID | str, *, now: datetime | None = None, using: str = "default"
-) -> Job:
-    """Cancel a job.
+@dataclass(slots=True)
+class Cancelled:
+    """What ``cancel_jobs`` did: the primary keys of the jobs it ``cancelled``, and those of
+    the running jobs it ``asked`` to stop."""
 
-    A scheduled or queued job is cancelled at once. A running job is asked to stop: its task
-    sees ``context.cancel_requested`` within a heartbeat and ends ``cancelled`` when it raises
-    ``JobCancelled`` (see ``context.raise_if_cancelled()``); a task that ignores the request
-    finishes normally if it succeeds, and ends ``cancelled``, not retried, if it fails.
-    Cancelling a cancelled job does nothing. Raises ``JobNotFoundError`` for an unknown id
-    and ``InvalidTransitionError`` for a job that succeeded or failed.
-    """
-    now = now or timezone.now()
-    job = _get(job_id, using)
-    if job.status == JobStatus.CANCELLED:
-        return job
-    jobs = Job.objects.using(using).filter(pk=job.pk)
-    # Two passes: a running job whose attempt ends between the two updates (retried, so
-    # waiting again) is cancelled on the second.
-    for _ in range(2):
-        with transaction.atomic(using=using):
-            cancelled = jobs.filter(status__in=UNSTARTED_STATUSES).update(
+    cancelled: list[Any] = field(default_factory=list)
+    asked: list[Any] = field(default_factory=list)
+
+
+# What cancel_jobs reads of each job: its status, what its end moves (its batch, whether it
+# has dependents) and what its webhook needs.
+_CANCEL_FIELDS = (
+    "id", "status", "batch", "has_dependents", "webhook_url", "task_path", "queue_name",
+    "priority", "backend", "enqueued_by",
+)  # fmt: skip
+
+
+def cancel_jobs(pks: Iterable[Any], *, now: datetime, using: str = "default") -> Cancelled:
+    """not finished → cancelled: the one transition every cancel goes through (``cancel_job``,
+    a batch's "cancel the rest"), for the jobs ``pks``, in one transaction.
+
+    The jobs are locked in primary-key order; those waiting, scheduled or queued are
+    cancelled, with their webhooks, their batches' counters (a batch this empties finishes)
+    and the cancel of their dependents (``dependencies.job_ended``), in this transaction.
+    Running ones are asked to stop (``cancel_requested_at``, kept if set already). Jobs
+    that have ended, or do not exist, are left alone. Returns what it did."""
+    ordered = sorted(set(pks), key=str)
+    done = Cancelled()
+    if not ordered:
+        return done
+    with transaction.atomic(using=using):
+        # Locked, so that no job ends between this read and the update (SQLite: one writer).
+        rows = list(
+            Job.objects.using(using)
+            .filter(pk__in=ordered, status__in=ACTIVE_STATUSES)
+            .order_by("pk")
+            .select_for_update()
+            .only(*_CANCEL_FIELDS)
+        )
+        unstarted = [job for job in rows if job.status in UNSTARTED_STATUSES]
+        done.asked = [job.pk for job in rows if job.status == JobStatus.RUNNING]
+        if unstarted:
+            done.cancelled = [job.pk for job in unstarted]
+            Job.objects.using(using).filter(pk__in=done.cancelled).update(
                 status=JobStatus.CANCELLED,
                 finished_at=now,
                 cancel_requested_at=now,
                 unique_key=None,
             )
-            if cancelled:
+            ended: dict[Any, batches.Ended] = {}
+            for job in unstarted:
+                job.status, job.finished_at = JobStatus.CANCELLED, now
                 schedule_webhook(job, now=now, using=using)
                 if job.batch_id is not None:
-                    batches.jobs_ended(
-                        {job.batch_id: batches.Ended(cancelled=1)}, using=using, now=now
-                    )
-                job_ended({job.pk: JobStatus.CANCELLED}, using=using, now=now)
-        if cancelled:
-            logger.info("Job %s cancelled", job.pk, extra={"job_id": str(job.pk)})
-            break
-        if jobs.filter(status=JobStatus.RUNNING).update(cancel_requested_at=now):
-            logger.info("Job %s asked to cancel", job.pk, extra={"job_id": str(job.pk)})
-            break
-    else:
-        job.refresh_from_db(using=using)
-        if job.status != JobStatus.CANCELLED:
-            raise InvalidTransitionError(
-                f"Job {job.pk} already {job.status}; it cannot be cancelled."
+                    ended.setdefault(job.batch_id, batches.Ended()).cancelled += 1
+            # Dependents first, then the batches (job rows before batch rows).
+            job_ended(
+                {job.pk: JobStatus.CANCELLED for job in unstarted if job.has_dependents},
+                using=using,
+                now=now,
+                known_parents=True,
+                batch_ends=ended,
             )
+        if done.asked:
+            Job.objects.using(using).filter(pk__in=done.asked).update(
+                cancel_requested_at=Coalesce(
+                    F("cancel_requested_at"), Value(now, output_field=DateTimeField())
+                )
+            )
+    return done
+
+
+def cancel_job(
+    job_id: uuid.UUID | str, *, now: datetime | None = None, using: str = "default"
+) -> Job:
+    """Cancel a job.
+
+    A waiting, scheduled or queued job is cancelled at once. A running job is asked to stop:
+    its task sees ``context.cancel_requested`` within a heartbeat and ends ``cancelled`` when
+    it raises ``JobCancelled`` (see ``context.raise_if_cancelled()``); a task that ignores
+    the request finishes normally if it succeeds, and ends ``cancelled``, not retried, if it
+    fails. Cancelling a cancelled job does nothing. Raises ``JobNotFoundError`` for an
+    unknown id and ``InvalidTransitionError`` for a job that succeeded or failed.
+    """
+    now = now or timezone.now()
+    job = _get(job_id, using)
+    if job.status == JobStatus.CANCELLED:
+        return job
+    # A cancel's cascade may cross an enqueue's locks (see services.deadlocks).
+    done = retry_deadlocks(
+        lambda: cancel_jobs([job.pk], now=now, using=using), using=using, what="cancel"
+    )
+    if done.cancelled:
+        logger.info("Job %s cancelled", job.pk, extra={"job_id": str(job.pk)})
+    elif done.asked:
+        logger.info("Job %s asked to cancel", job.pk, extra={"job_id": str(job.pk)})
     job.refresh_from_db(using=using)
+    if not (done.cancelled or done.asked) and job.status != JobStatus.CANCELLED:
+        raise InvalidTransitionError(f"Job {job.pk} already {job.status}; it cannot be cancelled.")
     return job
 
 

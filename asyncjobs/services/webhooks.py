@@ -4,6 +4,7 @@ ends it, and HTTP callback jobs (``enqueue_callback``). The calls themselves are
 
 import dataclasses
 from datetime import datetime, timedelta
+from typing import Any
 
 from asyncjobs import outbound, retry
 from asyncjobs.conf import jobs_settings
@@ -28,7 +29,33 @@ def schedule_webhook(job: Job, *, now: datetime, using: str) -> None:
     """
     if not job.webhook_url or job.task_path == WEBHOOK_TASK:
         return
-    queue = jobs_settings.WEBHOOK_QUEUE or job.queue_name
+    schedule_delivery(
+        WEBHOOK_TASK,
+        {"job_id": str(job.pk), "url": job.webhook_url},
+        queue=jobs_settings.WEBHOOK_QUEUE or job.queue_name,
+        priority=job.priority,
+        backend=job.backend,
+        enqueued_by_id=job.enqueued_by_id,
+        now=now,
+        using=using,
+    )
+
+
+def schedule_delivery(
+    task_path: str,
+    kwargs: dict[str, Any],
+    *,
+    queue: str,
+    priority: int,
+    backend: str,
+    enqueued_by_id: Any,
+    now: datetime,
+    using: str,
+) -> Job:
+    """Store a webhook delivery job (``task_path`` called with ``kwargs``) in the caller's
+    transaction, with the webhook retry policy: ``WEBHOOK_MAX_ATTEMPTS`` attempts, every
+    error retried but a refused URL or a final 4xx, and twice the request's deadline for the
+    whole attempt. The one builder of job and batch webhook deliveries."""
     options = dataclasses.replace(
         resolve_options(
             queue,
@@ -40,18 +67,19 @@ def schedule_webhook(job: Job, *, now: datetime, using: str) -> None:
         timeout=jobs_settings.OUTBOUND_TIMEOUT * 2,
     )
     delivery = build_job(
-        task_path=WEBHOOK_TASK,
+        task_path=task_path,
         args=(),
-        kwargs={"job_id": str(job.pk), "url": job.webhook_url},
+        kwargs=kwargs,
         queue_name=queue,
-        priority=job.priority,
+        priority=priority,
         run_after=None,
-        backend=job.backend,
+        backend=backend,
         options=options,
         now=now,
     )
-    delivery.enqueued_by_id = job.enqueued_by_id
+    delivery.enqueued_by_id = enqueued_by_id
     delivery.save(using=using, force_insert=True)
+    return delivery
 
 
 def enqueue_callback(
