@@ -83,6 +83,30 @@ def wait_until(predicate, *, timeout=20.0, interval=0.05, message="condition"):
         time.sleep(interval)
 
 
+def waiting_for_a_lock():
+    """Whether a session of the test database waits for a row lock now (PostgreSQL or
+    MariaDB). Poll it with ``interval`` of 0.2 s or more: InnoDB refreshes its transactions
+    view only when it was not read for 0.1 s, so faster polling keeps reading a stale one."""
+    from django.db import connections
+
+    connection = connections["default"]
+    with connection.cursor() as cursor:
+        if connection.vendor == "mysql":
+            cursor.execute(
+                "SELECT count(*) FROM information_schema.innodb_trx t "
+                "JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id "
+                "WHERE t.trx_state = 'LOCK WAIT' AND p.db = DATABASE()"
+            )
+        else:
+            # (Inside a transaction the activity view is a snapshot unless cleared.)
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+        return cursor.fetchone()[0] >= 1
+
+
 def old_finished_jobs(count):
     """Store ``count`` jobs that succeeded 30 days ago, each with its attempt: a backlog
     past every default retention, for the pruning tests."""

@@ -7,14 +7,14 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from asyncjobs import batch, db, services
 from asyncjobs.models import Batch, BatchState, BatchTally, Job
 from asyncjobs.worker.maintenance import Rescuer
 from tests import batch_tasks as t
-from tests.conftest import start_in_thread, wait_until
+from tests.conftest import start_in_thread, wait_until, waiting_for_a_lock
 
 CALLBACK = "tests.batch_tasks.finished"
 
@@ -41,21 +41,6 @@ def record(jobs, worker):
     return services.record_successes(
         [services.Success(job, None, now) for job in jobs], worker_id=worker, using="default"
     )
-
-
-def waiting_for_a_lock():
-    """Whether a session of the test database waits for a row lock now."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock'"
-            )
-        else:
-            cursor.execute(
-                "SELECT count(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'"
-            )
-        return cursor.fetchone()[0] > 0
 
 
 def commit_later(jobs, worker, go):
@@ -85,7 +70,7 @@ def test_the_last_two_jobs_ending_at_once_on_two_connections_fire_the_callbacks_
     # The second ends the last job meanwhile: its snapshot shows one job left (the first's,
     # not committed), near the end, so it waits for the row instead of leaving a tally...
     second_done = start_in_thread(lambda: record(second, "b"))
-    wait_until(waiting_for_a_lock, message="the second flush waits for the batch row")
+    wait_until(waiting_for_a_lock, interval=0.2, message="the second flush waits for the batch row")
     assert fired() == []
     go.set()
     assert len(first_done()) == len(second_done()) == 1

@@ -10,33 +10,15 @@ import logging
 import threading
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from asyncjobs import batch, get_batch, services
 from asyncjobs.models import Job, JobStatus
 from tests import tasks
-from tests.conftest import start_in_thread, wait_until
+from tests.conftest import start_in_thread, wait_until, waiting_for_a_lock
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.server, pytest.mark.slow]
-
-
-def _blocked_on_a_lock():
-    """Whether another connection of this test database waits for a row lock."""
-    with connections["default"].cursor() as cursor:
-        if connection.vendor == "mysql":
-            cursor.execute(
-                "SELECT count(*) FROM information_schema.innodb_trx t "
-                "JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id "
-                "WHERE t.trx_state = 'LOCK WAIT' AND p.db = DATABASE()"
-            )
-        else:
-            cursor.execute("SELECT pg_stat_clear_snapshot()")
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            )
-        return cursor.fetchone()[0] >= 1
 
 
 def _waiting_pair():
@@ -85,7 +67,7 @@ def _cross(hold, then, other):
     assert held.wait(30)
     running = start_in_thread(run_other)
     # (InnoDB refreshes its transactions view only when it was not read for 0.1 s.)
-    wait_until(_blocked_on_a_lock, timeout=20, interval=0.2, message="a lock wait")
+    wait_until(waiting_for_a_lock, timeout=20, interval=0.2, message="a lock wait")
     go_on.set()
     return running(), holding()
 
