@@ -321,6 +321,40 @@ def _prepend(pk: Any, value: Any, *, using: str) -> None:
     jobs.update(args=[value, *(args or [])])
 
 
+# What a cancel reads of a job: its state, its batch, whether it has dependents, and what its
+# webhook needs.
+CANCEL_FIELDS = (
+    "id", "status", "batch", "has_dependents", "webhook_url", "task_path", "queue_name",
+    "priority", "backend", "enqueued_by",
+)  # fmt: skip
+
+
+def mark_cancelled(
+    jobs: Sequence[Job],
+    batch_ends: dict[Any, batches.Ended],
+    *,
+    using: str,
+    now: datetime,
+    **why: Any,
+) -> None:
+    """Not started → cancelled: the one write of that transition, for an operator's cancel
+    (``operator.cancel_jobs``) and for the cascade's (``_cancel``). ``jobs`` (read with
+    ``CANCEL_FIELDS``, locked by the caller, none started) are stamped finished, their unique
+    keys freed, ``why``'s fields set; their webhooks are enqueued and they are counted into
+    ``batch_ends`` (moved by the caller once every job row is locked: job rows before batch
+    rows). Their dependents are the caller's (``job_ended``)."""
+    if not jobs:
+        return
+    Job.objects.using(using).filter(pk__in=[job.pk for job in jobs]).update(
+        status=JobStatus.CANCELLED, finished_at=now, unique_key=None, **why
+    )
+    for job in jobs:
+        job.status, job.finished_at = JobStatus.CANCELLED, now
+        schedule_webhook(job, now=now, using=using)
+        if job.batch_id is not None:
+            batch_ends.setdefault(job.batch_id, batches.Ended()).cancelled += 1
+
+
 def _cancel(
     cancel: Mapping[Any, tuple[Any, str]],
     batch_ends: dict[Any, batches.Ended],
@@ -328,39 +362,26 @@ def _cancel(
     using: str,
     now: datetime,
 ) -> list[Any]:
-    """Cancel waiting dependents, each saying which dependency ended it; returns those
-    cancelled, and counts them into ``batch_ends`` for their batches (moved by the caller
-    once the cascade has locked every job). Their webhooks are enqueued as for any cancelled
-    job."""
+    """Cancel waiting dependents (locked by the caller), each saying which dependency ended
+    it; returns those cancelled, counted into ``batch_ends`` for their batches."""
     by_parent: dict[tuple[Any, str], list[Any]] = defaultdict(list)
     for dependent, cause in cancel.items():
         by_parent[cause].append(dependent)
     for (parent, status), pks in by_parent.items():
-        # Batch members cancelled here end in their batch too (rows locked by the caller).
-        for batch_id in (
+        jobs = (
             Job.objects.using(using)
-            .filter(pk__in=pks, status=JobStatus.WAITING, batch__isnull=False)
-            .values_list("batch_id", flat=True)
-        ):
-            batch_ends.setdefault(batch_id, batches.Ended()).cancelled += 1
-        Job.objects.using(using).filter(pk__in=pks, status=JobStatus.WAITING).update(
-            status=JobStatus.CANCELLED,
-            finished_at=now,
-            unique_key=None,
+            .filter(pk__in=pks, status=JobStatus.WAITING)
+            .order_by("pk")
+            .only(*CANCEL_FIELDS)
+        )
+        mark_cancelled(
+            list(jobs),
+            batch_ends,
+            using=using,
+            now=now,
             last_error_class=DEPENDENCY_ERROR,
             last_error_message=_waiting_message(parent, status),
         )
-    if cancel:
-        for job in (
-            Job.objects.using(using)
-            .filter(pk__in=list(cancel))
-            .exclude(webhook_url="")
-            .only(
-                "id", "webhook_url", "task_path", "queue_name", "priority", "backend",
-                "enqueued_by",
-            )
-        ):  # fmt: skip
-            schedule_webhook(job, now=now, using=using)
     return list(cancel)
 
 

@@ -19,8 +19,13 @@ from asyncjobs.exceptions import InvalidTransitionError, JobNotFoundError
 from asyncjobs.models import ACTIVE_STATUSES, UNSTARTED_STATUSES, Job, JobStatus
 from asyncjobs.services import batches
 from asyncjobs.services.deadlocks import retry_deadlocks
-from asyncjobs.services.dependencies import job_ended, reopen, run_now_refusal
-from asyncjobs.services.webhooks import schedule_webhook
+from asyncjobs.services.dependencies import (
+    CANCEL_FIELDS,
+    job_ended,
+    mark_cancelled,
+    reopen,
+    run_now_refusal,
+)
 from asyncjobs.text import safe_text
 
 logger = logging.getLogger(__name__)
@@ -156,14 +161,6 @@ class Cancelled:
     asked: list[Any] = field(default_factory=list)
 
 
-# What cancel_jobs reads of each job: its status, what its end moves (its batch, whether it
-# has dependents) and what its webhook needs.
-_CANCEL_FIELDS = (
-    "id", "status", "batch", "has_dependents", "webhook_url", "task_path", "queue_name",
-    "priority", "backend", "enqueued_by",
-)  # fmt: skip
-
-
 def cancel_jobs(pks: Iterable[Any], *, now: datetime, using: str = "default") -> Cancelled:
     """not finished → cancelled: the one transition every cancel goes through (``cancel_job``,
     a batch's "cancel the rest"), for the jobs ``pks``, in one transaction.
@@ -184,24 +181,14 @@ def cancel_jobs(pks: Iterable[Any], *, now: datetime, using: str = "default") ->
             .filter(pk__in=ordered, status__in=ACTIVE_STATUSES)
             .order_by("pk")
             .select_for_update()
-            .only(*_CANCEL_FIELDS)
+            .only(*CANCEL_FIELDS)
         )
         unstarted = [job for job in rows if job.status in UNSTARTED_STATUSES]
         done.asked = [job.pk for job in rows if job.status == JobStatus.RUNNING]
         if unstarted:
             done.cancelled = [job.pk for job in unstarted]
-            Job.objects.using(using).filter(pk__in=done.cancelled).update(
-                status=JobStatus.CANCELLED,
-                finished_at=now,
-                cancel_requested_at=now,
-                unique_key=None,
-            )
             ended: dict[Any, batches.Ended] = {}
-            for job in unstarted:
-                job.status, job.finished_at = JobStatus.CANCELLED, now
-                schedule_webhook(job, now=now, using=using)
-                if job.batch_id is not None:
-                    ended.setdefault(job.batch_id, batches.Ended()).cancelled += 1
+            mark_cancelled(unstarted, ended, using=using, now=now, cancel_requested_at=now)
             # Dependents first, then the batches (job rows before batch rows).
             job_ended(
                 {job.pk: JobStatus.CANCELLED for job in unstarted if job.has_dependents},
