@@ -26,6 +26,20 @@ def record(label):
     return label
 
 
+@task()
+def record_beside_another_process(label, timeout=60):
+    """Record this run, then wait (at most ``timeout`` seconds) until runs from two processes
+    are recorded: two workers draining together then both take jobs, whatever their
+    start-up times (a worker's slots stay busy until the other one has started a job)."""
+    Execution.objects.create(label=label, pid=os.getpid())
+    deadline = time.monotonic() + timeout
+    while Execution.objects.values("pid").distinct().count() < 2:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return label
+
+
 @task(max_attempts=3, backoff=Fixed(timedelta(seconds=5)))
 def fail_always(message="boom"):
     raise ValueError(message)

@@ -167,7 +167,9 @@ def test_async_and_unknown_tasks_in_a_real_worker(worker_process):
 
 @pytest.mark.server
 def test_two_workers_drain_500_jobs_each_exactly_once(worker_process):
-    enqueue_many([(tasks.record, (f"job-{i}",), {}) for i in range(500)])
+    # Each job waits until both workers have started one, so that both take part however
+    # long either takes to start (a no-op job would let the first drain all 500 alone).
+    enqueue_many([(tasks.record_beside_another_process, (f"job-{i}",), {}) for i in range(500)])
     workers = [worker_process("--burst", "--concurrency", "4") for _ in range(2)]
     for w in workers:
         assert w.wait(120) == 0, w.output()
