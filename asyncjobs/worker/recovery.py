@@ -44,6 +44,7 @@ def until_db(
     worker_id: str,
     give_up: timedelta | None = None,
     refusals: "Refusals | None" = None,
+    stopping: threading.Event | None = None,
 ) -> T | None:
     """Run ``write`` and return its result, retrying with backoff (0.5 s doubling to 30 s)
     while the database is unreachable.
@@ -55,6 +56,7 @@ def until_db(
         give_up: stop retrying after this long and return None (default: never).
         refusals: the worker's ``Refusals``: a refused connection is logged through it (at
             most once per interval for the whole worker) rather than on each retry.
+        stopping: the worker's stop event: once set, no more retries (returns None).
     """
     delay = 0.5
     stop_at = time.monotonic() + give_up.total_seconds() if give_up else None
@@ -76,7 +78,11 @@ def until_db(
                     delay,
                 )
             close_broken_connections()
-            time.sleep(delay)
+            if stopping is None:
+                time.sleep(delay)
+            elif stopping.wait(delay):
+                logger.info("Worker %s: stopped while %s", worker_id, what)
+                return None
             delay = min(delay * 2, 30.0)
 
 

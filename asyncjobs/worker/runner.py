@@ -206,6 +206,9 @@ class Runner(InProcess):
         self.executor.completer = self.completer
         self.executor.loop = self.event_loop
         self.executor.refusals = self.refusals
+        # Signals first: a SIGTERM while the worker starts (or waits for its database) is a
+        # graceful stop, not a kill by the default handler.
+        self.signals.install()
         self.completer.start()
         until_db(
             lambda: services.register_worker(
@@ -219,6 +222,7 @@ class Runner(InProcess):
             "registering the worker",
             worker_id=self.worker_id,
             refusals=self.refusals,
+            stopping=self._stopping,
         )
         logger.info(
             "Worker %s started: queues=%s concurrency=%d database=%s (%s) connections=%s",
@@ -230,7 +234,6 @@ class Runner(InProcess):
             f"{self.gate.limit} per database for the slots" if self.gate else "one per slot",
             extra={"worker_id": self.worker_id},
         )
-        self.signals.install()
         self.slots.start()
         self.heartbeat.start()
         self.maintenance.start()

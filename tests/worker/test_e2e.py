@@ -273,3 +273,18 @@ def test_worker_survives_losing_its_database_connections(worker_process):
     assert worker.proc.poll() is None, "the worker must not exit"
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0, worker.output()
+
+
+def test_sigterm_while_the_worker_waits_for_its_database_stops_it_cleanly(worker_process):
+    # A database nobody answers at: the worker retries its registration until stopped.
+    worker = worker_process(
+        "--concurrency", "1", extra_env={"DATABASE_URL": "postgres://postgres@127.0.0.1:1/nothing"}
+    )
+    wait_until(
+        lambda: "registering the worker" in worker.output(),
+        timeout=60,
+        message="the worker retrying its registration",
+    )
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, worker.output()
+    assert "stopped while registering the worker" in worker.output()
