@@ -18,14 +18,9 @@ from asyncjobs import db
 from asyncjobs.exceptions import InvalidTransitionError, JobNotFoundError
 from asyncjobs.models import ACTIVE_STATUSES, UNSTARTED_STATUSES, Job, JobStatus
 from asyncjobs.services import batches
+from asyncjobs.services.cancelling import CANCEL_FIELDS, mark_cancelled
 from asyncjobs.services.deadlocks import retry_deadlocks
-from asyncjobs.services.dependencies import (
-    CANCEL_FIELDS,
-    job_ended,
-    mark_cancelled,
-    reopen,
-    run_now_refusal,
-)
+from asyncjobs.services.dependencies import job_ended, reopen, run_now_refusal
 from asyncjobs.text import safe_text
 
 logger = logging.getLogger(__name__)
