@@ -395,6 +395,9 @@ def test_per_key_limit_holds_across_worker_processes(worker_process):
         timeout=60,
         message="keyed jobs",
     )
+    # A worker still starting up (Python's imports) when the jobs are done would die of the
+    # SIGTERM by the default handler: a registered worker has its handlers installed.
+    wait_until(lambda: Worker.objects.count() == len(workers), message="every worker started")
     for w in workers:
         w.signal(signal.SIGTERM)
     for w in workers:
