@@ -655,6 +655,15 @@ def test_estimated_row_count_is_the_servers_statistic():
         )
         if connection.vendor == "mysql":
             cursor.fetchall()
+            # InnoDB samples a few pages: on a small table that earlier tests filled and
+            # emptied (rows not purged yet) its estimate can be far off, so the test
+            # compares with the statistic itself rather than with a range.
+            cursor.execute(
+                "SELECT table_rows FROM information_schema.tables"
+                " WHERE table_schema = DATABASE() AND table_name = 'asyncjobs_job'"
+            )
+            assert db.estimated_row_count(Job, "default") == cursor.fetchone()[0]
+            return
     assert 15 <= db.estimated_row_count(Job, "default") <= 60
 
 
