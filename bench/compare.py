@@ -295,10 +295,10 @@ def main() -> int:
     summary: dict[str, dict[str, Any]] = {}
     latencies: dict[str, list[float]] = {}
     for system, runs in raw.items():
-        summary[system] = {
-            key: spread([r[key] for r in runs]) if runs[0].get(key) is not None else None
-            for key in RATES
-        }
+        # A rate a run could not time is left out (run_peer.py notes why), never read as 0.
+        notes += [note for r in runs for note in r.get("notes", ())]
+        timed = {key: [r[key] for r in runs if r.get(key) is not None] for key in RATES}
+        summary[system] = {key: spread(timed[key]) if timed[key] else None for key in RATES}
         depth, empty = summary[system]["drain_depth"], summary[system]["drain_2"]
         summary[system]["depth_over_empty"] = (
             depth["median"] / empty["median"] if depth and empty else None
