@@ -131,6 +131,39 @@ def test_claim_respects_limit_and_queues(strategy):
     assert len(rest) == 3
 
 
+@pytest.mark.parametrize(
+    "queues", [None, ["default", "emails", "low"]], ids=["every-queue", "named-queues"]
+)
+def test_a_claim_takes_the_best_jobs_across_queues(strategy, queues):
+    """Priority first whatever the queue, then run_after, then enqueued_at: for a worker of
+    every queue (its own index) as for one of several queues (an ordered read per queue)."""
+    now = timezone.now()
+    base = now - timedelta(minutes=10)
+    made = []  # (job id, priority, run_after, enqueued_at)
+    for queue, priority, run_after, enqueued_at in [
+        ("low", 5, 30, 2),
+        ("emails", 5, 30, 1),  # as the one above, but enqueued before it
+        ("default", 5, 10, 9),  # the same priority, due sooner
+        ("emails", 9, 60, 9),  # the best of all
+        ("default", -3, 0, 0),
+        ("low", 0, 50, 3),
+        ("default", 0, 50, 2),
+        ("emails", 0, 20, 4),
+        ("low", -3, 0, 1),
+    ]:
+        job = tasks.add.using(queue_name=queue, priority=priority).enqueue(1, 1)
+        at = (base + timedelta(seconds=run_after), base + timedelta(seconds=enqueued_at))
+        Job.objects.filter(pk=job.id).update(run_after=at[0], enqueued_at=at[1])
+        made.append((job.id, -priority, *at))
+    tasks.add.using(queue_name="other", priority=50, run_after=now + timedelta(hours=1)).enqueue(
+        1, 1
+    )  # not due: never claimed
+    claimed = []
+    while got := strategy.claim(queues=queues, limit=2, worker_id="w", now=now, lease=LEASE):
+        claimed += [str(j.pk) for j in got]
+    assert claimed == [job_id for job_id, *_ in sorted(made, key=lambda m: m[1:])]
+
+
 def test_second_attempt_number(strategy):
     now = timezone.now()
     result = tasks.add.enqueue(1, 1)
@@ -668,15 +701,16 @@ def test_estimated_row_count_is_the_servers_statistic():
 
 
 @pytest.mark.server
-def test_a_claim_locks_only_the_jobs_it_takes(strategy):
+@pytest.mark.parametrize("queues", [["default"], None], ids=["one-queue", "every-queue"])
+def test_a_claim_locks_only_the_jobs_it_takes(strategy, queues):
     """While a claim's transaction is open, another worker can claim every other ready job:
-    the claim reads the claim index in order and stops at its limit (a sort of every ready
+    the claim reads a claim index in order and stops at its limit (a sort of every ready
     job, as MariaDB would do without an index led by the status, locks them all)."""
     enqueue_many([(tasks.add, (i, i), {}) for i in range(10)])
     enqueue_many([(tasks.add.using(queue_name="emails"), (i, i), {}) for i in range(3)])
     now = timezone.now()
     with transaction.atomic():
-        mine = strategy.claim(queues=["default"], limit=2, worker_id="a", now=now, lease=LEASE)
+        mine = strategy.claim(queues=queues, limit=2, worker_id="a", now=now, lease=LEASE)
         others = in_thread(
             lambda: db.for_alias("default").claim(
                 queues=["default", "emails"], limit=100, worker_id="b", now=now, lease=LEASE

@@ -112,24 +112,32 @@ def test_an_operators_own_scale_factor_is_kept_both_ways():
             cursor.execute("ALTER TABLE asyncjobs_job SET (autovacuum_vacuum_scale_factor = 0.01)")
 
 
-def _batch_index():
-    """The columns of the partial index asyncjobs_job_batch, in order, and its condition."""
+def _index(name):
+    """An index of the job table: its definition (PostgreSQL, SQLite) or its columns in order
+    (MariaDB/MySQL); empty if there is none."""
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
                 "SELECT indexdef FROM pg_indexes WHERE tablename = 'asyncjobs_job' "
-                "AND indexname = 'asyncjobs_job_batch'"
+                "AND indexname = %s",
+                [name],
             )
             return [row[0] for row in cursor.fetchall()]
         if connection.vendor == "mysql":
             cursor.execute(
                 "SELECT column_name FROM information_schema.statistics "
                 "WHERE table_schema = DATABASE() AND table_name = 'asyncjobs_job' "
-                "AND index_name = 'asyncjobs_job_batch' ORDER BY seq_in_index"
+                "AND index_name = %s ORDER BY seq_in_index",
+                [name],
             )
             return [row[0] for row in cursor.fetchall()]
-        cursor.execute("SELECT sql FROM sqlite_master WHERE name = 'asyncjobs_job_batch'")
+        cursor.execute("SELECT sql FROM sqlite_master WHERE name = %s", [name])
         return [row[0] for row in cursor.fetchall()]
+
+
+def _batch_index():
+    """The columns of the partial index asyncjobs_job_batch, in order, and its condition."""
+    return _index("asyncjobs_job_batch")
 
 
 def test_the_batch_index_exists_after_migrating_back_and_forward():
@@ -193,3 +201,27 @@ def test_dependencies_migration_back_and_forward_keeps_jobs_and_the_status_check
 
         with pytest.raises(IntegrityError), transaction.atomic():
             Job.objects.filter(pk=parent.id).update(status="bogus")
+
+
+def test_the_every_queue_claim_index_is_there_after_migrating_back_and_forward():
+    """0013's partial index of ready jobs in claim order, built online; none on MariaDB/MySQL,
+    where 0008's asyncjobs_job_claim_all_m stands in (and stays)."""
+    for _ in range(2):
+        found = _index("asyncjobs_job_claim_all")
+        if connection.vendor == "mysql":
+            assert found == []
+            assert [c.lower() for c in _index("asyncjobs_job_claim_all_m")][:3] == [
+                "status",
+                "limit_key",
+                "priority",
+            ]
+        else:
+            (definition,) = found
+            normalised = definition.replace('"', "").replace(" ", "").lower()
+            assert "(priorityDESC,run_after,enqueued_at)".lower() in normalised
+            condition = normalised.split("where", 1)[1]
+            for part in ("status", "queued", "limit_key"):
+                assert part in condition
+        call_command("migrate", "asyncjobs", "0012", verbosity=0)
+        assert _index("asyncjobs_job_claim_all") == []
+        call_command("migrate", verbosity=0)

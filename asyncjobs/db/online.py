@@ -9,6 +9,10 @@ built the way each database can do it without blocking writes:
   same columns as a full index, in place and with no lock (``ALGORITHM=INPLACE, LOCK=NONE``);
 - SQLite: a plain ``CREATE INDEX`` (one writer anyway).
 
+An index that MariaDB/MySQL have a stand-in for already (one of ``MYSQL_INDEXES``, led by the
+partial index's own conditions, which a full index on the partial one's columns would lack)
+is named with ``mysql_stand_in``: nothing is built there.
+
 ``ReplaceCheckOnline`` changes a CHECK constraint (the same migration state as Django's
 ``RemoveConstraint`` then ``AddConstraint``) without validating it under a lock that blocks
 the table:
@@ -27,6 +31,7 @@ say): ``ALTER TABLE ... SET`` rewrites nothing and takes a SHARE UPDATE EXCLUSIV
 reads, writes and row locks do not wait for. A no-op on the other databases.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import migrations, models, transaction
@@ -46,7 +51,20 @@ def _columns(model: type[models.Model], index: models.Index, quote: Any) -> str:
 
 
 class AddIndexOnline(migrations.AddIndex):
-    """``AddIndex`` that does not block writes to the table while the index is built."""
+    """``AddIndex`` that does not block writes to the table while the index is built.
+
+    ``mysql_stand_in``: the index of ``MYSQL_INDEXES`` that serves its queries on
+    MariaDB/MySQL instead (then none is built or dropped there)."""
+
+    def __init__(self, model_name: str, index: models.Index, mysql_stand_in: str = "") -> None:
+        super().__init__(model_name, index)
+        self.mysql_stand_in = mysql_stand_in
+
+    def deconstruct(self) -> tuple[str, Sequence[Any], dict[str, Any]]:
+        name, args, kwargs = super().deconstruct()
+        if self.mysql_stand_in:
+            kwargs["mysql_stand_in"] = self.mysql_stand_in
+        return name, args, kwargs
 
     def database_forwards(
         self,
@@ -73,6 +91,8 @@ class AddIndexOnline(migrations.AddIndex):
         if not self.allow_migrate_model(schema_editor.connection.alias, model):
             return
         vendor = schema_editor.connection.vendor
+        if vendor == "mysql" and self.mysql_stand_in:
+            return
         if vendor == "mysql":
             quote = schema_editor.quote_name
             names = {"index": quote(self.index.name), "table": quote(model._meta.db_table)}

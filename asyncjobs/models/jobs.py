@@ -207,6 +207,14 @@ class Job(models.Model):
                 name="asyncjobs_job_claim",
                 condition=Q(status="queued", limit_key=""),
             ),
+            # The claim of a worker that serves every queue: ready jobs best first, whatever
+            # their queue (read from the index above, led by the queue, every ready job would
+            # be sorted on each claim).
+            models.Index(
+                fields=["-priority", "run_after", "enqueued_at"],
+                name="asyncjobs_job_claim_all",
+                condition=Q(status="queued", limit_key=""),
+            ),
             # Ready jobs under a per-task or per-key limit, claimed by the limited path.
             models.Index(
                 fields=["queue_name", "-priority", "run_after", "enqueued_at"],

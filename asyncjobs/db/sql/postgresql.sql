@@ -2,9 +2,11 @@
 -- quoted tables; {columns}: the job table's quoted columns, generated from the model.
 
 -- name: pick_every_queue
--- The best ready jobs that no one else holds. The status is a literal, not a parameter, so
--- that the planner always matches the partial claim index (even with server-side binding
--- and generic plans).
+-- The best ready jobs that no one else holds, whatever their queue: an ordered scan of the
+-- every-queue claim index (asyncjobs_job_claim_all), which stops at the LIMIT; the claim
+-- index, led by the queue, would have every ready job sorted on each claim. The status is a
+-- literal, not a parameter, so that the planner always matches the partial index (even
+-- with server-side binding and generic plans).
 SELECT id FROM {table} WHERE status = 'queued' AND limit_key = ''
 ORDER BY priority DESC, run_after, enqueued_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 

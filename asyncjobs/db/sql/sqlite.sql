@@ -3,7 +3,10 @@
 -- {ids}, {rows}: "%s" markers generated for the number of values (SQLite binds no arrays).
 
 -- name: candidates
-SELECT id FROM {table} WHERE status = 'queued' AND limit_key = '' {in_queues}
+-- {index_hint}: "INDEXED BY" the claim index for some queues, the every-queue claim index
+-- for every queue: either is read in claim order and the read stops at the LIMIT (see
+-- SQLiteStrategy._claim).
+SELECT id FROM {table}{index_hint} WHERE status = 'queued' AND limit_key = '' {in_queues}
 ORDER BY priority DESC, run_after, enqueued_at LIMIT %s
 
 -- name: start

@@ -1,0 +1,153 @@
+"""The claim's reads as the database plans them, with a backlog of ready jobs in several
+queues: each reads a claim index in claim order and stops at its limit; none sorts every
+ready job (a worker of every queue did, before the every-queue claim index). On PostgreSQL
+under a generic plan, as the prepared claim may run (asyncjobs/db/postgresql.py)."""
+
+import json
+import re
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from asyncjobs import db
+from asyncjobs.models import Job
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+READY = 20_000
+QUEUES = ["default", "emails", "low", "other", "reports", "partner"]
+
+# One statement per database: READY ready jobs spread over the queues and priorities.
+BACKLOG_SQL = {
+    "postgresql": """
+        INSERT INTO asyncjobs_job (id, backend, task_path, args, kwargs, queue_name, priority,
+            status, enqueued_at, run_after, attempts, max_attempts, free_attempts, backoff,
+            retry_on, fail_on, last_error_class, last_error_message, worker_id, webhook_url,
+            limit_key, limit_rate)
+        SELECT gen_random_uuid(), 'default', 'tests.tasks.add', '[]', '{}',
+            (%(queues)s::text[])[1 + g %% %(count)s], (g * 7919) %% 21 - 10, 'queued',
+            now() - (g || ' ms')::interval, now() - ((g * 31) %% 100000 || ' ms')::interval,
+            0, 1, 0, '{}', '[]', '[]', '', '', '', '', '', ''
+        FROM generate_series(1, %(ready)s) AS g
+    """,
+    "sqlite": """
+        WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < %(ready)s)
+        INSERT INTO asyncjobs_job (id, backend, task_path, args, kwargs, queue_name, priority,
+            status, enqueued_at, run_after, attempts, max_attempts, free_attempts, backoff,
+            retry_on, fail_on, last_error_class, last_error_message, worker_id, webhook_url,
+            limit_key, limit_rate)
+        SELECT lower(hex(randomblob(16))), 'default', 'tests.tasks.add', '[]', '{}',
+            json_extract(%(queues)s, '$[' || (i %% %(count)s) || ']'), (i * 7919) %% 21 - 10,
+            'queued', datetime('now', '-' || i || ' seconds'),
+            datetime('now', '-' || ((i * 31) %% 100000) || ' seconds'),
+            0, 1, 0, '{}', '[]', '[]', '', '', '', '', '', ''
+        FROM g
+    """,
+}
+
+
+@pytest.fixture
+def backlog():
+    """READY ready jobs in QUEUES, the statistics up to date."""
+    if connection.vendor not in BACKLOG_SQL:
+        pytest.skip("PostgreSQL and SQLite (MariaDB names its index: FORCE INDEX)")
+    queues = QUEUES if connection.vendor == "postgresql" else json.dumps(QUEUES)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            BACKLOG_SQL[connection.vendor],
+            {"queues": queues, "count": len(QUEUES), "ready": READY},
+        )
+        cursor.execute("ANALYZE asyncjobs_job" if connection.vendor == "postgresql" else "ANALYZE")
+    assert Job.objects.filter(status="queued").count() == READY
+
+
+def _nodes(plan):
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from _nodes(child)
+
+
+def _generic_plan(sql, params):
+    """The nodes of PostgreSQL's generic plan of ``sql`` (its ``%(name)s`` parameters
+    numbered in order), run with ``params``."""
+    names = []
+
+    def number(match):
+        if match[1] not in names:
+            names.append(match[1])
+        return f"${names.index(match[1]) + 1}"
+
+    numbered = re.sub(r"%\((\w+)\)s", number, sql)
+    with connection.cursor() as cursor:
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+        try:
+            cursor.execute(f"PREPARE claim_plan AS {numbered}")
+            cursor.execute(
+                f"EXPLAIN (FORMAT JSON) EXECUTE claim_plan({', '.join(['%s'] * len(names))})",
+                [params[name] for name in names],
+            )
+            (found,) = cursor.fetchone()
+        finally:
+            cursor.execute("DEALLOCATE ALL")
+            cursor.execute("RESET plan_cache_mode")
+    return list(_nodes((json.loads(found) if isinstance(found, str) else found)[0]["Plan"]))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("queues", [None, ["emails"], QUEUES[:4]], ids=["every", "one", "some"])
+def test_the_prepared_claim_reads_a_claim_index_in_order(backlog, queues):
+    from asyncjobs.db.postgresql import _start_sql
+
+    sql = _start_sql(connection, "pick_every_queue" if queues is None else "pick_queues")
+    now = timezone.now()
+    params = {
+        "queues": queues,
+        "limit": 10,
+        "worker": "w",
+        "lease": now + timedelta(seconds=30),
+        "now": now,
+    }
+    nodes = _generic_plan(sql, params)
+    indexes = {n["Index Name"] for n in nodes if "Index Name" in n}
+    expected = "asyncjobs_job_claim_all" if queues is None else "asyncjobs_job_claim"
+    # The picked jobs are then looked up by their key (the start statement's UPDATE).
+    assert indexes == {expected, "asyncjobs_job_pkey"}
+    assert not [n for n in nodes if n["Node Type"] == "Seq Scan"]
+    sorts = [n for n in nodes if n["Node Type"] == "Sort"]
+    if queues is None:
+        assert sorts == []
+    else:  # the best of each queue's first rows (LATERAL), not every ready job
+        assert [n["Plans"][0]["Node Type"] for n in sorts] == ["Nested Loop"]
+    claimed = db.for_alias("default").claim(
+        queues=queues, limit=10, worker_id="w", now=now, lease=timedelta(seconds=30)
+    )
+    assert len(claimed) == 10
+
+
+@pytest.mark.sqlite
+@pytest.mark.parametrize(
+    "queues",
+    [None, ["emails"], QUEUES[:4], ["nothing-here", "nor-here"]],
+    ids=["every", "one", "some", "empty"],
+)
+def test_the_sqlite_claim_reads_a_claim_index_in_order(backlog, queues):
+    with CaptureQueriesContext(connection) as captured:
+        db.for_alias("default").claim(
+            queues=queues,
+            limit=10,
+            worker_id="w",
+            now=timezone.now(),
+            lease=timedelta(seconds=30),
+        )
+    (pick,) = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("SELECT id")]
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN QUERY PLAN {pick}")
+        plan = [row[-1] for row in cursor.fetchall()]
+    if queues is None:
+        assert plan == ["SCAN asyncjobs_job USING INDEX asyncjobs_job_claim_all"]
+    else:
+        # Several queues: the claim index queue by queue; SQLite keeps the best LIMIT rows.
+        assert plan[0] == "SEARCH asyncjobs_job USING INDEX asyncjobs_job_claim (queue_name=?)"
