@@ -2,7 +2,7 @@
 writes: the same database with and without ``asyncjobs_job_claim_all``, taking turns.
 
     python bench/claim_backlog.py [--ready 200000] [--queues 8] [--claims 30] [--batch 10]
-        [--jobs 5000] [--rows 100000] [--runs 3]
+        [--rows 100000] [--singles 1000] [--runs 3]
 
 The backlog: ``--ready`` ready jobs spread over ``--queues`` queues (q0, q1, ...) with
 priorities from -10 to 10, inserted in one statement and analyzed. Then, each run, once
@@ -11,17 +11,16 @@ from run to run):
 
 - claims: ``--claims`` claims of ``--batch`` jobs by a worker of every queue, of one queue,
   and of every queue named (``pick_queues``), each rolled back (so every claim sees the same
-  backlog): the median wall time of the claim's statement, and the buffers it touched
-  (``EXPLAIN (ANALYZE, BUFFERS)`` of the same statement: the same in any load);
-- writes: one ``INSERT ... SELECT`` of ``--rows`` new ready jobs (the server's own cost
-  of storing them, then deleted), ``--jobs`` single enqueues, one ``enqueue_many`` of
-  ``--jobs``, and the drain of those jobs by ``claim`` (one queue, ``--batch`` at a time) and
-  ``complete_succeeded``: per job, the WAL it wrote (``pg_current_wal_insert_lsn``) and the
-  server process's CPU (``/proc/<backend pid>/stat``; the database runs on this machine), a
-  ``CHECKPOINT`` before each so that both variants pay full-page images alike; the table
-  is vacuumed after each variant's writes.
+  backlog): the median wall time of the claim's statement, and the buffers it touched and
+  the WAL records it wrote (``EXPLAIN (ANALYZE, BUFFERS, WAL)`` of the same statement: the
+  same in any load);
+- writes: one ``INSERT ... SELECT`` of ``--rows`` new ready jobs (due now, in enqueue
+  order, at three priorities) and ``--singles`` one-row INSERTs of such a job, each under
+  ``EXPLAIN (ANALYZE, WAL)``: per job, the WAL records, full-page images and bytes that
+  statement wrote (its own, whatever other sessions write to the server meanwhile) and its
+  execution time; then the jobs are deleted and the table vacuumed.
 
-PostgreSQL only: the database of DATABASE_URL, migrated, its jobs and attempts deleted
+PostgreSQL only: the database of DATABASE_URL, migrated, its jobs and attempts truncated
 first. Nothing is asserted anywhere.
 """
 
@@ -75,8 +74,8 @@ def main() -> int:
     parser.add_argument("--queues", type=int, default=8)
     parser.add_argument("--claims", type=int, default=30)
     parser.add_argument("--batch", type=int, default=10)
-    parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--singles", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     import django
@@ -92,9 +91,8 @@ def main() -> int:
         print("PostgreSQL only", file=sys.stderr)
         return 2
     index = next(i for i in Job._meta.indexes if i.name == INDEX)
-    Attempt.objects.all().delete()
-    Job.objects.all().delete()
     with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {Attempt._meta.db_table}, {Job._meta.db_table} CASCADE")
         cursor.execute(BACKLOG_SQL, {"n": args.ready, "queues": args.queues})
         cursor.execute("VACUUM ANALYZE asyncjobs_job")
     names = [f"q{i}" for i in range(args.queues)]
@@ -106,10 +104,11 @@ def main() -> int:
             _set_index(connection, Job, index, variant == "with")
             figures = {}
             for label, queues in workers.items():
-                wall, blocks = _claims(connection, queues, args.claims, args.batch)
+                wall, blocks, records = _claims(connection, queues, args.claims, args.batch)
                 figures[f"claim ms, {label}"] = wall
                 figures[f"claim buffers, {label}"] = blocks
-            figures.update(_writes(connection, args.jobs, args.rows, args.batch))
+                figures[f"claim WAL records, {label}"] = records
+            figures.update(_writes(connection, args.rows, args.singles))
             results[variant].append(figures)
             print(f"run {run + 1}, {variant} the index: {json.dumps(figures)}", flush=True)
     print(f"\nmedians of {args.runs} runs, {args.ready:,} ready jobs in {args.queues} queues")
@@ -142,9 +141,9 @@ def _set_index(connection, model, index, present: bool) -> None:
             (editor.add_index if present else editor.remove_index)(model, index)
 
 
-def _claims(connection, queues, claims: int, batch: int) -> tuple[float, float]:
+def _claims(connection, queues, claims: int, batch: int) -> tuple[float, float, float]:
     """The median wall time (ms) of ``claims`` claims, each rolled back, and the buffers
-    the claim's statement touched."""
+    the claim's statement touched and the WAL records it wrote."""
     from django.db import transaction
     from django.utils import timezone
 
@@ -175,95 +174,39 @@ def _claims(connection, queues, claims: int, batch: int) -> tuple[float, float]:
         "now": timezone.now(),
     }
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, params)
+        cursor.execute("EXPLAIN (ANALYZE, BUFFERS, WAL, FORMAT JSON) " + sql, params)
         plan = cursor.fetchone()[0]
         transaction.set_rollback(True)
     top = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
     kinds = ("Shared Hit", "Shared Read", "Temp Read", "Temp Written")
     blocks = sum(top.get(f"{kind} Blocks", 0) for kind in kinds)
-    return statistics.median(times), float(blocks)
+    return statistics.median(times), float(blocks), float(top["WAL Records"])
 
 
-def _server_cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _measure(connection, what, n: int) -> tuple[float, float]:
-    """WAL bytes and server CPU microseconds per job of ``what()``, over ``n`` jobs."""
-    with connection.cursor() as cursor:
-        cursor.execute("CHECKPOINT")
-        cursor.execute("SELECT pg_backend_pid(), pg_current_wal_insert_lsn()")
-        pid, lsn = cursor.fetchone()
-    cpu = _server_cpu(pid)
-    what()
-    cpu = _server_cpu(pid) - cpu
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_current_wal_insert_lsn() - %s::pg_lsn", [lsn])
-        wal = float(cursor.fetchone()[0])
-    return wal / n, cpu * 1e6 / n
-
-
-def _writes(connection, jobs: int, rows: int, batch: int) -> dict[str, float]:
-    from django.db import transaction
-    from django.utils import timezone
-
-    from asyncjobs import db, enqueue_many
-    from asyncjobs.models import Attempt, Job
-    from bench.tasks import noop
-
-    strategy = db.for_alias("default")
-    lease = timedelta(seconds=60)
-
-    def single() -> None:
-        for _ in range(jobs):
-            noop.enqueue()
-
-    def bulk() -> None:
-        enqueue_many([(noop, (), {}) for _ in range(jobs)])
-
-    def drain() -> None:
-        while True:
-            with transaction.atomic():
-                got = strategy.claim(
-                    queues=["default"],
-                    limit=batch,
-                    worker_id="bench",
-                    now=timezone.now(),
-                    lease=lease,
-                )
-            if not got:
-                return
-            now = timezone.now()
-            with transaction.atomic():
-                db.complete_succeeded(
-                    "default", [(job, None, None, None, now) for job in got], worker_id="bench"
-                )
-
-    def statement() -> None:
-        with connection.cursor() as cursor:
-            cursor.execute(INSERT_SQL, {"n": rows})
-
+def _writes(connection, rows: int, singles: int) -> dict[str, float]:
+    """Per job, what storing new ready jobs cost the server: ``EXPLAIN (ANALYZE, WAL)`` of
+    the INSERT itself (its own WAL, not the cluster's: other sessions may write meanwhile),
+    one ``INSERT ... SELECT`` of ``rows`` jobs and ``singles`` one-row INSERTs. The jobs
+    are deleted and the table vacuumed after."""
     figures = {}
-    for label, what, count in (
-        ("INSERT ... SELECT of ready jobs", statement, rows),
-        ("single enqueue", single, jobs),
-        ("bulk enqueue", bulk, jobs),
-        ("drain (claim + success)", drain, 2 * jobs),
-    ):
-        began = time.perf_counter()
-        wal, cpu = _measure(connection, what, count)
-        figures[f"{label}: WAL bytes/job"] = wal
-        figures[f"{label}: server CPU us/job"] = cpu
-        figures[f"{label}: wall us/job"] = (time.perf_counter() - began) * 1e6 / count
-        if what is statement:
-            Job.objects.filter(queue_name="default").delete()
+    for label, n, times in (("INSERT of many", rows, 1), ("one-row INSERT", 1, singles)):
+        records = fpi = size = ms = 0.0
+        for _ in range(times):
             with connection.cursor() as cursor:
-                cursor.execute("VACUUM asyncjobs_job")
-    Attempt.objects.filter(job__queue_name="default").delete()
-    Job.objects.filter(queue_name="default").delete()
-    with connection.cursor() as cursor:
+                cursor.execute("EXPLAIN (ANALYZE, WAL, FORMAT JSON) " + INSERT_SQL, {"n": n})
+                (plan,) = cursor.fetchone()
+            plan = (json.loads(plan) if isinstance(plan, str) else plan)[0]
+            records += plan["Plan"]["WAL Records"]
+            fpi += plan["Plan"]["WAL FPI"]
+            size += plan["Plan"]["WAL Bytes"]
+            ms += plan["Execution Time"]
+        jobs = n * times
+        figures[f"{label}: WAL records/job"] = records / jobs
+        figures[f"{label}: WAL full pages/1,000 jobs"] = fpi * 1000 / jobs
+        figures[f"{label}: WAL bytes/job"] = size / jobs
+        figures[f"{label}: server us/job"] = ms * 1000 / jobs
+    with connection.cursor() as cursor:  # (no attempts: a plain DELETE, not the ORM's)
+        cursor.execute("DELETE FROM asyncjobs_job WHERE queue_name = 'default'")
         cursor.execute("VACUUM asyncjobs_job")
     return figures
 
