@@ -22,6 +22,9 @@ else:
     os.environ.pop("DATABASE_URL", None)
 DATABASES = {"default": database_from_env(BASE_DIR / "results" / "bench.sqlite3")}
 DATABASES["default"]["CONN_MAX_AGE"] = None
+if app_name := os.environ.get("BENCH_APP_NAME"):
+    # bench/cpu_meter.py tells the backends serving workers from the clients' by this name.
+    DATABASES["default"].setdefault("OPTIONS", {})["application_name"] = app_name
 if pool := os.environ.get("BENCH_DB_POOL"):
     # Django's psycopg pool for every thread (bench/io_bound.py's asyncjobs-pool): its
     # connections go back to the pool when a thread closes them, which needs CONN_MAX_AGE 0.

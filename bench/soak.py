@@ -47,8 +47,10 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/asyncjobs_soak")
 os.environ["BENCH_SOAK"] = "1"  # bench/settings.py: one minute of retention, soak tasks
+os.environ["BENCH_APP_NAME"] = "asyncjobs-bench-client"  # (bench/cpu_meter.py's CLIENT_APP)
 
 from bench.common import recreate_database, stop_workers  # noqa: E402
+from bench.cpu_meter import WORKER_APP, CpuMeter, cost_line  # noqa: E402
 from bench.soak_plot import plot  # noqa: E402
 
 WARM_UP_MINUTES = 2
@@ -93,12 +95,19 @@ class Enqueuer(threading.Thread):
             connection.close()
 
 
-def start_workers(count: int, concurrency: int, latency_file: Path) -> list[subprocess.Popen]:
-    """bench/run.py's workers, recording their tasks' pickup latency into ``latency_file``."""
+def start_workers(
+    count: int, concurrency: int, latency_file: Path, checkout: Path | str = ROOT
+) -> list[subprocess.Popen]:
+    """bench/run.py's workers, recording their tasks' pickup latency into ``latency_file``,
+    run from ``checkout`` (another commit's tree, for an A/B of the worker)."""
     from bench import run as bench_run
 
     os.environ["BENCH_LATENCY_FILE"] = str(latency_file)
-    return bench_run.start_workers(count, concurrency)
+    client_app, os.environ["BENCH_APP_NAME"] = os.environ["BENCH_APP_NAME"], WORKER_APP
+    try:
+        return bench_run.start_workers(count, concurrency, Path(checkout))
+    finally:
+        os.environ["BENCH_APP_NAME"] = client_app
 
 
 def rss_mib(pid: int) -> float | None:
@@ -307,11 +316,14 @@ def run(args: argparse.Namespace) -> dict:
         )
         for i in range(args.clients)
     ]
-    procs = start_workers(args.workers, args.concurrency, latency_file)
+    procs = start_workers(args.workers, args.concurrency, latency_file, args.worker_checkout)
     samples: list[dict] = []
     offset = 0
     minute = 0
+    meter = CpuMeter([p.pid for p in procs])
+    readings = []
     try:
+        readings.append(meter.read())
         for client in clients:
             client.start()
         for phase, minutes, rate in phases:
@@ -322,12 +334,14 @@ def run(args: argparse.Namespace) -> dict:
                 minute += 1
                 delays, offset = read_new_latencies(latency_file, offset)
                 sent = sum(c.sent for c in clients) - sent_before
+                readings.append(meter.read())
                 sample = {
                     "minute": minute,
                     "time": time.time(),
                     "phase": phase,
                     "target_rate": rate,
                     "enqueued_rate": sent / args.sample_seconds,
+                    "sent": sent,
                     "started": len(delays),
                     "p50_ms": percentile(delays, 0.50),
                     "p95_ms": percentile(delays, 0.95),
@@ -336,9 +350,11 @@ def run(args: argparse.Namespace) -> dict:
                     "tables": table_stats(server["pgstattuple"]),
                     "rss_mib": [rss_mib(p.pid) for p in procs],
                     "load": os.getloadavg()[0],
+                    "cost": CpuMeter.per_job(readings[-2], readings[-1], sent),
                 }
                 samples.append(sample)
                 print(summary_line(sample), flush=True)
+                print(f"        {cost_line(sample['cost'])}", flush=True)
                 if any(c.errors for c in clients):
                     raise RuntimeError(f"enqueue failed: {[c.errors for c in clients]}")
     finally:
@@ -370,11 +386,23 @@ def run(args: argparse.Namespace) -> dict:
                 "reloptions",
                 "retention_minutes",
                 "prefill",
+                "worker_checkout",
             )
         },
         "samples": samples,
         "verdicts": verdicts(samples),
+        "cost": steady_cost(samples, readings),
     }
+
+
+def steady_cost(samples: list[dict], readings: list[dict]) -> dict | None:
+    """CPU and statements per job over the steady phase less its first sample (warm-up):
+    bench/cpu_meter.py's figures, the same on a loaded machine."""
+    steady = [i for i, s in enumerate(samples) if s["phase"] == "steady"][1:]
+    if not steady:
+        return None
+    jobs = sum(samples[i]["sent"] for i in steady)
+    return CpuMeter.per_job(readings[steady[0]], readings[steady[-1] + 1], jobs)
 
 
 def summary_line(sample: dict) -> str:
@@ -465,6 +493,12 @@ def main() -> None:
     parser.add_argument(
         "--prefill", type=int, default=0, help="succeeded jobs in the table at the start"
     )
+    parser.add_argument(
+        "--worker-checkout",
+        default=str(ROOT),
+        help="run the workers from this checkout (an A/B of two commits' workers; its"
+        " bench/settings.py must name the connections, as this one's does)",
+    )
     parser.add_argument("--replot", type=Path, help="only draw the plot of a results file")
     args = parser.parse_args()
     if args.replot:
@@ -485,6 +519,9 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"results: {out}")
     print(json.dumps(result["verdicts"], indent=2))
+    if result["cost"]:
+        print(f"steady phase after its first sample: {cost_line(result['cost'])}")
+        print(json.dumps(result["cost"]["statements"], indent=2))
     plot(result, args.plot)
 
 

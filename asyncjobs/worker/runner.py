@@ -141,6 +141,14 @@ class Runner(InProcess):
         self._round_lock = threading.Lock()
         self._sleep_until = 0.0
         self._stop_round = False
+        # When a listener's round that ended while the main loop was not asleep wants it
+        # to go round again (time.monotonic(); inf: no wish): the main loop's next sleep
+        # ends then at the latest.
+        self._wanted_at = float("inf")
+        # The last round's claim found fewer ready jobs than it had room for, and any job
+        # that becomes ready is announced: a slot coming free is then no reason for a round
+        # (see _dry_after). _round_dry: what the round under way found.
+        self._dry = self._round_dry = False
         self.claimer = Claimer(
             strategy=self.strategy,
             worker_id=self.worker_id,
@@ -174,6 +182,7 @@ class Runner(InProcess):
             gate=self.gate,
             refusals=self.refusals,
             wants_idle_slot=self.claimer.idle_slot_wanted,
+            wants_claim=lambda: not self._dry,
         )
         self.completer = Completer(self.executor, self.slots.finish)
         self.watchdog = Watchdog(self.slots, max_memory=self.max_memory)
@@ -275,18 +284,28 @@ class Runner(InProcess):
             if idle is None or self._stop_round:
                 break
             if idle > 0:
-                self._sleep_until = time.monotonic() + idle
+                clock = time.monotonic()
+                self._sleep_until = clock + idle
+                # (After _sleep_until is set: a listener's round that ends later sees it.)
+                wanted, self._wanted_at = self._wanted_at, float("inf")
+                idle = min(idle, wanted - clock)
+            if idle > 0:
                 self._wake.wait(idle)
-                self._sleep_until = 0.0
+            self._sleep_until = 0.0
             self._wake.clear()
 
     def _round(self) -> float | None:
         """``_step``, told to the slots (see ``Slots.hold_for_timed``). The caller holds the
         round lock: the main loop's rounds and the listener thread's take turns."""
         number = self.slots.begin_round()
+        self._round_dry = False  # (a round that fails is not dry)
         try:
             return self._step()
         finally:
+            # (Set when the round ends, not cleared when one begins: a slot that comes free
+            # meanwhile is counted by the next round, which this round asks for if it took
+            # all it had room for.)
+            self._dry = self._round_dry
             self.slots.end_round(number)
 
     def _step(self) -> float | None:
@@ -339,6 +358,7 @@ class Runner(InProcess):
             claimed = len(claim.jobs)
             if claimed == free:
                 return 0.0  # more may be waiting; go on when a slot frees
+            self._round_dry = self._dry_after()
         elif self.claimer.idle_slot_wanted() and (
             room := min(idle, self.max_jobs - self.slots.claimed if self.max_jobs else idle)
         ):
@@ -374,6 +394,25 @@ class Runner(InProcess):
             until += [self.claimer.next_look(), self.promoter.due_in()]
         return min(until)
 
+    def _dry_after(self) -> bool:
+        """Whether the claim just made, which found fewer ready jobs than it had room for,
+        leaves nothing for a slot coming free to claim: true when every job that becomes
+        ready is announced (a notification starts a round of its own) and none waits for a
+        limit that a job's end here could lift (queues with a concurrency or rate limit,
+        jobs under per-task or per-key limits), and no ``--burst`` or ``--max-jobs`` wants
+        to see the last job end. Then, at a steady trickle, a job's end costs no empty
+        claim (issue 29: two per job at 300 jobs/s); the poll interval's round still comes."""
+        claimer = self.claimer
+        return (
+            self.strategy.announces
+            and not self.burst
+            and self.max_jobs is None
+            and not claimer.limited
+            and not claimer.keyed
+            and not claimer.wants_idle_slot
+            and claimer.retry_at is None
+        )
+
     def _slot_free(self) -> None:
         if self.claimer.idle_slot_wanted():
             self._wake.set()  # a rate-limited job may be waiting for an idle slot
@@ -394,34 +433,37 @@ class Runner(InProcess):
     def _claim_announced(self) -> None:
         """Run a round on this thread, right after a notification: a hand-off to the
         sleeping main loop cost a thread switch (more on a loaded machine) between the
-        ``NOTIFY`` and the claim. If the main loop is in a round, it goes round again
-        instead. The main loop is woken only if this round wants it sooner than its sleep
-        would end (more to claim, a deadline, the worker stopping), so that it does not
-        claim again, for nothing, while the claimed job starts. This thread claims on a
-        connection of its own."""
-        if not self._round_lock.acquire(blocking=False):
-            self._wake.set()
-            return
-        try:
+        ``NOTIFY`` and the claim. If the main loop is in a round, this thread waits for it to
+        end and then claims (notifications that come meanwhile are read together after
+        it): handing the claim to the main loop instead kept it awake at a steady trickle,
+        a round (and an empty claim) for nearly every job (issue 29). The main loop is
+        woken only if this round wants it sooner than its sleep would end (more to claim, a
+        deadline, the worker stopping), so that it does not claim again, for nothing, while
+        the claimed job starts; if it is not asleep, the time this round wants it by bounds
+        its next sleep instead. This thread claims on a connection of its own."""
+        with self._round_lock:
             if self._stopping.is_set():
                 return
-            sleep: float | None = self._round()
-        except (DatabaseError, InterfaceError):
-            close_broken_connections()
-            sleep = 0.0  # the main loop's round sees it, and backs off
-        except Exception:
-            # Not this thread's to die of: the main loop's next round meets it too.
-            logger.exception("Worker %s: a round on the listener thread failed", self.worker_id)
-            sleep = 0.0
-        finally:
-            self._round_lock.release()
+            try:
+                sleep: float | None = self._round()
+            except (DatabaseError, InterfaceError):
+                close_broken_connections()
+                sleep = 0.0  # the main loop's round sees it, and backs off
+            except Exception:
+                # Not this thread's to die of: the main loop's next round meets it too.
+                logger.exception("Worker %s: a round on the listener thread failed", self.worker_id)
+                sleep = 0.0
         if sleep is None:
             self._stop_round = True
-        # (0: the main loop is not asleep yet, and goes round again.) A round that wants the
-        # main loop no sooner than its sleep ends (the same timers, read a moment later)
-        # leaves it asleep.
+            self._wake.set()
+            return
+        clock = time.monotonic()
+        # (Before _sleep_until is read: a main loop about to sleep reads it after.)
+        self._wanted_at = min(self._wanted_at, clock + sleep)
+        # A round that wants the main loop no sooner than its sleep ends (the same timers,
+        # read a moment later) leaves it asleep.
         until = self._sleep_until
-        if sleep is None or not until or time.monotonic() + sleep < until - WAKE_MARGIN:
+        if until and clock + sleep < until - WAKE_MARGIN:
             self._wake.set()
 
     def _listener_error(self, exc: BaseException) -> None:

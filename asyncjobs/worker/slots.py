@@ -141,6 +141,10 @@ class Slots:
             starts no job before it has passed.
         wants_idle_slot: whether jobs under a rate limit wait for an idle slot thread (the
             claimer's ``wants_idle_slot``; see ``hold_for_timed``).
+        wants_claim: whether a slot coming free (or the buffer running low) is a reason to
+            claim: False while the worker's last claim found fewer ready jobs than it had room
+            for and any new one is announced (see ``Runner._dry``), so that at a trickle each
+            job's end does not cost an empty claim.
     """
 
     def __init__(
@@ -157,6 +161,7 @@ class Slots:
         gate: ConnectionGate | None = None,
         refusals: Refusals | None = None,
         wants_idle_slot: Callable[[], bool] = lambda: False,
+        wants_claim: Callable[[], bool] = lambda: True,
     ) -> None:
         self.size = size
         self.gate = gate
@@ -171,6 +176,7 @@ class Slots:
         self._on_free = on_free
         self._on_retry = on_retry
         self._wants_idle_slot = wants_idle_slot
+        self._wants_claim = wants_claim
         # The main loop's claim rounds, begun and done (see hold_for_timed), and whether a
         # slot thread is held for one.
         self._rounds = threading.Condition(threading.Lock())
@@ -345,8 +351,9 @@ class Slots:
 
     def wake_if_low(self) -> None:
         """Wake the main loop to claim when the prefetched jobs are down to the low water
-        mark (always, without prefetch: a slot just came free)."""
-        if self.buffered <= self.low_water:
+        mark (always, without prefetch: a slot just came free), unless a claim would find
+        nothing that was not announced (``wants_claim``)."""
+        if self.buffered <= self.low_water and self._wants_claim():
             self._wake.set()
 
     def start_on_time(self, execution: TimedExecution) -> bool:
@@ -435,7 +442,7 @@ class Slots:
                         self._begin(execution)
                         self.buffered -= 1
                         low = 0 < self.buffered <= self.low_water
-                    if low:
+                    if low and self._wants_claim():
                         self._wake.set()  # time to claim more ahead
                 try:
                     status = self.executor.run(execution)

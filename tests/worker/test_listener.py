@@ -35,14 +35,18 @@ def test_an_announced_job_is_claimed_on_the_listener_thread(runner):
     assert not r._wake.is_set()
 
 
-def test_the_main_loop_is_woken_when_it_is_not_asleep_or_must_go_on(runner):
-    """Awake (between rounds) the main loop is woken to go round again; asleep, it is woken
-    when the listener's round claimed all it could take (more may wait)."""
+def test_the_main_loop_is_woken_only_when_it_must_go_on(runner):
+    """Awake (between rounds) the main loop is not woken: the time the listener's round wants
+    it by bounds its next sleep. Asleep, it is woken when the listener's round claimed all it
+    could take (more may wait)."""
     tasks.add.enqueue(1, 2)
     awake = runner(concurrency=2, prefetch=0, poll_interval=POLL)
     awake._sleep_until = 0.0  # between rounds
+    before = time.monotonic()
     awake._claim_announced()
-    assert awake._wake.is_set()
+    assert not awake._wake.is_set()
+    # (The claimed job's round wants the next look in a poll interval at the latest.)
+    assert before < awake._wanted_at <= time.monotonic() + POLL.total_seconds()
 
     tasks.add.enqueue(3, 4)
     full = runner(concurrency=1, prefetch=0, poll_interval=POLL)
@@ -50,17 +54,43 @@ def test_the_main_loop_is_woken_when_it_is_not_asleep_or_must_go_on(runner):
     full._claim_announced()  # one job for its one slot: there may be more
     assert full._wake.is_set()
 
+    tasks.add.enqueue(5, 6)
+    between = runner(concurrency=1, prefetch=0, poll_interval=POLL)
+    between._sleep_until = 0.0
+    between._claim_announced()
+    assert between._wanted_at <= time.monotonic()  # its next sleep is none
 
-def test_a_round_under_way_makes_the_listener_wake_the_main_loop_instead(runner):
-    """While the main loop holds the round lock, the listener does not claim: it wakes the
-    main loop, which goes round again once its round is over."""
+
+def test_a_round_under_way_makes_the_listener_wait_then_claim(runner):
+    """While the main loop holds the round lock, the listener waits for it, then claims in a
+    round of its own: it does not hand the claim to the main loop (which kept the main loop
+    going round, an empty claim for nearly every job, at a steady trickle; issue 29)."""
     result = tasks.add.enqueue(1, 2)
-    r = runner(concurrency=1, prefetch=0)
-    with r._round_lock:
-        r._claim_announced()
-    assert r._wake.is_set()
-    assert result.id not in r.slots.inflight
-    assert Job.objects.get(pk=result.id).status == JobStatus.QUEUED
+    r = runner(concurrency=2, prefetch=0, poll_interval=POLL)
+    asleep(r)
+    held, over = threading.Event(), threading.Event()
+    seen = []
+
+    def main_round():  # (another thread: the main loop, in a round)
+        with r._round_lock:
+            held.set()
+            over.wait(0.2)
+            over.set()
+
+    original = r._round
+    r._round = lambda: seen.append(over.is_set()) or original()
+    thread = threading.Thread(target=main_round)
+    thread.start()
+    try:
+        assert held.wait(30)
+        r._claim_announced()  # on the test's thread, which sees the job
+    finally:
+        over.set()
+        thread.join(30)
+    assert seen == [True]  # its round came after the main loop's
+    assert r.slots.inflight[result.id].state is ExecutionState.BUFFERED
+    assert Job.objects.get(pk=result.id).status == JobStatus.RUNNING
+    assert not r._wake.is_set()
 
 
 def test_a_stopping_worker_claims_nothing_on_a_notification(runner):
@@ -104,3 +134,32 @@ def test_a_failing_round_does_not_end_the_listener_thread(runner, monkeypatch, c
     assert r._wake.is_set()
     assert "a round on the listener thread failed" in caplog.text
     assert not r._round_lock.locked()
+
+
+def test_a_slot_coming_free_after_a_dry_claim_wakes_no_round(runner, settings):
+    """A round whose claim found fewer ready jobs than it had room for leaves nothing for a
+    slot coming free to claim where every new job is announced (PostgreSQL): the job's end
+    wakes no round (at a steady trickle, an empty claim per job; issue 29). Where nothing is
+    announced, a claim that took all it had room for, a queue under a concurrency limit (a
+    job's end may lift it), and --burst (the last job's end ends the worker) still wake it."""
+
+    def woken_by_a_job_end(r, enqueue=lambda: tasks.add.enqueue(1, 2)):
+        enqueue()
+        assert r._round() is not None
+        execution = r.slots._work.get_nowait()[2]
+        with r.slots.lock:  # what a slot thread does before it runs a job
+            r.slots._begin(execution)
+            r.slots.buffered -= 1
+        r._wake.clear()
+        r.slots.finish(execution, JobStatus.SUCCEEDED)
+        return r._wake.is_set()
+
+    announces = runner(concurrency=2, prefetch=0, poll_interval=POLL).strategy.announces
+    assert woken_by_a_job_end(runner(concurrency=2, prefetch=0, poll_interval=POLL)) is (
+        not announces
+    )
+    assert woken_by_a_job_end(runner(concurrency=1, prefetch=0, poll_interval=POLL))
+    assert woken_by_a_job_end(runner(concurrency=2, prefetch=0, poll_interval=POLL, burst=True))
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "QUEUES": {"other": {"CONCURRENCY": 5}}}
+    limited = runner(concurrency=2, prefetch=0, poll_interval=POLL, queues=["other"])
+    assert woken_by_a_job_end(limited, lambda: tasks.add.using(queue_name="other").enqueue(1, 2))
