@@ -19,7 +19,7 @@ options Django's ``Task`` does not have, so both ``@task(...)`` and ``.using(...
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import MISSING
+from dataclasses import MISSING, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -50,7 +50,7 @@ from asyncjobs.tasks_api import (
     task_enqueued,
 )
 
-# Per (backend alias, task): the task's shared job fields; see JobsBackend._task_fields.
+# Per (backend alias, task): what builds the task's jobs; see JobsBackend._task_jobs.
 _TASK_FIELDS: dict[Any, tuple[Any, Any]] = {}
 
 
@@ -65,6 +65,19 @@ _LOADED_TASKS: dict[Any, tuple[Any, Any]] = {}
 
 # What builds a task's unsaved jobs from a call's arguments (JobsBackend.job_maker).
 BuildJob = Callable[[Sequence[Any], dict[str, Any]], Job]
+
+
+@dataclass(frozen=True, slots=True)
+class _TaskJobs:
+    """What builds the jobs of one task (``JobsBackend._task_jobs``): the fields its jobs
+    share (``fields``, read only), its ``JobFactory`` of them, and each job's unique key:
+    ``unique_key`` (None: not unique), or, for a task that is unique by its arguments, made
+    from ``call_key_path`` (the task's path) and the call's arguments."""
+
+    fields: dict[str, Any]
+    factory: services.JobFactory
+    unique_key: str | None
+    call_key_path: str | None
 
 
 def _clone(task: Task, changes: dict[str, Any]) -> Task:
@@ -121,15 +134,28 @@ class JobsBackend(BaseTaskBackend):
                 f"on_dependency_failure must be one of {DependencyPolicy.values}, not {policy!r}."
             )
 
-    def _task_fields(self, task: Task) -> dict[str, Any]:
-        """What every job of ``task`` shares, for ``job_maker`` (validates the task).
+    def _task_jobs(self, task: Task) -> "_TaskJobs":
+        """What builds the jobs of ``task``, for ``job_maker`` (validates the task).
 
         Remembered per task object (tasks are immutable; ``using()`` makes a new one) until
-        the settings change, so a task is validated and its options resolved once, not on
-        every enqueue."""
+        the settings change, so a task is validated, its options resolved and what its jobs
+        share laid out once, not on every enqueue."""
         return services.by_identity(
-            _TASK_FIELDS, task, lambda: self._resolve_task_fields(task), scope=self.alias
+            _TASK_FIELDS, task, lambda: self._resolve_task_jobs(task), scope=self.alias
         )
+
+    def _task_fields(self, task: Task) -> dict[str, Any]:
+        """What every job of ``task`` shares (validates the task; remembered as
+        ``_task_jobs``). Not to be modified."""
+        return self._task_jobs(task).fields
+
+    def _resolve_task_jobs(self, task: Task) -> "_TaskJobs":
+        fields = self._resolve_task_fields(task)
+        factory = services.JobFactory(**fields)
+        unique_key = getattr(task, "unique_key", None)
+        if unique_key is not None or not getattr(task, "unique", None):
+            return _TaskJobs(fields, factory, unique_key, None)
+        return _TaskJobs(fields, factory, None, task.module_path)
 
     def _resolve_task_fields(self, task: Task) -> dict[str, Any]:
         self.validate_task(task)
@@ -167,11 +193,12 @@ class JobsBackend(BaseTaskBackend):
         """What builds unsaved jobs for calls of ``task`` at ``now``, from a call's
         arguments; the task is validated, and what its jobs share worked out, once. The
         jobs join ``batch_id`` if given."""
-        make = services.job_maker(now=now, batch_id=batch_id, **self._task_fields(task))
-        unique_key = getattr(task, "unique_key", None)
-        if unique_key is not None or not getattr(task, "unique", None):
+        jobs = self._task_jobs(task)
+        make = jobs.factory.maker(now, batch_id)
+        path = jobs.call_key_path
+        if path is None:
+            unique_key = jobs.unique_key
             return lambda args, kwargs: make(args, kwargs, unique_key)
-        path = task.module_path
         return lambda args, kwargs: make(args, kwargs, services.call_key(path, args, kwargs))
 
     @staticmethod

@@ -179,10 +179,14 @@ def as_timedelta(value: timedelta | float | None) -> timedelta | None:
 
 
 class JobsSettings:
-    """Attribute access to ``settings.ASYNCJOBS`` with defaults; durations as ``timedelta``."""
+    """Attribute access to ``settings.ASYNCJOBS`` with defaults; durations as ``timedelta``.
+
+    A value read once is kept as an attribute of the instance, so that later reads (several
+    on every enqueue) are plain attribute reads, without ``__getattr__``; so is each queue's
+    option (``queue_option``). ``reload`` forgets them all."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, Any] = {}
+        self._queue_options: dict[tuple[str, str], Any] = {}
 
     @property
     def user_settings(self) -> dict[str, Any]:
@@ -190,26 +194,37 @@ class JobsSettings:
         return getattr(settings, "ASYNCJOBS", None) or {}
 
     def __getattr__(self, name: str) -> Any:
+        # (Called only for a name that is not an attribute yet: each setting once.)
         if name not in DEFAULTS:
             raise AttributeError(f"Invalid asyncjobs setting: {name!r}")
-        if name not in self._cache:
-            value = self.user_settings.get(name, DEFAULTS[name])
-            if name in DURATION_KEYS:
-                value = as_timedelta(value)
-            self._cache[name] = value
-        return self._cache[name]
+        value = self.user_settings.get(name, DEFAULTS[name])
+        if name in DURATION_KEYS:
+            value = as_timedelta(value)
+        self.__dict__[name] = value
+        return value
 
     def queue_option(self, queue_name: str, key: str) -> Any:
         """The value of ``key`` for ``queue_name``: the queue's override, else the global one."""
+        try:
+            return self._queue_options[queue_name, key]
+        except KeyError:
+            pass
         overrides = self.QUEUES.get(queue_name) or {}
         if key in overrides:
             value = overrides[key]
-            return as_timedelta(value) if key in DURATION_KEYS else value
-        return getattr(self, key)
+            value = as_timedelta(value) if key in DURATION_KEYS else value
+        else:
+            value = getattr(self, key)
+        if len(self._queue_options) >= 1024:  # (queue names are few; bounded all the same)
+            self._queue_options = {}
+        self._queue_options[queue_name, key] = value
+        return value
 
     def reload(self) -> None:
         """Forget cached values (called when the setting changes)."""
-        self._cache.clear()
+        for name in [name for name in self.__dict__ if name in DEFAULTS]:
+            del self.__dict__[name]
+        self._queue_options = {}
 
 
 jobs_settings = JobsSettings()

@@ -1,6 +1,7 @@
 """The django.tasks API on top of asyncjobs: enqueue, results, statuses, signals."""
 
 import copy
+import gc
 import logging
 import pickle
 import uuid
@@ -9,13 +10,14 @@ from datetime import timedelta
 
 import pytest
 from django.db import transaction
+from django.db.models.signals import pre_init
 from django.utils import timezone
 
 from asyncjobs import db, enqueue_many, services
 from asyncjobs.backend import JobsBackend
 from asyncjobs.db import fastpath
 from asyncjobs.db.fastpath import objects as fastpath_objects
-from asyncjobs.exceptions import InvalidArgumentsError
+from asyncjobs.exceptions import ArgumentsTooLargeError, InvalidArgumentsError, QueueFullError
 from asyncjobs.models import Attempt, Job, JobStatus
 from asyncjobs.services import observed
 from asyncjobs.tasks_api import (
@@ -623,3 +625,87 @@ def test_a_priority_that_is_not_an_integer_is_refused_clearly(priority):
 
     with pytest.raises(InvalidTask, match="priority must be an integer from -100 to 100"):
         dataclasses.replace(tasks.add, priority=priority)
+
+
+@pytest.mark.django_db
+def test_a_receiver_connected_after_enqueues_gets_task_enqueued(caplog):
+    """Whether anyone hears task_enqueued is remembered while the signal's receivers stay
+    the same (``services.observed``): a receiver connected after enqueues that skipped the
+    signal gets it at once, one connected in place of another too, and once they are gone
+    (disconnected, or a weak receiver collected) the signal is skipped again."""
+    sender = type(default_task_backend)
+    caplog.set_level(logging.INFO, logger=LOGGER_NAME)
+    tasks.add.enqueue(1, 1)
+    tasks.add.enqueue(1, 1)
+    unheard = not fastpath.enabled()  # (off: always sent)
+    assert observed(task_enqueued, sender, logging.DEBUG) is unheard
+    received = []
+
+    def first(sender, task_result, **kwargs):
+        received.append(("first", task_result.id))
+
+    def second(sender, task_result, **kwargs):
+        received.append(("second", task_result.id))
+
+    task_enqueued.connect(first)
+    try:
+        one = tasks.add.enqueue(2, 2)
+        task_enqueued.connect(second)
+        task_enqueued.disconnect(first)  # (as many receivers as before, another one)
+        two = tasks.add.enqueue(3, 3)
+    finally:
+        task_enqueued.disconnect(first)
+        task_enqueued.disconnect(second)
+    assert received == [("first", one.id), ("second", two.id)]
+    assert observed(task_enqueued, sender, logging.DEBUG) is unheard
+
+    def weak(sender, task_result, **kwargs):  # (connected weakly: Django's default)
+        received.append(("weak", task_result.id))
+
+    task_enqueued.connect(weak)
+    three = tasks.add.enqueue(4, 4)
+    assert received[-1] == ("weak", three.id)
+    del weak
+    gc.collect()
+    assert observed(task_enqueued, sender, logging.DEBUG) is unheard
+
+
+@pytest.mark.django_db
+def test_a_task_sees_settings_changed_after_its_first_enqueue(settings):
+    """What a task's jobs share is worked out at its first enqueue and remembered; a change
+    of the settings (``setting_changed``) is seen by the next enqueue: the policy, the size
+    limit and a queue's cap."""
+    first = tasks.add.enqueue(1, 1)
+    assert Job.objects.get(pk=first.id).max_attempts == 3
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "MAX_ATTEMPTS": 7, "MAX_ARGUMENTS_BYTES": 64}
+    assert Job.objects.get(pk=tasks.add.enqueue(1, 1).id).max_attempts == 7
+    with pytest.raises(ArgumentsTooLargeError):
+        tasks.add.enqueue("x" * 100, 1)
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "QUEUES": {"default": {"MAX_QUEUED": 2}}}
+    with pytest.raises(QueueFullError):
+        tasks.add.enqueue(1, 1)
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "QUEUES": {"default": {"MAX_QUEUED": 3}}}
+    tasks.add.enqueue(1, 1)
+    assert Job.objects.count() == 3
+
+
+@pytest.mark.django_db
+def test_an_init_receiver_connected_after_enqueues_is_sent_the_jobs_init():
+    """New jobs are filled in directly while nobody listens to Job's ``pre_init`` and
+    ``post_init`` (fast path); a receiver connected after enqueues gets the next job's init
+    signals, and once it is disconnected they are skipped again."""
+    tasks.add.enqueue(1, 1)
+    inits = []
+
+    def receiver(sender, **kwargs):
+        inits.append(sender)
+
+    pre_init.connect(receiver, sender=Job)
+    try:
+        tasks.add.enqueue(2, 2)
+    finally:
+        pre_init.disconnect(receiver, sender=Job)
+    assert inits == [Job]
+    tasks.add.enqueue(3, 3)
+    assert inits == [Job]
+    assert fastpath.direct_jobs() is fastpath.enabled()

@@ -8,6 +8,7 @@ returned, must be equal, field by field and type by type. (The whole suite runs 
 switch off too: ``make test-no-fast-path``; see CONTRIBUTING.md.)
 """
 
+import gc
 import uuid
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime, timedelta
@@ -219,3 +220,60 @@ def test_a_claim_writes_every_attempt_row_in_chunks(monkeypatch, on):
     assert len(claimed) == 7
     stored = Attempt.objects.values_list("job_id", "number", "worker_id", "started_at", "outcome")
     assert sorted(stored) == sorted((job.pk, 1, "w", T0, "") for job in claimed)
+
+
+def test_same_receivers_sees_every_change_of_a_signals_receivers():
+    """``same_receivers`` holds while a signal has the very receivers it had when
+    ``receivers_seen`` looked, and fails after any connect or disconnect that changed them,
+    or once a weak receiver is collected."""
+    from django.dispatch import Signal
+
+    signal = Signal()
+
+    def a(**kwargs):
+        pass
+
+    def b(**kwargs):
+        pass
+
+    with fast_path(True):
+        seen = fastpath.receivers_seen(signal)
+        assert fastpath.same_receivers(signal, seen)
+        signal.connect(a)
+        assert not fastpath.same_receivers(signal, seen)
+        seen = fastpath.receivers_seen(signal)
+        signal.connect(b)
+        signal.disconnect(b)  # (back to the same receivers)
+        assert fastpath.same_receivers(signal, seen)
+        signal.connect(b)
+        signal.disconnect(a)  # (as many, another one)
+        assert not fastpath.same_receivers(signal, seen)
+        seen = fastpath.receivers_seen(signal)
+        signal.disconnect(b)
+        signal.connect(b)  # (the same receiver, connected again)
+        assert not fastpath.same_receivers(signal, seen)
+        seen = fastpath.receivers_seen(signal)
+        del b
+        gc.collect()
+        assert not fastpath.same_receivers(signal, seen)
+        seen = fastpath.receivers_seen(signal)
+    with fast_path(False):
+        assert fastpath.receivers_seen(signal) is None
+        assert not fastpath.same_receivers(signal, seen)
+
+
+def test_a_shared_value_prepared_for_one_insert_is_not_taken_for_another():
+    """``row`` takes the last preparation of a shared column while its value is the very
+    same object: tasks of different policies enqueued in turn store each their own."""
+    for _ in range(2):
+        for task in (tasks.add, tasks.fail_always, tasks.add.using(max_attempts=5)):
+            task.enqueue(1, 1) if task is not tasks.fail_always else task.enqueue()
+    stored = list(Job.objects.order_by("enqueued_at").values_list("backoff", "max_attempts"))
+    made = [
+        (
+            default_task_backend.build_job(task, (), {}, T0).backoff,
+            default_task_backend.build_job(task, (), {}, T0).max_attempts,
+        )
+        for task in (tasks.add, tasks.fail_always, tasks.add.using(max_attempts=5))
+    ]
+    assert stored == made * 2

@@ -295,20 +295,12 @@ class PostgresStrategy(BaseStrategy):
             else:
                 given = copy_jobs_psycopg2(connection, statement, given, rest, COPY_CHUNK)
         else:
-            insert = cls.insert_sql(connection)
-            with (
-                fastpath.query_logged(connection, insert)
-                if fastpath.bound(connection)
-                else contextlib.nullcontext(),
-                fastpath.bound_cursor(connection, keep=True) as cursor,
-            ):
-                fastpath.execute(
-                    cursor,
-                    connection,
-                    insert,
-                    fastpath.row(given[0], connection),
-                    prepare=prepares(connection.alias),
-                )
+            fastpath.execute_kept(
+                connection,
+                cls.insert_sql(connection),
+                fastpath.row(given[0], connection),
+                prepare=prepares(connection.alias),
+            )
         fastpath.mark_saved(given, connection.alias)
         return given
 

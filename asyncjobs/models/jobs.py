@@ -283,7 +283,12 @@ class Job(models.Model):
     @property
     def task_result_status(self) -> TaskResultStatus:
         """This job's status in ``django.tasks`` terms."""
-        return TASK_RESULT_STATUS[JobStatus(self.status)]
+        # (A status as read is text, a member of JobStatus (a str enum) equal to it and of the
+        # same hash, so the text finds it without JobStatus(...), a costlier call.)
+        try:
+            return TASK_RESULT_STATUS[self.status]  # type: ignore[index]
+        except KeyError:
+            return TASK_RESULT_STATUS[JobStatus(self.status)]  # (ValueError, as before)
 
     @property
     def is_finished(self) -> bool:

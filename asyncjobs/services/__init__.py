@@ -74,6 +74,7 @@ from asyncjobs.services.dependencies import (
 )
 from asyncjobs.services.enqueue import (
     IDENTITY_CACHE_SIZE,
+    JobFactory,
     JobMaker,
     build_job,
     by_identity,
@@ -164,6 +165,7 @@ __all__ = [
     "BatchCancel",
     "Cancelled",
     "Ended",
+    "JobFactory",
     "JobMaker",
     "JobOptions",
     "LimitedClaim",

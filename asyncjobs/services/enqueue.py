@@ -80,95 +80,126 @@ def build_job(
 JobMaker: TypeAlias = Callable[[Sequence[object], Mapping[str, object], "str | None"], Job]
 
 
-def job_maker(
-    *,
-    task_path: str,
-    queue_name: str,
-    priority: int,
-    run_after: datetime | None,
-    backend: str,
-    options: JobOptions,
-    now: datetime,
-    webhook_url: str = "",
-    unique_for: timedelta | None = None,
-    limit_key: str = "",
-    limit_concurrency: int | None = None,
-    limit_rate: str = "",
-    task_overrides: dict[str, JSON] | None = None,
-    batch_id: uuid.UUID | None = None,
-) -> JobMaker:
+def job_maker(*, now: datetime, batch_id: uuid.UUID | None = None, **fields: Any) -> JobMaker:
     """What builds unsaved Jobs for calls of one task at ``now``, from a call's arguments
-    and unique key: what those jobs share is validated and worked out here, once.
+    and unique key (``JobFactory(**fields).maker(now, batch_id)``). Raises
+    ``OutboundURLRefusedError`` for a webhook URL that may not be called."""
+    return JobFactory(**fields).maker(now, batch_id)
+
+
+class JobFactory:
+    """What builds unsaved Jobs of one task: what those jobs share, validated and worked out
+    once (the backend keeps one per task, until the settings change), so that a call only
+    adds its own values.
 
     The jobs are made from a copy of that shared state by ``fastpath.new_job``: filled in
     directly with the fast path on, where Django's model init would set every field and
     send ``pre_init``/``post_init``, else (or if a project connects a receiver for Job to one
-    of those) by the model's own init. Raises
-    ``OutboundURLRefusedError`` for a webhook URL that may not be called. ``batch_id``: the
-    batch the jobs join (the caller counts them in: ``services.batches.jobs_added``)."""
-    due = run_after if run_after is not None else now
-    if webhook_url:
-        outbound._secret()  # fail at enqueue, not at delivery, if no secret is configured
-        outbound.validate_url(webhook_url)
-    owner = current_owner()
-    shared = {
-        "backend": backend,
-        "task_path": task_path,
-        "queue_name": queue_name,
-        "priority": priority,
-        "status": JobStatus.SCHEDULED if due > now else JobStatus.QUEUED,
-        "enqueued_at": now,
-        "run_after": due,
-        **_policy_fields(options),
-        "webhook_url": webhook_url,
-        "limit_key": limit_key,
-        "limit_concurrency": limit_concurrency if limit_key else None,
-        "limit_rate": limit_rate if limit_key else "",
-        "enqueued_by_id": owner.pk if owner is not None else None,
-        "task_overrides": task_overrides,
-        "batch_id": batch_id,
-    }
-    max_arguments = jobs_settings.MAX_ARGUMENTS_BYTES
-    defaults, factories = _job_defaults()
-    template = fastpath.job_template(defaults)
-    template.update(shared)  # (in field order: update() keeps it)
-    # Defaults made per job (the id, by the fast path's uuid4 where it is on), except for the
-    # arguments, which every call gives.
-    uuid4 = fastpath.uuid4_factory()
-    factories = tuple(
-        (attname, uuid4 if factory is uuid.uuid4 else factory)
-        for attname, factory in factories
-        if attname not in shared and attname not in ("args", "kwargs")
-    )
+    of those) by the model's own init."""
 
-    def make(
-        args: Sequence[object], kwargs: Mapping[str, object], unique_key: str | None = None
-    ) -> Job:
-        state = template.copy()
-        for attname, factory in factories:
-            state[attname] = factory()
-        # (storable_json returns a new list or dict: copy only what it could not take)
-        if type(args) is not list and type(args) is not tuple:
-            args = list(args)
-        stored_args, args_bound = checked_json(args, "Task arguments")
-        stored_kwargs, kwargs_bound = checked_json(
-            kwargs if type(kwargs) is dict else dict(kwargs), "Task keyword arguments"
+    def __init__(
+        self,
+        *,
+        task_path: str,
+        queue_name: str,
+        priority: int,
+        run_after: datetime | None,
+        backend: str,
+        options: JobOptions,
+        webhook_url: str = "",
+        unique_for: timedelta | None = None,
+        limit_key: str = "",
+        limit_concurrency: int | None = None,
+        limit_rate: str = "",
+        task_overrides: dict[str, JSON] | None = None,
+    ) -> None:
+        self.run_after = run_after
+        self.webhook_url = webhook_url
+        self.unique_for = unique_for
+        self.max_arguments: int | None = jobs_settings.MAX_ARGUMENTS_BYTES
+        shared = {
+            "backend": backend,
+            "task_path": task_path,
+            "queue_name": queue_name,
+            "priority": priority,
+            **_policy_fields(options),
+            "webhook_url": webhook_url,
+            "limit_key": limit_key,
+            "limit_concurrency": limit_concurrency if limit_key else None,
+            "limit_rate": limit_rate if limit_key else "",
+            "task_overrides": task_overrides,
+        }
+        defaults, factories = _job_defaults()
+        # Every concrete field of Job by attname, in field order (update() keeps it); those a
+        # call sets (``maker``) at their defaults here.
+        self.values = dict(defaults)
+        self.values.update(shared)
+        self.direct_values = fastpath.direct_template(self.values)
+        # Defaults made per job (the id, by the fast path's uuid4 where it is on), except for
+        # the arguments, which every call gives.
+        uuid4 = fastpath.uuid4_factory()
+        self.factories = tuple(
+            (attname, uuid4 if factory is uuid.uuid4 else factory)
+            for attname, factory in factories
+            if attname not in shared and attname not in (*_CALL_FIELDS, "args", "kwargs")
         )
-        state["args"], state["kwargs"] = stored_args, stored_kwargs
-        if max_arguments is not None and args_bound + kwargs_bound > max_arguments:
-            size = json_size(stored_args) + json_size(stored_kwargs)
-            if size > max_arguments:
-                raise ArgumentsTooLargeError(size, max_arguments)
-        if unique_key is not None:
-            state["unique_key"] = unique_key
-            state["unique_for"] = unique_for
-        job = fastpath.new_job(state)
-        if owner is not None:
-            # (authenticated, so an instance of the user model the foreign key names)
-            job.enqueued_by = owner  # type: ignore[assignment]
-        return job
 
-    return make
+    def _check_webhook(self) -> None:
+        if self.webhook_url:
+            outbound._secret()  # fail at enqueue, not at delivery, if no secret is configured
+            outbound.validate_url(self.webhook_url)
+
+    def maker(self, now: datetime, batch_id: uuid.UUID | None = None) -> JobMaker:
+        """What builds the task's jobs enqueued at ``now`` (by the current owner, see
+        ``enqueued_by``), joining ``batch_id`` if given (the caller counts them in:
+        ``services.batches.jobs_added``), from a call's arguments and unique key. Raises
+        ``OutboundURLRefusedError`` for a webhook URL that may not be called (checked on each
+        call: its name may resolve elsewhere by now)."""
+        self._check_webhook()
+        due = self.run_after if self.run_after is not None else now
+        owner = current_owner()
+        template = fastpath.job_template(self.values, self.direct_values)
+        template["status"] = JobStatus.SCHEDULED if due > now else JobStatus.QUEUED
+        template["enqueued_at"] = now
+        template["run_after"] = due
+        template["enqueued_by_id"] = owner.pk if owner is not None else None
+        template["batch_id"] = batch_id
+        factories = self.factories
+        max_arguments = self.max_arguments
+        unique_for = self.unique_for
+
+        def make(
+            args: Sequence[object], kwargs: Mapping[str, object], unique_key: str | None = None
+        ) -> Job:
+            state = template.copy()
+            for attname, factory in factories:
+                state[attname] = factory()
+            # (storable_json returns a new list or dict: copy only what it could not take)
+            if type(args) is not list and type(args) is not tuple:
+                args = list(args)
+            stored_args, args_bound = checked_json(args, "Task arguments")
+            stored_kwargs, kwargs_bound = checked_json(
+                kwargs if type(kwargs) is dict else dict(kwargs), "Task keyword arguments"
+            )
+            state["args"], state["kwargs"] = stored_args, stored_kwargs
+            if max_arguments is not None and args_bound + kwargs_bound > max_arguments:
+                size = json_size(stored_args) + json_size(stored_kwargs)
+                if size > max_arguments:
+                    raise ArgumentsTooLargeError(size, max_arguments)
+            if unique_key is not None:
+                state["unique_key"] = unique_key
+                state["unique_for"] = unique_for
+            job = fastpath.new_job(state)
+            if owner is not None:
+                # (authenticated, so an instance of the user model the foreign key names)
+                job.enqueued_by = owner  # type: ignore[assignment]
+            return job
+
+        return make
+
+
+# The job fields each call of ``JobFactory.maker`` sets.
+_CALL_FIELDS = ("status", "enqueued_at", "run_after", "enqueued_by_id", "batch_id")
 
 
 IDENTITY_CACHE_SIZE = 1024

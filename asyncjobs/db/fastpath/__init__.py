@@ -11,14 +11,16 @@ runs with the switch off too: ``make test-no-fast-path``). Only ``asyncjobs.db``
   ``new_job``, ``rows_to_jobs``), ``_state`` set by hand after an insert (``mark_saved``),
   new jobs' ids made without ``UUID.__init__`` (``uuid4_factory``), ``TaskResult`` built
   without its init (``task_result``), and Django's private ``Signal._live_receivers``
-  (``live_receivers``);
+  (``live_receivers``) and ``Signal._dead_receivers`` (``same_receivers``: whether a
+  signal's receivers changed since an answer worked out from them);
 - ``values``: new jobs' values prepared without the ORM's per-field calls where the ORM would
   pass them unchanged (``row``, ``rows``), JSON columns decoded without
   ``JSONField.from_db_value`` (``fast_converters``);
 - ``copy_text``: ``COPY`` text formatted by hand (``copy_escaped``, ``copy_formatter``,
   ``copy_lines``);
 - ``cursors``: a psycopg cursor on Django's connection, with server-side binding, kept per
-  connection (``bound_cursor``), the hot statements prepared on the server (``execute``),
+  connection (``bound_cursor``), the hot statements prepared on the server (``execute``,
+  ``execute_kept``),
   its statements entered in Django's query log (``query_logged``), and psycopg's own
   ``timestamptz`` loader (``load_timestamps_natively``);
 - ``switch``: the switch, and the per-alias caches of all that (``alias_cache``), dropped
@@ -31,18 +33,23 @@ from asyncjobs.db.fastpath.cursors import (
     bound,
     bound_cursor,
     execute,
+    execute_kept,
     load_timestamps_natively,
     query_logged,
 )
 from asyncjobs.db.fastpath.objects import (
     Receivers,
     ResultFields,
+    Seen,
     direct_jobs,
+    direct_template,
     job_template,
     live_receivers,
     mark_saved,
     new_job,
+    receivers_seen,
     rows_to_jobs,
+    same_receivers,
     task_result,
     uuid4_direct,
     uuid4_factory,
@@ -68,6 +75,7 @@ __all__ = [
     "PLAIN_JSON_FIELDS",
     "Receivers",
     "ResultFields",
+    "Seen",
     "alias_cache",
     "bound",
     "bound_cursor",
@@ -75,8 +83,10 @@ __all__ = [
     "copy_formatter",
     "copy_lines",
     "direct_jobs",
+    "direct_template",
     "enabled",
     "execute",
+    "execute_kept",
     "fast_converters",
     "insert_plan",
     "job_template",
@@ -88,10 +98,12 @@ __all__ = [
     "plain_json_dumps",
     "psycopg3",
     "query_logged",
+    "receivers_seen",
     "row",
     "row_plan",
     "rows",
     "rows_to_jobs",
+    "same_receivers",
     "task_result",
     "uuid4_direct",
     "uuid4_factory",

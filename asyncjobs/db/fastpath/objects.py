@@ -1,6 +1,6 @@
 """Model instances, ids and results made without their classes' own init: jobs filled in
 through ``__dict__``, a uuid4 set on the UUID directly, ``TaskResult`` with its fields set
-directly, and Django's private ``Signal._live_receivers``."""
+directly, and Django's private ``Signal._live_receivers`` and ``Signal._dead_receivers``."""
 
 import os
 import uuid
@@ -72,18 +72,42 @@ def mark_saved(jobs: list[Job], alias: str) -> None:
         job._state.db = alias
 
 
+# What ``pre_init`` and ``post_init`` had connected when ``direct_jobs`` last asked them.
+_INIT_SEEN: list[tuple["Seen", "Seen"]] = []
+
+
 def direct_jobs() -> bool:
     """Whether jobs are filled in through ``__dict__`` (``new_job``, ``rows_to_jobs``): the
     switch on, and no receiver of ``pre_init``/``post_init`` for Job, which the model's init
-    would send."""
-    return enabled() and not (pre_init.has_listeners(Job) or post_init.has_listeners(Job))
+    would send. Asked on every enqueue: the answer is remembered (for the switch on, and no
+    receiver) while neither signal's receivers change (``same_receivers``)."""
+    if _INIT_SEEN:
+        before, after = _INIT_SEEN[-1]
+        if same_receivers(pre_init, before) and same_receivers(post_init, after):
+            return True
+    seen = receivers_seen(pre_init), receivers_seen(post_init)
+    direct = enabled() and not (pre_init.has_listeners(Job) or post_init.has_listeners(Job))
+    if direct and seen[0] is not None and seen[1] is not None:
+        _INIT_SEEN[:] = [(seen[0], seen[1])]
+    return direct
 
 
-def job_template(values: dict[str, object]) -> dict[str, object]:
+def job_template(
+    values: dict[str, object], direct: dict[str, object] | None = None
+) -> dict[str, object]:
     """What ``new_job`` takes: ``values`` (every concrete field of Job by attname, in field
     order), after a place for the model's state where jobs are filled in directly, as the
-    model's init sets them."""
-    return {"_state": None, **values} if direct_jobs() else dict(values)
+    model's init sets them. ``direct``: that, made before (``direct_template(values)``), to
+    be copied (quicker than making it again)."""
+    if not direct_jobs():
+        return dict(values)
+    return direct.copy() if direct is not None else direct_template(values)
+
+
+def direct_template(values: dict[str, object]) -> dict[str, object]:
+    """``values`` after a place for the model's state: ``job_template`` where jobs are filled
+    in directly."""
+    return {"_state": None, **values}
 
 
 def new_job(values: dict[str, object]) -> Job:
@@ -205,6 +229,40 @@ def task_result(
 
 # Receivers: sync ones, async ones.
 Receivers = tuple[list[Callable[..., object]], list[Callable[..., object]]]
+
+# A signal's receivers as ``receivers_seen`` saw them: Django's list of them (the signal's
+# ``receivers``), its length then, and its last entry then.
+Seen = tuple[list[Any], int, object]
+
+
+def receivers_seen(signal: Signal) -> Seen | None:
+    """What ``same_receivers`` later compares ``signal``'s receivers with; take it before
+    looking at the receivers. None with the switch off, or where Django's ``Signal`` looks
+    different: then nothing is to be remembered."""
+    receivers = getattr(signal, "receivers", None)
+    if not enabled() or type(receivers) is not list or not hasattr(signal, "_dead_receivers"):
+        return None
+    return receivers, len(receivers), receivers[-1] if receivers else None
+
+
+def same_receivers(signal: Signal, seen: Seen) -> bool:
+    """Whether ``signal`` has the very receivers it had when ``seen`` was taken
+    (``receivers_seen``), the switch still on: what was worked out from them then holds.
+
+    Django's ``Signal.connect`` appends an entry (a new tuple) to the list ``receivers``,
+    ``disconnect`` deletes one from it, and a receiver whose weak reference died sets
+    ``_dead_receivers`` until the list is rebuilt (a new list). So while the list is the
+    same object, as long, with the same last entry, and no receiver died, it holds the
+    same receivers: an entry appended since would be the last one unless it was deleted
+    again, and an entry deleted before the last would have made the list shorter."""
+    receivers = signal.receivers
+    return (
+        receivers is seen[0]
+        and len(receivers) == seen[1]
+        and (receivers[-1] if receivers else None) is seen[2]
+        and not signal._dead_receivers  # type: ignore[attr-defined]
+        and enabled()
+    )
 
 
 def live_receivers(signal: Signal, sender: type) -> Receivers | None:

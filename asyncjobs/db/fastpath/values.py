@@ -115,21 +115,102 @@ def insert_plan(connection: BaseDatabaseWrapper) -> list[PlanEntry]:
     a dict in psycopg's ``Jsonb`` (PostgreSQL), it passes the text instead
     (``_json_as_text``), and integers go as they are: the ORM wraps them in psycopg's
     ``Int2``/``Int4``/``Int8`` so that a statement's parameter types do not depend on the
-    values, which the insert's columns decide anyway."""
+    values, which the insert's columns decide anyway. Where the preparation makes text of a
+    value (SQLite, MariaDB/MySQL), the text is made directly when the value is of the kind
+    checked here to give the same: a list or dict's JSON (``_json_as_text``), a UUID's hex
+    (``_uuid_as_hex``), a UTC datetime's naive text in a UTC connection (``_utc_as_text``);
+    the ORM's preparation took several Python calls for each."""
     plan = _INSERT_PLAN.get(connection.alias)
     if plan is None:
         plan = []
         fields = Job._meta.concrete_fields
         for field, (attname, prepare, plain) in zip(fields, row_plan(connection), strict=True):
-            dumps = plain_json_dumps(field, prepare, connection)
+            dumps = plain_json_dumps(field, prepare, connection) or _text_json_dumps(
+                field, prepare, connection
+            )
             if dumps is not None:
                 prepare = _json_as_text(prepare, dumps)
+            elif _gives_hex(field, prepare, connection):
+                prepare = _uuid_as_hex(prepare)
+            elif _gives_utc_text(field, prepare, connection):
+                prepare = _utc_as_text(prepare)
             target = getattr(field, "target_field", field)  # (a foreign key's target)
             if connection.vendor == "postgresql" and isinstance(target, models.IntegerField):
                 plain = plain | {int}
             plan.append((attname, prepare, plain))
         _INSERT_PLAN[connection.alias] = plan
     return plan
+
+
+def _text_json_dumps(
+    field: Any, prepare: Prepare, connection: BaseDatabaseWrapper
+) -> Callable[[object], str] | None:
+    """For a plain JSON field whose preparation is the value's JSON text as ``json.dumps``
+    writes it (SQLite, MariaDB/MySQL): what makes that text (wrapped as ``StoredJSONField``
+    wraps it). None for other fields and databases."""
+    if type(field) not in PLAIN_JSON_FIELDS or field.encoder is not None:
+        return None
+    samples: list[Any] = [[], {"a": [1, 2.5, "é\u0000", None, True]}, ["x\ud800"]]
+    if not all(prepare(sample, connection) == _wrapped(field, sample) for sample in samples):
+        return None
+    dumps = json.JSONEncoder().encode
+    if type(field) is models.JSONField:
+        return dumps
+    return lambda value: storable_json_text(dumps(value), value)
+
+
+def _wrapped(field: Any, value: Any) -> str:
+    """``value``'s JSON text as ``field`` stores it (for ``_text_json_dumps``'s check)."""
+    text = json.dumps(value)
+    return text if type(field) is models.JSONField else storable_json_text(text, value)
+
+
+def _gives_hex(field: Field, prepare: Prepare, connection: BaseDatabaseWrapper) -> bool:
+    """Whether ``field`` is a UUID field whose preparation is the UUID's hex."""
+    sample = uuid.UUID(int=0x1234567890ABCDEF1234567890ABCDEF)
+    return (
+        isinstance(field, models.UUIDField)
+        and not field.is_relation
+        and prepare(sample, connection) == sample.hex
+    )
+
+
+def _uuid_as_hex(prepare: Prepare) -> Prepare:
+    """A UUID field's preparation that gives a UUID's hex directly (others: ``prepare``)."""
+
+    def prepare_uuid(value: object, connection: BaseDatabaseWrapper) -> object:
+        if type(value) is uuid.UUID:
+            return value.hex
+        return prepare(value, connection)
+
+    return prepare_uuid
+
+
+def _gives_utc_text(field: Field, prepare: Prepare, connection: BaseDatabaseWrapper) -> bool:
+    """Whether ``field`` is a datetime field whose preparation of a UTC datetime is its naive
+    text (``str``), in winter and in summer: the connection's time zone is UTC (SQLite,
+    MariaDB/MySQL, with ``USE_TZ``)."""
+    if type(field) is not models.DateTimeField:
+        return False
+    samples = [
+        datetime(2000, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+        datetime(2000, 7, 2, 3, 4, 5, tzinfo=UTC),
+    ]
+    return all(
+        prepare(sample, connection) == str(sample.replace(tzinfo=None)) for sample in samples
+    )
+
+
+def _utc_as_text(prepare: Prepare) -> Prepare:
+    """A datetime field's preparation that gives a UTC datetime's naive text directly
+    (others, freezegun's too: ``prepare``)."""
+
+    def prepare_datetime(value: object, connection: BaseDatabaseWrapper) -> object:
+        if type(value) is datetime and value.tzinfo is UTC:
+            return str(value.replace(tzinfo=None))
+        return prepare(value, connection)
+
+    return prepare_datetime
 
 
 def plain_json_dumps(
@@ -176,15 +257,54 @@ def _json_as_text(prepare: Prepare, dumps: Callable[[object], str]) -> Prepare:
 PER_JOB_FIELDS = ("id", "args", "kwargs", "unique_key", "unique_for")
 
 
+# Per alias: per shared column (not in PER_JOB_FIELDS), the value the last ``row`` prepared
+# for it and what it prepared it to: (value, prepared).
+_LAST_PREPARED = alias_cache()
+
+
 def row(job: Job, connection: BaseDatabaseWrapper) -> list[Any]:
     """A new job's column values, prepared exactly as the ORM's INSERT prepares them
     (``tests/test_db.py`` checks that against the ORM); plain values skip the ORM's
-    per-field calls, which cost more than the insert itself on a single enqueue."""
+    per-field calls, which cost more than the insert itself on a single enqueue.
+
+    A value that the jobs of a task share (``services.JobFactory``: its policy, options,
+    enqueue time; the fields not in ``PER_JOB_FIELDS``) and that the last call prepared for
+    its column is not prepared again: that call's result is taken, while the value is the
+    very same object (kept with it, so its identity cannot pass to another). Like ``rows``,
+    this relies on such values not being changed in place (nothing does)."""
     values = job.__dict__
-    return [
-        value if type(value := values[attname]) in plain else prepare(value, connection)
-        for attname, prepare, plain in insert_plan(connection)
-    ]
+    plan, last = _single_plan(connection)
+    prepared = []
+    for attname, prepare, plain, shared in plan:
+        value = values[attname]
+        if type(value) in plain:
+            prepared.append(value)
+        elif not shared:
+            prepared.append(prepare(value, connection))
+        else:
+            hit = last.get(attname)
+            if hit is not None and hit[0] is value:
+                prepared.append(hit[1])
+            else:
+                done = prepare(value, connection)
+                last[attname] = (value, done)
+                prepared.append(done)
+    return prepared
+
+
+def _single_plan(
+    connection: BaseDatabaseWrapper,
+) -> tuple[list[tuple[str, Prepare, frozenset[type], bool]], dict[str, tuple[object, Any]]]:
+    """``insert_plan`` with whether each field is shared (not in ``PER_JOB_FIELDS``), and
+    the alias's last prepared values (``row``)."""
+    cached = _LAST_PREPARED.get(connection.alias)
+    if cached is None:
+        plan = [
+            (attname, prepare, plain, attname not in PER_JOB_FIELDS)
+            for attname, prepare, plain in insert_plan(connection)
+        ]
+        cached = _LAST_PREPARED[connection.alias] = (plan, {})
+    return cached
 
 
 def rows(jobs: list[Job], connection: BaseDatabaseWrapper) -> list[list[Any]]:
