@@ -13,6 +13,19 @@ share the machine with them. Prints each round's rate and the clients' CPU per j
 (``time.thread_time()``, which the load does not change), and the medians, with the load
 average. The database of DATABASE_URL (PostgreSQL), migrated; its jobs are deleted before
 each round. Nothing here is asserted anywhere.
+
+``--cost``: the client's cost of one enqueue, the same in any load, on PostgreSQL, MariaDB/MySQL
+(DATABASE_URL) or SQLite (BENCH_SQLITE=1): ``--jobs`` enqueues in one thread, asyncjobs and the
+bare driver's ``INSERT`` of the same row (psycopg, mysqlclient, sqlite3, each in autocommit)
+taking turns for ``--rounds``; prints the median CPU per enqueue (``time.thread_time()``).
+With ``--callgrind`` each system also runs under ``valgrind --tool=callgrind``, with ``--jobs``
+and twice as many enqueues, and the difference of the two totals over ``--jobs`` is its
+instructions per enqueue (set-up, imports and migrations cancel out)::
+
+    python bench/enqueue_ceiling.py --cost [--jobs 2000] [--rounds 5] [--callgrind]
+
+For an A/B of two commits, run it in turn with BENCH_ASYNCJOBS_OVERLAY set to a directory
+holding only a symlink ``asyncjobs`` to the other checkout's package, and without.
 """
 
 import argparse
@@ -29,6 +42,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# As bench/pickup_cost.py: another checkout's asyncjobs package, put first, for an A/B.
+if overlay := os.environ.get("BENCH_ASYNCJOBS_OVERLAY"):
+    sys.path.insert(0, overlay)
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 
 
@@ -64,6 +80,177 @@ def psycopg_client(url: str, template: dict[str, Any]) -> tuple[Callable[[], Non
         cursor.execute(insert, values)
 
     return enqueue, conn.close
+
+
+def driver_client(template: dict[str, Any]) -> tuple[Callable[[], None], Callable]:
+    """One thread's bare insert of ``template`` by the driver of Django's default database
+    (psycopg, mysqlclient or sqlite3), in autocommit, on a connection of its own."""
+    from django.db import connection
+
+    settings = connection.settings_dict
+    if connection.vendor == "postgresql":
+        return psycopg_client(os.environ["DATABASE_URL"], template)
+    names = list(template)
+    row = list(template.values())
+    at = {name: names.index(name) for name in ("id", "enqueued_at", "run_after")}
+    marks = ", ".join(["%s" if connection.vendor == "mysql" else "?"] * len(names))
+    insert = f"INSERT INTO asyncjobs_job ({', '.join(names)}) VALUES ({marks})"
+    if connection.vendor == "mysql":
+        import MySQLdb
+
+        conn = MySQLdb.connect(
+            host=settings["HOST"] or "127.0.0.1",
+            port=int(settings["PORT"] or 3306),
+            user=settings["USER"],
+            password=settings["PASSWORD"],
+            database=settings["NAME"],
+            charset="utf8mb4",
+            autocommit=True,
+        )
+
+        def now() -> Any:  # (naive UTC, as Django stores it on MySQL)
+            return datetime.now(UTC).replace(tzinfo=None)
+    else:
+        import sqlite3
+
+        conn = sqlite3.connect(settings["NAME"], isolation_level=None, timeout=20)
+        conn.execute("PRAGMA synchronous=NORMAL")  # (as the bench's Django connection)
+
+        def now() -> Any:  # (the text Django stores on SQLite)
+            return datetime.now(UTC).replace(tzinfo=None).isoformat(" ")
+
+    cursor = conn.cursor()
+
+    def enqueue() -> None:
+        values = row.copy()
+        values[at["id"]] = uuid.uuid4().hex
+        values[at["enqueued_at"]] = values[at["run_after"]] = now()
+        cursor.execute(insert, values)
+
+    return enqueue, conn.close
+
+
+def stored_row() -> dict[str, Any]:
+    """The row of one ``noop.enqueue()``, as the database's own driver reads it."""
+    from django.db import connection
+
+    from asyncjobs.models import Job
+    from bench.tasks import noop
+
+    noop.enqueue()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM asyncjobs_job LIMIT 1")
+        names = [column[0] for column in cursor.description]
+        if connection.vendor == "postgresql":  # (Django's cursor: psycopg's own values)
+            return dict(zip(names, cursor.fetchone(), strict=True))
+    raw = connection.connection.cursor()  # sqlite3's or mysqlclient's values, unconverted
+    raw.execute("SELECT * FROM asyncjobs_job LIMIT 1")
+    values = raw.fetchone()
+    raw.close()
+    Job.objects.all().delete()
+    return dict(zip(names, values, strict=True))
+
+
+def clear_jobs() -> None:
+    """Delete every job (and attempt, worker)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("TRUNCATE asyncjobs_job, asyncjobs_attempt, asyncjobs_worker")
+        else:
+            for table in ("asyncjobs_attempt", "asyncjobs_job", "asyncjobs_worker"):
+                cursor.execute(f"DELETE FROM {table}")
+
+
+def cost_run(make: Callable[[], tuple[Callable[[], None], Callable]], jobs: int) -> float:
+    """The CPU of one enqueue in µs (``time.thread_time()``), over ``jobs`` of them in this
+    thread, after 50 not counted."""
+    enqueue, close = make()
+    try:
+        for _ in range(50):  # connected, statements prepared, caches filled
+            enqueue()
+        began = time.thread_time()
+        for _ in range(jobs):
+            enqueue()
+        return (time.thread_time() - began) / jobs * 1e6
+    finally:
+        close()
+
+
+def callgrind_instructions(system: str, jobs: int) -> float:
+    """Instructions per enqueue of ``system``: the difference of two runs of this script
+    under callgrind, with ``2 * jobs`` and ``jobs`` enqueues, over ``jobs``."""
+    import re
+    import subprocess
+
+    totals = []
+    for count in (jobs, 2 * jobs):
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            __file__,
+            "--cost",
+            "--rounds=1",
+            f"--jobs={count}",
+            f"--only={system}",
+        ]
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        done = subprocess.run(
+            command, env=env, capture_output=True, text=True, check=True, timeout=3600
+        )
+        totals.append(int(re.findall(r"Collected : (\d+)", done.stderr)[-1]))
+    return (totals[1] - totals[0]) / jobs
+
+
+def cost(args: argparse.Namespace) -> int:
+    """``--cost``: see the module's docstring."""
+    from django.core.management import call_command
+    from django.db import connection
+
+    call_command("migrate", verbosity=0)
+    clear_jobs()
+    template = stored_row()
+    driver = {"postgresql": "psycopg", "mysql": "mysqlclient"}.get(connection.vendor, "sqlite3")
+    systems = {
+        "asyncjobs": asyncjobs_client,
+        driver: lambda: driver_client(template),
+    }
+    if args.only:  # (a run under callgrind: one system)
+        systems = {
+            name: systems[name] for name in [driver if args.only == "driver" else "asyncjobs"]
+        }
+    cpus: dict[str, list[float]] = {name: [] for name in systems}
+    for number in range(args.rounds):
+        for name, make in systems.items():
+            clear_jobs()
+            cpus[name].append(cost_run(make, args.jobs))
+            if not args.only:
+                print(f"round {number + 1} {name}: {cpus[name][-1]:,.1f} µs CPU per enqueue")
+    clear_jobs()
+    if args.only:
+        return 0
+    summary = ", ".join(f"{name} {statistics.median(c):,.1f}" for name, c in cpus.items())
+    print(
+        f"{connection.vendor}, {args.rounds} rounds of {args.jobs} enqueues in one thread, "
+        f"median CPU per enqueue (µs): {summary} (load {os.getloadavg()[0]:.1f})"
+    )
+    if args.callgrind:
+        counts = {
+            name: callgrind_instructions(
+                "asyncjobs" if name == "asyncjobs" else "driver", args.callgrind_jobs
+            )
+            for name in systems
+        }
+        print(
+            f"{connection.vendor}, instructions per enqueue (callgrind, {args.callgrind_jobs} "
+            "and twice as many): "
+            + ", ".join(f"{name} {count:,.0f}" for name, count in counts.items())
+        )
+    connection.close()
+    return 0
 
 
 def run_round(
@@ -108,10 +295,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=0, help="worker processes draining")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--cost", action="store_true", help="CPU per enqueue, one thread")
+    parser.add_argument("--jobs", type=int, default=2000, help="--cost: enqueues per round")
+    parser.add_argument("--callgrind", action="store_true", help="--cost: and instructions")
+    parser.add_argument("--callgrind-jobs", type=int, default=300)
+    parser.add_argument("--only", choices=["asyncjobs", "driver"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     import django
 
     django.setup()
+    if args.cost:
+        return cost(args)
     from django.core.management import call_command
     from django.db import connection
 
