@@ -8,7 +8,7 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -81,18 +81,16 @@ def _generic_plan(sql, params):
         return f"${names.index(match[1]) + 1}"
 
     numbered = re.sub(r"%\((\w+)\)s", number, sql)
-    with connection.cursor() as cursor:
-        cursor.execute("SET plan_cache_mode = force_generic_plan")
-        try:
-            cursor.execute(f"PREPARE claim_plan AS {numbered}")
-            cursor.execute(
-                f"EXPLAIN (FORMAT JSON) EXECUTE claim_plan({', '.join(['%s'] * len(names))})",
-                [params[name] for name in names],
-            )
-            (found,) = cursor.fetchone()
-        finally:
-            cursor.execute("DEALLOCATE ALL")
-            cursor.execute("RESET plan_cache_mode")
+    # In one transaction: one server connection behind a transaction pooler too.
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        cursor.execute(f"PREPARE claim_plan AS {numbered}")
+        cursor.execute(
+            f"EXPLAIN (FORMAT JSON) EXECUTE claim_plan({', '.join(['%s'] * len(names))})",
+            [params[name] for name in names],
+        )
+        (found,) = cursor.fetchone()
+        cursor.execute("DEALLOCATE claim_plan")
     return list(_nodes((json.loads(found) if isinstance(found, str) else found)[0]["Plan"]))
 
 
