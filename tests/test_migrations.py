@@ -225,3 +225,18 @@ def test_the_every_queue_claim_index_is_there_after_migrating_back_and_forward()
         call_command("migrate", "asyncjobs", "0012", verbosity=0)
         assert _index("asyncjobs_job_claim_all") == []
         call_command("migrate", verbosity=0)
+
+
+def test_a_worker_serving_every_queue_claims_before_0013_is_applied():
+    """New code started before ``migrate`` (or after a migration back): the every-queue claim
+    works without its index, only slower (SQLite names the index only where it exists)."""
+    call_command("migrate", "asyncjobs", "0012", verbosity=0)
+    try:
+        queued = tasks.noop.using(queue_name="emails").enqueue()
+        now = timezone.now()
+        (job,) = db.for_alias("default").claim(
+            queues=None, limit=10, worker_id="w", now=now, lease=timedelta(minutes=5)
+        )
+        assert str(job.pk) == queued.id
+    finally:
+        call_command("migrate", verbosity=0)
