@@ -313,10 +313,7 @@ def rows(jobs: list[Job], connection: BaseDatabaseWrapper) -> list[list[Any]]:
     policies and options (see ``services.job_maker``), whose preparation (a datetime made
     naive, a policy dumped to JSON) cost more per job than its own arguments'. The memo is
     keyed by the objects' identities: ``jobs`` keeps them alive meanwhile."""
-    plan = [
-        (attname, prepare, plain, attname not in PER_JOB_FIELDS)
-        for attname, prepare, plain in insert_plan(connection)
-    ]
+    plan, _ = _single_plan(connection)
     memo: dict[tuple[str, int], Any] = {}
     prepared = []
     for job in jobs:
