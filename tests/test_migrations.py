@@ -8,7 +8,8 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import IntegrityError, connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from asyncjobs import db
@@ -112,27 +113,39 @@ def test_an_operators_own_scale_factor_is_kept_both_ways():
             cursor.execute("ALTER TABLE asyncjobs_job SET (autovacuum_vacuum_scale_factor = 0.01)")
 
 
-def _index(name):
-    """An index of the job table: its definition (PostgreSQL, SQLite) or its columns in order
+def _index(name, table="asyncjobs_job"):
+    """An index of ``table``: its definition (PostgreSQL, SQLite) or its columns in order
     (MariaDB/MySQL); empty if there is none."""
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
-                "SELECT indexdef FROM pg_indexes WHERE tablename = 'asyncjobs_job' "
-                "AND indexname = %s",
-                [name],
+                "SELECT indexdef FROM pg_indexes WHERE tablename = %s AND indexname = %s",
+                [table, name],
             )
             return [row[0] for row in cursor.fetchall()]
         if connection.vendor == "mysql":
             cursor.execute(
                 "SELECT column_name FROM information_schema.statistics "
-                "WHERE table_schema = DATABASE() AND table_name = 'asyncjobs_job' "
+                "WHERE table_schema = DATABASE() AND table_name = %s "
                 "AND index_name = %s ORDER BY seq_in_index",
-                [name],
+                [table, name],
             )
             return [row[0] for row in cursor.fetchall()]
-        cursor.execute("SELECT sql FROM sqlite_master WHERE name = %s", [name])
+        cursor.execute(
+            "SELECT sql FROM sqlite_master WHERE tbl_name = %s AND name = %s", [table, name]
+        )
         return [row[0] for row in cursor.fetchall()]
+
+
+def _single_column_indexes(table, column):
+    """The names of the indexes of ``table`` on ``column`` alone (plain or partial)."""
+    with connection.cursor() as cursor:
+        found = connection.introspection.get_constraints(cursor, table)
+    return sorted(
+        name
+        for name, info in found.items()
+        if info["index"] and not info["primary_key"] and info["columns"] == [column]
+    )
 
 
 def _batch_index():
@@ -197,7 +210,7 @@ def test_dependencies_migration_back_and_forward_keeps_jobs_and_the_status_check
     waiting = tasks.noop.using(depends_on=[parent]).enqueue()
     assert Job.objects.get(pk=waiting.id).status == JobStatus.WAITING
     if connection.vendor != "mysql":
-        from django.db import IntegrityError, transaction
+        from django.db import transaction
 
         with pytest.raises(IntegrityError), transaction.atomic():
             Job.objects.filter(pk=parent.id).update(status="bogus")
@@ -240,3 +253,93 @@ def test_a_worker_serving_every_queue_claims_before_0013_is_applied():
         assert str(job.pk) == queued.id
     finally:
         call_command("migrate", verbosity=0)
+
+
+# 0014: what each index was before it, and what it is after (issue 29, fewer index entries).
+USER_INDEX_BEFORE = "asyncjobs_job_enqueued_by_id_dcef6ceb"  # Django's name for the field's
+
+
+def _normalised(definition):
+    return definition.replace('"', "").replace(" ", "").replace("(", "").replace(")", "").lower()
+
+
+def _assert_0014_indexes():
+    """The schema after 0014: partial indexes of jobs that have a user and of ended attempts
+    (full ones on MariaDB/MySQL, renamed), no index of the attempt's job but the unique one."""
+    assert _single_column_indexes("asyncjobs_job", "enqueued_by_id") == [
+        "asyncjobs_job_enqueued_by"
+    ]
+    assert _single_column_indexes("asyncjobs_attempt", "finished_at") == ["asyncjobs_attempt_ended"]
+    assert _single_column_indexes("asyncjobs_attempt", "job_id") == []
+    if connection.vendor == "mysql":
+        return
+    (user,) = _index("asyncjobs_job_enqueued_by")
+    assert "whereenqueued_by_idisnotnull" in _normalised(user)
+    (ended,) = _index("asyncjobs_attempt_ended", "asyncjobs_attempt")
+    assert "wherefinished_atisnotnull" in _normalised(ended)
+
+
+def test_0014_makes_two_indexes_partial_and_drops_one_both_ways():
+    """Back to 0013: the full indexes of the user and of the attempt's end, and (but on
+    MariaDB/MySQL, where InnoDB's index for the foreign key is the unique one) the attempt's
+    job's own index; forward again: 0014's. Jobs and attempts stay, and work."""
+    result = tasks.add.enqueue(1, 2)
+    _assert_0014_indexes()
+    call_command("migrate", "asyncjobs", "0013", verbosity=0)
+    assert _single_column_indexes("asyncjobs_job", "enqueued_by_id") == [USER_INDEX_BEFORE]
+    assert _single_column_indexes("asyncjobs_attempt", "finished_at") == [
+        "asyncjobs_attempt_finished"
+    ]
+    job_indexes = _single_column_indexes("asyncjobs_attempt", "job_id")
+    assert job_indexes == (
+        [] if connection.vendor == "mysql" else ["asyncjobs_attempt_job_id_c1a3fd43"]
+    )
+    call_command("migrate", verbosity=0)
+    _assert_0014_indexes()
+    (job,) = db.for_alias("default").claim(
+        queues=["default"], limit=5, worker_id="w1", now=timezone.now(), lease=timedelta(seconds=30)
+    )
+    assert str(job.pk) == result.id
+    assert job.attempt_set.get().number == 1
+
+
+@pytest.mark.mysql
+def test_0014_only_renames_the_indexes_on_mariadb():
+    """MariaDB/MySQL have no partial index: the full ones are renamed, never rebuilt."""
+    call_command("migrate", "asyncjobs", "0013", verbosity=0)
+    for target in ("0014", "0013", "0014"):
+        with CaptureQueriesContext(connection) as captured:
+            call_command("migrate", "asyncjobs", target, verbosity=0)
+        statements = [q["sql"] for q in captured.captured_queries]
+        changes = [s for s in statements if s.split()[0].upper() in ("ALTER", "CREATE", "DROP")]
+        assert len(changes) == 2, changes
+        assert all("RENAME INDEX" in s for s in changes), changes
+    _assert_0014_indexes()
+
+
+def _user_index_valid():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indisvalid FROM pg_index "
+            "WHERE indexrelid = 'asyncjobs_job_enqueued_by'::regclass"
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.postgres
+def test_0014_builds_again_an_index_a_failed_concurrent_build_left_invalid():
+    """A CREATE INDEX CONCURRENTLY that failed leaves an invalid index of the name: running
+    the migration again drops it and builds the index (rather than failing on the name)."""
+    call_command("migrate", "asyncjobs", "0013", verbosity=0)
+    tasks.add.enqueue(1, 2)
+    tasks.add.enqueue(1, 2)
+    # (two jobs of one queue: a unique index on it cannot be built, and is left invalid)
+    with connection.cursor() as cursor, pytest.raises(IntegrityError):
+        cursor.execute(
+            "CREATE UNIQUE INDEX CONCURRENTLY asyncjobs_job_enqueued_by "
+            "ON asyncjobs_job (queue_name)"
+        )
+    assert _user_index_valid() is False
+    call_command("migrate", verbosity=0)
+    _assert_0014_indexes()
+    assert _user_index_valid() is True

@@ -26,6 +26,21 @@ the table:
   the column;
 - SQLite: Django's own way (it remakes the table; one writer anyway).
 
+``ReplaceIndexOnline`` puts an index in place of another (a partial one in place of a full
+one, say), and ``DropFieldIndexOnline`` drops the index Django keeps for a field (its
+``db_index``), optionally putting another in its place; the same migration state as
+Django's ``RemoveIndex`` and ``AddIndex``, or ``AlterField`` with ``db_index=False`` (and
+``AddIndex``). The new index is built before the old one goes, so a query that needs one
+always has one:
+
+- PostgreSQL: ``CREATE INDEX CONCURRENTLY``, then ``DROP INDEX CONCURRENTLY`` (the migration
+  must set ``atomic = False``); a new index that a failed concurrent build left invalid is
+  dropped and built again, one already built is kept;
+- MariaDB/MySQL, where a partial index is a full one: an index on the old one's columns is
+  only renamed (in the data dictionary, nothing rebuilt); else built in place with no lock,
+  then the old one dropped;
+- SQLite: plain ``CREATE INDEX`` and ``DROP INDEX``.
+
 ``SetStorageParameter`` sets a PostgreSQL storage parameter of some tables (autovacuum's,
 say): ``ALTER TABLE ... SET`` rewrites nothing and takes a SHARE UPDATE EXCLUSIVE lock, which
 reads, writes and row locks do not wait for. A no-op on the other databases.
@@ -109,6 +124,202 @@ class AddIndexOnline(migrations.AddIndex):
 
     def describe(self) -> str:
         return super().describe() + " (without blocking writes)"
+
+
+def _index_columns(schema_editor: BaseDatabaseSchemaEditor, table: str) -> dict[str, list[str]]:
+    """The plain (not unique, not primary key) indexes of ``table``: their columns, by name."""
+    connection = schema_editor.connection
+    with connection.cursor() as cursor:
+        found = connection.introspection.get_constraints(cursor, table)
+    return {
+        name: [column.lower() for column in info["columns"]]
+        for name, info in found.items()
+        if info["index"] and not info["unique"] and not info["primary_key"]
+    }
+
+
+def _column_names(model: type[models.Model], index: models.Index) -> list[str]:
+    return [
+        model._meta.get_field(name.lstrip("-")).column.lower()  # type: ignore[union-attr]
+        for name in index.fields
+    ]
+
+
+def _swap(
+    schema_editor: BaseDatabaseSchemaEditor,
+    model: type[models.Model],
+    old: models.Index | None,
+    new: models.Index | None,
+) -> None:
+    """Put the index ``new`` in place of ``old`` (either may be None: only build, or only
+    drop) without blocking writes to ``model``'s table; ``old`` is dropped only if it exists.
+    See the module's docstring."""
+    vendor = schema_editor.connection.vendor
+    table = model._meta.db_table
+    existing = _index_columns(schema_editor, table)
+    if old is not None and old.name not in existing:
+        old = None
+    if vendor == "mysql":
+        quote = schema_editor.quote_name
+        names = {"table": quote(table)}
+        if (
+            new is not None
+            and old is not None
+            and new.name not in existing
+            and existing[old.name] == _column_names(model, new)
+        ):
+            sql = query("mysql", "rename_index")
+            schema_editor.execute(sql.format(old=quote(old.name), new=quote(new.name), **names))
+            return
+        if new is not None and new.name not in existing:
+            names.update(index=quote(new.name), columns=_columns(model, new, quote))
+            schema_editor.execute(query("mysql", "create_index_online").format(**names))
+        if old is not None:
+            names["index"] = quote(old.name)
+            schema_editor.execute(query("mysql", "drop_index").format(**names))
+        return
+    if vendor == "postgresql":
+        if new is not None:
+            with schema_editor.connection.cursor() as cursor:
+                cursor.execute(query("postgresql", "index_valid"), [new.name])
+                row = cursor.fetchone()
+            if row is not None and not row[0]:  # a failed concurrent build's leftover
+                schema_editor.remove_index(model, new, concurrently=True)  # type: ignore[call-arg]
+            if row is None or not row[0]:
+                schema_editor.add_index(model, new, concurrently=True)  # type: ignore[call-arg]
+        if old is not None:
+            schema_editor.remove_index(model, old, concurrently=True)  # type: ignore[call-arg]
+        return
+    if new is not None and new.name not in existing:
+        schema_editor.add_index(model, new)
+    if old is not None:
+        schema_editor.remove_index(model, old)
+
+
+def _meta_index(model: type[models.Model], name: str) -> models.Index:
+    """The index ``name`` of ``model``'s ``Meta.indexes``."""
+    (index,) = (index for index in model._meta.indexes if index.name == name)
+    return index
+
+
+class ReplaceIndexOnline(migrations.operations.base.Operation):
+    """Replace the index ``old_name`` of a model's ``Meta.indexes`` by ``index`` without
+    blocking writes to the table (see the module's docstring). The migration must set
+    ``atomic = False``."""
+
+    reversible = True
+
+    def __init__(self, model_name: str, old_name: str, index: models.Index) -> None:
+        # (Operation.deconstruct gives back these arguments as they were passed.)
+        self.model_name = model_name
+        self.old_name = old_name
+        self.index = index
+
+    def state_forwards(self, app_label: str, state: ProjectState) -> None:
+        state.remove_index(app_label, self.model_name.lower(), self.old_name)
+        state.add_index(app_label, self.model_name.lower(), self.index)
+
+    def database_forwards(
+        self,
+        app_label: str,
+        schema_editor: BaseDatabaseSchemaEditor,
+        from_state: ProjectState,
+        to_state: ProjectState,
+    ) -> None:
+        old = from_state.apps.get_model(app_label, self.model_name)
+        model = to_state.apps.get_model(app_label, self.model_name)
+        if self.allow_migrate_model(schema_editor.connection.alias, model):
+            _swap(schema_editor, model, _meta_index(old, self.old_name), self.index)
+
+    def database_backwards(
+        self,
+        app_label: str,
+        schema_editor: BaseDatabaseSchemaEditor,
+        from_state: ProjectState,
+        to_state: ProjectState,
+    ) -> None:
+        model = to_state.apps.get_model(app_label, self.model_name)
+        if self.allow_migrate_model(schema_editor.connection.alias, model):
+            _swap(schema_editor, model, self.index, _meta_index(model, self.old_name))
+
+    def describe(self) -> str:
+        return (
+            f"Replace index {self.old_name} of {self.model_name} by {self.index.name} "
+            "(without blocking writes)"
+        )
+
+
+class DropFieldIndexOnline(migrations.operations.base.Operation):
+    """Set ``db_index=False`` on a field (its new definition ``field``; the migration state
+    of Django's ``AlterField``): drop ``index_name``, the index Django made for the field,
+    without blocking writes to the table, and with ``replaced_by``, build that index first
+    (it joins ``Meta.indexes``). See the module's docstring; the migration must set ``atomic
+    = False``. Not an ``AlterField``, which a squash would fold into the field's
+    ``AddField``, losing ``replaced_by``."""
+
+    reversible = True
+
+    def __init__(
+        self,
+        model_name: str,
+        name: str,
+        field: models.Field,
+        index_name: str,
+        replaced_by: models.Index | None = None,
+    ) -> None:
+        # (Operation.deconstruct gives back these arguments as they were passed.)
+        self.model_name = model_name
+        self.name = name
+        self.field = field
+        self.index_name = index_name
+        self.replaced_by = replaced_by
+
+    def state_forwards(self, app_label: str, state: ProjectState) -> None:
+        model_name = self.model_name.lower()
+        state.alter_field(app_label, model_name, self.name, self.field, True)
+        if self.replaced_by is not None:
+            state.add_index(app_label, model_name, self.replaced_by)
+
+    def _field_index(
+        self, schema_editor: BaseDatabaseSchemaEditor, model: type[models.Model]
+    ) -> models.Index | None:
+        """The index Django keeps for the field (with ``db_index``) on this database, if it
+        makes one there: not on MariaDB/MySQL for a foreign key with a constraint, which
+        InnoDB's index for the constraint serves."""
+        field = model._meta.get_field(self.name)
+        if schema_editor.connection.vendor == "mysql" and getattr(field, "db_constraint", False):
+            return None
+        return models.Index(fields=[self.name], name=self.index_name)
+
+    def database_forwards(
+        self,
+        app_label: str,
+        schema_editor: BaseDatabaseSchemaEditor,
+        from_state: ProjectState,
+        to_state: ProjectState,
+    ) -> None:
+        old = from_state.apps.get_model(app_label, self.model_name)
+        model = to_state.apps.get_model(app_label, self.model_name)
+        if self.allow_migrate_model(schema_editor.connection.alias, model):
+            _swap(schema_editor, model, self._field_index(schema_editor, old), self.replaced_by)
+
+    def database_backwards(
+        self,
+        app_label: str,
+        schema_editor: BaseDatabaseSchemaEditor,
+        from_state: ProjectState,
+        to_state: ProjectState,
+    ) -> None:
+        model = to_state.apps.get_model(app_label, self.model_name)
+        if self.allow_migrate_model(schema_editor.connection.alias, model):
+            _swap(schema_editor, model, self.replaced_by, self._field_index(schema_editor, model))
+
+    def describe(self) -> str:
+        instead = f", {self.replaced_by.name} in its place" if self.replaced_by else ""
+        return (
+            f"Drop the index of field {self.name} on {self.model_name}{instead} "
+            "(without blocking writes)"
+        )
 
 
 class ReplaceCheckOnline(migrations.operations.base.Operation):

@@ -157,6 +157,7 @@ class Job(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
         db_constraint=False,  # deleting a user must not touch the hot jobs table
+        db_index=False,  # the partial index below: most jobs have no user
     )
     webhook_url = models.URLField(max_length=2000, blank=True)
     # The batch the job belongs to, if any (see asyncjobs.models.workflows). No database
@@ -240,6 +241,9 @@ class Job(models.Model):
                 name="asyncjobs_job_running",
                 condition=Q(status="running"),
             ),
+            # Finished jobs by status and age (pruning, last hour's throughput), and jobs of
+            # any status (the dashboard's counts of waiting, scheduled, queued and running
+            # jobs, the admin's and the API's status filters): full, unlike the ones above.
             models.Index(fields=["status", "finished_at"], name="asyncjobs_job_status_finished"),
             # The dead letter, grouped by task and error.
             models.Index(
@@ -254,6 +258,14 @@ class Job(models.Model):
                 fields=["batch", "status"],
                 name="asyncjobs_job_batch",
                 condition=Q(batch__isnull=False),
+            ),
+            # A user's jobs, for deleting the user (SET_NULL). Partial: a job enqueued outside
+            # a request (most of them) has none, and a full index took an entry for each
+            # version of each job's row (every status change is a new one).
+            models.Index(
+                fields=["enqueued_by"],
+                name="asyncjobs_job_enqueued_by",
+                condition=Q(enqueued_by__isnull=False),
             ),
         ]
         constraints: ClassVar[list[models.BaseConstraint]] = [
@@ -311,7 +323,11 @@ class Job(models.Model):
 class Attempt(models.Model):
     """One execution of a job: who ran it, when, and how it ended."""
 
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempt_set")
+    # No index of its own: the unique (job, number) one leads with the job, and serves the
+    # foreign key's checks and cascades (and is the one MariaDB/MySQL use for it).
+    job = models.ForeignKey(
+        Job, on_delete=models.CASCADE, related_name="attempt_set", db_index=False
+    )
     number = models.PositiveIntegerField()
     worker_id = models.CharField(max_length=64)
     started_at = models.DateTimeField()
@@ -326,9 +342,14 @@ class Attempt(models.Model):
         verbose_name = _("attempt")
         verbose_name_plural = _("attempts")
         ordering = ("job", "number")
-        # Recent attempts, for metrics.
+        # Recent attempts, for metrics. Partial: an attempt has no end while it runs, and a
+        # full index took an entry for that too.
         indexes: ClassVar[list[models.Index]] = [
-            models.Index(fields=["finished_at"], name="asyncjobs_attempt_finished"),
+            models.Index(
+                fields=["finished_at"],
+                name="asyncjobs_attempt_ended",
+                condition=Q(finished_at__isnull=False),
+            ),
         ]
         constraints: ClassVar[list[models.BaseConstraint]] = [
             models.UniqueConstraint(fields=["job", "number"], name="asyncjobs_attempt_job_number"),

@@ -65,3 +65,8 @@ CREATE INDEX {index} ON {table} ({columns}) ALGORITHM=INPLACE LOCK=NONE
 
 -- name: drop_index
 DROP INDEX {index} ON {table}
+
+-- name: rename_index
+-- Only the name changes, in the data dictionary: nothing is read or rebuilt, and the table
+-- takes writes meanwhile (asyncjobs.db.online).
+ALTER TABLE {table} RENAME INDEX {old} TO {new}, ALGORITHM=INPLACE, LOCK=NONE

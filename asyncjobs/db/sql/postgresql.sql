@@ -215,3 +215,9 @@ DROP FUNCTION IF EXISTS asyncjobs_notify_inserted();
 -- name: validate_constraint
 -- Reads the rows under SHARE UPDATE EXCLUSIVE: writes to the table go on meanwhile.
 ALTER TABLE {table} VALIDATE CONSTRAINT {name}
+
+-- name: index_valid
+-- Whether the index {name} of the current schema is valid: no row if there is none, false
+-- if a CREATE INDEX CONCURRENTLY that built it failed (asyncjobs.db.online).
+SELECT i.indisvalid FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid
+WHERE c.relname = %s AND c.relnamespace = current_schema()::regnamespace
