@@ -1,7 +1,8 @@
 """What the dashboard and the metrics endpoint show, read from the job tables.
 
-Every query here is served by an index (the partial indexes on waiting and running jobs, and
-``(status, finished_at)``), so the numbers stay cheap with millions of finished jobs.
+Every query here is served by an index (the partial indexes on ready and running jobs,
+``(status, finished_at)`` for every status, and the partial index of ended attempts), so the
+numbers stay cheap with millions of finished jobs.
 """
 
 from dataclasses import dataclass, field
