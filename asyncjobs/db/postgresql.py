@@ -256,8 +256,7 @@ class PostgresStrategy(BaseStrategy):
         cls, connection: BaseDatabaseWrapper, sql: str, params: dict[str, object], start: Start
     ) -> list[Job]:
         params.update(worker=start.worker_id, lease=start.lease_expires_at, now=start.now)
-        with fastpath.bound_cursor(connection) as cursor:
-            fastpath.load_timestamps_natively(cursor, connection)
+        with fastpath.bound_cursor(connection, keep=True, native_timestamps=True) as cursor:
             began = time.monotonic()
             fastpath.execute(cursor, connection, sql, params, prepare=prepares(connection.alias))
             found = cursor.fetchall()
