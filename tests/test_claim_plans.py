@@ -243,6 +243,18 @@ def test_a_projects_own_prepare_threshold_keeps_custom_plans(prepared_claims):
 
 
 @pytest.mark.postgres
+def test_pooled_connections_keep_custom_plans(prepared_claims):
+    """Django's pool hands a worker's connections on to its slot threads, whose task code
+    must not find the session planning generically."""
+    options = connection.settings_dict.setdefault("OPTIONS", {})
+    options["pool"] = True
+    try:
+        assert not prepared_claims.applies(connection)
+    finally:
+        del options["pool"]  # (before anything reconnects: Django's pool needs CONN_MAX_AGE 0)
+
+
+@pytest.mark.postgres
 def test_a_stale_generic_plan_is_made_again(prepared_claims, monkeypatch):
     """A generic plan made on a nearly empty table reads it sequentially, which a burst of
     jobs makes slow until the next ANALYZE: a slow claim has the plan made again, from the

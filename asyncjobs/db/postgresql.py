@@ -119,9 +119,13 @@ class GenericPlans:
     @classmethod
     def applies(cls, connection: BaseDatabaseWrapper) -> bool:
         """Whether ``connection``'s claims may run on generic plans: prepared (see
-        ``prepares``) on psycopg's own cursor, and asyncjobs the only one preparing there
-        (no ``prepare_threshold`` of the project's, whose statements keep their plans)."""
+        ``prepares``) on psycopg's own cursor, asyncjobs the only one preparing there (no
+        ``prepare_threshold`` of the project's, whose statements keep their plans), and
+        not from Django's connection pool (``OPTIONS["pool"]``), whose connections go on
+        to the slot threads' task code with their session's settings."""
         if not (prepares(connection.alias) and fastpath.bound(connection)):
+            return False
+        if connection.settings_dict.get("OPTIONS", {}).get("pool"):
             return False
         connection.ensure_connection()
         threshold = connection.connection.prepare_threshold
