@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from asyncjobs import db
 from asyncjobs.models import Job
+from tests.tasks import add
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -149,3 +150,154 @@ def test_the_sqlite_claim_reads_a_claim_index_in_order(backlog, queues):
     else:
         # Several queues: the claim index queue by queue; SQLite keeps the best LIMIT rows.
         assert plan[0] == "SEARCH asyncjobs_job USING INDEX asyncjobs_job_claim (queue_name=?)"
+
+
+# --- generic plans for a worker's claims (asyncjobs.db.postgresql.GenericPlans) ---------------
+
+
+def _worker_claim(limit=1):
+    """A claim as a worker makes it (its strategy claims on its own threads' connections)."""
+    strategy = db.for_alias("default")
+    strategy.worker_connections = True
+    return strategy.claim(
+        queues=None, limit=limit, worker_id="w", now=timezone.now(), lease=timedelta(seconds=30)
+    )
+
+
+def _claim_statements():
+    """This connection's prepared claim statements: (name, generic plans, custom plans)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE %s",
+            ["%picked AS%"],
+        )
+        return cursor.fetchall()
+
+
+def _prepared_plan(name):
+    """The scans of the plan the prepared claim ``name`` runs now (pick_every_queue: limit,
+    worker, lease, now)."""
+    now = timezone.now()
+    # (Not in a transaction: psycopg drops every prepared statement at a ROLLBACK.)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"EXPLAIN (FORMAT JSON) EXECUTE {name}(%s, %s, %s, %s)",
+            [1, "w", now + timedelta(seconds=30), now],
+        )
+        (found,) = cursor.fetchone()
+    nodes = _nodes((json.loads(found) if isinstance(found, str) else found)[0]["Plan"])
+    return {(n["Node Type"], n.get("Index Name")) for n in nodes if "Scan" in n["Node Type"]}
+
+
+@pytest.fixture
+def prepared_claims():
+    """Prepared claims on the test's connection (as on a worker's: PostgreSQL, psycopg 3, the
+    fast path on, not behind a pooler), and that connection's session as it was after."""
+    from asyncjobs.db.postgresql import GenericPlans
+
+    if not GenericPlans.applies(connection):
+        pytest.skip("prepared claims on psycopg 3, not behind a transaction pooler")
+    yield GenericPlans
+    connection.close()  # (its session holds plan_cache_mode and the prepared statements)
+
+
+@pytest.mark.postgres
+def test_a_workers_claims_run_on_generic_plans(prepared_claims):
+    for _ in range(3):
+        add.enqueue(1, 2)
+    for _ in range(3):
+        assert len(_worker_claim()) == 1
+    ((_, generic, custom),) = _claim_statements()
+    # Planned once (three runs of one generic plan): no planning on each claim.
+    assert (generic, custom) == (3, 0)
+
+
+@pytest.mark.postgres
+def test_other_claims_keep_their_custom_plans(prepared_claims):
+    for _ in range(2):
+        add.enqueue(1, 2)
+    for _ in range(2):
+        assert (
+            len(
+                db.for_alias("default").claim(
+                    queues=None, limit=1, worker_id="w", now=timezone.now(), lease=timedelta(30)
+                )
+            )
+            == 1
+        )
+    ((_, generic, custom),) = _claim_statements()
+    assert (generic, custom) == (0, 2)
+
+
+@pytest.mark.postgres
+def test_a_projects_own_prepare_threshold_keeps_custom_plans(prepared_claims):
+    connection.ensure_connection()
+    connection.connection.prepare_threshold = 5  # as OPTIONS["prepare_threshold"] sets it
+    assert not prepared_claims.applies(connection)
+    add.enqueue(1, 2)
+    assert len(_worker_claim()) == 1
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW plan_cache_mode")
+        assert cursor.fetchone()[0] == "auto"
+
+
+@pytest.mark.postgres
+def test_pooled_connections_keep_custom_plans(prepared_claims):
+    """Django's pool hands a worker's connections on to its slot threads, whose task code
+    must not find the session planning generically."""
+    options = connection.settings_dict.setdefault("OPTIONS", {})
+    options["pool"] = True
+    try:
+        assert not prepared_claims.applies(connection)
+    finally:
+        del options["pool"]  # (before anything reconnects: Django's pool needs CONN_MAX_AGE 0)
+
+
+@pytest.mark.postgres
+def test_a_stale_generic_plan_is_made_again(prepared_claims, monkeypatch):
+    """A generic plan made on a nearly empty table reads it sequentially, which a burst of
+    jobs makes slow until the next ANALYZE: a slow claim has the plan made again, from the
+    table as it is then."""
+    with connection.cursor() as cursor:
+        # (No autovacuum meanwhile: its ANALYZE would make the plans again by itself.)
+        cursor.execute("ALTER TABLE asyncjobs_job SET (autovacuum_enabled = false)")
+        cursor.execute("VACUUM ANALYZE asyncjobs_job")
+    try:
+        add.enqueue(1, 2)
+        assert len(_worker_claim()) == 1
+        ((name, _, _),) = _claim_statements()
+        assert ("Seq Scan", None) in _prepared_plan(name)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                BACKLOG_SQL["postgresql"], {"queues": QUEUES, "count": len(QUEUES), "ready": READY}
+            )
+        # Still the plan of the empty table: no ANALYZE since.
+        assert ("Seq Scan", None) in _prepared_plan(name)
+        # Whatever this machine's speed, this claim counts as slow.
+        monkeypatch.setattr(prepared_claims, "STALE_AFTER", 0.0)
+        monkeypatch.setattr(prepared_claims, "MIN_REPLAN_GAP", 0.0)
+        assert len(_worker_claim()) == 1
+        assert _claim_statements() == []  # dropped after the slow claim
+        monkeypatch.setattr(prepared_claims, "STALE_AFTER", 3600.0)
+        assert len(_worker_claim()) == 1
+        ((name, generic, custom),) = _claim_statements()
+        assert (generic, custom) == (1, 0)
+        scans = _prepared_plan(name)
+        assert ("Index Scan", "asyncjobs_job_claim_all") in scans
+        assert ("Seq Scan", None) not in scans
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE asyncjobs_job RESET (autovacuum_enabled)")
+
+
+@pytest.mark.postgres
+def test_generic_plans_are_made_again_every_so_often(prepared_claims, monkeypatch):
+    add.enqueue(1, 2)
+    add.enqueue(1, 2)
+    assert len(_worker_claim()) == 1
+    ((first, _, _),) = _claim_statements()
+    monkeypatch.setattr(prepared_claims, "REPLAN_EVERY", 0.0)
+    assert len(_worker_claim()) == 1
+    ((second, generic, _),) = _claim_statements()
+    assert second != first and generic == 1

@@ -473,6 +473,35 @@ def test_the_claim_and_the_single_insert_run_prepared_unless_pooled(strategy, se
 
 
 @pytest.mark.psycopg3
+def test_claims_keep_one_reading_cursor_per_connection(strategy):
+    """The claim's psycopg cursor is kept per connection too, apart from the single INSERT's
+    (whose adapters stay psycopg's defaults), with the timestamp loader set up once."""
+    from psycopg import adapters, pq
+
+    wrapper = connections["default"]
+    oid = 1184  # timestamptz
+    for _ in range(3):
+        tasks.add.enqueue(1, 2)
+    now = timezone.now()
+    claimed = strategy.claim(
+        queues=None, limit=1, worker_id="w", now=now, lease=timedelta(seconds=30)
+    )
+    reader = fastpath.KEPT_READERS[wrapper]
+    assert reader is not fastpath.KEPT_CURSORS[wrapper]
+    assert reader.adapters.get_loader(oid, pq.Format.TEXT) is adapters.get_loader(
+        oid, pq.Format.TEXT
+    )
+    assert fastpath.KEPT_CURSORS[wrapper].adapters.get_loader(
+        oid, pq.Format.TEXT
+    ) is not adapters.get_loader(oid, pq.Format.TEXT)
+    again = strategy.claim(queues=None, limit=2, worker_id="w", now=now, lease=timedelta(30))
+    assert fastpath.KEPT_READERS[wrapper] is reader
+    assert len(claimed) == 1 and len(again) == 2
+    assert {job.started_at for job in [*claimed, *again]} == {now}
+    assert all(job.started_at.tzinfo is not None for job in [*claimed, *again])
+
+
+@pytest.mark.psycopg3
 def test_single_inserts_keep_one_cursor_per_connection():
     """The single-job INSERT reuses its psycopg cursor while Django's connection holds the
     same psycopg connection; a use inside another, a failed statement and a new connection

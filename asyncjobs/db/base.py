@@ -140,6 +140,10 @@ class BaseStrategy:
 
     def __init__(self, alias: str) -> None:
         self.alias = alias
+        # Set by a worker (``Runner``): this strategy claims on the connections of the
+        # worker's own threads (main loop, listener), which run no task code, so that their
+        # sessions may be set up for the claim alone (PostgreSQL: ``GenericPlans``).
+        self.worker_connections = False
 
     @property
     def announces(self) -> bool:

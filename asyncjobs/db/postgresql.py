@@ -14,10 +14,12 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -82,6 +84,86 @@ def prepares(alias: str) -> bool:
     if answer is None:
         answer = _PREPARES[alias] = not pooled(alias)
     return answer
+
+
+class GenericPlans:
+    """The worker's claim statements on generic plans, made afresh when they may be stale.
+
+    A prepared statement whose parameters change its plan (the claim's limit) is planned
+    again on every call under PostgreSQL's default ``plan_cache_mode``: the claim of one job
+    spent ~0.4 ms planning on the server, about a third of its backend CPU and an eighth of
+    the enqueue-to-start latency on an idle machine (bench/HISTORY.md, "Generic plans for
+    the claim"). Its generic plan is as good wherever the table's statistics are
+    (tests/test_claim_plans.py), but it is kept until the next ``ANALYZE``: one made while
+    the table was nearly empty reads it sequentially, and after a burst of 100,000 jobs took
+    56 to 167 ms per claim until autovacuum came round. So on the connections of a worker's
+    own threads (``BaseStrategy.worker_connections``: its main loop and listener, which run
+    no task code), where asyncjobs alone prepares statements (the connection's
+    ``prepare_threshold`` is not the project's), the session plans prepared statements
+    generically, and the claims' plans are dropped (``DEALLOCATE ALL``, which psycopg
+    follows) to be made again from the table as it is now: after a claim that took
+    ``STALE_AFTER`` or more, and every ``REPLAN_EVERY``."""
+
+    # A claim this slow has its plan made again (at most once per ``MIN_REPLAN_GAP``): a
+    # stale plan's sequential read takes tens of ms from ~100,000 rows on; a claim on a
+    # current plan, a few ms even on a loaded machine.
+    STALE_AFTER = 0.025
+    MIN_REPLAN_GAP = 1.0
+    # Plans follow the table at least this often (seconds) whatever the claims' speed.
+    REPLAN_EVERY = 60.0
+
+    # Per psycopg connection in generic mode: when its plans were last dropped (or the mode
+    # set).
+    _SESSIONS: ClassVar[weakref.WeakKeyDictionary[Any, float]] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def applies(cls, connection: BaseDatabaseWrapper) -> bool:
+        """Whether ``connection``'s claims may run on generic plans: prepared (see
+        ``prepares``) on psycopg's own cursor, asyncjobs the only one preparing there (no
+        ``prepare_threshold`` of the project's, whose statements keep their plans), and
+        not from Django's connection pool (``OPTIONS["pool"]``), whose connections go on
+        to the slot threads' task code with their session's settings."""
+        if not (prepares(connection.alias) and fastpath.bound(connection)):
+            return False
+        if connection.settings_dict.get("OPTIONS", {}).get("pool"):
+            return False
+        connection.ensure_connection()
+        threshold = connection.connection.prepare_threshold
+        return threshold is None or threshold == fastpath.NEVER_AUTOMATIC
+
+    @classmethod
+    def before_claim(cls, connection: BaseDatabaseWrapper) -> None:
+        """Put the session in generic mode before its first claim; drop its plans when
+        ``REPLAN_EVERY`` has passed since they were made."""
+        raw = connection.connection
+        planned = cls._SESSIONS.get(raw)
+        now = time.monotonic()
+        if planned is None:
+            with connection.wrap_database_errors:
+                raw.execute("SET plan_cache_mode = force_generic_plan")
+            cls._SESSIONS[raw] = now
+        elif now - planned >= cls.REPLAN_EVERY:
+            cls._replan(connection, now)
+
+    @classmethod
+    def after_claim(cls, connection: BaseDatabaseWrapper, took: float) -> None:
+        """Drop the plans of a session in generic mode after a claim (any start statement,
+        the keyed claims' too) that ``took`` ``STALE_AFTER`` or more."""
+        if took < cls.STALE_AFTER or not cls._SESSIONS:
+            return
+        planned = cls._SESSIONS.get(connection.connection)
+        if planned is not None:
+            now = time.monotonic()
+            if now - planned >= cls.MIN_REPLAN_GAP:
+                cls._replan(connection, now)
+
+    @classmethod
+    def _replan(cls, connection: BaseDatabaseWrapper, now: float) -> None:
+        # psycopg sees the DEALLOCATE ALL and forgets its own list: the next claim prepares
+        # its statement again, and the server plans it from the table as it is now.
+        with connection.wrap_database_errors:
+            connection.connection.execute("DEALLOCATE ALL")
+        cls._SESSIONS[connection.connection] = now
 
 
 def _start_sql(connection: BaseDatabaseWrapper, picked: str) -> str:
@@ -160,6 +242,8 @@ class PostgresStrategy(BaseStrategy):
             "queues": list(queues) if queues is not None else None,
             "limit": limit,
         }
+        if self.worker_connections and GenericPlans.applies(connection):
+            GenericPlans.before_claim(connection)
         return self._run_start(connection, sql, params, start)
 
     @classmethod
@@ -176,10 +260,11 @@ class PostgresStrategy(BaseStrategy):
         cls, connection: BaseDatabaseWrapper, sql: str, params: dict[str, object], start: Start
     ) -> list[Job]:
         params.update(worker=start.worker_id, lease=start.lease_expires_at, now=start.now)
-        with fastpath.bound_cursor(connection) as cursor:
-            fastpath.load_timestamps_natively(cursor, connection)
+        with fastpath.bound_cursor(connection, keep=True, native_timestamps=True) as cursor:
+            began = time.monotonic()
             fastpath.execute(cursor, connection, sql, params, prepare=prepares(connection.alias))
             found = cursor.fetchall()
+            GenericPlans.after_claim(connection, time.monotonic() - began)
         return rows.rows_to_jobs(connection.alias, connection, found)
 
     @classmethod

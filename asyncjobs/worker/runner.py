@@ -126,6 +126,7 @@ class Runner(InProcess):
         self.burst = burst
         self.max_jobs = max_jobs
         self.strategy = db.for_alias(self.alias)
+        self.strategy.worker_connections = True
         self.poll_interval = options.poll_interval(self.strategy, poll_interval)
         self.shutdown_timeout = shutdown_timeout or jobs_settings.SHUTDOWN_TIMEOUT
         self.lease = jobs_settings.LEASE_DURATION

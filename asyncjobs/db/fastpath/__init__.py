@@ -30,6 +30,8 @@ runs with the switch off too: ``make test-no-fast-path``). Only ``asyncjobs.db``
 from asyncjobs.db.fastpath.copy_text import copy_escaped, copy_formatter, copy_lines
 from asyncjobs.db.fastpath.cursors import (
     KEPT_CURSORS,
+    KEPT_READERS,
+    NEVER_AUTOMATIC,
     bound,
     bound_cursor,
     execute,
@@ -71,6 +73,8 @@ from asyncjobs.db.fastpath.values import (
 __all__ = [
     "JSON_SCALARS",
     "KEPT_CURSORS",
+    "KEPT_READERS",
+    "NEVER_AUTOMATIC",
     "PER_JOB_FIELDS",
     "PLAIN_JSON_FIELDS",
     "Receivers",

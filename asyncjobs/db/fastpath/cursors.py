@@ -39,8 +39,15 @@ NEVER_AUTOMATIC = 2**62
 KEPT_CURSORS: weakref.WeakKeyDictionary[BaseDatabaseWrapper, Any] = weakref.WeakKeyDictionary()
 
 
+# The same for ``bound_cursor(keep=True, native_timestamps=True)`` (the claim's): cursors
+# whose adapters load ``timestamptz`` with psycopg's own loader.
+KEPT_READERS: weakref.WeakKeyDictionary[BaseDatabaseWrapper, Any] = weakref.WeakKeyDictionary()
+
+
 @contextlib.contextmanager
-def bound_cursor(connection: BaseDatabaseWrapper, *, keep: bool = False) -> Iterator[Any]:
+def bound_cursor(
+    connection: BaseDatabaseWrapper, *, keep: bool = False, native_timestamps: bool = False
+) -> Iterator[Any]:
     """A psycopg cursor with server-side binding on Django's PostgreSQL connection, in its
     current transaction, with errors raised as Django's; Django's own cursor where that is
     not to be had (psycopg2, which binds on the client, or the fast path off).
@@ -55,6 +62,9 @@ def bound_cursor(connection: BaseDatabaseWrapper, *, keep: bool = False) -> Iter
     holds the same psycopg connection (making and closing a cursor was a good part of a
     single enqueue's CPU: bench/HISTORY.md, "Single enqueue: a kept cursor"). Its user
     must leave its adapters alone. A use inside another gets a cursor of its own.
+
+    ``native_timestamps``: the cursor loads ``timestamptz`` as ``load_timestamps_natively``
+    says, set up when the cursor is made (kept apart from the others when ``keep``).
     """
     if not bound(connection):
         with connection.cursor() as wrapper:
@@ -64,15 +74,18 @@ def bound_cursor(connection: BaseDatabaseWrapper, *, keep: bool = False) -> Iter
 
     connection.ensure_connection()
     raw = connection.connection
-    cursor = KEPT_CURSORS.pop(connection, None) if keep else None
+    kept = (KEPT_READERS if native_timestamps else KEPT_CURSORS) if keep else None
+    cursor = kept.pop(connection, None) if kept is not None else None
     if cursor is None or cursor.connection is not raw:
         cursor = psycopg.Cursor(raw)
+        if native_timestamps:
+            load_timestamps_natively(cursor, connection)
     try:
         with connection.wrap_database_errors:
             yield cursor
     finally:
-        if keep:
-            KEPT_CURSORS[connection] = cursor
+        if kept is not None:
+            kept[connection] = cursor
         else:
             cursor.close()
 
