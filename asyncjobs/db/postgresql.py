@@ -133,12 +133,16 @@ class GenericPlans:
 
     @classmethod
     def before_claim(cls, connection: BaseDatabaseWrapper) -> None:
-        """Put the session in generic mode before its first claim; drop its plans when
-        ``REPLAN_EVERY`` has passed since they were made."""
+        """Put the session in generic mode before its first claim, where that ``applies``
+        (asked once per session: a session in generic mode is not asked again); drop its
+        plans when ``REPLAN_EVERY`` has passed since they were made."""
         raw = connection.connection
-        planned = cls._SESSIONS.get(raw)
+        planned = cls._SESSIONS.get(raw) if cls._SESSIONS and raw is not None else None
         now = time.monotonic()
         if planned is None:
+            if not cls.applies(connection):
+                return
+            raw = connection.connection  # (applies connects if need be)
             with connection.wrap_database_errors:
                 raw.execute("SET plan_cache_mode = force_generic_plan")
             cls._SESSIONS[raw] = now
@@ -242,7 +246,7 @@ class PostgresStrategy(BaseStrategy):
             "queues": list(queues) if queues is not None else None,
             "limit": limit,
         }
-        if self.worker_connections and GenericPlans.applies(connection):
+        if self.worker_connections:
             GenericPlans.before_claim(connection)
         return self._run_start(connection, sql, params, start)
 
