@@ -42,47 +42,45 @@ class EventLoop:
     def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         """Run ``coroutine`` on the loop and return its result (or raise its exception).
         If the calling thread is interrupted meanwhile, the coroutine is cancelled."""
-        # The future exists before anything is scheduled, so that an interruption landing at
-        # any point (even while the loop already starts the coroutine) can cancel it.
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        scheduled = False
+        # Who owns the coroutine is settled by the future's state, atomically: the loop takes
+        # it by moving the future to running, this thread gives it up by cancelling the
+        # future while it is still pending. An interruption landing at any point (even
+        # while the loop already starts the coroutine) thus either closes a coroutine that
+        # never ran, here, or cancels its task, on the loop; never both.
+        call = _Call(coroutine)
+        loop: asyncio.AbstractEventLoop | None = None
         try:
-            self._started().call_soon_threadsafe(self._start, coroutine, future)
-            scheduled = True
+            loop = self._started()
+            loop.call_soon_threadsafe(self._start, call)
             while True:
-                done, _ = concurrent.futures.wait([future], timeout=WAIT_SLICE)
+                done, _ = concurrent.futures.wait([call.future], timeout=WAIT_SLICE)
                 if done:
-                    return future.result()
+                    return call.future.result()
         except BaseException:
-            future.cancel()
-            if not scheduled:
+            if call.future.cancel():
                 coroutine.close()
+            elif loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs
+                    loop.call_soon_threadsafe(call.cancel)
             raise
 
     @staticmethod
-    def _start(coroutine: Coroutine[Any, Any, Any], future: concurrent.futures.Future[Any]) -> None:
-        """On the loop: run ``coroutine`` as a task whose outcome goes to ``future``, and
-        which a cancelled ``future`` cancels."""
-        if future.cancelled():
-            coroutine.close()
-            return
-        task = asyncio.get_running_loop().create_task(coroutine)
+    def _start(call: "_Call") -> None:
+        """On the loop: run the call's coroutine as a task whose outcome goes to its future,
+        unless its slot gave it up first."""
+        if not call.future.set_running_or_notify_cancel():
+            return  # cancelled while pending: the slot closes the coroutine
+        call.task = task = asyncio.get_running_loop().create_task(call.coroutine)
 
         def settle(task: asyncio.Task[Any]) -> None:
-            with contextlib.suppress(concurrent.futures.InvalidStateError):
-                if task.cancelled():
-                    future.set_exception(asyncio.CancelledError())
-                elif (error := task.exception()) is not None:
-                    future.set_exception(error)
-                else:
-                    future.set_result(task.result())
-
-        def cancel(future: concurrent.futures.Future[Any]) -> None:
-            if future.cancelled():
-                task.get_loop().call_soon_threadsafe(task.cancel)
+            if task.cancelled():
+                call.future.set_exception(asyncio.CancelledError())
+            elif (error := task.exception()) is not None:
+                call.future.set_exception(error)
+            else:
+                call.future.set_result(task.result())
 
         task.add_done_callback(settle)
-        future.add_done_callback(cancel)
 
     def _started(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -131,3 +129,20 @@ class EventLoop:
         with contextlib.suppress(RuntimeError):  # already closed
             loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout)
+
+
+class _Call:
+    """One coroutine handed to the loop: the future its slot waits on and, once the loop has
+    taken it, its task (read and written on the loop's thread only)."""
+
+    __slots__ = ("coroutine", "future", "task")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        self.coroutine = coroutine
+        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.task: asyncio.Task[Any] | None = None
+
+    def cancel(self) -> None:
+        """On the loop, after its ``_start`` (callbacks run in order): cancel the task."""
+        if self.task is not None:
+            self.task.cancel()

@@ -2,6 +2,7 @@
 cancellation of synchronous tasks."""
 
 import asyncio
+import inspect
 import signal
 import threading
 
@@ -81,6 +82,87 @@ def test_interrupting_the_waiting_thread_cancels_the_coroutine():
         assert raised
         assert cancelled.wait(10)
     finally:
+        loop.stop()
+
+
+class _InterruptedHandOff(EventLoop):
+    """An EventLoop whose slot is interrupted inside the hand-off of its coroutine, at a
+    point chosen by the test: ``before`` the loop has it, or ``after`` it was queued (once
+    ``after`` is set, which the test does when the loop has done what it wants)."""
+
+    def __init__(self, when, after=None):
+        super().__init__()
+        self.when, self.after = when, after
+
+    def _started(self):
+        loop = super()._started()
+        test = self
+
+        class Proxy:
+            def call_soon_threadsafe(self, *args):
+                if test.when == "before":
+                    raise JobTimeoutError
+                loop.call_soon_threadsafe(*args)
+                assert test.after.wait(10)
+                raise JobTimeoutError
+
+        return Proxy()
+
+
+def test_an_interruption_as_the_loop_starts_the_coroutine_cancels_it():
+    """The interruption lands in the slot while it still hands the coroutine over, but the
+    loop has already started it: the coroutine is cancelled on the loop, not closed under it
+    from the slot's thread."""
+    started, cancelled = threading.Event(), threading.Event()
+    loop = _InterruptedHandOff("after", after=started)
+
+    async def forever():
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    try:
+        with pytest.raises(JobTimeoutError):
+            loop.run(forever())
+        assert cancelled.wait(10)
+    finally:
+        loop.stop()
+
+
+@pytest.mark.parametrize("when", ["before", "queued"])
+def test_an_interruption_before_the_loop_takes_the_coroutine_closes_it_unrun(when):
+    """Interrupted before the loop has the coroutine (``before``), or once it is queued but
+    the loop has not come to it yet (``queued``, the loop held busy meanwhile): the
+    coroutine never runs, and is closed rather than left for a never-awaited warning."""
+    ran, busy, release = [], threading.Event(), threading.Event()
+    loop = _InterruptedHandOff(when, after=threading.Event())
+    if when == "queued":
+        loop.after.set()
+
+        def hold():
+            busy.set()
+            release.wait(10)
+
+        EventLoop._started(loop).call_soon_threadsafe(hold)
+        assert busy.wait(10)
+
+    async def job():
+        ran.append(True)
+
+    coroutine = job()
+    try:
+        with pytest.raises(JobTimeoutError):
+            loop.run(coroutine)
+        release.set()
+        assert inspect.getcoroutinestate(coroutine) == inspect.CORO_CLOSED
+        # The loop is free and has gone past the queued hand-off: the coroutine stayed unrun.
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop._loop).result(10)
+        assert not ran
+    finally:
+        release.set()
         loop.stop()
 
 
