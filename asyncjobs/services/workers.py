@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.db.models import Case, F, Value, When
+from django.db.models.functions import Greatest
 from django.utils.crypto import get_random_string
 
 from asyncjobs.models import Job, Worker, WorkerStatus
@@ -47,25 +48,30 @@ def heartbeat(
     now: datetime,
     lease: timedelta,
     job_ids: Sequence[str] = (),
-    processed: int = 0,
+    finished: int | None = None,
     using: str = "default",
 ) -> set[str]:
     """Tell the database the worker is alive and extend the leases of the jobs it runs.
 
     Only ``job_ids``, the jobs the worker knows it holds, are extended: a job claimed in a
-    round trip whose answer never arrived is left to expire and be rescued. ``processed`` is
-    added to the worker's count of finished jobs. Returns the ids among ``job_ids`` that were
-    asked to cancel.
+    round trip whose answer never arrived is left to expire and be rescued. ``finished``,
+    the jobs the worker process has finished so far, becomes its count unless the count is
+    already higher: a total rather than an increment, so that a beat whose answer was lost
+    and is sent again, or two beats at once (the heartbeat thread's and the stopping
+    worker's last), count no job twice, and an older total arriving late lowers nothing.
+    Returns the ids among ``job_ids`` that were asked to cancel.
     """
+    fields: dict[str, object] = {
+        "last_heartbeat_at": now,
+        "status": Case(
+            When(status=WorkerStatus.LOST, then=Value(WorkerStatus.RUNNING)),
+            default=F("status"),
+        ),
+    }
+    if finished is not None:
+        fields["jobs_processed"] = Greatest(F("jobs_processed"), Value(finished))
     with transaction.atomic(using=using):
-        Worker.objects.using(using).filter(pk=worker_id).update(
-            last_heartbeat_at=now,
-            jobs_processed=F("jobs_processed") + processed,
-            status=Case(
-                When(status=WorkerStatus.LOST, then=Value(WorkerStatus.RUNNING)),
-                default=F("status"),
-            ),
-        )
+        Worker.objects.using(using).filter(pk=worker_id).update(**fields)
         if not job_ids:
             return set()
         mine = Job.objects.using(using).running().filter(worker_id=worker_id, pk__in=job_ids)

@@ -49,7 +49,6 @@ class Heartbeat:
         self.worker_id = worker_id
         self.interval = interval.total_seconds()
         self.lease = lease
-        self._reported = 0  # jobs finished as of the last beat
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="asyncjobs-heartbeat", daemon=True)
 
@@ -62,19 +61,18 @@ class Heartbeat:
         self._stop.set()
 
     def beat(self) -> None:
-        """Renew the worker's row and its jobs' leases, count the jobs finished since the
-        last beat, and set the cancel event of each running job asked to stop."""
+        """Renew the worker's row and its jobs' leases, report how many jobs the worker has
+        finished, and set the cancel event of each running job asked to stop. Safe to call
+        from two threads at once (the stopping worker's last beat may meet the thread's)."""
         finished, held = self.slots.held()
-        processed = finished - self._reported
         cancel = services.heartbeat(
             worker_id=self.worker_id,
             now=timezone.now(),
             lease=self.lease,
-            processed=processed,
+            finished=finished,
             job_ids=list(held),
             using=self.slots.alias,
         )
-        self._reported += processed
         for job_id in cancel:
             if job_id in held:
                 held[job_id].cancel_event.set()
