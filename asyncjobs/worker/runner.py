@@ -220,7 +220,7 @@ class Runner(InProcess):
         # graceful stop, not a kill by the default handler.
         self.signals.install()
         self.completer.start()
-        until_db(
+        registered = until_db(
             lambda: services.register_worker(
                 worker_id=self.worker_id,
                 queues=self.queues or ["*"],
@@ -234,6 +234,13 @@ class Runner(InProcess):
             refusals=self.refusals,
             stopping=self._stopping,
         )
+        if registered is None:
+            # Stopped before the database answered: no row to mark, no job in hand, nothing
+            # started but the completer (idle); a shutdown would only retry the database.
+            self.completer.stop(timeout=10.0)
+            self.signals.restore()
+            connections.close_all()
+            return self.exit_code
         logger.info(
             "Worker %s started: queues=%s concurrency=%d database=%s (%s) connections=%s",
             self.worker_id,

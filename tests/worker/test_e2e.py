@@ -288,3 +288,6 @@ def test_sigterm_while_the_worker_waits_for_its_database_stops_it_cleanly(worker
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0, worker.output()
     assert "stopped while registering the worker" in worker.output()
+    # Never registered: no row to mark stopping or stopped (which would retry the database
+    # for seconds more).
+    assert "marking the worker" not in worker.output(), worker.output()
