@@ -99,10 +99,11 @@ class GenericPlans:
     56 to 167 ms per claim until autovacuum came round. So on the connections of a worker's
     own threads (``BaseStrategy.worker_connections``: its main loop and listener, which run
     no task code), where asyncjobs alone prepares statements (the connection's
-    ``prepare_threshold`` is not the project's), the session plans prepared statements
-    generically, and the claims' plans are dropped (``DEALLOCATE ALL``, which psycopg
-    follows) to be made again from the table as it is now: after a claim that took
-    ``STALE_AFTER`` or more, and every ``REPLAN_EVERY``."""
+    ``prepare_threshold`` is not the project's, nor are Django's queries bound on the
+    server), the session plans prepared statements generically, and the claims' plans are
+    dropped (``DISCARD PLANS``: the statements stay prepared, on the server and in psycopg's
+    list alike, whatever psycopg's version) to be made again from the table as it is now:
+    after a claim that took ``STALE_AFTER`` or more, and every ``REPLAN_EVERY``."""
 
     # A claim this slow has its plan made again (at most once per ``MIN_REPLAN_GAP``): a
     # stale plan's sequential read takes tens of ms from ~100,000 rows on; a claim on a
@@ -120,12 +121,15 @@ class GenericPlans:
     def applies(cls, connection: BaseDatabaseWrapper) -> bool:
         """Whether ``connection``'s claims may run on generic plans: prepared (see
         ``prepares``) on psycopg's own cursor, asyncjobs the only one preparing there (no
-        ``prepare_threshold`` of the project's, whose statements keep their plans), and
-        not from Django's connection pool (``OPTIONS["pool"]``), whose connections go on
-        to the slot threads' task code with their session's settings."""
+        ``prepare_threshold`` of the project's, whose statements keep their plans), not
+        with Django's queries bound on the server (``OPTIONS["server_side_binding"]``: the
+        ORM's reads there, such as ``status = $1``, would lose their partial indexes to a
+        generic plan), and not from Django's connection pool (``OPTIONS["pool"]``), whose
+        connections go on to the slot threads' task code with their session's settings."""
         if not (prepares(connection.alias) and fastpath.bound(connection)):
             return False
-        if connection.settings_dict.get("OPTIONS", {}).get("pool"):
+        options = connection.settings_dict.get("OPTIONS", {})
+        if options.get("pool") or options.get("server_side_binding"):
             return False
         connection.ensure_connection()
         threshold = connection.connection.prepare_threshold
@@ -133,13 +137,16 @@ class GenericPlans:
 
     @classmethod
     def before_claim(cls, connection: BaseDatabaseWrapper) -> None:
-        """Put the session in generic mode before its first claim, where that ``applies``
-        (asked once per session: a session in generic mode is not asked again); drop its
-        plans when ``REPLAN_EVERY`` has passed since they were made."""
+        """Put the session in generic mode before its first claim outside a transaction,
+        where that ``applies`` (asked once per session: a session in generic mode is not
+        asked again); drop its plans when ``REPLAN_EVERY`` has passed since they were
+        made."""
         raw = connection.connection
         planned = cls._SESSIONS.get(raw) if cls._SESSIONS and raw is not None else None
         now = time.monotonic()
         if planned is None:
+            if connection.in_atomic_block or not connection.get_autocommit():
+                return  # a SET there would go with the transaction's rollback: later
             if not cls.applies(connection):
                 return
             raw = connection.connection  # (applies connects if need be)
@@ -163,10 +170,11 @@ class GenericPlans:
 
     @classmethod
     def _replan(cls, connection: BaseDatabaseWrapper, now: float) -> None:
-        # psycopg sees the DEALLOCATE ALL and forgets its own list: the next claim prepares
-        # its statement again, and the server plans it from the table as it is now.
+        # The statements stay prepared; the server plans each again at its next run, from
+        # the table as it is then. (Not DEALLOCATE ALL: psycopg before 3.3 would not see it
+        # and would go on running statements the server no longer has.)
         with connection.wrap_database_errors:
-            connection.connection.execute("DEALLOCATE ALL")
+            connection.connection.execute("DISCARD PLANS")
         cls._SESSIONS[connection.connection] = now
 
 
