@@ -29,17 +29,23 @@ def register_worker(
     now: datetime,
     using: str = "default",
 ) -> Worker:
-    """Create the Worker row of a starting worker process."""
-    return Worker.objects.using(using).create(
+    """Create the Worker row of a starting worker process. Again after an error (the worker
+    retries while its database is unreachable) it may find the row its last try committed
+    though its answer was lost: the row is its own (ids are made per process), and written
+    again rather than refused as a duplicate for ever."""
+    worker, _ = Worker.objects.using(using).update_or_create(
         id=worker_id,
-        backend=backend,
-        hostname=socket.gethostname()[:255],
-        pid=os.getpid(),
-        queues=list(queues),
-        concurrency=concurrency,
-        started_at=now,
-        last_heartbeat_at=now,
+        defaults={
+            "backend": backend,
+            "hostname": socket.gethostname()[:255],
+            "pid": os.getpid(),
+            "queues": list(queues),
+            "concurrency": concurrency,
+            "started_at": now,
+            "last_heartbeat_at": now,
+        },
     )
+    return worker
 
 
 def heartbeat(

@@ -1,5 +1,6 @@
-"""The heartbeat's count of the jobs a worker finished: a total that beats at once, beats
-sent again and beats arriving late never inflate or lower."""
+"""The worker's row: its registration, which a retry after a lost answer does not turn into
+a duplicate, and the heartbeat's count of the jobs it finished, a total that beats at once,
+beats sent again and beats arriving late never inflate or lower."""
 
 import threading
 from datetime import timedelta
@@ -28,6 +29,14 @@ def register(worker_id="w"):
 
 def processed(worker_id="w"):
     return Worker.objects.get(pk=worker_id).jobs_processed
+
+
+def test_a_registration_sent_again_finds_its_own_row():
+    """The worker retries its registration after any database error, including one where
+    the first try committed and only the answer was lost: no duplicate-key error for ever."""
+    register()
+    register()
+    assert Worker.objects.filter(pk="w").count() == 1
 
 
 def test_a_beat_sent_again_or_late_changes_nothing():
