@@ -202,12 +202,51 @@ def _meta_index(model: type[models.Model], name: str) -> models.Index:
     return index
 
 
-class ReplaceIndexOnline(migrations.operations.base.Operation):
+class _SwapIndexOnline(migrations.operations.base.Operation):
+    """One index of a model in place of another, without blocking writes to the table (see
+    the module's docstring): ``_indexes`` says which two; either may be None (nothing to
+    drop, nothing to build). The migration must set ``atomic = False``."""
+
+    reversible = True
+    model_name: str
+
+    def _indexes(
+        self, schema_editor: BaseDatabaseSchemaEditor, earlier: type[models.Model]
+    ) -> tuple[models.Index | None, models.Index | None]:
+        """The index before the operation and the one after, given the model as it was
+        before."""
+        raise NotImplementedError
+
+    def database_forwards(
+        self,
+        app_label: str,
+        schema_editor: BaseDatabaseSchemaEditor,
+        from_state: ProjectState,
+        to_state: ProjectState,
+    ) -> None:
+        model = to_state.apps.get_model(app_label, self.model_name)
+        if self.allow_migrate_model(schema_editor.connection.alias, model):
+            earlier = from_state.apps.get_model(app_label, self.model_name)
+            before, after = self._indexes(schema_editor, earlier)
+            _swap(schema_editor, model, before, after)
+
+    def database_backwards(
+        self,
+        app_label: str,
+        schema_editor: BaseDatabaseSchemaEditor,
+        from_state: ProjectState,
+        to_state: ProjectState,
+    ) -> None:
+        model = to_state.apps.get_model(app_label, self.model_name)  # as it was before
+        if self.allow_migrate_model(schema_editor.connection.alias, model):
+            before, after = self._indexes(schema_editor, model)
+            _swap(schema_editor, model, after, before)
+
+
+class ReplaceIndexOnline(_SwapIndexOnline):
     """Replace the index ``old_name`` of a model's ``Meta.indexes`` by ``index`` without
     blocking writes to the table (see the module's docstring). The migration must set
     ``atomic = False``."""
-
-    reversible = True
 
     def __init__(self, model_name: str, old_name: str, index: models.Index) -> None:
         # (Operation.deconstruct gives back these arguments as they were passed.)
@@ -219,28 +258,10 @@ class ReplaceIndexOnline(migrations.operations.base.Operation):
         state.remove_index(app_label, self.model_name.lower(), self.old_name)
         state.add_index(app_label, self.model_name.lower(), self.index)
 
-    def database_forwards(
-        self,
-        app_label: str,
-        schema_editor: BaseDatabaseSchemaEditor,
-        from_state: ProjectState,
-        to_state: ProjectState,
-    ) -> None:
-        old = from_state.apps.get_model(app_label, self.model_name)
-        model = to_state.apps.get_model(app_label, self.model_name)
-        if self.allow_migrate_model(schema_editor.connection.alias, model):
-            _swap(schema_editor, model, _meta_index(old, self.old_name), self.index)
-
-    def database_backwards(
-        self,
-        app_label: str,
-        schema_editor: BaseDatabaseSchemaEditor,
-        from_state: ProjectState,
-        to_state: ProjectState,
-    ) -> None:
-        model = to_state.apps.get_model(app_label, self.model_name)
-        if self.allow_migrate_model(schema_editor.connection.alias, model):
-            _swap(schema_editor, model, self.index, _meta_index(model, self.old_name))
+    def _indexes(
+        self, schema_editor: BaseDatabaseSchemaEditor, earlier: type[models.Model]
+    ) -> tuple[models.Index | None, models.Index | None]:
+        return _meta_index(earlier, self.old_name), self.index
 
     def describe(self) -> str:
         return (
@@ -249,15 +270,13 @@ class ReplaceIndexOnline(migrations.operations.base.Operation):
         )
 
 
-class DropFieldIndexOnline(migrations.operations.base.Operation):
+class DropFieldIndexOnline(_SwapIndexOnline):
     """Set ``db_index=False`` on a field (its new definition ``field``; the migration state
     of Django's ``AlterField``): drop ``index_name``, the index Django made for the field,
     without blocking writes to the table, and with ``replaced_by``, build that index first
     (it joins ``Meta.indexes``). See the module's docstring; the migration must set ``atomic
     = False``. Not an ``AlterField``, which a squash would fold into the field's
     ``AddField``, losing ``replaced_by``."""
-
-    reversible = True
 
     def __init__(
         self,
@@ -280,39 +299,16 @@ class DropFieldIndexOnline(migrations.operations.base.Operation):
         if self.replaced_by is not None:
             state.add_index(app_label, model_name, self.replaced_by)
 
-    def _field_index(
-        self, schema_editor: BaseDatabaseSchemaEditor, model: type[models.Model]
-    ) -> models.Index | None:
-        """The index Django keeps for the field (with ``db_index``) on this database, if it
-        makes one there: not on MariaDB/MySQL for a foreign key with a constraint, which
-        InnoDB's index for the constraint serves."""
-        field = model._meta.get_field(self.name)
+    def _indexes(
+        self, schema_editor: BaseDatabaseSchemaEditor, earlier: type[models.Model]
+    ) -> tuple[models.Index | None, models.Index | None]:
+        # The index Django keeps for the field (with ``db_index``) on this database, if it
+        # makes one there: not on MariaDB/MySQL for a foreign key with a constraint, which
+        # InnoDB's index for the constraint serves.
+        field = earlier._meta.get_field(self.name)
         if schema_editor.connection.vendor == "mysql" and getattr(field, "db_constraint", False):
-            return None
-        return models.Index(fields=[self.name], name=self.index_name)
-
-    def database_forwards(
-        self,
-        app_label: str,
-        schema_editor: BaseDatabaseSchemaEditor,
-        from_state: ProjectState,
-        to_state: ProjectState,
-    ) -> None:
-        old = from_state.apps.get_model(app_label, self.model_name)
-        model = to_state.apps.get_model(app_label, self.model_name)
-        if self.allow_migrate_model(schema_editor.connection.alias, model):
-            _swap(schema_editor, model, self._field_index(schema_editor, old), self.replaced_by)
-
-    def database_backwards(
-        self,
-        app_label: str,
-        schema_editor: BaseDatabaseSchemaEditor,
-        from_state: ProjectState,
-        to_state: ProjectState,
-    ) -> None:
-        model = to_state.apps.get_model(app_label, self.model_name)
-        if self.allow_migrate_model(schema_editor.connection.alias, model):
-            _swap(schema_editor, model, self.replaced_by, self._field_index(schema_editor, model))
+            return None, self.replaced_by
+        return models.Index(fields=[self.name], name=self.index_name), self.replaced_by
 
     def describe(self) -> str:
         instead = f", {self.replaced_by.name} in its place" if self.replaced_by else ""
