@@ -217,7 +217,7 @@ DROP FUNCTION IF EXISTS asyncjobs_notify_inserted();
 ALTER TABLE {table} VALIDATE CONSTRAINT {name}
 
 -- name: index_valid
--- Whether the index {name} of the current schema is valid: no row if there is none, false
--- if a CREATE INDEX CONCURRENTLY that built it failed (asyncjobs.db.online).
-SELECT i.indisvalid FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid
-WHERE c.relname = %s AND c.relnamespace = current_schema()::regnamespace
+-- Whether the index of that name, as the search path finds it (as Django's CREATE INDEX and
+-- DROP INDEX do), is valid: no row if there is none, false if a CREATE INDEX CONCURRENTLY
+-- that built it failed (asyncjobs.db.online).
+SELECT i.indisvalid FROM pg_index AS i WHERE i.indexrelid = to_regclass(quote_ident(%s))
