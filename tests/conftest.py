@@ -168,6 +168,24 @@ def in_thread(fn):
     return start_in_thread(fn)()
 
 
+def one_slot(backend, worker_id="w"):
+    """The ``Slots`` of a worker of concurrency 1 that claims nothing ahead, not started."""
+    from django.utils import timezone
+
+    from asyncjobs.worker.executor import Executor
+    from asyncjobs.worker.prefetch import Prefetch
+    from asyncjobs.worker.slots import Slots
+
+    return Slots(
+        size=1,
+        executor=Executor(backend, worker_id, clock=timezone.now),
+        prefetch=Prefetch(slots=1, most=0),
+        worker_id=worker_id,
+        wake=threading.Event(),
+        stopping=threading.Event(),
+    )
+
+
 @pytest.fixture
 def worker_row():
     """Build a Worker row: ``worker_row("w1", heartbeat_age=timedelta(...), **fields)``."""

@@ -18,6 +18,16 @@ from tests.conftest import wait_until
 from tests.models import Execution
 
 
+async def forever(started, cancelled):
+    """A task that waits for ever: sets ``started``, then ``cancelled`` when cancelled."""
+    started.set()
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+
+
 def test_one_loop_runs_every_coroutine_and_returns_or_raises():
     loop = EventLoop()
 
@@ -59,17 +69,9 @@ def test_interrupting_the_waiting_thread_cancels_the_coroutine():
     loop = EventLoop()
     started, cancelled, raised = threading.Event(), threading.Event(), []
 
-    async def forever():
-        started.set()
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
     def slot():
         try:
-            loop.run(forever())
+            loop.run(forever(started, cancelled))
         except JobTimeoutError as exc:
             raised.append(exc)
 
@@ -116,17 +118,9 @@ def test_an_interruption_as_the_loop_starts_the_coroutine_cancels_it():
     started, cancelled = threading.Event(), threading.Event()
     loop = _InterruptedHandOff("after", after=started)
 
-    async def forever():
-        started.set()
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
     try:
         with pytest.raises(JobTimeoutError):
-            loop.run(forever())
+            loop.run(forever(started, cancelled))
         assert cancelled.wait(10)
     finally:
         loop.stop()

@@ -10,11 +10,8 @@ from django.utils import timezone
 
 from asyncjobs import services
 from asyncjobs.models import Worker
-from asyncjobs.worker.executor import Executor
 from asyncjobs.worker.heartbeat import Heartbeat
-from asyncjobs.worker.prefetch import Prefetch
-from asyncjobs.worker.slots import Slots
-from tests.conftest import start_in_thread
+from tests.conftest import one_slot, start_in_thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -60,14 +57,7 @@ def test_two_threads_beating_at_once_count_each_finished_job_once(backend):
     """A stopping worker beats once more while its heartbeat thread may be beating: under
     PgBouncer a test once saw 793 jobs counted for 500 when both added the same jobs."""
     register()
-    slots = Slots(
-        size=1,
-        executor=Executor(backend, "w", clock=timezone.now),
-        prefetch=Prefetch(slots=1, most=0),
-        worker_id="w",
-        wake=threading.Event(),
-        stopping=threading.Event(),
-    )
+    slots = one_slot(backend)
     heartbeat = Heartbeat(slots, worker_id="w", interval=timedelta(seconds=60), lease=LEASE)
     together = threading.Barrier(2, timeout=10)
 

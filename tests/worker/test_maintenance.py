@@ -10,12 +10,9 @@ from django.utils import timezone
 
 from asyncjobs import db, services
 from asyncjobs.models import Worker
-from asyncjobs.worker.executor import Executor
 from asyncjobs.worker.heartbeat import Heartbeat
 from asyncjobs.worker.maintenance import Done, Maintenance
-from asyncjobs.worker.prefetch import Prefetch
-from asyncjobs.worker.slots import Slots
-from tests.conftest import in_thread, wait_until
+from tests.conftest import in_thread, one_slot, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -85,14 +82,7 @@ def test_a_slow_maintenance_round_does_not_delay_the_heartbeat(settings, backend
     slow = Counting("slow", locked=True, interval=0.01)
     slow.release = threading.Event()
     maintenance = Maintenance(strategy, [slow], worker_id="w")
-    slots = Slots(
-        size=1,
-        executor=Executor(backend, "w", clock=timezone.now),
-        prefetch=Prefetch(slots=1, most=0),
-        worker_id="w",
-        wake=threading.Event(),
-        stopping=threading.Event(),
-    )
+    slots = one_slot(backend)
     heartbeat = Heartbeat(
         slots, worker_id="w", interval=timedelta(seconds=0.05), lease=timedelta(seconds=60)
     )
