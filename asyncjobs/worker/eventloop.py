@@ -70,7 +70,12 @@ class EventLoop:
         unless its slot gave it up first."""
         if not call.future.set_running_or_notify_cancel():
             return  # cancelled while pending: the slot closes the coroutine
-        call.task = task = asyncio.get_running_loop().create_task(call.coroutine)
+        try:
+            call.task = task = asyncio.get_running_loop().create_task(call.coroutine)
+        except BaseException as error:  # (a task factory's): the slot must not wait for ever
+            call.coroutine.close()
+            call.future.set_exception(error)
+            return
 
         def settle(task: asyncio.Task[Any]) -> None:
             if task.cancelled():

@@ -14,7 +14,7 @@ from asyncjobs.models import AttemptOutcome, Job, JobStatus
 from asyncjobs.worker.eventloop import EventLoop
 from asyncjobs.worker.watchdog import _raise_in_thread
 from tests import tasks
-from tests.conftest import wait_until
+from tests.conftest import start_in_thread, wait_until
 from tests.models import Execution
 
 
@@ -83,6 +83,29 @@ def test_interrupting_the_waiting_thread_cancels_the_coroutine():
         thread.join(10)
         assert raised
         assert cancelled.wait(10)
+    finally:
+        loop.stop()
+
+
+def test_a_coroutine_the_loop_cannot_make_a_task_of_fails_its_slot():
+    """A task factory that raises (a project's, set on the loop): the slot gets the error
+    instead of waiting for ever, and the loop goes on."""
+    loop = EventLoop()
+
+    async def answer():
+        return 42
+
+    def refuse(event_loop, coroutine, **kwargs):
+        raise RuntimeError("no task for you")
+
+    try:
+        real = loop._started()
+        real.call_soon_threadsafe(real.set_task_factory, refuse)
+        refused = start_in_thread(lambda: loop.run(answer()))  # (bounded: 30 s)
+        with pytest.raises(RuntimeError, match="no task for you"):
+            refused()
+        real.call_soon_threadsafe(real.set_task_factory, None)
+        assert loop.run(answer()) == 42
     finally:
         loop.stop()
 
