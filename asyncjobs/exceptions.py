@@ -158,6 +158,15 @@ class JobCancelled(AsyncJobsError):
     """
 
 
+class TransactionLeftOpenError(AsyncJobsError):
+    """Recorded (never raised to callers) as the error of an attempt whose task returned
+    inside a database transaction it opened and never ended (``set_autocommit(False)``
+    without a commit, an ``atomic()`` entered and not left, a raw ``BEGIN``). The worker
+    rolled it back and closed the connection, so what the task wrote in it is lost: the
+    attempt fails, and is retried by the job's policy. A task that raised keeps its own
+    error; the transaction is rolled back all the same."""
+
+
 class OutcomeNotStoredError(AsyncJobsError):
     """Recorded (never raised to callers) as an attempt's error when the database refused
     to store the attempt's outcome as it was (a data error, not a lost connection): the

@@ -31,7 +31,9 @@ def safe_text(value: object, limit: int | None = None, *, keep: str = "start") -
     """
     try:
         text = value if type(value) is str else str(value)
-    except Exception:  # a hostile __str__: its type still says something
+    except (
+        BaseException
+    ):  # a hostile __str__ (even one raising SystemExit): its type says something
         text = f"<{type(value).__name__} whose str() failed>"
     if not text.isascii() or "\x00" in text:
         text = _UNENCODABLE.sub(_escape, text)

@@ -5,6 +5,8 @@ import os
 import time
 from datetime import timedelta
 
+from django.db import connection, transaction
+
 from asyncjobs import Fixed, Retry
 from asyncjobs.tasks_api import task
 from tests.models import Execution
@@ -358,3 +360,29 @@ async def async_cancellable(context, label):
     while True:
         context.raise_if_cancelled()
         await asyncio.sleep(0.05)
+
+
+@task(max_attempts=1)
+def leave_transaction_open(how, label):
+    """Writes a row inside a transaction it never ends, as careless task code may: autocommit
+    turned off, an atomic() entered and not left, or a raw BEGIN."""
+    if how == "autocommit":
+        transaction.set_autocommit(False)
+    elif how == "atomic":
+        transaction.atomic().__enter__()
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute("BEGIN")
+    Execution.objects.create(label=label, pid=os.getpid())
+    return "done"
+
+
+class _UnprintableError(Exception):
+    def __str__(self):
+        raise KeyboardInterrupt("from __str__")
+
+
+@task(max_attempts=1)
+def raise_unprintable():
+    """Raises an error whose str() raises KeyboardInterrupt (while the worker records it)."""
+    raise _UnprintableError

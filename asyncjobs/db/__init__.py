@@ -72,6 +72,7 @@ from asyncjobs.db.postgresql import (
     install_notify_triggers,
 )
 from asyncjobs.db.postgresql_psycopg2 import Psycopg2Listening
+from asyncjobs.db.sessions import left_in_transaction
 from asyncjobs.db.sqlite import SQLiteStrategy, is_sqlite_without_immediate
 
 __all__ = [
@@ -115,6 +116,7 @@ __all__ = [
     "is_deadlock",
     "is_sqlite_without_immediate",
     "is_too_many_connections",
+    "left_in_transaction",
     "mysql_isolation_level",
     "mysql_lock_name",
     "notification_kind",

@@ -30,12 +30,18 @@ from asyncjobs.exceptions import (
     OutcomeNotStoredError,
     ResultNotSerializableError,
     TaskImportError,
+    TransactionLeftOpenError,
 )
 from asyncjobs.models import AttemptOutcome, Job, JobStatus
 from asyncjobs.tasks_api import Task, TaskResult, TaskResultStatus, task_finished, task_started
 from asyncjobs.text import safe_text
 from asyncjobs.worker.completer import Completer, Pending
-from asyncjobs.worker.recovery import Refusals, close_broken_connections
+from asyncjobs.worker.recovery import (
+    Refusals,
+    close_broken_connections,
+    end_open_transactions,
+    open_transactions,
+)
 
 if TYPE_CHECKING:  # (slots imports this module: the slot threads run executors)
     from asyncjobs.worker.eventloop import EventLoop
@@ -91,9 +97,7 @@ class Executor:
             logger.error("Job %s: %s", job.pk, exc, extra=self._extra(job, outcome="failed"))
             return self._record(job, exc, AttemptOutcome.FAILED, None, execution=execution)
         except BaseException as exc:  # importing the task's module ran code that raised
-            return self._record(
-                job, exc, AttemptOutcome.FAILED, tb.format_exc(), execution=execution
-            )
+            return self._record(job, exc, AttemptOutcome.FAILED, _traceback(), execution=execution)
         if execution.cancel_requested():
             # Cancelled while it waited in the worker's prefetch buffer: never start it.
             status = self._record(
@@ -111,17 +115,27 @@ class Executor:
             result = self._running_result(job, task) if announce or task.takes_context else None
             if announce:
                 task_started.send(sender, task_result=result)
-            value = self._call(task, job, result, execution)
+            already_open = open_transactions()
+            try:
+                value = self._call(task, job, result, execution)
+            finally:
+                left = self._end_transactions(job, already_open)
+            if left:
+                raise TransactionLeftOpenError(
+                    f"Task {job.task_path} returned inside a database transaction it did not "
+                    f"end (database {', '.join(left)}): rolled back, so what it wrote there is "
+                    "lost"
+                )
         except JobCancelled as exc:
             status = self._record(job, exc, AttemptOutcome.CANCELLED, None, execution=execution)
         except ResultNotSerializableError as exc:
             # Running it again would return the same kind of value: fail at once.
             status = self._record(
-                job, exc, AttemptOutcome.FAILED, tb.format_exc(), False, execution=execution
+                job, exc, AttemptOutcome.FAILED, _traceback(), False, execution=execution
             )
         except JobTimeoutError as exc:
             status = self._record(
-                job, exc, AttemptOutcome.TIMED_OUT, tb.format_exc(), execution=execution
+                job, exc, AttemptOutcome.TIMED_OUT, _traceback(), execution=execution
             )
         except BaseException as exc:
             if self.refusals is not None and db.is_too_many_connections(exc):
@@ -132,7 +146,7 @@ class Executor:
             # (The watchdog's own interruptions are JobTimeoutError and WorkerMemoryError,
             # caught above or recorded already.)
             status = self._record(
-                job, exc, AttemptOutcome.FAILED, tb.format_exc(), execution=execution
+                job, exc, AttemptOutcome.FAILED, _traceback(), execution=execution
             )
         else:
             if self.completer is not None:
@@ -141,6 +155,20 @@ class Executor:
             status = self.record_success(job, value, execution)
         self.report(job, task, status, started)
         return status
+
+    def _end_transactions(self, job: Job, already_open: set[str]) -> list[str]:
+        """Roll back what the task left open on this thread's connections (see
+        ``end_open_transactions``), saying so in the log."""
+        left = end_open_transactions(already_open)
+        if left:
+            logger.warning(
+                "Job %s: task %s left a transaction open on %s; rolled back and closed",
+                job.pk,
+                job.task_path,
+                ", ".join(left),
+                extra=self._extra(job),
+            )
+        return left
 
     def _give_back(self, job: Job, error: BaseException) -> JobStatus | None:
         """Release an attempt whose task was refused a database connection: recorded as lost,
@@ -403,6 +431,17 @@ class Executor:
 
 
 TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def _traceback() -> str:
+    """The traceback of the exception being handled. Formatting it calls the exception's
+    ``__str__``, which task code may make raise anything, ``KeyboardInterrupt`` included:
+    that must not leave the slot thread."""
+    try:
+        return tb.format_exc()
+    except BaseException as exc:  # (a hostile __str__)
+        return f"<the traceback could not be formatted: {type(exc).__name__}>"
+
 
 # What a write of an outcome can fail with that says the data, not the connection, is at
 # fault: retrying the same write cannot help. (Drivers raise ValueError or TypeError for

@@ -1,6 +1,7 @@
 """Riding out database outages on a worker's threads: close what broke, retry a write, back off
 while the database refuses new connections."""
 
+import contextlib
 import logging
 import random
 import threading
@@ -10,8 +11,9 @@ from datetime import timedelta
 from typing import TypeVar
 
 from django.db import DatabaseError, InterfaceError, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 
-from asyncjobs.db import is_too_many_connections
+from asyncjobs.db import is_too_many_connections, left_in_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,41 @@ def close_broken_connections() -> None:
         except Exception:
             logger.debug("closing a broken connection failed", exc_info=True)
             conn.connection = None
+
+
+def _in_transaction(conn: BaseDatabaseWrapper) -> bool:
+    try:
+        return left_in_transaction(conn)
+    except Exception:  # a broken connection: close_broken_connections' business
+        logger.debug("could not tell whether %s is in a transaction", conn.alias, exc_info=True)
+        return False
+
+
+def open_transactions() -> set[str]:
+    """The aliases of this thread's connections that are inside a transaction now (a job run
+    inline, inside its caller's transaction, finds its caller's here)."""
+    return {c.alias for c in connections.all(initialized_only=True) if _in_transaction(c)}
+
+
+def end_open_transactions(already_open: set[str]) -> list[str]:
+    """Roll back and drop this thread's connections that task code left inside a
+    transaction (``left_in_transaction``) and that were not in one before it ran
+    (``already_open``, from ``open_transactions``: a caller's own transaction is not the
+    task's to end), so that the attempt's outcome and the next job on this thread are not
+    written into it, never to be committed (or, on SQLite, behind a write lock nobody
+    releases). Their wrappers are replaced too: Django keeps a leaked ``atomic()``'s state
+    on them. Returns the aliases that had one."""
+    left = []
+    for conn in connections.all(initialized_only=True):
+        if conn.alias in already_open or not _in_transaction(conn):
+            continue
+        left.append(conn.alias)
+        with contextlib.suppress(Exception):
+            conn.connection.rollback()
+        with contextlib.suppress(Exception):
+            conn.close()
+        del connections[conn.alias]
+    return left
 
 
 def until_db(

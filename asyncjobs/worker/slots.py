@@ -449,6 +449,13 @@ class Slots:
                 except Exception:
                     logger.exception("Worker %s: unexpected error running a job", self.worker_id)
                     status = None
+                except BaseException:
+                    if execution.state is ExecutionState.ABANDONED:
+                        raise  # the watchdog's interruption, landing late: see below
+                    # Task code's own (a hostile __str__ raising KeyboardInterrupt while its
+                    # error was recorded): the slot lives on; the job is rescued at its lease.
+                    logger.exception("Worker %s: unexpected error running a job", self.worker_id)
+                    status = None
                 self.prefetch.observe(time.monotonic() - execution.started)
                 if status == PENDING:
                     # The completer records it and calls finish; this slot is free now.

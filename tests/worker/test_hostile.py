@@ -9,6 +9,7 @@ from django.db import connection
 from asyncjobs.models import Attempt, Job, JobStatus
 from tests import tasks
 from tests.conftest import wait_until
+from tests.models import Execution
 
 
 def finished(*results):
@@ -177,3 +178,52 @@ def test_an_impossible_http_status_is_not_recorded(runner, status):
     result = tasks.raise_http.enqueue("response", status)
     runner().drain()
     assert Attempt.objects.get(job_id=result.id).http_status is None
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_transaction_left_open_is_rolled_back_before_the_next_job(worker_process):
+    """A task that returns inside a transaction it never ended: its outcome and the next
+    jobs' writes went into that transaction, never committed (on SQLite, behind a write
+    lock nobody released). Now the worker rolls it back, the attempt fails with
+    TransactionLeftOpenError, and the next job on the same slot writes as usual."""
+    ways = ["autocommit", "atomic"]
+    if connection.vendor in ("postgresql", "sqlite"):  # (MySQLdb cannot tell a raw BEGIN)
+        ways.append("begin")
+    jobs = []
+    for how in ways:
+        jobs.append((how, tasks.leave_transaction_open.enqueue(how, f"inside-{how}")))
+        jobs.append((how, tasks.record.enqueue(f"after-{how}")))
+    failing = tasks.raise_text.enqueue("the real error")
+    worker = worker_process("--concurrency", "1")
+    wait_until(finished(*[r for _, r in jobs], failing), timeout=60, message=f"{worker.output()}")
+    for how, result in jobs[::2]:
+        job = Job.objects.get(pk=result.id)
+        assert job.status == JobStatus.FAILED, how
+        assert job.last_error_class == "asyncjobs.exceptions.TransactionLeftOpenError", how
+    labels = set(Execution.objects.values_list("label", flat=True))
+    assert labels >= {f"after-{how}" for how in ways}
+    assert not labels & {f"inside-{how}" for how in ways}  # rolled back
+    assert all(Job.objects.get(pk=r.id).status == JobStatus.SUCCEEDED for _, r in jobs[1::2])
+    # A failure after them is recorded as itself, not lost to a leftover transaction.
+    assert Attempt.objects.filter(job_id=failing.id, error_message__contains="real error").exists()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_an_error_whose_str_raises_keyboard_interrupt_fails_its_attempt_only(worker_process):
+    """Formatting the error's traceback calls its __str__; one raising KeyboardInterrupt
+    killed the slot thread, and its job stayed running while the worker lived."""
+    hostile = tasks.raise_unprintable.enqueue()
+    after = tasks.add.enqueue(2, 3)
+    worker = worker_process("--concurrency", "1")
+    wait_until(finished(hostile, after), timeout=30, message=f"{worker.output()}")
+    job = Job.objects.get(pk=hostile.id)
+    assert job.status == JobStatus.FAILED
+    assert job.last_error_class == "tests.tasks._UnprintableError"
+    assert Job.objects.get(pk=after.id).status == JobStatus.SUCCEEDED
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert "slot thread died" not in worker.output()
