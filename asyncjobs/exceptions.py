@@ -133,7 +133,8 @@ class Retry(AsyncJobsError):
     """Raise from a task to ask for another attempt after ``delay``.
 
     The attempt is recorded as failed and counts against ``max_attempts``; with no attempts
-    left the job fails. ``delay`` defaults to the task's backoff policy.
+    left the job fails. ``delay`` defaults to the task's backoff policy; a delay past a year
+    (``asyncjobs.retry.MAX_DELAY``) waits a year.
 
     Parameters:
         delay: how long to wait before the next attempt (``timedelta`` or seconds).
@@ -142,7 +143,13 @@ class Retry(AsyncJobsError):
 
     def __init__(self, delay: timedelta | float | None = None, reason: str = "") -> None:
         if delay is not None and not isinstance(delay, timedelta):
-            delay = timedelta(seconds=delay)
+            seconds = delay
+            try:
+                delay = timedelta(seconds=seconds)
+            except OverflowError:  # past timedelta.max: the longest wait (then capped)
+                if not seconds > 0:
+                    raise
+                delay = timedelta.max
         if delay is not None and delay < timedelta(0):
             raise ValueError("Retry delay must not be negative.")
         self.delay: timedelta | None = delay

@@ -19,6 +19,18 @@ from asyncjobs.exceptions import ConfigurationError
 # A random source that is not seeded by task code that seeds the global one.
 _random = random.SystemRandom()
 
+# The longest wait before a retry, whatever a ``Retry`` or a backoff asks for. A year is
+# far inside what every database stores and what arithmetic on ``run_after`` (adding the
+# delay, leases, time-zone conversions) can do without an OverflowError near
+# ``datetime.max`` (year 9999), where ``Retry(delay=10**12)`` landed; a retry further off is
+# a mistake, and one scheduled a year ahead stays visible and can be cancelled or retried.
+MAX_DELAY = timedelta(days=365)
+
+
+def clamp_delay(delay: timedelta) -> timedelta:
+    """``delay`` brought within ``[0, MAX_DELAY]``."""
+    return min(max(delay, timedelta(0)), MAX_DELAY)
+
 
 @dataclass(frozen=True, slots=True)
 class Exponential:
@@ -105,9 +117,13 @@ class FromCallable:
 
     def delay(self, attempt: int) -> timedelta:
         """Call the function for the wait after failed attempt ``attempt``."""
-        value = as_timedelta(import_string(self.path)(attempt))
+        raw = import_string(self.path)(attempt)
+        try:
+            value = as_timedelta(raw)
+        except OverflowError:  # past timedelta.max (or infinite): the longest wait
+            value = timedelta.max if isinstance(raw, int | float) and raw > 0 else None
         if value is None or value < timedelta(0):
-            raise ConfigurationError(f"Backoff {self.path} returned {value!r}.")
+            raise ConfigurationError(f"Backoff {self.path} returned {raw!r}.")
         return value
 
     def to_json(self) -> dict[str, Any]:
@@ -158,5 +174,6 @@ def from_json(data: dict[str, Any]) -> Backoff:
 
 
 def next_run(policy: Backoff, attempt: int, *, now: datetime) -> datetime:
-    """When the attempt after failed attempt number ``attempt`` may start."""
-    return now + policy.delay(attempt)
+    """When the attempt after failed attempt number ``attempt`` may start (at most
+    ``MAX_DELAY`` after ``now``)."""
+    return now + clamp_delay(policy.delay(attempt))

@@ -267,6 +267,30 @@ def raise_http(kind, status=503):
     raise ValueError("no HTTP status here")
 
 
+class UnreadableResponseError(Exception):
+    """An error whose ``response`` raises when read."""
+
+    response = property(lambda self: 1 / 0)
+
+
+def huge_backoff(attempt):
+    """A backoff that asks for 31,700 years."""
+    return 10**12
+
+
+@task(max_attempts=2, backoff=huge_backoff)
+def raise_hostile(kind):
+    """Raises what made the failure's own write raise: an error whose attributes raise, a
+    ``Retry`` past ``datetime.max``, or (``backoff``) a plain error under a huge backoff."""
+    if kind == "response":
+        raise UnreadableResponseError("the real error")
+    if kind == "retry":
+        raise Retry(delay=10**12, reason="in 31,700 years")
+    if kind == "retry-inf":
+        raise Retry(delay=float("inf"))
+    raise ValueError("the real error")
+
+
 @task(takes_context=True)
 def started_at_while_running(context):
     """Returns the started_at that get_result reports while this job runs."""

@@ -4,14 +4,27 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from asyncjobs.exceptions import ConfigurationError
-from asyncjobs.retry import Exponential, Fixed, FromCallable, as_backoff, from_json, next_run
+from asyncjobs.exceptions import ConfigurationError, Retry
+from asyncjobs.retry import (
+    MAX_DELAY,
+    Exponential,
+    Fixed,
+    FromCallable,
+    as_backoff,
+    clamp_delay,
+    from_json,
+    next_run,
+)
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def linear(attempt):
     return attempt * 3
+
+
+def endless(attempt):
+    return float("inf")
 
 
 @pytest.mark.parametrize("attempt", range(1, 30))
@@ -68,3 +81,16 @@ def test_invalid_policies():
     with pytest.raises(ConfigurationError, match="Unknown backoff"):
         from_json({"kind": "quadratic"})
     assert as_backoff(None) == Exponential()
+
+
+def test_delays_past_a_year_wait_a_year():
+    """``Retry(delay=10**12)`` overflowed ``now + delay`` and a delay of 1e20 s or infinity
+    overflowed ``timedelta``: each now waits ``MAX_DELAY``, a year."""
+    assert clamp_delay(timedelta(seconds=10**12)) == clamp_delay(timedelta.max) == MAX_DELAY
+    assert clamp_delay(timedelta(seconds=-1)) == timedelta(0)
+    assert Retry(delay=1e20).delay == Retry(delay=float("inf")).delay == timedelta.max
+    with pytest.raises(OverflowError):
+        Retry(delay=float("-inf"))
+    assert FromCallable("tests.test_retry.endless").delay(1) == timedelta.max
+    assert next_run(as_backoff(endless), 1, now=NOW) == NOW + MAX_DELAY
+    assert next_run(Fixed(10**12), 1, now=NOW) == NOW + MAX_DELAY

@@ -28,16 +28,21 @@ def is_too_many_connections(error: BaseException) -> bool:
     """Whether ``error`` is a database error (Django's, or a DB-API driver's
     ``OperationalError``) that refuses a new connection because a connection limit was
     reached, on any vendor, driver or pool. The driver's error Django wrapped is looked at
-    too; any other exception (a task's own, whatever its text) is not a refusal."""
-    if not _database_error(error):
+    too; any other exception (a task's own, whatever its text) is not a refusal, nor is one
+    whose attributes raise when read (task code's errors are anyone's objects)."""
+    try:
+        if not _database_error(error):
+            return False
+        seen = 0
+        current: BaseException | None = error
+        while current is not None and seen < 5:
+            if _refusal(current):
+                return True
+            cause = current.__cause__  # (not ``or``: an error's __bool__ may raise)
+            current = cause if cause is not None else current.__context__
+            seen += 1
+    except Exception:
         return False
-    seen = 0
-    current: BaseException | None = error
-    while current is not None and seen < 5:
-        if _refusal(current):
-            return True
-        current = current.__cause__ or current.__context__
-        seen += 1
     return False
 
 

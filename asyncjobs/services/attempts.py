@@ -34,11 +34,44 @@ MAX_ERROR_MESSAGE = 2_000
 MAX_TRACEBACK = 20_000
 
 
+# Task code's errors are anyone's objects: their attributes may be properties, their class
+# may have a metaclass, and reading either may raise. Whatever is read from an error on the
+# way to recording it goes through a guard, so that the attempt is still recorded.
+
+
+def _attr(value: object, name: str) -> object:
+    """``getattr(value, name, None)``, and None too if reading it raises."""
+    try:
+        return getattr(value, name, None)
+    except Exception:
+        return None
+
+
+def _error_class(error: BaseException) -> str:
+    """The dotted path of the class of ``error`` (bounded), or ``<unknown>`` if its
+    metaclass will not tell."""
+    try:
+        path = class_path(type(error))
+    except Exception:
+        path = "<unknown>"
+    return safe_text(path, 255, keep="end")
+
+
+def _format_traceback(error: BaseException) -> str:
+    try:
+        return "".join(tb.format_exception(error))
+    except Exception as exc:  # a hostile __cause__, __notes__, __traceback__, ...
+        return (
+            f"{_error_class(error)}: {safe_text(error, MAX_ERROR_MESSAGE)}\n"
+            f"(the traceback could not be formatted: {_error_class(exc)})\n"
+        )
+
+
 def error_fields(error: BaseException, traceback_text: str | None = None) -> dict[str, str]:
-    """The Attempt columns describing ``error``."""
-    text = traceback_text if traceback_text is not None else "".join(tb.format_exception(error))
+    """The Attempt columns describing ``error``. Reading ``error`` never raises here."""
+    text = traceback_text if traceback_text is not None else _format_traceback(error)
     return {
-        "error_class": safe_text(class_path(type(error)), 255, keep="end"),
+        "error_class": _error_class(error),
         "error_message": safe_text(error, MAX_ERROR_MESSAGE),
         "traceback": safe_text(text, MAX_TRACEBACK, keep="end"),
     }
@@ -54,20 +87,23 @@ def http_status_of(error: BaseException) -> int | None:
     callback errors), or the status of the response on the error (httpx and requests:
     ``error.response.status_code``; urllib's ``HTTPError``: ``error.code``), looked for on
     the error and then on its causes, so that a task's own error raised ``from`` an HTTP
-    error counts too. Duck-typed: no HTTP library is imported."""
+    error counts too. Duck-typed: no HTTP library is imported. An attribute whose reading
+    raises counts as absent."""
     seen = 0
-    current: BaseException | None = error
+    current: object = error
     while current is not None and seen < 5:
+        response = _attr(current, "response")
         for candidate in (
-            getattr(current, "http_status", None),
-            getattr(getattr(current, "response", None), "status_code", None),
-            getattr(getattr(current, "response", None), "status", None),
-            getattr(current, "code", None) if hasattr(current, "getcode") else None,
+            _attr(current, "http_status"),
+            _attr(response, "status_code"),
+            _attr(response, "status"),
+            _attr(current, "code") if _attr(current, "getcode") is not None else None,
         ):
             status = _status_code(candidate)
             if status is not None:
                 return status
-        current = current.__cause__ or current.__context__
+        cause = _attr(current, "__cause__")  # (not ``or``: an error's __bool__ may raise)
+        current = cause if cause is not None else _attr(current, "__context__")
         seen += 1
     return None
 
@@ -192,13 +228,14 @@ def record_failure(
         new_status, run_after = JobStatus.CANCELLED, job.run_after
     else:
         if retryable is None:
-            retryable = is_retryable(job, error)
+            try:
+                retryable = is_retryable(job, error)
+            except Exception:  # (isinstance reads ``__class__``, which an error may override)
+                # fail_on could not be checked, and it wins over everything: no retry.
+                logger.exception("Job %s: its retry policy could not be applied", job.pk)
+                retryable = False
         if retryable and job.attempts_left > 0:
-            delay = error.delay if isinstance(error, Retry) and error.delay is not None else None
-            if delay is None:
-                used = job.attempts - job.free_attempts
-                delay = retry.from_json(job.backoff).delay(used) if job.backoff else timedelta(0)
-            run_after = now + delay
+            run_after = now + _retry_delay(job, error)
             new_status = JobStatus.SCHEDULED if run_after > now else JobStatus.QUEUED
         else:
             new_status, run_after = JobStatus.FAILED, job.run_after
@@ -239,7 +276,7 @@ def record_failure(
             worker_id="",
             lease_expires_at=None,
             unique_key=None if finished_at is not None else F("unique_key"),
-            last_error_class=safe_text(class_path(type(error)), 255, keep="end"),
+            last_error_class=_error_class(error),
             last_error_message=safe_text(error, MAX_ERROR_MESSAGE),
         )
         job.status, job.run_after, job.finished_at = new_status, run_after, finished_at
@@ -255,6 +292,27 @@ def record_failure(
                 batch_ends={job.batch_id: ended} if job.batch_id is not None else None,
             )
     return new_status
+
+
+def _retry_delay(job: Job, error: BaseException) -> timedelta:
+    """The wait before the next attempt: a ``Retry``'s delay, else the job's backoff, within
+    ``[0, retry.MAX_DELAY]``. A ``Retry`` whose delay cannot be read (or is no
+    ``timedelta``) asks for none; a backoff that raises (a callable's bug, a stored policy
+    gone bad) gives way to the default backoff: the failure is recorded and retried all
+    the same."""
+    used = job.attempts - job.free_attempts
+    try:
+        requested = _attr(error, "delay") if isinstance(error, Retry) else None
+        if isinstance(requested, timedelta):
+            return retry.clamp_delay(requested)
+        if not job.backoff:
+            return timedelta(0)
+        return retry.clamp_delay(retry.from_json(job.backoff).delay(used))
+    except Exception:
+        logger.exception(
+            "Job %s: its retry delay could not be computed; using the default backoff", job.pk
+        )
+        return retry.clamp_delay(retry.DEFAULT_BACKOFF.delay(used))
 
 
 def claim_job(

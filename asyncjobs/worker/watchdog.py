@@ -15,6 +15,7 @@ from asyncjobs import services
 from asyncjobs.conf import jobs_settings
 from asyncjobs.exceptions import JobTimeoutError, WorkerMemoryError
 from asyncjobs.models import AttemptOutcome
+from asyncjobs.text import safe_text
 from asyncjobs.worker.slots import Execution, ExecutionState, Slots
 
 logger = logging.getLogger(__name__)
@@ -152,27 +153,46 @@ class Watchdog:
 
     def _abandon(self, execution: Execution, error: BaseException, outcome: AttemptOutcome) -> None:
         job = execution.job
-        status = services.record_failure(
-            job,
-            worker_id=self.worker_id,
-            error=error,
-            now=timezone.now(),
-            outcome=outcome,
-            traceback_text="",
-            started_at=execution.started_at,
-        )
-        logger.warning(
-            "Job %s %s attempt %d abandoned (%s) -> %s",
-            job.pk,
-            job.task_path,
-            job.attempts,
-            error,
-            status,
-            extra={"job_id": str(job.pk), "task": job.task_path, "attempt": job.attempts},
-        )
-        if status is not None:
-            with self.slots.lock:
-                self.slots.finished += 1
+        try:
+            status = services.record_failure(
+                job,
+                worker_id=self.worker_id,
+                error=error,
+                now=timezone.now(),
+                outcome=outcome,
+                traceback_text="",
+                started_at=execution.started_at,
+            )
+        except Exception as exc:
+            # (A locked SQLite file, a lost connection, ...) The slot must be freed all the
+            # same, or the worker loses it for good. The job is safe: out of ``inflight``,
+            # its lease is no longer renewed by the heartbeat, so unless the interrupted
+            # thread records the timeout itself (Executor.run, retrying the database), the
+            # job stays running only until its lease expires and the rescuer takes it back.
+            logger.error(
+                "Job %s %s attempt %d abandoned (%s); its failure could not be recorded "
+                "(%s: %s); unless its thread records it, it is rescued when its lease expires",
+                job.pk,
+                job.task_path,
+                job.attempts,
+                error,
+                type(exc).__name__,
+                safe_text(exc, 500),
+                extra={"job_id": str(job.pk), "task": job.task_path, "attempt": job.attempts},
+            )
+        else:
+            logger.warning(
+                "Job %s %s attempt %d abandoned (%s) -> %s",
+                job.pk,
+                job.task_path,
+                job.attempts,
+                error,
+                status,
+                extra={"job_id": str(job.pk), "task": job.task_path, "attempt": job.attempts},
+            )
+            if status is not None:
+                with self.slots.lock:
+                    self.slots.finished += 1
         if execution.thread is not None:
             self._stuck.append((execution.thread, time.monotonic()))
             _raise_in_thread(execution.thread, type(error))

@@ -2,11 +2,15 @@
 a real ``runworker`` subprocess on the test database, SQLite or PostgreSQL."""
 
 import signal
+from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
+from asyncjobs import Fixed, Retry, db, services
 from asyncjobs.models import Attempt, Job, JobStatus
+from asyncjobs.retry import MAX_DELAY
 from tests import tasks
 from tests.conftest import wait_until
 from tests.models import Execution
@@ -227,3 +231,97 @@ def test_an_error_whose_str_raises_keyboard_interrupt_fails_its_attempt_only(wor
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0
     assert "slot thread died" not in worker.output()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("kind", "error_class", "status"),
+    [
+        ("response", "tests.tasks.UnreadableResponseError", JobStatus.QUEUED),
+        ("retry", "asyncjobs.exceptions.Retry", JobStatus.SCHEDULED),
+        ("retry-inf", "asyncjobs.exceptions.Retry", JobStatus.SCHEDULED),
+        ("backoff", "builtins.ValueError", JobStatus.SCHEDULED),
+    ],
+)
+def test_hostile_errors_and_delays_are_recorded(runner, kind, error_class, status):
+    """An error whose ``response`` raises when read, ``Retry(delay=10**12)`` and a backoff of
+    10**12 s made the failure's write raise (ZeroDivisionError, OverflowError): the error
+    was lost and the job stayed running until its lease expired. Now the attempt is
+    recorded and the retry scheduled at most a year ahead (``retry.MAX_DELAY``)."""
+    result = tasks.raise_hostile.using(
+        backoff=Fixed(0) if kind == "response" else tasks.huge_backoff
+    ).enqueue(kind)
+    before = timezone.now()
+    runner().run_once()
+    job = Job.objects.get(pk=result.id)
+    attempt = Attempt.objects.get(job=job)
+    assert (job.status, job.last_error_class) == (status, error_class)
+    assert (attempt.error_class, attempt.finished_at is not None) == (error_class, True)
+    assert attempt.http_status is None
+    if status == JobStatus.SCHEDULED:
+        assert before + timedelta(days=364) < job.run_after <= timezone.now() + MAX_DELAY
+
+
+class UnreadableClassError(Exception):
+    __class__ = property(lambda self: 1 / 0)  # isinstance() reads it
+
+
+class UnreadableCauseError(Exception):
+    __cause__ = property(lambda self: 1 / 0)
+
+
+class FalsehoodError(Exception):
+    def __bool__(self):
+        raise RuntimeError("no truth value")
+
+
+class HostileMeta(type):
+    pass
+
+
+class UnreadableModuleError(Exception, metaclass=HostileMeta):
+    pass
+
+
+HostileMeta.__module__ = property(lambda cls: 1 / 0)  # type: ignore[assignment]
+
+
+class UnreadableDelay(Retry):
+    delay = property(lambda self: 1 / 0, lambda self, value: None)
+
+
+def _caused_by_falsehood():
+    error = ValueError("the real error")
+    error.__cause__ = FalsehoodError()
+    return error
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("make", "error_class", "status"),
+    [
+        (lambda: UnreadableClassError("x"), "UnreadableClassError", JobStatus.FAILED),
+        (lambda: UnreadableCauseError("x"), "UnreadableCauseError", JobStatus.QUEUED),
+        (_caused_by_falsehood, "builtins.ValueError", JobStatus.QUEUED),
+        (lambda: UnreadableModuleError("x"), "<unknown>", JobStatus.QUEUED),
+        (lambda: UnreadableDelay(), "UnreadableDelay", JobStatus.QUEUED),
+    ],
+)
+def test_errors_whose_attributes_raise_are_recorded(make, error_class, status):
+    """Whatever the failure's write reads from an error (``__class__`` through isinstance,
+    ``__cause__``, ``__bool__``, its class's ``__module__``, a ``Retry``'s ``delay``, the
+    traceback) may raise: the attempt is recorded all the same. An error the retry policy
+    cannot be checked against fails the job (``fail_on`` wins over everything)."""
+    result = tasks.add.using(max_attempts=2, backoff=Fixed(0)).enqueue(1, 2)
+    job = services.claim_job(
+        result.id, worker_id="w", now=timezone.now(), lease=timedelta(seconds=60)
+    )
+    error = make()
+    assert not db.is_too_many_connections(error)  # (the executor asks first)
+    assert services.record_failure(job, worker_id="w", error=error, now=timezone.now()) == status
+    job.refresh_from_db()
+    attempt = Attempt.objects.get(job=job)
+    assert job.status == status
+    assert attempt.finished_at is not None
+    assert attempt.error_class.endswith(error_class)
+    assert attempt.traceback
