@@ -100,7 +100,12 @@ async def async_add(a, b):
 
 @task()
 def returns_non_json(kind="object"):
-    """A return value that is not JSON: an object, or NaN."""
+    """A return value that is not JSON: an object, NaN, or nesting too deep to encode."""
+    if kind == "deep":
+        value: list = []
+        for _ in range(100_000):
+            value = [value]
+        return value
     return object() if kind == "object" else {"value": float("nan")}
 
 

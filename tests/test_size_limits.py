@@ -254,6 +254,18 @@ def test_progress_is_bounded(runner):
     assert len(json.dumps(progress)) < 1000
 
 
+@pytest.mark.parametrize(
+    ("current", "total"), [(float("nan"), 2), (1, float("inf")), (float("-inf"), None), ("1", 2)]
+)
+def test_progress_refuses_what_is_not_a_finite_number(current, total):
+    """NaN and infinities are not JSON: refused up front, not by the database's check."""
+    job = Job.objects.get(pk=tasks.noop.enqueue().id)
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING)
+    with pytest.raises(ValueError, match="finite numbers"):
+        services.set_progress(job.pk, current=current, total=total)
+    assert Job.objects.get(pk=job.pk).progress is None
+
+
 # --- Display and download ---------------------------------------------------------------------
 
 FIVE_MB = 5 * 1000 * 1000

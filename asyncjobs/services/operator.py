@@ -2,6 +2,7 @@
 what a running task reports (progress); and the cheap counts the admin's lists need."""
 
 import logging
+import math
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -242,8 +243,16 @@ def set_progress(
     """Store a running job's progress and return it.
 
     ``percent`` is derived when ``total`` is known. Raises ``ValueError`` for values that
-    make no sense (negative, or above ``total``).
+    make no sense (negative, above ``total``, not finite numbers: NaN and infinities are not
+    JSON, and were refused by the database instead, less clearly).
     """
+    for value in (current, total):
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise ValueError(f"progress needs finite numbers, not {value!r}.")
     if current < 0 or (total is not None and (total <= 0 or current > total)):
         raise ValueError("progress needs 0 <= current <= total and total > 0.")
     progress: dict[str, float | str | None] = {

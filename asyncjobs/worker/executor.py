@@ -260,7 +260,7 @@ class Executor:
         ``ResultTooLargeError`` (a subclass) if it is larger than ``MAX_RESULT_BYTES``."""
         try:
             stored, bound = services.storable_json_sized(value)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:  # (too deep to encode)
             raise ResultNotSerializableError(
                 f"Task {job.task_path} returned a value that is not JSON-serializable: {exc}"
             ) from exc

@@ -204,7 +204,7 @@ def test_path_to_a_non_task_fails_clearly(runner):
     assert "is not a task" in job_of(result).attempt_set.get().error_message
 
 
-@pytest.mark.parametrize("value", ["object", "nan"])
+@pytest.mark.parametrize("value", ["object", "nan", "deep"])
 def test_non_json_return_value_fails_at_once(runner, value):
     result = tasks.returns_non_json.using(max_attempts=3).enqueue(value)
     runner().drain()
