@@ -60,7 +60,7 @@ def _error_class(error: BaseException) -> str:
 def _format_traceback(error: BaseException) -> str:
     try:
         return "".join(tb.format_exception(error))
-    except Exception as exc:  # a hostile __cause__, __notes__, __traceback__, ...
+    except BaseException as exc:  # a hostile __str__ (KeyboardInterrupt too), __cause__, ...
         return (
             f"{_error_class(error)}: {safe_text(error, MAX_ERROR_MESSAGE)}\n"
             f"(the traceback could not be formatted: {_error_class(exc)})\n"

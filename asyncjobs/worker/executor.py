@@ -8,7 +8,6 @@ import functools
 import inspect
 import logging
 import time
-import traceback as tb
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -97,7 +96,7 @@ class Executor:
             logger.error("Job %s: %s", job.pk, exc, extra=self._extra(job, outcome="failed"))
             return self._record(job, exc, AttemptOutcome.FAILED, None, execution=execution)
         except BaseException as exc:  # importing the task's module ran code that raised
-            return self._record(job, exc, AttemptOutcome.FAILED, _traceback(), execution=execution)
+            return self._record(job, exc, AttemptOutcome.FAILED, None, execution=execution)
         if execution.cancel_requested():
             # Cancelled while it waited in the worker's prefetch buffer: never start it.
             status = self._record(
@@ -130,13 +129,9 @@ class Executor:
             status = self._record(job, exc, AttemptOutcome.CANCELLED, None, execution=execution)
         except ResultNotSerializableError as exc:
             # Running it again would return the same kind of value: fail at once.
-            status = self._record(
-                job, exc, AttemptOutcome.FAILED, _traceback(), False, execution=execution
-            )
+            status = self._record(job, exc, AttemptOutcome.FAILED, None, False, execution=execution)
         except JobTimeoutError as exc:
-            status = self._record(
-                job, exc, AttemptOutcome.TIMED_OUT, _traceback(), execution=execution
-            )
+            status = self._record(job, exc, AttemptOutcome.TIMED_OUT, None, execution=execution)
         except BaseException as exc:
             if self.refusals is not None and db.is_too_many_connections(exc):
                 # The database is full, which says nothing about this job.
@@ -145,9 +140,7 @@ class Executor:
             # CancelledError of its own. Each is this attempt's failure, never the slot's.
             # (The watchdog's own interruptions are JobTimeoutError and WorkerMemoryError,
             # caught above or recorded already.)
-            status = self._record(
-                job, exc, AttemptOutcome.FAILED, _traceback(), execution=execution
-            )
+            status = self._record(job, exc, AttemptOutcome.FAILED, None, execution=execution)
         else:
             if self.completer is not None:
                 self.completer.submit(Pending(execution, task, value, self.clock(), started))
@@ -341,7 +334,8 @@ class Executor:
         def not_stored(problem: Exception) -> JobStatus | None:
             # The bare facts, which every database stores, in place of what it refused.
             stand_in = OutcomeNotStoredError(
-                f"{services.class_path(type(error))} could not be stored as raised: {problem}"
+                f"{services.error_fields(error, '')['error_class']} could not be stored as "
+                f"raised: {problem}"
             )
             return write(stand_in, "", None)
 
@@ -431,16 +425,6 @@ class Executor:
 
 
 TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
-
-
-def _traceback() -> str:
-    """The traceback of the exception being handled. Formatting it calls the exception's
-    ``__str__``, which task code may make raise anything, ``KeyboardInterrupt`` included:
-    that must not leave the slot thread."""
-    try:
-        return tb.format_exc()
-    except BaseException as exc:  # (a hostile __str__)
-        return f"<the traceback could not be formatted: {type(exc).__name__}>"
 
 
 # What a write of an outcome can fail with that says the data, not the connection, is at
